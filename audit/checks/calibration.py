@@ -1,0 +1,93 @@
+"""Calibration (DESIGN §6.6): expected calibration error, Brier score, log loss, reliability bins.
+
+ECE uses equal-width bins on the top-1 confidence: sum over bins of |accuracy - mean
+confidence| weighted by the bin's share of samples. Brier is the multiclass score of Brier
+(1950): the mean over samples of the squared distance between the probability vector and the
+one-hot truth (range 0..2; scikit-learn's ``brier_score_loss(..., scale_by_half=False)``).
+
+Example::
+
+    cal = calibration(preds, n_bins=15)
+    cal.ece.value, [(b.confidence, b.accuracy) for b in cal.bins]
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from audit.inference import Predictions
+from audit.stats import Estimate, bootstrap
+
+EPS = 1e-15
+
+
+@dataclass(frozen=True)
+class ReliabilityBin:
+    lower: float
+    upper: float
+    count: int
+    confidence: float  # mean top-1 probability in the bin (nan when empty)
+    accuracy: float  # fraction correct in the bin (nan when empty)
+
+
+@dataclass(frozen=True)
+class CalibrationResult:
+    ece: Estimate
+    brier: Estimate
+    log_loss: Estimate
+    bins: tuple[ReliabilityBin, ...]
+
+
+def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, n_bins: int = 15) -> float:
+    """ECE of one set of predictions (the reference the bootstrap vectorises)."""
+    b = _bin_index(confidence, n_bins)
+    n = len(confidence)
+    total = 0.0
+    for i in range(n_bins):
+        m = b == i
+        if m.any():
+            total += m.sum() / n * abs(correct[m].mean() - confidence[m].mean())
+    return float(total)
+
+
+def _bin_index(confidence: np.ndarray, n_bins: int) -> np.ndarray:
+    # Bins are (lower, upper]; a confidence of exactly 0 joins the first bin.
+    return np.clip(np.ceil(confidence * n_bins).astype(int) - 1, 0, n_bins - 1)
+
+
+def calibration(preds: Predictions, *, n_bins: int = 15, n_boot: int = 1000, seed: int = 0) -> CalibrationResult:
+    """ECE, Brier score and log loss with bootstrap CIs, plus the reliability diagram's bins."""
+    conf = preds.confidence.astype(float)
+    correct = (preds.y_pred == preds.y_true).astype(float)
+    n = len(conf)
+    bins = _bin_index(conf, n_bins)
+    onehot = np.eye(len(preds.labels))[preds.y_true]
+    brier_i = ((preds.proba.astype(float) - onehot) ** 2).sum(axis=1)
+    nll_i = -np.log(np.clip(preds.proba[np.arange(n), preds.y_true].astype(float), EPS, 1.0))
+
+    def ece(idx: np.ndarray) -> np.ndarray:
+        k = idx.shape[0]
+        code = (bins[idx] + (np.arange(k) * n_bins)[:, None]).ravel()
+        size = k * n_bins
+        gap = np.bincount(code, weights=(correct[idx] - conf[idx]).ravel(), minlength=size)
+        return np.abs(gap).reshape(k, n_bins).sum(axis=1) / n  # |sum(correct - conf)| per bin / n
+
+    kw = dict(n_boot=n_boot, seed=seed)
+    rel = []
+    for i in range(n_bins):
+        m = bins == i
+        rel.append(ReliabilityBin(
+            lower=i / n_bins,
+            upper=(i + 1) / n_bins,
+            count=int(m.sum()),
+            confidence=float(conf[m].mean()) if m.any() else float("nan"),
+            accuracy=float(correct[m].mean()) if m.any() else float("nan"),
+        ))
+    return CalibrationResult(
+        ece=bootstrap(ece, n, **kw),
+        brier=bootstrap(lambda idx: brier_i[idx].mean(axis=1), n, **kw),
+        log_loss=bootstrap(lambda idx: nll_i[idx].mean(axis=1), n, **kw),
+        bins=tuple(rel),
+    )

@@ -1,0 +1,121 @@
+"""Classification metrics with bootstrap CIs (DESIGN §6.1).
+
+Everything derives from confusion matrices, which are computed for all bootstrap resamples at
+once (``stats.confusion_matrices``), so 1,000 replicates over 10,000 predictions take a
+fraction of a second. Conventions follow scikit-learn: precision/recall/F1 of a class with no
+predicted/true samples is 0; macro averages run over the classes present in ``y_true`` or
+``y_pred``; balanced accuracy is the mean recall over classes present in ``y_true``.
+
+Example::
+
+    m = classification_metrics(preds, n_boot=1000, seed=0)
+    m.accuracy.value, m.accuracy.low, m.per_class[0].f1
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from audit.inference import Predictions
+from audit.stats import Estimate, bootstrap, bootstrap_many, confusion_matrices
+
+
+@dataclass(frozen=True)
+class ClassMetrics:
+    label: str
+    support: int
+    predicted: int
+    precision: Estimate
+    recall: Estimate
+    f1: Estimate
+
+
+@dataclass(frozen=True)
+class MetricsResult:
+    n: int
+    accuracy: Estimate
+    balanced_accuracy: Estimate
+    macro_f1: Estimate
+    weighted_f1: Estimate
+    top_k: tuple[tuple[int, Estimate], ...]
+    per_class: tuple[ClassMetrics, ...]
+    confusion: np.ndarray  # (C, C) counts, rows = true label
+
+    @property
+    def confusion_normalized(self) -> np.ndarray:
+        rows = self.confusion.sum(axis=1, keepdims=True)
+        return np.divide(self.confusion, rows, out=np.zeros(self.confusion.shape), where=rows > 0)
+
+
+def _safe_div(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.divide(a, b, out=np.zeros(np.broadcast(a, b).shape), where=b > 0)
+
+
+def summarize_confusion(cm: np.ndarray) -> np.ndarray:
+    """Metrics of (k, C, C) confusion matrices as (k, 4 + 3C) columns.
+
+    Columns: accuracy, balanced accuracy, macro F1, weighted F1, then per class precision,
+    recall, F1 (C each).
+    """
+    cm = cm.astype(float)
+    tp = np.diagonal(cm, axis1=1, axis2=2)
+    support = cm.sum(axis=2)
+    predicted = cm.sum(axis=1)
+    n = support.sum(axis=1)
+    precision = _safe_div(tp, predicted)
+    recall = _safe_div(tp, support)
+    f1 = _safe_div(2 * tp, support + predicted)
+    present = (support > 0) | (predicted > 0)
+    in_true = support > 0
+    accuracy = _safe_div(tp.sum(axis=1), n)
+    balanced = _safe_div((recall * in_true).sum(axis=1), in_true.sum(axis=1))
+    macro_f1 = _safe_div((f1 * present).sum(axis=1), present.sum(axis=1))
+    weighted_f1 = _safe_div((f1 * support).sum(axis=1), n)
+    return np.column_stack([accuracy, balanced, macro_f1, weighted_f1, precision, recall, f1])
+
+
+def top_k_correct(y_true: np.ndarray, proba: np.ndarray, k: int) -> np.ndarray:
+    """Whether the true class is among the k most probable (ties broken by class order)."""
+    # rank = number of classes strictly more probable than the true one (scikit-learn counts ties the same way)
+    true_p = proba[np.arange(len(y_true)), y_true]
+    return (proba > true_p[:, None]).sum(axis=1) < k
+
+
+def classification_metrics(
+    preds: Predictions, *, n_boot: int = 1000, seed: int = 0, top_k: tuple[int, ...] = (1, 3, 5)
+) -> MetricsResult:
+    """Accuracy, balanced accuracy, macro/weighted F1, per-class P/R/F1 and top-k, each with a CI."""
+    c = len(preds.labels)
+    y_true, y_pred = preds.y_true, preds.y_pred
+    n = len(y_true)
+    ests = bootstrap_many(
+        lambda idx: summarize_confusion(confusion_matrices(y_true, y_pred, idx, c)), n, n_boot=n_boot, seed=seed
+    )
+    cm = confusion_matrices(y_true, y_pred, np.arange(n)[None, :], c)[0]
+    per_class = tuple(
+        ClassMetrics(
+            label=preds.labels[i],
+            support=int(cm[i].sum()),
+            predicted=int(cm[:, i].sum()),
+            precision=ests[4 + i],
+            recall=ests[4 + c + i],
+            f1=ests[4 + 2 * c + i],
+        )
+        for i in range(c)
+    )
+    tops = []
+    for k in sorted({k for k in top_k if 1 < k < c}):
+        correct = top_k_correct(y_true, preds.proba, k)
+        tops.append((k, bootstrap(lambda idx: correct[idx].mean(axis=1), n, n_boot=n_boot, seed=seed)))
+    return MetricsResult(
+        n=n,
+        accuracy=ests[0],
+        balanced_accuracy=ests[1],
+        macro_f1=ests[2],
+        weighted_f1=ests[3],
+        top_k=tuple(tops),
+        per_class=per_class,
+        confusion=cm,
+    )

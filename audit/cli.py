@@ -1,0 +1,138 @@
+"""Command line: argument parsing, and the one place that maps outcomes to exit codes (DESIGN §7).
+
+Exit codes: 0 every criterion passes · 1 a criterion failed · 2 usage or input error (one line,
+no traceback) · 3 internal error (traceback with --debug).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import traceback
+from pathlib import Path
+from typing import Any
+
+from audit import __version__
+
+EXIT_PASS, EXIT_FAIL, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line and exit 2, like every other user mistake
+        self.exit(EXIT_USAGE, f"error: {message} (see python -m audit {self.prog.split()[-1]} --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="python -m audit", description="Audit an ONNX image classifier against acceptance criteria.")
+    p.add_argument("--version", action="version", version=f"audit {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    run = sub.add_parser("run", help="audit a model on a data folder and write the report")
+    run.add_argument("--model", required=True, type=Path, help="the .onnx model file")
+    run.add_argument("--data", required=True, type=Path,
+                     help="ImageFolder DIR/<class>/<image> (optional DIR/metadata.csv) or a path,label CSV manifest")
+    run.add_argument("--out", type=Path, help="output folder (default: reports/<model name>/)")
+    run.add_argument("--config", type=Path, help="audit.toml ([audit] table) or pyproject.toml ([tool.audit])")
+    card = run.add_argument_group("model card overrides (for models without audit.* metadata)")
+    card.add_argument("--labels", help="comma-separated class names in output order")
+    card.add_argument("--size", help="input size: S or H,W")
+    card.add_argument("--mean", help="normalisation mean: one value or one per channel, comma-separated")
+    card.add_argument("--std", help="normalisation std: one value or one per channel, comma-separated")
+    card.add_argument("--color", choices=["RGB", "L"], help="input colour mode")
+    card.add_argument("--resize", choices=["resize", "shorter_side_then_center_crop"])
+    card.add_argument("--output-kind", dest="output", choices=["logits", "probabilities"],
+                      help="what the model outputs (default: from the card or the graph)")
+    opts = run.add_argument_group("run options (override the config file)")
+    opts.add_argument("--seed", type=int)
+    opts.add_argument("--n-boot", type=int, help="bootstrap resamples per CI (default 1000)")
+    opts.add_argument("--batch-size", type=int)
+    opts.add_argument("--workers", type=int, help="decode threads (default: one per core)")
+    opts.add_argument("--min-accuracy", type=float, help="override the accuracy threshold")
+    opts.add_argument("--judge-on", choices=["value", "ci"],
+                      help="judge the point estimate (default) or the pessimistic CI bound")
+    opts.add_argument("--no-pdf", action="store_true", help="skip report.pdf")
+    opts.add_argument("--no-progress", action="store_true", help="no progress bar")
+    run.add_argument("--debug", action="store_true", help="show tracebacks")
+    return p
+
+
+def _floats(flag: str, text: str | None) -> list[float] | None:
+    if text is None:
+        return None
+    try:
+        return [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        from audit.errors import UsageError
+
+        raise UsageError(f"{flag} expects comma-separated numbers, got {text!r}") from None
+
+
+def card_overrides(a: argparse.Namespace) -> dict[str, Any]:
+    size = _floats("--size", a.size)
+    if size is not None:
+        if len(size) not in (1, 2) or any(s <= 0 or s != int(s) for s in size):
+            from audit.errors import UsageError
+
+            raise UsageError(f"--size expects S or H,W (positive integers), got {a.size!r}")
+        size = [int(s) for s in size] * (2 if len(size) == 1 else 1)
+    pre = {"size": size, "mean": _floats("--mean", a.mean), "std": _floats("--std", a.std),
+           "color": a.color, "resize": a.resize}
+    labels = [x.strip() for x in a.labels.split(",")] if a.labels else None
+    return {"labels": labels, "output": a.output, "preprocess": {k: v for k, v in pre.items() if v is not None}}
+
+
+def cmd_run(a: argparse.Namespace) -> int:
+    from audit.config import load_config
+    from audit.pipeline import run_audit
+    from audit.render.outputs import write_outputs
+    from audit.render.text import describe
+
+    config = load_config(a.config, {
+        "seed": a.seed, "n_boot": a.n_boot, "batch_size": a.batch_size, "workers": a.workers,
+        "criteria.min_accuracy": a.min_accuracy, "criteria.judge_on": a.judge_on,
+        "pdf": False if a.no_pdf else None,
+    })
+    result = run_audit(a.model, a.data, config, card_overrides=card_overrides(a),
+                       progress=False if a.no_progress else None)
+    out = a.out or Path("reports") / a.model.stem
+    write_outputs(result, out, pdf=config.pdf)
+    for c in result.verdict.criteria:
+        print(("  ok   " if c.passed else "  FAIL ") + describe(c))
+    d = result.data
+    print(f"{'PASS' if result.verdict.passed else 'FAIL'}: {len(result.verdict.criteria) - len(result.verdict.failed)}"
+          f"/{len(result.verdict.criteria)} criteria pass · {d.processed} images, {len(d.skipped)} skipped "
+          f"of {d.found} found · report: {out / 'report.html'}")
+    return EXIT_PASS if result.verdict.passed else EXIT_FAIL
+
+
+COMMANDS = {"run": cmd_run}
+
+
+def main(argv: list[str] | None = None) -> int:
+    from audit.errors import AuditError
+
+    parser = build_parser()
+    a = parser.parse_args(argv)
+    debug = getattr(a, "debug", False)
+    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return COMMANDS[a.command](a)
+    except AuditError as e:
+        if debug:
+            traceback.print_exc()
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # an internal error: ours to fix, so say so and keep the details
+        if debug:
+            traceback.print_exc()
+        print(f"internal error: {type(e).__name__}: {e} (rerun with --debug for the traceback and report it)",
+              file=sys.stderr)
+        return EXIT_INTERNAL

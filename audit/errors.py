@@ -1,0 +1,37 @@
+"""The error hierarchy: every user-facing failure carries a message and a hint.
+
+The CLI maps these to exit codes in one place (``audit.cli``): user mistakes exit 2 with
+one line, anything else is an internal error (exit 3).
+"""
+
+from __future__ import annotations
+
+
+class AuditError(Exception):
+    """A failure the user can fix. ``str(err)`` is one line: what is wrong, then the hint."""
+
+    exit_code = 2
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return f"{self.message} ({self.hint})" if self.hint else self.message
+
+
+class UsageError(AuditError):
+    """A wrong flag, a missing file, a bad config value."""
+
+
+class ModelError(AuditError):
+    """The model file cannot be loaded or does not describe itself well enough."""
+
+
+class DataError(AuditError):
+    """The data folder or manifest cannot be used (empty, unknown labels, ...)."""
+
+
+class ConfigError(AuditError):
+    """A config file or value is invalid."""

@@ -1,0 +1,158 @@
+"""Decoding and preprocessing, shared by the audit and the server so both see the same tensor.
+
+``decode`` turns bytes or a path into an RGB/L Pillow image or raises ``ImageRejected`` with a
+short reason (empty, not an image, truncated, too many pixels). ``to_tensor`` applies a
+``Preprocess``; ``properties`` measures the image for slicing (brightness, contrast, sharpness,
+ink coverage).
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from audit.model import Preprocess
+
+DEFAULT_MAX_PIXELS = 64_000_000  # a 8000x8000 photo decodes; a 20000x20000 header does not
+DEFAULT_MAX_BYTES = 50 * 1024 * 1024
+
+_RESAMPLE = {
+    "nearest": Image.Resampling.NEAREST,
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+    "lanczos": Image.Resampling.LANCZOS,
+}
+
+
+class ImageRejected(Exception):
+    """An input that is not a usable image; ``reason`` is a short phrase for the report."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_bytes: int = DEFAULT_MAX_BYTES
+    max_pixels: int = DEFAULT_MAX_PIXELS
+
+
+def read_bytes(path: Path, limits: Limits) -> bytes:
+    """The file's bytes, refusing empty and oversized files before reading them."""
+    size = path.stat().st_size
+    if size == 0:
+        raise ImageRejected("empty file (0 bytes)")
+    if size > limits.max_bytes:
+        raise ImageRejected(f"file too large ({size:,} bytes > {limits.max_bytes:,})")
+    return path.read_bytes()
+
+
+def decode(data: bytes, color: str, limits: Limits = Limits()) -> tuple[Image.Image, tuple[int, int]]:
+    """Decode ``data`` to a Pillow image in mode ``color`` ("RGB" or "L").
+
+    Returns the image and its original (width, height). The header is checked against
+    ``limits.max_pixels`` before any pixel is decoded (decompression bombs never allocate).
+    """
+    if not data:
+        raise ImageRejected("empty file (0 bytes)")
+    if len(data) > limits.max_bytes:
+        raise ImageRejected(f"file too large ({len(data):,} bytes > {limits.max_bytes:,})")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            img = Image.open(io.BytesIO(data))
+            w, h = img.size
+            if w * h > limits.max_pixels:
+                raise ImageRejected(f"too many pixels ({w}x{h} > {limits.max_pixels:,}): possible decompression bomb")
+            img.load()
+    except ImageRejected:
+        raise
+    except Image.DecompressionBombError:
+        raise ImageRejected("too many pixels: possible decompression bomb") from None
+    except Image.UnidentifiedImageError:
+        raise ImageRejected("not an image (unrecognised format)") from None
+    except (OSError, SyntaxError, ValueError) as e:
+        msg = str(e).lower()
+        if "truncated" in msg or "broken data stream" in msg or "premature end" in msg:
+            raise ImageRejected("truncated image") from None
+        raise ImageRejected(f"undecodable image ({str(e).splitlines()[0][:80]})") from None
+    img = ImageOps.exif_transpose(img)
+    return _to_mode(img, color), (w, h)
+
+
+def _to_mode(img: Image.Image, color: str) -> Image.Image:
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        # 16/32-bit greyscale: scale to 8 bits by the type's range, not by clipping.
+        arr = np.asarray(img, dtype=np.float64)
+        top = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
+        img = Image.fromarray(np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
+    elif img.mode == "F":
+        arr = np.asarray(img, dtype=np.float64)
+        img = Image.fromarray(np.clip(arr * (255.0 if arr.max() <= 1 else 1.0), 0, 255).astype(np.uint8), "L")
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        # Composite transparency over white, as a viewer would show it.
+        rgba = img.convert("RGBA")
+        bg = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(bg, rgba)
+    return img.convert(color) if img.mode != color else img
+
+
+def resize(img: Image.Image, pre: Preprocess) -> Image.Image:
+    """Resize (and centre-crop) a decoded image to ``pre.size``."""
+    h, w = pre.size
+    resample = _RESAMPLE[pre.interpolation]
+    if pre.resize == "resize":
+        return img.resize((w, h), resample) if img.size != (w, h) else img
+    # Scale the shorter side to size / crop_pct, then take the centre size x size.
+    scale_h, scale_w = h / pre.crop_pct, w / pre.crop_pct
+    iw, ih = img.size
+    s = max(scale_h / ih, scale_w / iw)
+    nw, nh = max(w, round(iw * s)), max(h, round(ih * s))
+    img = img.resize((nw, nh), resample)
+    left, top = (nw - w) // 2, (nh - h) // 2
+    return img.crop((left, top, left + w, top + h))
+
+
+def to_tensor(img: Image.Image, pre: Preprocess) -> np.ndarray:
+    """A resized image as one float32 model input (C,H,W or H,W,C per ``pre.layout``)."""
+    arr = np.asarray(img, dtype=np.float32) * (1.0 / 255.0)
+    if arr.ndim == 2:
+        arr = arr[:, :, None]
+    arr = (arr - np.asarray(pre.mean, np.float32)) / np.asarray(pre.std, np.float32)
+    return np.ascontiguousarray(arr.transpose(2, 0, 1) if pre.layout == "NCHW" else arr)
+
+
+def preprocess(data: bytes, pre: Preprocess, limits: Limits = Limits()) -> np.ndarray:
+    """Bytes to one model input tensor: decode, resize, normalise."""
+    img, _ = decode(data, pre.color, limits)
+    return to_tensor(resize(img, pre), pre)
+
+
+PROPERTY_NAMES = ("brightness", "contrast", "sharpness", "ink_coverage", "aspect_ratio", "resolution")
+
+
+def properties(img: Image.Image, original_size: tuple[int, int]) -> dict[str, float]:
+    """Image properties used for slicing, measured on the resized model-input image.
+
+    brightness and contrast are the mean and standard deviation of grey levels in [0, 1];
+    sharpness is the variance of a 4-neighbour Laplacian (low = blurry); ink_coverage is the
+    fraction of pixels more than 0.2 away from the border's median grey (object area).
+    """
+    g = np.asarray(img.convert("L") if img.mode != "L" else img, dtype=np.float32) * (1.0 / 255.0)
+    lap = (-4 * g[1:-1, 1:-1] + g[:-2, 1:-1] + g[2:, 1:-1] + g[1:-1, :-2] + g[1:-1, 2:]) if min(g.shape) > 2 else g
+    border = np.concatenate([g[0], g[-1], g[:, 0], g[:, -1]])
+    w, h = original_size
+    return {
+        "brightness": float(g.mean()),
+        "contrast": float(g.std()),
+        "sharpness": float(lap.var()),
+        "ink_coverage": float((np.abs(g - np.median(border)) > 0.2).mean()),
+        "aspect_ratio": float(w / h) if h else 0.0,
+        "resolution": float(w * h),
+    }

@@ -1,0 +1,347 @@
+"""The model contract (DESIGN §3): a self-describing ONNX file, and a classifier over it.
+
+A model card (labels, preprocessing, output kind, provenance) travels inside the ONNX file as
+``metadata_props``. A model exported elsewhere still works: the card can come from a sidecar
+``model.json`` with the same keys, or from CLI flags, and the graph itself tells us whether the
+batch dimension is fixed, whether the layout is NHWC and whether a softmax is already applied.
+
+Example::
+
+    card = ModelCard(labels=("cat", "dog"), preprocess=Preprocess(size=(64, 64)))
+    write_card("model.onnx", card)
+    clf = OnnxClassifier.load("model.onnx")
+    probs = clf.predict_proba(batch)  # (N, C) float32, rows sum to 1
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from audit.errors import ModelError
+
+CARD_PREFIX = "audit."
+RESIZE_MODES = ("resize", "shorter_side_then_center_crop")
+INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "lanczos")
+COLORS = ("RGB", "L")
+LAYOUTS = ("NCHW", "NHWC")
+OUTPUTS = ("logits", "probabilities")
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """How an image becomes the model's input tensor (the same in the audit and the server)."""
+
+    size: tuple[int, int]
+    resize: str = "resize"
+    crop_pct: float = 1.0
+    interpolation: str = "bilinear"
+    mean: tuple[float, ...] = (0.0,)
+    std: tuple[float, ...] = (1.0,)
+    color: str = "RGB"
+    layout: str = "NCHW"
+
+    def __post_init__(self) -> None:
+        channels = 1 if self.color == "L" else 3
+        object.__setattr__(self, "size", tuple(int(s) for s in self.size))
+        object.__setattr__(self, "mean", _per_channel("mean", self.mean, channels))
+        object.__setattr__(self, "std", _per_channel("std", self.std, channels))
+        _check_choice("resize", self.resize, RESIZE_MODES)
+        _check_choice("interpolation", self.interpolation, INTERPOLATIONS)
+        _check_choice("color", self.color, COLORS)
+        _check_choice("layout", self.layout, LAYOUTS)
+        if len(self.size) != 2 or min(self.size) < 1:
+            raise ModelError(f"preprocess size must be [H, W] with positive values, got {list(self.size)}")
+        if any(s <= 0 for s in self.std):
+            raise ModelError(f"preprocess std must be positive, got {list(self.std)}")
+        if not 0 < self.crop_pct <= 1:
+            raise ModelError(f"preprocess crop_pct must be in (0, 1], got {self.crop_pct}")
+
+    @property
+    def channels(self) -> int:
+        return 1 if self.color == "L" else 3
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """Everything needed to use a model correctly; stored in the ONNX file's metadata."""
+
+    labels: tuple[str, ...]
+    preprocess: Preprocess
+    output: str = "logits"
+    arch: str | None = None
+    invariances: tuple[str, ...] = ()
+    provenance: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "labels", tuple(str(x) for x in self.labels))
+        object.__setattr__(self, "invariances", tuple(self.invariances))
+        _check_choice("output", self.output, OUTPUTS)
+        if len(self.labels) < 2:
+            raise ModelError(f"a classifier needs at least 2 labels, got {list(self.labels)}")
+        if len(set(self.labels)) != len(self.labels):
+            raise ModelError(f"labels must be unique, got {list(self.labels)}")
+
+    def to_metadata(self) -> dict[str, str]:
+        """The card as ONNX ``metadata_props`` (JSON values under ``audit.*`` keys)."""
+        props = {
+            "labels": list(self.labels),
+            "preprocess": asdict(self.preprocess),
+            "output": self.output,
+            "invariances": list(self.invariances),
+            "provenance": dict(self.provenance),
+        }
+        if self.arch:
+            props["arch"] = self.arch
+        return {CARD_PREFIX + k: json.dumps(v) for k, v in props.items()}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k[len(CARD_PREFIX):]: json.loads(v) for k, v in self.to_metadata().items()}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any], *, source: str = "card") -> ModelCard:
+        """Build a card from plain values (the sidecar ``model.json`` or decoded metadata)."""
+        unknown = set(d) - {"labels", "preprocess", "output", "arch", "invariances", "provenance"}
+        if unknown:
+            raise ModelError(f"{source}: unknown key(s) {sorted(unknown)}",
+                             hint="expected labels, preprocess, output, arch, invariances, provenance")
+        if "labels" not in d or "preprocess" not in d:
+            raise ModelError(f"{source}: needs 'labels' and 'preprocess'")
+        pre = d["preprocess"]
+        if not isinstance(pre, Mapping) or "size" not in pre:
+            raise ModelError(f"{source}: 'preprocess' must be an object with at least 'size'")
+        try:
+            preprocess = Preprocess(**{k: tuple(v) if isinstance(v, list) else v for k, v in pre.items()})
+        except TypeError as e:
+            raise ModelError(f"{source}: bad 'preprocess': {e}") from None
+        return cls(
+            labels=tuple(d["labels"]),
+            preprocess=preprocess,
+            output=d.get("output", "logits"),
+            arch=d.get("arch"),
+            invariances=tuple(d.get("invariances", ())),
+            provenance=dict(d.get("provenance", {})),
+        )
+
+
+def read_metadata(path: str | Path) -> dict[str, Any]:
+    """The decoded ``audit.*`` metadata of an ONNX file (empty when it has none)."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    out = {}
+    for prop in model.metadata_props:
+        if prop.key.startswith(CARD_PREFIX):
+            try:
+                out[prop.key[len(CARD_PREFIX):]] = json.loads(prop.value)
+            except json.JSONDecodeError:
+                raise ModelError(f"{path}: metadata {prop.key!r} is not valid JSON") from None
+    return out
+
+
+def write_card(path: str | Path, card: ModelCard) -> None:
+    """Store ``card`` in the ONNX file at ``path`` (in place; other metadata is kept)."""
+    import onnx
+
+    model = onnx.load(str(path))
+    meta = card.to_metadata()
+    kept = [p for p in model.metadata_props if p.key not in meta]
+    del model.metadata_props[:]
+    model.metadata_props.extend(kept)
+    for k, v in meta.items():
+        model.metadata_props.add(key=k, value=v)
+    onnx.save(model, str(path))
+
+
+@dataclass(frozen=True)
+class GraphInfo:
+    """What the ONNX graph says about its input and output."""
+
+    input_name: str
+    input_shape: tuple[int | str | None, ...]
+    fixed_batch: int | None
+    layout: str
+    layout_certain: bool
+    size: tuple[int, int] | None
+    channels: int | None
+    ends_in_softmax: bool
+
+
+def inspect_graph(session, path: str | Path) -> GraphInfo:
+    """Read layout, fixed batch size, spatial size and a final softmax off an ORT session."""
+    inp = session.get_inputs()[0]
+    shape = tuple(inp.shape)
+    if len(shape) != 4:
+        raise ModelError(f"model input {inp.name!r} has shape {list(shape)}; expected a 4-D image batch")
+    fixed_batch = shape[0] if isinstance(shape[0], int) and shape[0] > 0 else None
+    c1, c3 = shape[1], shape[3]
+    # NHWC when the last axis looks like channels and the second does not.
+    layout = "NHWC" if c3 in (1, 3) and c1 not in (1, 3) else "NCHW"
+    unambiguous = (c1 in (1, 3)) != (c3 in (1, 3))
+    h, w = (shape[1], shape[2]) if layout == "NHWC" else (shape[2], shape[3])
+    size = (h, w) if isinstance(h, int) and isinstance(w, int) else None
+    channels = c3 if layout == "NHWC" else c1
+    return GraphInfo(
+        input_name=inp.name,
+        input_shape=shape,
+        fixed_batch=fixed_batch,
+        layout=layout,
+        layout_certain=unambiguous,
+        size=size,
+        channels=channels if isinstance(channels, int) else None,
+        ends_in_softmax=_ends_in_softmax(path),
+    )
+
+
+def _ends_in_softmax(path: str | Path) -> bool:
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    out = graph.output[0].name
+    producers = {o: n for n in graph.node for o in n.output}
+    node = producers.get(out)
+    # Walk back through shape-only ops (Identity, Reshape, Flatten) to the real producer.
+    while node is not None and node.op_type in ("Identity", "Reshape", "Flatten", "Squeeze"):
+        node = producers.get(node.input[0])
+    return node is not None and node.op_type == "Softmax"
+
+
+class OnnxClassifier:
+    """An ONNX Runtime session plus its card: batches of preprocessed images in, probabilities out."""
+
+    def __init__(self, path: str | Path, card: ModelCard, *, threads: int = 0) -> None:
+        import onnxruntime as ort
+
+        self.path = Path(path)
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.log_severity_level = 3
+        try:
+            self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        except Exception as e:  # ORT raises its own Fail/InvalidGraph types
+            raise ModelError(f"cannot load {path} with ONNX Runtime: {str(e).splitlines()[0]}") from None
+        self.graph = inspect_graph(self.session, path)
+        self.card = _reconcile(card, self.graph, path)
+        self.output_name = self.session.get_outputs()[0].name
+
+    @classmethod
+    def load(cls, path: str | Path, *, overrides: Mapping[str, Any] | None = None,
+             threads: int = 0) -> OnnxClassifier:
+        """Load a model and resolve its card: ONNX metadata, then ``model.json``, then overrides."""
+        path = Path(path)
+        if not path.is_file():
+            raise ModelError(f"model file not found: {path}", hint="pass --model path/to/model.onnx")
+        card = resolve_card(path, overrides or {})
+        return cls(path, card, threads=threads)
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return self.card.labels
+
+    def predict_proba(self, batch: np.ndarray) -> np.ndarray:
+        """Class probabilities for a preprocessed batch in the card's layout, shape (N, C)."""
+        if self.graph.fixed_batch == 1 and len(batch) != 1:
+            out = np.concatenate([self._run(batch[i : i + 1]) for i in range(len(batch))])
+        else:
+            out = self._run(batch)
+        if out.ndim != 2 or out.shape[1] != len(self.labels):
+            raise ModelError(
+                f"model output has shape {list(out.shape)} but the card lists {len(self.labels)} labels",
+                hint="check --labels or audit.labels",
+            )
+        if self.card.output == "logits":
+            out = _softmax(out)
+        return out.astype(np.float32, copy=False)
+
+    def _run(self, batch: np.ndarray) -> np.ndarray:
+        return self.session.run([self.output_name], {self.graph.input_name: batch})[0]
+
+
+def _softmax(x: np.ndarray) -> np.ndarray:
+    x = x.astype(np.float64) - x.max(axis=1, keepdims=True)
+    e = np.exp(x)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def resolve_card(path: Path, overrides: Mapping[str, Any]) -> ModelCard | dict[str, Any]:
+    """Merge the card sources in order: ONNX metadata < sidecar ``<model>.json`` < overrides.
+
+    Returns a partial dict when labels or size are still unknown; ``OnnxClassifier`` completes
+    it from the graph (size) or fails with a message naming the missing flag.
+    """
+    d: dict[str, Any] = read_metadata(path)
+    sidecar = path.with_suffix(".json")
+    if not sidecar.exists():
+        sidecar = path.parent / "model.json"
+    if sidecar.exists():
+        try:
+            extra = json.loads(sidecar.read_text())
+        except json.JSONDecodeError as e:
+            raise ModelError(f"sidecar {sidecar} is not valid JSON: {e}") from None
+        d = _merge(d, extra)
+    return _merge(d, overrides)
+
+
+def _merge(base: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in extra.items():
+        if v is None:
+            continue
+        if k == "preprocess":
+            out[k] = {**out.get(k, {}), **{pk: pv for pk, pv in v.items() if pv is not None}}
+        else:
+            out[k] = v
+    return out
+
+
+def _reconcile(card: ModelCard | Mapping[str, Any], graph: GraphInfo, path: Path) -> ModelCard:
+    """Complete a partial card from the graph and check that the two agree."""
+    if not isinstance(card, ModelCard):
+        d = dict(card)
+        pre = dict(d.get("preprocess", {}))
+        pre.setdefault("layout", graph.layout)
+        if "size" not in pre:
+            if graph.size is None:
+                raise ModelError(f"{path} has no audit.preprocess metadata and a dynamic input size",
+                                 hint="pass --size H[,W] (and --mean/--std) or a model.json sidecar")
+            pre["size"] = list(graph.size)
+        if "color" not in pre and graph.channels == 1:
+            pre["color"] = "L"
+        if "output" not in d and graph.ends_in_softmax:
+            d["output"] = "probabilities"
+        if "labels" not in d:
+            raise ModelError(f"{path} has no audit.labels metadata",
+                             hint="pass --labels a,b,c or a model.json sidecar")
+        d["preprocess"] = pre
+        card = ModelCard.from_dict(d, source=str(path))
+    pre = card.preprocess
+    if graph.size is not None and tuple(graph.size) != tuple(pre.size):
+        raise ModelError(f"the card says input size {list(pre.size)} but the graph expects {list(graph.size)}",
+                         hint="fix --size or audit.preprocess.size")
+    if graph.channels is not None and graph.channels != pre.channels:
+        raise ModelError(f"the card says color {pre.color} ({pre.channels} channel(s)) but the graph expects "
+                         f"{graph.channels}", hint="fix audit.preprocess.color")
+    if pre.layout != graph.layout and graph.layout_certain:
+        card = replace(card, preprocess=replace(pre, layout=graph.layout))  # the graph is the truth
+    return card
+
+
+def _per_channel(name: str, values: float | Sequence[float], channels: int) -> tuple[float, ...]:
+    vals = (values,) if isinstance(values, (int, float)) else tuple(values)
+    if len(vals) == 1:
+        vals = vals * channels
+    if len(vals) == 3 and channels == 1:
+        raise ModelError(f"preprocess {name} has 3 values but color is L (1 channel)")
+    if len(vals) != channels:
+        raise ModelError(f"preprocess {name} needs 1 or {channels} values, got {len(vals)}")
+    return tuple(float(v) for v in vals)
+
+
+def _check_choice(name: str, value: Any, choices: Sequence[str]) -> None:
+    if value not in choices:
+        raise ModelError(f"preprocess/card field {name!r} must be one of {list(choices)}, got {value!r}")

@@ -1,0 +1,42 @@
+"""summary.md: the verdict table for a README or a pull-request comment."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from audit.pipeline import AuditResult
+from audit.render.text import fmt, fmt_ci, fmt_est
+
+
+def _cell(s: str) -> str:
+    return s.replace("|", "\\|").replace("\n", " ")
+
+
+def summary_markdown(r: AuditResult) -> str:
+    v = r.verdict
+    lines = [
+        f"## Model audit: {'PASS' if v.passed else 'FAIL'}",
+        "",
+        f"Model `{_cell(r.model.path)}` (sha256 `{r.model.sha256[:12]}`) on `{_cell(r.data.source)}`: "
+        f"{r.data.processed} images processed, {len(r.data.skipped)} skipped, {r.data.found} found. "
+        f"95% bootstrap CIs ({r.config.n_boot} resamples, seed {r.config.seed}); judged on the "
+        f"{'point estimate' if v.judge_on == 'value' else 'pessimistic CI bound'}.",
+        "",
+        "| criterion | value | 95% CI | threshold | result |",
+        "|---|---|---|---|---|",
+    ]
+    for c in v.criteria:
+        lines.append(f"| {_cell(c.title)} | {fmt(c.value)} | {fmt_ci(c.low, c.high)} | {c.op} {fmt(c.threshold)} | "
+                     f"{'pass' if c.passed else '**FAIL**'}{' — ' + _cell(c.detail) if c.detail else ''} |")
+    m = r.metrics
+    lines += [
+        "",
+        f"Balanced accuracy {fmt_est(m.balanced_accuracy)}, macro F1 {fmt_est(m.macro_f1)}, "
+        f"ECE {fmt_est(r.calibration.ece)}.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def write_summary(r: AuditResult, path: Path) -> None:
+    path.write_text(summary_markdown(r), encoding="utf-8")

@@ -1,0 +1,106 @@
+"""Plots for the report. Each helper takes ``ax=None`` and returns the figure; no pyplot state.
+
+``to_data_uri`` turns a figure into an inline PNG so the HTML stays one self-contained file.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+from collections.abc import Sequence
+
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+from audit.checks.calibration import ReliabilityBin
+from audit.checks.metrics import ClassMetrics
+
+ACCENT = "#2563eb"
+BAD = "#dc2626"
+
+
+def _axes(ax: Axes | None, size: tuple[float, float]) -> tuple[Figure, Axes]:
+    if ax is not None:
+        return ax.figure, ax
+    fig = Figure(figsize=size, dpi=110, layout="constrained")
+    return fig, fig.add_subplot()
+
+
+def to_data_uri(fig: Figure) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=fig.dpi)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def confusion_heatmap(confusion: np.ndarray, labels: Sequence[str], ax: Axes | None = None) -> Figure:
+    """Row-normalised confusion matrix; cells show the share of the true class (and the count)."""
+    c = len(labels)
+    side = min(9.0, 2.0 + 0.55 * c)
+    fig, ax = _axes(ax, (side + 1.0, side))
+    rows = confusion.sum(axis=1, keepdims=True)
+    norm = np.divide(confusion, rows, out=np.zeros(confusion.shape), where=rows > 0)
+    im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(c), [_short(x) for x in labels], rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(range(c), [_short(x) for x in labels], fontsize=8)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    if c <= 20:
+        for i in range(c):
+            for j in range(c):
+                if confusion[i, j]:
+                    ax.text(j, i, f"{norm[i, j]:.2f}\n{confusion[i, j]}", ha="center", va="center", fontsize=6.5,
+                            color="white" if norm[i, j] > 0.5 else "black")
+    fig.colorbar(im, ax=ax, shrink=0.8, label="share of true class")
+    return fig
+
+
+def f1_bars(per_class: Sequence[ClassMetrics], threshold: float | None = None, ax: Axes | None = None) -> Figure:
+    """Per-class F1 with 95% CI error bars, worst class first."""
+    items = sorted(per_class, key=lambda pc: pc.f1.value)
+    fig, ax = _axes(ax, (7.0, 1.0 + 0.28 * len(items)))
+    y = np.arange(len(items))
+    vals = np.array([pc.f1.value for pc in items])
+    lo = np.array([pc.f1.low if np.isfinite(pc.f1.low) else pc.f1.value for pc in items])
+    hi = np.array([pc.f1.high if np.isfinite(pc.f1.high) else pc.f1.value for pc in items])
+    colors = [BAD if (v == 0 or (threshold is not None and v < threshold)) else ACCENT for v in vals]
+    ax.barh(y, vals, color=colors, alpha=0.85)
+    ax.errorbar(vals, y, xerr=[vals - lo, hi - vals], fmt="none", ecolor="black", capsize=2, lw=0.8)
+    ax.set_yticks(y, [_short(pc.label) for pc in items], fontsize=8)
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("F1 (95% CI)")
+    if threshold is not None:
+        ax.axvline(threshold, color=BAD, ls="--", lw=1)
+    ax.grid(axis="x", alpha=0.3)
+    return fig
+
+
+def reliability_diagram(bins: Sequence[ReliabilityBin], ax: Axes | None = None) -> Figure:
+    """Accuracy vs confidence per bin, with bin counts underneath."""
+    fig = Figure(figsize=(5.5, 5.0), dpi=110, layout="constrained") if ax is None else ax.figure
+    if ax is None:
+        ax, ax2 = fig.subplots(2, 1, sharex=True, height_ratios=[3, 1])
+    else:
+        ax2 = None
+    mids = np.array([(b.lower + b.upper) / 2 for b in bins])
+    width = bins[0].upper - bins[0].lower
+    acc = np.array([b.accuracy for b in bins])
+    ok = np.isfinite(acc)
+    ax.bar(mids[ok], acc[ok], width=width * 0.9, color=ACCENT, alpha=0.8, label="accuracy")
+    ax.plot([0, 1], [0, 1], "k--", lw=1, label="perfect calibration")
+    conf = np.array([b.confidence for b in bins])
+    ax.plot(conf[ok], acc[ok], "o", color=BAD, ms=3, label="mean confidence")
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("accuracy")
+    ax.legend(fontsize=8, loc="upper left")
+    if ax2 is not None:
+        ax2.bar(mids, [b.count for b in bins], width=width * 0.9, color="grey")
+        ax2.set_yscale("symlog")
+        ax2.set_ylabel("images")
+        ax2.set_xlabel("top-1 confidence")
+        ax2.set_xlim(0, 1)
+    return fig
+
+
+def _short(s: str, n: int = 24) -> str:
+    return s if len(s) <= n else s[: n - 1] + "…"

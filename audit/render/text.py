@@ -1,0 +1,34 @@
+"""Plain-text formatting shared by every renderer (one place decides how a number reads)."""
+
+from __future__ import annotations
+
+import math
+
+from audit.stats import Estimate
+from audit.verdict import Criterion
+
+
+def fmt(x: float | None, digits: int = 3) -> str:
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return "n/a"
+    if isinstance(x, int):
+        return str(x)
+    return f"{x:.{digits}f}"
+
+
+def fmt_ci(low: float | None, high: float | None, digits: int = 3) -> str:
+    if low is None or high is None or not (math.isfinite(low) and math.isfinite(high)):
+        return "n/a"
+    return f"[{low:.{digits}f}, {high:.{digits}f}]"
+
+
+def fmt_est(e: Estimate, digits: int = 3) -> str:
+    return f"{fmt(e.value, digits)} {fmt_ci(e.low, e.high, digits)}"
+
+
+def describe(c: Criterion) -> str:
+    """One line: 'accuracy: 0.912 [0.901, 0.922] > 0.75 -> PASS'."""
+    ci = fmt_ci(c.low, c.high)
+    value = fmt(c.value) + ("" if ci == "n/a" else f" {ci}")
+    return f"{c.title}: {value} (must be {c.op} {fmt(c.threshold)}) -> {'PASS' if c.passed else 'FAIL'}" + (
+        f"; {c.detail}" if c.detail else "")
