@@ -129,11 +129,9 @@ class ModelCard:
         )
 
 
-def read_metadata(path: str | Path) -> dict[str, Any]:
+def read_metadata(path: str | Path, proto=None) -> dict[str, Any]:
     """The decoded ``audit.*`` metadata of an ONNX file (empty when it has none)."""
-    import onnx
-
-    model = onnx.load(str(path), load_external_data=False)
+    model = proto if proto is not None else _load_proto(path)
     out = {}
     for prop in model.metadata_props:
         if prop.key.startswith(CARD_PREFIX):
@@ -142,6 +140,17 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
             except json.JSONDecodeError:
                 raise ModelError(f"{path}: metadata {prop.key!r} is not valid JSON") from None
     return out
+
+
+def _load_proto(path: str | Path):
+    import onnx
+    from google.protobuf.message import DecodeError
+
+    try:
+        return onnx.load(str(path), load_external_data=False)
+    except (DecodeError, ValueError, OSError) as e:
+        raise ModelError(f"cannot load {path} as an ONNX model: {str(e).splitlines()[0][:120]}",
+                         hint="pass the .onnx file exported from your framework") from None
 
 
 def write_card(path: str | Path, card: ModelCard) -> None:
@@ -172,7 +181,7 @@ class GraphInfo:
     ends_in_softmax: bool
 
 
-def inspect_graph(session, path: str | Path) -> GraphInfo:
+def inspect_graph(session, proto) -> GraphInfo:
     """Read layout, fixed batch size, spatial size and a final softmax off an ORT session."""
     inp = session.get_inputs()[0]
     shape = tuple(inp.shape)
@@ -194,14 +203,11 @@ def inspect_graph(session, path: str | Path) -> GraphInfo:
         layout_certain=unambiguous,
         size=size,
         channels=channels if isinstance(channels, int) else None,
-        ends_in_softmax=_ends_in_softmax(path),
+        ends_in_softmax=_ends_in_softmax(proto.graph),
     )
 
 
-def _ends_in_softmax(path: str | Path) -> bool:
-    import onnx
-
-    graph = onnx.load(str(path), load_external_data=False).graph
+def _ends_in_softmax(graph) -> bool:
     out = graph.output[0].name
     producers = {o: n for n in graph.node for o in n.output}
     node = producers.get(out)
@@ -214,7 +220,8 @@ def _ends_in_softmax(path: str | Path) -> bool:
 class OnnxClassifier:
     """An ONNX Runtime session plus its card: batches of preprocessed images in, probabilities out."""
 
-    def __init__(self, path: str | Path, card: ModelCard, *, threads: int = 0) -> None:
+    def __init__(self, path: str | Path, card: ModelCard | Mapping[str, Any], *, threads: int = 0,
+                 proto=None) -> None:
         import onnxruntime as ort
 
         self.path = Path(path)
@@ -225,7 +232,7 @@ class OnnxClassifier:
             self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
         except Exception as e:  # ORT raises its own Fail/InvalidGraph types
             raise ModelError(f"cannot load {path} with ONNX Runtime: {str(e).splitlines()[0]}") from None
-        self.graph = inspect_graph(self.session, path)
+        self.graph = inspect_graph(self.session, proto if proto is not None else _load_proto(path))
         self.card = _reconcile(card, self.graph, path)
         self.output_name = self.session.get_outputs()[0].name
 
@@ -236,8 +243,9 @@ class OnnxClassifier:
         path = Path(path)
         if not path.is_file():
             raise ModelError(f"model file not found: {path}", hint="pass --model path/to/model.onnx")
-        card = resolve_card(path, overrides or {})
-        return cls(path, card, threads=threads)
+        proto = _load_proto(path)
+        card = resolve_card(path, overrides or {}, proto)
+        return cls(path, card, threads=threads, proto=proto)
 
     @property
     def labels(self) -> tuple[str, ...]:
@@ -268,13 +276,13 @@ def _softmax(x: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
-def resolve_card(path: Path, overrides: Mapping[str, Any]) -> ModelCard | dict[str, Any]:
+def resolve_card(path: Path, overrides: Mapping[str, Any], proto=None) -> dict[str, Any]:
     """Merge the card sources in order: ONNX metadata < sidecar ``<model>.json`` < overrides.
 
     Returns a partial dict when labels or size are still unknown; ``OnnxClassifier`` completes
     it from the graph (size) or fails with a message naming the missing flag.
     """
-    d: dict[str, Any] = read_metadata(path)
+    d: dict[str, Any] = read_metadata(path, proto)
     sidecar = path.with_suffix(".json")
     if not sidecar.exists():
         sidecar = path.parent / "model.json"

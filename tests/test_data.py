@@ -1,0 +1,107 @@
+"""The data contract: every file accounted for, hostile files skipped with a reason, never a crash."""
+
+import struct
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import builders
+from audit.config import AuditConfig
+from audit.data import scan
+from audit.errors import DataError
+from audit.pipeline import run_audit
+
+LABELS = ("red", "green", "blue")
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A valid PNG signature and IHDR claiming width x height, and no pixel data (a bomb's header)."""
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    chunk = b"IHDR" + ihdr
+    return (b"\x89PNG\r\n\x1a\n" + struct.pack(">I", len(ihdr)) + chunk + struct.pack(">I", zlib.crc32(chunk))
+            + struct.pack(">I", 0) + b"IEND" + struct.pack(">I", zlib.crc32(b"IEND")))
+
+
+@pytest.fixture
+def hostile(tmp_path):
+    root = builders.image_folder(tmp_path / "data", 4)
+    red = builders.colour_image("red")
+    (root / "red" / "zero.png").write_bytes(b"")
+    red.save(root / "red" / "full.jpg", quality=90)
+    jpeg = (root / "red" / "full.jpg").read_bytes()
+    (root / "red" / "truncated.jpg").write_bytes(jpeg[: len(jpeg) // 2])
+    (root / "red" / "text.png").write_text("this is not an image")
+    Image.fromarray((np.ones((24, 24)) * 40000).astype(np.uint16)).save(root / "green" / "sixteen.png")
+    builders.colour_image("green").convert("CMYK").save(root / "green" / "cmyk.jpg")
+    rgba = builders.colour_image("blue").convert("RGBA")
+    rgba.save(root / "blue" / "rgba.png")
+    (root / "blue" / "bomb.png").write_bytes(png_header_only(20000, 20000))
+    builders.colour_image("blue").save(root / "blue" / "façade ünï 1.png")
+    (root / "blue" / "notes.txt").write_text("a stray file")
+    (root / "stray.png").write_bytes(b"")
+    return root
+
+
+def test_every_file_is_accounted_for(hostile):
+    r = run_audit(builders.colour_model(hostile.parent / "m.onnx"), hostile, AuditConfig(n_boot=20), progress=False)
+    d = r.data
+    found = sum(1 for p in hostile.rglob("*") if p.is_file())
+    assert d.found == found and d.processed + len(d.skipped) == found and d.accounted
+    reasons = {s.path: s.reason for s in d.skipped}
+    assert reasons["red/zero.png"] == "empty file (0 bytes)"
+    assert reasons["red/truncated.jpg"] == "truncated image"
+    assert reasons["red/text.png"] == "not an image (unrecognised format)"
+    assert "decompression bomb" in reasons["blue/bomb.png"]
+    assert reasons["blue/notes.txt"].startswith("not an image file extension")
+    assert reasons["stray.png"] == "not inside a class folder"
+    assert len(reasons) == 6
+    processed = set(r.predictions.paths)
+    assert {"green/sixteen.png", "green/cmyk.jpg", "blue/rgba.png", "blue/façade ünï 1.png", "red/full.jpg"} <= processed
+    pred = dict(zip(r.predictions.paths, (LABELS[i] for i in r.predictions.y_pred)))
+    assert pred["green/cmyk.jpg"] == "green" and pred["blue/rgba.png"] == "blue" and pred["red/full.jpg"] == "red"
+
+
+def test_sixteen_bit_png_is_scaled_not_clipped(tmp_path):
+    from audit.imaging import decode
+
+    path = tmp_path / "a.png"
+    Image.fromarray((np.ones((8, 8)) * 32768).astype(np.uint16)).save(path)
+    img, size = decode(path.read_bytes(), "L")
+    assert size == (8, 8) and np.asarray(img).mean() == pytest.approx(128, abs=1)
+
+
+def test_empty_class_folder_is_reported(tmp_path):
+    root = builders.image_folder(tmp_path / "d", 5, classes=("red", "green"))
+    (root / "blue").mkdir()
+    r = run_audit(builders.colour_model(tmp_path / "m.onnx"), root, AuditConfig(n_boot=20), progress=False)
+    assert dict(r.data.class_counts)["blue"] == 0
+    assert any("no usable image: blue" in n for n in r.data.notes)
+
+
+def test_unknown_class_folder_is_an_error(tmp_path):
+    root = builders.image_folder(tmp_path / "d", 2, classes=("red", "green"))
+    (root / "purple").mkdir()
+    builders.colour_image("red").save(root / "purple" / "x.png")
+    with pytest.raises(DataError, match="class 'purple' .* not one of the model's labels"):
+        scan(root, LABELS)
+
+
+def test_empty_folder_is_an_error(tmp_path):
+    (tmp_path / "d").mkdir()
+    with pytest.raises(DataError, match="no images to audit"):
+        scan(tmp_path / "d", LABELS)
+
+
+def test_metadata_and_manifest(tmp_path):
+    root = builders.image_folder(tmp_path / "d", 4, metadata=True)
+    ds = scan(root, LABELS)
+    assert ds.attribute_names == ("site",)
+    assert dict(ds.samples[0].attributes)["site"] in ("a", "b")
+    manifest = root / "list.csv"
+    manifest.write_text("path,label,lighting\nred/000.png,red,dim\nblue/001.png,blue,bright\nmissing.png,red,dim\n")
+    ds = scan(manifest, LABELS)
+    assert [s.label for s in ds.samples] == ["red", "blue"]
+    assert ds.attribute_names == ("lighting",) and ds.found == 3
+    assert ds.skipped[0].reason == "listed in the manifest but not found"

@@ -1,0 +1,77 @@
+"""Every metric against scikit-learn on the same predictions; CIs contain the estimate and shrink with N."""
+
+import warnings
+
+import numpy as np
+import pytest
+from sklearn import metrics as skm
+
+from audit.checks.metrics import classification_metrics, top_k_correct
+from audit.inference import Predictions
+
+
+def random_predictions(n: int, c: int, seed: int, skill: float = 2.0, missing_class: bool = False) -> Predictions:
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, c - 1 if missing_class else c, n)
+    logits = rng.normal(size=(n, c))
+    logits[np.arange(n), y] += skill
+    p = np.exp(logits)
+    p /= p.sum(axis=1, keepdims=True)
+    return Predictions(labels=tuple(f"c{i}" for i in range(c)), paths=tuple(map(str, range(n))),
+                       y_true=y, proba=p.astype(np.float32))
+
+
+@pytest.mark.parametrize("n,c,seed,missing", [(200, 2, 0, False), (500, 5, 1, False), (300, 10, 2, True),
+                                              (50, 4, 3, False)])
+def test_metrics_equal_sklearn(n, c, seed, missing):
+    p = random_predictions(n, c, seed, missing_class=missing)
+    m = classification_metrics(p, n_boot=50, seed=0, top_k=(3, 5))
+    y, yp = p.y_true, p.y_pred
+    assert m.accuracy.value == pytest.approx(skm.accuracy_score(y, yp))
+    with warnings.catch_warnings():  # "y_pred contains classes not in y_true": scikit-learn then skips them too
+        warnings.simplefilter("ignore", UserWarning)
+        assert m.balanced_accuracy.value == pytest.approx(skm.balanced_accuracy_score(y, yp))
+    assert m.macro_f1.value == pytest.approx(skm.f1_score(y, yp, average="macro", zero_division=0))
+    assert m.weighted_f1.value == pytest.approx(skm.f1_score(y, yp, average="weighted", zero_division=0))
+    labels = list(range(c))
+    prec, rec, f1, sup = skm.precision_recall_fscore_support(y, yp, labels=labels, zero_division=0)
+    np.testing.assert_allclose([pc.precision.value for pc in m.per_class], prec)
+    np.testing.assert_allclose([pc.recall.value for pc in m.per_class], rec)
+    np.testing.assert_allclose([pc.f1.value for pc in m.per_class], f1)
+    assert [pc.support for pc in m.per_class] == list(sup)
+    np.testing.assert_array_equal(m.confusion, skm.confusion_matrix(y, yp, labels=labels))
+    for k, est in m.top_k:
+        assert est.value == pytest.approx(skm.top_k_accuracy_score(y, p.proba, k=k, labels=labels))
+
+
+def test_top_k_counts_ties_like_sklearn():
+    proba = np.array([[0.4, 0.4, 0.2], [0.2, 0.3, 0.5]])
+    y = np.array([1, 0])
+    assert top_k_correct(y, proba, 1).tolist() == [True, False]
+    assert top_k_correct(y, proba, 2).tolist() == [True, False]
+
+
+def test_every_ci_contains_its_estimate():
+    m = classification_metrics(random_predictions(400, 6, 7), n_boot=300, seed=1)
+    ests = [m.accuracy, m.balanced_accuracy, m.macro_f1, m.weighted_f1, *[e for _, e in m.top_k]]
+    ests += [e for pc in m.per_class for e in (pc.precision, pc.recall, pc.f1)]
+    for e in ests:
+        assert e.low <= e.value <= e.high, e
+        assert e.low < e.high
+
+
+def test_ci_shrinks_as_n_grows():
+    widths = []
+    for n in (100, 1000, 10000):
+        e = classification_metrics(random_predictions(n, 3, 11, skill=1.0), n_boot=300, seed=0).accuracy
+        widths.append(e.high - e.low)
+    assert widths[0] > 2 * widths[1] > 4 * widths[2]
+    # binomial standard error: the 95% width at n = 10,000 is about 4 * sqrt(p(1-p)/n)
+    assert widths[2] == pytest.approx(3.92 * np.sqrt(0.25 / 10000), rel=0.35)
+
+
+def test_same_seed_same_intervals():
+    p = random_predictions(300, 4, 5)
+    a = classification_metrics(p, n_boot=200, seed=3)
+    b = classification_metrics(p, n_boot=200, seed=3)
+    assert a.accuracy == b.accuracy and a.per_class == b.per_class
