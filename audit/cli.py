@@ -86,6 +86,12 @@ def card_overrides(a: argparse.Namespace) -> dict[str, Any]:
     return {"labels": labels, "output": a.output, "preprocess": {k: v for k, v in pre.items() if v is not None}}
 
 
+def default_out(model: Path) -> Path:
+    """reports/<model name>/, where a generic file name (model.onnx) takes its folder's name."""
+    name = model.stem if model.stem not in ("model", "best", "last") else model.resolve().parent.name
+    return Path("reports") / name
+
+
 def cmd_run(a: argparse.Namespace) -> int:
     from audit.config import load_config
     from audit.pipeline import run_audit
@@ -99,7 +105,7 @@ def cmd_run(a: argparse.Namespace) -> int:
     })
     result = run_audit(a.model, a.data, config, card_overrides=card_overrides(a),
                        progress=False if a.no_progress else None)
-    out = a.out or Path("reports") / a.model.stem
+    out = a.out or default_out(a.model)
     write_outputs(result, out, pdf=config.pdf)
     for c in result.verdict.criteria:
         print(("  ok   " if c.passed else "  FAIL ") + describe(c))

@@ -147,7 +147,8 @@ def _read_metadata(path: Path, root: Path) -> tuple[dict[str, dict[str, str]], t
     if "path" not in columns:
         raise DataError(f"{METADATA_FILE} has no 'path' column (columns: {columns})",
                         hint="add a path column with image paths relative to the data folder")
-    attr_names = tuple(c for c in columns if c != "path")
+    # a label column restates the folder; it is not an attribute to slice by
+    attr_names = tuple(c for c in columns if c not in ("path", "label"))
     return {_rel(Path(r["path"])): {a: r[a] for a in attr_names} for r in rows}, attr_names
 
 
