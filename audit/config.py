@@ -52,6 +52,136 @@ class Criteria:
         return round(0.90 - 0.15 * frac, 4)
 
 
+def _check_unit(where: str, **values: float | None) -> None:
+    for name, v in values.items():
+        if v is not None and not 0 <= v <= 1:
+            raise ConfigError(f"{where}.{name} must be in [0, 1], got {v}")
+
+
+@dataclass(frozen=True)
+class SlicesConfig:
+    """Slices (DESIGN §6.2): metadata columns and binned image properties, BH-corrected."""
+
+    enabled: bool = True
+    attributes: tuple[str, ...] | None = None  # metadata columns to slice on; None = all of them
+    properties: tuple[str, ...] = ("brightness", "contrast", "sharpness", "ink_coverage", "aspect_ratio",
+                                   "resolution")
+    bins: int = 4  # quantile bins per property
+    metric: str = "accuracy"  # the gap that ranks and is tested: "accuracy" or "macro_f1"
+    alpha: float = 0.05  # Benjamini-Hochberg false discovery rate
+    min_gap: float = 0.02  # a significant slice must also be this much worse than the rest
+    min_size: int = 30  # smaller slices are listed as too small to judge, not tested
+    max_levels: int = 50  # columns with more distinct values (ids, file names) are not sliced
+    criterion: str = "report"  # "report": name them, never fail; "require": fail if none; "forbid": fail if any
+
+    def __post_init__(self) -> None:
+        if self.metric not in ("accuracy", "macro_f1"):
+            raise ConfigError(f"slices.metric must be 'accuracy' or 'macro_f1', got {self.metric!r}")
+        if self.criterion not in ("report", "require", "forbid"):
+            raise ConfigError(f"slices.criterion must be 'report', 'require' or 'forbid', got {self.criterion!r}")
+        if self.bins < 2 or self.min_size < 1 or self.max_levels < 2:
+            raise ConfigError("slices.bins and slices.max_levels must be >= 2, slices.min_size >= 1")
+        _check_unit("slices", alpha=self.alpha, min_gap=self.min_gap)
+
+
+@dataclass(frozen=True)
+class FairnessConfig:
+    """Fairness (DESIGN §6.3) over the declared sensitive attributes, through fairlearn."""
+
+    sensitive: tuple[str, ...] = ()  # metadata columns; none declared = no fairness section
+    positive_class: str | None = None  # binary models: the positive label (default: the second label)
+    min_group_size: int = 30  # smaller groups are reported as too small, left out of the ratios
+    min_group_positives: int = 10  # a group needs this many true positives for its TPR to count
+    min_disparate_impact: float = 0.8
+    max_equal_opportunity_difference: float = 0.1
+
+    def __post_init__(self) -> None:
+        if self.min_group_size < 1 or self.min_group_positives < 1:
+            raise ConfigError("fairness.min_group_size and fairness.min_group_positives must be >= 1")
+        _check_unit("fairness", min_disparate_impact=self.min_disparate_impact,
+                    max_equal_opportunity_difference=self.max_equal_opportunity_difference)
+
+
+@dataclass(frozen=True)
+class FlipLimits:
+    """Per-transform maximum flip rate; ``None`` falls back to ``invariance.max_flip_rate``."""
+
+    none: float | None = None
+    hflip: float | None = None
+    vflip: float | None = None
+    rotate: float | None = None
+    crop: float | None = None
+    brightness: float | None = None
+    contrast: float | None = None
+    blur: float | None = None
+    noise: float | None = None
+    jpeg: float | None = None
+
+    def __post_init__(self) -> None:
+        _check_unit("invariance.max_flip_rate_by", **dataclasses.asdict(self))
+
+
+@dataclass(frozen=True)
+class InvarianceConfig:
+    """Label invariance (DESIGN §6.4): re-run the model on transformed copies of test images."""
+
+    enabled: bool = True
+    transforms: tuple[str, ...] = ()  # empty: the card's audit.invariances, else the default set
+    exclude: tuple[str, ...] = ()  # transforms that are not label-preserving for this data
+    severities: tuple[int, ...] = (1, 3)  # of 1 (mild), 2 (moderate), 3 (strong)
+    max_images: int = 1000  # a seeded sample of the test images; 0 = all
+    max_flip_rate: float = 0.1
+    max_flip_rate_by: FlipLimits = field(default_factory=FlipLimits)
+
+    def __post_init__(self) -> None:
+        if not self.severities or any(s not in (1, 2, 3) for s in self.severities):
+            raise ConfigError(f"invariance.severities must be values among 1, 2, 3, got {list(self.severities)}")
+        if self.max_images < 0:
+            raise ConfigError(f"invariance.max_images must be >= 0 (0 = all), got {self.max_images}")
+        _check_unit("invariance", max_flip_rate=self.max_flip_rate)
+
+
+@dataclass(frozen=True)
+class ParityConfig:
+    """Parity (DESIGN §6.5): ONNX Runtime against the PyTorch weights (``--torch-model``)."""
+
+    torch_model: str | None = None  # model.safetensors; None = no parity check
+    arch: str | None = None  # timm model name; default: the card's audit.arch
+    max_images: int = 2000  # a seeded sample of the test images; 0 = all
+    max_abs_diff: float = 1e-4
+    min_agreement: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.max_images < 0:
+            raise ConfigError(f"parity.max_images must be >= 0 (0 = all), got {self.max_images}")
+        _check_unit("parity", min_agreement=self.min_agreement)
+
+
+@dataclass(frozen=True)
+class IntegrityConfig:
+    """Integrity (DESIGN §6.7): duplicates in the test set, leakage from ``--train``, imbalance."""
+
+    enabled: bool = True
+    train: str | None = None  # the training ImageFolder; None = no leakage check
+    near_duplicates: bool = True  # perceptual hash (pHash) in addition to exact byte hashes
+    hash_distance: int = 4  # Hamming distance (of 64 bits) at or below which two images are near duplicates
+    max_leaked: int = 0  # test images with a duplicate in the training data
+    max_test_duplicates: int | None = None  # None: reported, not judged
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.hash_distance <= 32:
+            raise ConfigError(f"integrity.hash_distance must be in [0, 32], got {self.hash_distance}")
+
+
+@dataclass(frozen=True)
+class BaselineConfig:
+    """Comparison with an earlier run's verdict.json (``--baseline``)."""
+
+    path: str | None = None
+    tolerance: float = 0.01  # a metric may get this much worse (absolute) before it is a regression
+    max_regressions: int = 0
+
+
 @dataclass(frozen=True)
 class AuditConfig:
     batch_size: int = 64
@@ -65,6 +195,12 @@ class AuditConfig:
     max_pixels: int = 64_000_000
     pdf: bool = True
     criteria: Criteria = field(default_factory=Criteria)
+    slices: SlicesConfig = field(default_factory=SlicesConfig)
+    fairness: FairnessConfig = field(default_factory=FairnessConfig)
+    invariance: InvarianceConfig = field(default_factory=InvarianceConfig)
+    parity: ParityConfig = field(default_factory=ParityConfig)
+    integrity: IntegrityConfig = field(default_factory=IntegrityConfig)
+    baseline: BaselineConfig = field(default_factory=BaselineConfig)
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "n_boot", "ece_bins", "max_file_bytes", "max_pixels"):

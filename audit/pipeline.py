@@ -22,6 +22,7 @@ from typing import Any
 from audit import __version__, imaging
 from audit.checks import calibration as calibration_check
 from audit.checks import metrics as metrics_check
+from audit.checks import slices as slices_check
 from audit.config import AuditConfig
 from audit.data import Dataset, Skipped, scan
 from audit.inference import Predictions, predict
@@ -66,6 +67,7 @@ class AuditResult:
     calibration: calibration_check.CalibrationResult
     verdict: Verdict
     timings: tuple[tuple[str, float], ...] = field(default=())
+    slices: slices_check.SliceResult | None = None
 
 
 def run_audit(
@@ -102,6 +104,12 @@ def run_audit(
     timings.append(("metrics + bootstrap", time.perf_counter() - t0))
 
     criteria = [*metric_criteria(metrics, config), *calibration_criteria(cal, config)]
+    slices = None
+    if config.slices.enabled:
+        t0 = time.perf_counter()
+        slices = slices_check.find_slices(preds, config.slices, n_boot=config.n_boot, seed=config.seed)
+        criteria += slices_check.slice_criteria(slices, config.slices)
+        timings.append(("slices", time.perf_counter() - t0))
     verdict = Verdict.of(criteria, config.criteria.judge_on)
     return AuditResult(
         tool_version=__version__,
@@ -114,6 +122,7 @@ def run_audit(
         calibration=cal,
         verdict=verdict,
         timings=tuple(timings),
+        slices=slices,
     )
 
 

@@ -101,3 +101,61 @@ def image_folder(
             w.writeheader()
             w.writerows(rows)
     return root
+
+
+BRIGHT = {"red": (230, 60, 60), "green": (60, 220, 60), "blue": (70, 110, 250)}  # grey level 0.43 and up
+
+
+def _dark(rgb: tuple[int, int, int]) -> tuple[int, int, int]:
+    return tuple(int(0.3 * v + 10) for v in rgb)  # grey level 0.22 and below
+
+
+def sliced_folder(
+    root: Path, n_per_class: int = 80, *, weak: str | None = None, base_error: float = 0.05,
+    weak_error: float = 0.5, seed: int = 0,
+) -> Path:
+    """A colour ImageFolder with ``metadata.csv`` (site a-d, camera x/y) and a planted weakness.
+
+    A quarter of each class, picked at random, is darker (brightness is an image property, not a
+    column). Errors are images painted another colour than their label: at ``base_error``
+    everywhere, and at ``weak_error`` in the weak slice: ``weak="site"`` -> site c,
+    ``weak="brightness"`` -> the darker quarter, ``None`` -> nowhere (no slice is truly worse).
+    """
+    rng = np.random.default_rng(seed)
+    classes = tuple(COLOURS)
+    rows = []
+    for ci, cls in enumerate(classes):
+        d = root / cls
+        d.mkdir(parents=True, exist_ok=True)
+        darker = rng.permutation(n_per_class) < n_per_class // 4
+        for i in range(n_per_class):
+            site, camera, dark = "abcd"[rng.integers(4)], "xy"[rng.integers(2)], darker[i]
+            in_weak = (weak == "site" and site == "c") or (weak == "brightness" and dark)
+            wrong = rng.random() < (weak_error if in_weak else base_error)
+            painted = classes[(ci + 1 + rng.integers(2)) % 3] if wrong else cls
+            rgb = _dark(BRIGHT[painted]) if dark else BRIGHT[painted]
+            noise = rng.normal(0, 10, (24, 24, 3))
+            arr = np.clip(np.array(rgb, np.float32) + noise, 0, 255).astype(np.uint8)
+            Image.fromarray(arr, "RGB").save(d / f"{i:03d}.png")
+            rows.append({"path": f"{cls}/{i:03d}.png", "site": site, "camera": camera})
+    with (root / "metadata.csv").open("w", newline="") as f:
+        w = csv.DictWriter(f, ["path", "site", "camera"])
+        w.writeheader()
+        w.writerows(rows)
+    return root
+
+
+def predictions(n: int, c: int = 3, *, seed: int = 0, error: float = 0.1, weak: np.ndarray | None = None,
+                weak_error: float = 0.5, attributes: dict | None = None, properties: dict | None = None):
+    """A Predictions table without a model: errors at random (rate ``error``), or ``weak_error`` where ``weak``."""
+    from audit.inference import Predictions
+
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, c, n)
+    rate = np.where(weak, weak_error, error) if weak is not None else np.full(n, error)
+    wrong = rng.random(n) < rate
+    pred = np.where(wrong, (y + 1 + rng.integers(0, c - 1, n)) % c, y)
+    proba = np.full((n, c), 0.1 / (c - 1), np.float32)
+    proba[np.arange(n), pred] = 0.9
+    return Predictions(labels=tuple(f"c{i}" for i in range(c)), paths=tuple(f"img/{i}.png" for i in range(n)),
+                       y_true=y, proba=proba, attributes=attributes or {}, properties=properties or {})

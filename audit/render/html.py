@@ -21,7 +21,7 @@ from audit.render.text import fmt, fmt_ci, fmt_est
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 MAX_SKIPPED_ROWS = 200
-OPTIONAL_SECTIONS: tuple[str, ...] = ()  # AuditResult fields with a section template, in report order
+OPTIONAL_SECTIONS: tuple[str, ...] = ("slices",)  # AuditResult fields with a section template, in report order
 
 
 @cache
@@ -34,7 +34,7 @@ def _env() -> jinja2.Environment:
         lstrip_blocks=True,
     )
     env.filters.update(fmt=fmt, est=fmt_est, basename=os.path.basename)
-    env.globals.update(fmt_ci=fmt_ci)
+    env.globals.update(fmt_ci=fmt_ci, figure=plots.figure_uri, thumbnail=plots.thumbnail_uri)
     return env
 
 

@@ -12,6 +12,8 @@ from typing import Any
 
 from audit.pipeline import AuditResult
 
+ANALYSES = ("slices",)  # optional AuditResult fields whose to_dict() joins the verdict
+
 
 def verdict_dict(r: AuditResult) -> dict[str, Any]:
     m, cal = r.metrics, r.calibration
@@ -52,6 +54,7 @@ def verdict_dict(r: AuditResult) -> dict[str, Any]:
             "confusion": m.confusion.tolist(),
         },
         "calibration": {"ece": cal.ece.to_dict(), "brier": cal.brier.to_dict(), "log_loss": cal.log_loss.to_dict()},
+        **{name: getattr(r, name).to_dict() for name in ANALYSES if getattr(r, name, None) is not None},
         "seed": r.config.seed,
         "n_boot": r.config.n_boot,
         "tool_version": r.tool_version,

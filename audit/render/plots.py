@@ -104,3 +104,63 @@ def reliability_diagram(bins: Sequence[ReliabilityBin], ax: Axes | None = None) 
 
 def _short(s: str, n: int = 24) -> str:
     return s if len(s) <= n else s[: n - 1] + "…"
+
+
+# --- analyses (slices, fairness, invariance, parity) and thumbnails -------------------------------------
+
+MAX_THUMBNAIL = 64
+
+
+def figure_uri(name: str, *args, **kwargs) -> str:
+    """Draw the plot helper ``name`` of this module and return it as an inline PNG (for templates)."""
+    return to_data_uri(globals()[name](*args, **kwargs))
+
+
+def thumbnail_uri(source: str, path: str, size: int = MAX_THUMBNAIL) -> str | None:
+    """A small inline JPEG of the image ``path`` (relative to the data ``source``); None if unreadable.
+
+    Built at render time from the image file, at most ``size`` pixels on a side, so the report
+    stays small (a 64 px JPEG is 1-3 kB).
+    """
+    from pathlib import Path
+
+    from PIL import Image
+
+    root = Path(source)
+    file = (root.parent if root.is_file() else root) / path
+    try:
+        with Image.open(file) as img:
+            img.draft("RGB", (size, size))  # JPEG: decode at reduced scale
+            img = img.convert("RGB")
+            img.thumbnail((min(size, MAX_THUMBNAIL),) * 2)
+            buf = io.BytesIO()
+            img.save(buf, format="JPEG", quality=80)
+    except (OSError, ValueError, Image.DecompressionBombError):
+        return None
+    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def slice_forest(slices, metric: str = "accuracy", max_rows: int = 30, ax: Axes | None = None) -> Figure:
+    """Gap to the rest of the data per slice with its 95% CI, worst first; significant ones in red.
+
+    ``slices`` are ``audit.checks.slices.Slice`` records (judged ones are drawn, up to ``max_rows``).
+    """
+    items = [s for s in slices if s.judged][:max_rows]
+    fig, ax = _axes(ax, (7.5, 1.0 + 0.26 * max(len(items), 1)))
+    if not items:
+        ax.text(0.5, 0.5, "no slice large enough to judge", ha="center", va="center", transform=ax.transAxes)
+        ax.set_axis_off()
+        return fig
+    gaps = [s.gap(metric) for s in items]
+    y = np.arange(len(items))[::-1]
+    vals = np.array([g.value for g in gaps])
+    lo = np.array([g.low if np.isfinite(g.low) else g.value for g in gaps])
+    hi = np.array([g.high if np.isfinite(g.high) else g.value for g in gaps])
+    colors = [BAD if s.significant else ACCENT for s in items]
+    ax.errorbar(vals, y, xerr=[vals - lo, hi - vals], fmt="none", ecolor="grey", capsize=2, lw=0.8)
+    ax.scatter(vals, y, c=colors, s=18, zorder=3)
+    ax.axvline(0, color="black", lw=0.8)
+    ax.set_yticks(y, [_short(f"{s.name} (n={s.n})", 44) for s in items], fontsize=7.5)
+    ax.set_xlabel(f"{metric.replace('_', ' ')} gap: rest of data minus slice (95% CI); right = slice worse")
+    ax.grid(axis="x", alpha=0.3)
+    return fig

@@ -1,0 +1,263 @@
+"""Slices (DESIGN §6.2): where does the model underperform, and is that more than noise?
+
+A *slicing variable* is a metadata column (each value is a slice) or an image property
+(brightness, contrast, ... binned into quantiles; each bin is a slice). For every slice we
+report accuracy and macro F1 and the gap to its complement (the rest of the data):
+``accuracy_gap = accuracy(complement) - accuracy(slice)``, so a positive gap means the slice
+is worse. Gaps carry a percentile-bootstrap CI; the p-value of "gap = 0" is a two-sided Wald
+test with the bootstrap standard error (unlike a bootstrap tail count it is not floored at
+1/n_boot, which matters once Benjamini–Hochberg divides alpha by the number of slices). The
+p-values of all judged slices are corrected together (BH). A slice is a *significant
+underperformer* when its q-value is below ``alpha``, its gap is positive and at least
+``min_gap``.
+
+Speed: one partition (all slices of a variable) costs one ``bincount`` per chunk of 100
+bootstrap replicates: it counts (slice, true, predicted) triples, giving every slice's
+confusion matrix in every replicate at once; complements are the total minus the slice.
+
+Example::
+
+    res = find_slices(preds, SlicesConfig(), n_boot=1000, seed=0)
+    [s.name for s in res.significant]
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.stats import norm
+
+from audit.checks.metrics import summarize_confusion
+from audit.config import SlicesConfig
+from audit.inference import Predictions
+from audit.stats import Estimate, _estimate, benjamini_hochberg, resample_indices
+from audit.verdict import Criterion
+
+MISSING = "(missing)"
+METRICS = ("accuracy", "macro_f1")
+
+
+@dataclass(frozen=True)
+class Slice:
+    variable: str  # metadata column or image property
+    kind: str  # "attribute" or "property"
+    level: str  # the attribute's value, or the property's bin such as "Q1 [0.102, 0.254)"
+    n: int
+    accuracy: Estimate
+    macro_f1: Estimate
+    accuracy_gap: Estimate  # complement minus slice: positive = the slice is worse
+    f1_gap: Estimate
+    p_value: float  # of the gap in the ranking metric; nan when not judged
+    q_value: float  # Benjamini–Hochberg over every judged slice; nan when not judged
+    significant: bool  # a significant underperformer
+    judged: bool  # False: fewer than min_size images, reported but not tested
+    errors: tuple[str, ...] = ()  # paths of a few misclassified images in the slice
+
+    @property
+    def name(self) -> str:
+        return f"{self.variable} = {self.level}" if self.kind == "attribute" else f"{self.variable} {self.level}"
+
+    def gap(self, metric: str) -> Estimate:
+        return self.accuracy_gap if metric == "accuracy" else self.f1_gap
+
+    def to_dict(self) -> dict:
+        return {
+            "variable": self.variable, "kind": self.kind, "level": self.level, "n": self.n,
+            "accuracy": self.accuracy.to_dict(), "macro_f1": self.macro_f1.to_dict(),
+            "accuracy_gap": self.accuracy_gap.to_dict(), "f1_gap": self.f1_gap.to_dict(),
+            "p_value": _num(self.p_value), "q_value": _num(self.q_value),
+            "significant": self.significant, "judged": self.judged,
+        }
+
+
+@dataclass(frozen=True)
+class SliceResult:
+    metric: str  # the ranking metric: "accuracy" or "macro_f1"
+    alpha: float
+    min_gap: float
+    min_size: int
+    n_tests: int  # judged slices corrected together
+    slices: tuple[Slice, ...]  # judged slices by gap (worst first), then the too-small ones
+    skipped: tuple[tuple[str, str], ...]  # (variable, why it was not sliced)
+
+    @property
+    def significant(self) -> tuple[Slice, ...]:
+        return tuple(s for s in self.slices if s.significant)
+
+    @property
+    def too_small(self) -> tuple[Slice, ...]:
+        return tuple(s for s in self.slices if not s.judged)
+
+    def to_dict(self) -> dict:
+        return {
+            "metric": self.metric, "alpha": self.alpha, "min_gap": self.min_gap, "min_size": self.min_size,
+            "n_tests": self.n_tests, "significant": [s.name for s in self.significant],
+            "slices": [s.to_dict() for s in self.slices], "skipped": [list(x) for x in self.skipped],
+        }
+
+
+def _num(x: float) -> float | None:
+    return None if not math.isfinite(x) else float(x)
+
+
+@dataclass(frozen=True)
+class _Partition:
+    variable: str
+    kind: str
+    levels: tuple[str, ...]
+    codes: np.ndarray  # (N,) int level index
+
+
+def partitions(preds: Predictions, config: SlicesConfig) -> tuple[list[_Partition], list[tuple[str, str]]]:
+    """The slicing variables: metadata columns as they are, properties binned into quantiles."""
+    parts, skipped = [], []
+    names = sorted(preds.attributes) if config.attributes is None else list(config.attributes)
+    for name in names:
+        if name not in preds.attributes:
+            skipped.append((name, "not a metadata column"))
+            continue
+        values = np.asarray([str(v) if str(v) != "" else MISSING for v in preds.attributes[name]], dtype=object)
+        levels, codes = np.unique(values, return_inverse=True)
+        if len(levels) < 2:
+            skipped.append((name, "a single value"))
+        elif len(levels) > config.max_levels:
+            skipped.append((name, f"{len(levels)} distinct values (> max_levels {config.max_levels})"))
+        else:
+            parts.append(_Partition(name, "attribute", tuple(str(v) for v in levels), codes.astype(np.int64)))
+    for name in config.properties:
+        if name not in preds.properties:
+            skipped.append((name, "not a measured image property"))
+            continue
+        part = _quantile_bins(name, np.asarray(preds.properties[name], dtype=float), config.bins)
+        if part is None:
+            skipped.append((name, "constant over the data"))
+        else:
+            parts.append(part)
+    return parts, skipped
+
+
+def _quantile_bins(name: str, x: np.ndarray, bins: int) -> _Partition | None:
+    finite = x[np.isfinite(x)]
+    if finite.size == 0:
+        return None
+    edges = np.unique(np.quantile(finite, np.linspace(0, 1, bins + 1)))
+    if len(edges) < 2:
+        return None
+    # Interior edges split the data; equal values always fall into the same bin.
+    codes = np.searchsorted(edges[1:-1], np.nan_to_num(x, nan=edges[0]), side="right")
+    levels = []
+    for i in range(len(edges) - 1):
+        close = "]" if i == len(edges) - 2 else ")"
+        levels.append(f"Q{i + 1}/{len(edges) - 1} [{_g(edges[i])}, {_g(edges[i + 1])}{close}")
+    return _Partition(name, "property", tuple(levels), codes.astype(np.int64))
+
+
+def _g(x: float) -> str:
+    return f"{x:.3g}" if abs(x) < 1e4 else f"{x:.3e}"
+
+
+def _slice_metrics(cm: np.ndarray) -> np.ndarray:
+    """(k, L, C, C) confusion matrices -> (k, L, 2): accuracy and macro F1 of every slice."""
+    k, levels, c, _ = cm.shape
+    s = summarize_confusion(cm.reshape(k * levels, c, c))
+    out = s[:, [0, 2]].reshape(k, levels, 2)
+    empty = cm.sum(axis=(2, 3)) == 0
+    out[empty] = np.nan
+    return out
+
+
+def find_slices(preds: Predictions, config: SlicesConfig, *, n_boot: int = 1000, seed: int = 0,
+                max_errors: int = 8) -> SliceResult:
+    """Every slice's metrics and gap to its complement, ranked; BH-corrected significance.
+
+    ``max_errors`` misclassified paths are kept per slice for the report's thumbnails.
+    """
+    parts, skipped = partitions(preds, config)
+    n, c = len(preds), len(preds.labels)
+    y_true, y_pred = preds.y_true, preds.y_pred
+    pair = y_true * c + y_pred
+    metric_col = METRICS.index(config.metric)
+
+    def stats(idx: np.ndarray) -> list[np.ndarray]:
+        """Per partition (k, L, 4): slice accuracy, slice F1, accuracy gap, F1 gap."""
+        k = idx.shape[0]
+        total = np.bincount((pair[idx] + (np.arange(k) * c * c)[:, None]).ravel(), minlength=k * c * c)
+        total = total.reshape(k, 1, c, c)
+        out = []
+        for p in parts:
+            size = len(p.levels) * c * c
+            codes = p.codes[idx] * (c * c) + pair[idx] + (np.arange(k) * size)[:, None]
+            cm = np.bincount(codes.ravel(), minlength=k * size).reshape(k, len(p.levels), c, c)
+            inside, outside = _slice_metrics(cm), _slice_metrics(total - cm)
+            out.append(np.concatenate([inside, outside - inside], axis=2))
+        return out
+
+    point = stats(np.arange(n)[None, :])
+    reps = [[] for _ in parts]
+    for idx in resample_indices(n, n_boot, seed):
+        for j, r in enumerate(stats(idx)):
+            reps[j].append(r)
+    reps = [np.concatenate(r) for r in reps] if n_boot else [np.zeros((0,) + p.shape[1:]) for p in point]
+
+    wrong = y_true != y_pred
+    rows = []
+    for p, pt, rp in zip(parts, point, reps):
+        sizes = np.bincount(p.codes, minlength=len(p.levels))
+        for li, level in enumerate(p.levels):
+            ests = [_estimate(pt[0, li, m], rp[:, li, m], 0.95) for m in range(4)]
+            gap_reps = rp[:, li, 2 + metric_col]
+            gap_reps = gap_reps[np.isfinite(gap_reps)]
+            judged = sizes[li] >= config.min_size and sizes[li] <= n - config.min_size
+            gap = pt[0, li, 2 + metric_col]
+            p_value = _wald_p(gap, gap_reps) if judged else math.nan
+            err = np.flatnonzero(wrong & (p.codes == li))[:max_errors]
+            rows.append(dict(variable=p.variable, kind=p.kind, level=level, n=int(sizes[li]),
+                             accuracy=ests[0], macro_f1=ests[1], accuracy_gap=ests[2], f1_gap=ests[3],
+                             p_value=p_value, judged=bool(judged),
+                             errors=tuple(preds.paths[i] for i in err)))
+    tested = [r for r in rows if r["judged"]]
+    q = benjamini_hochberg(np.array([r["p_value"] for r in tested]))
+    for r, qv in zip(tested, q):
+        r["q_value"] = float(qv)
+    slices = []
+    for r in rows:
+        qv = r.setdefault("q_value", math.nan)
+        gap = (r["accuracy_gap"] if config.metric == "accuracy" else r["f1_gap"]).value
+        r["significant"] = bool(r["judged"] and qv < config.alpha and gap > 0 and gap >= config.min_gap)
+        slices.append(Slice(**r))
+    key_col = "accuracy_gap" if config.metric == "accuracy" else "f1_gap"
+    slices.sort(key=lambda s: (not s.judged, -_finite(getattr(s, key_col).value), s.variable, s.level))
+    return SliceResult(config.metric, config.alpha, config.min_gap, config.min_size, len(tested),
+                       tuple(slices), tuple(skipped))
+
+
+def _finite(x: float) -> float:
+    return x if math.isfinite(x) else -math.inf
+
+
+def _wald_p(gap: float, reps: np.ndarray) -> float:
+    if not math.isfinite(gap) or reps.size < 2:
+        return 1.0
+    se = float(reps.std(ddof=1))
+    if se == 0:
+        return 1.0 if gap == 0 else 0.0
+    return float(2 * norm.sf(abs(gap) / se))
+
+
+def slice_criteria(res: SliceResult, config: SlicesConfig) -> list[Criterion]:
+    """The slice criterion. ``report`` (default) always passes and names what was found;
+    ``require`` passes only when a significant underperformer is found; ``forbid`` fails when one is."""
+    sig = res.significant
+    names = "; ".join(f"{s.name} (gap {s.gap(res.metric).value:+.3f}, q={s.q_value:.2g})" for s in sig[:5])
+    if len(sig) > 5:
+        names += f"; and {len(sig) - 5} more"
+    detail = (f"significant underperforming slices: {names}" if sig else
+              f"no slice underperforms significantly (BH q < {res.alpha:g} over {res.n_tests} slices)")
+    op, threshold = {"report": (">=", 0), "require": (">=", 1), "forbid": ("<=", 0)}[config.criterion]
+    passed = len(sig) >= threshold if op == ">=" else len(sig) <= threshold
+    title = {"report": "Significant underperforming slices (reported, not judged)",
+             "require": "A significant underperforming slice is identified",
+             "forbid": "No significant underperforming slice"}[config.criterion]
+    return [Criterion("slices.significant", title, len(sig), None, None, op, threshold, passed, detail)]

@@ -1,0 +1,117 @@
+"""Slices: a planted weakness is the top significant slice, no false alarms without one, numbers match sklearn."""
+
+import numpy as np
+import pytest
+from sklearn import metrics as skm
+
+import builders
+from audit.checks.slices import find_slices, slice_criteria
+from audit.config import SlicesConfig
+from audit.data import scan
+from audit.inference import predict
+from audit.model import OnnxClassifier
+
+
+def audit_slices(tmp_path, weak, seed, n_boot=1000):
+    clf = OnnxClassifier.load(builders.colour_model(tmp_path / "m.onnx"))
+    root = builders.sliced_folder(tmp_path / "data", 80, weak=weak, seed=seed)
+    preds, _ = predict(clf, scan(root, clf.labels).samples)
+    return find_slices(preds, SlicesConfig(), n_boot=n_boot, seed=0)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_planted_metadata_weakness_is_the_top_significant_slice(tmp_path, seed):
+    res = audit_slices(tmp_path, "site", seed)
+    top = res.significant[0]
+    assert (top.variable, top.level) == ("site", "c")
+    assert top.accuracy_gap.low > 0.2 and top.q_value < 1e-3
+    assert top.errors and all(p.endswith(".png") for p in top.errors)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_planted_brightness_band_is_the_top_significant_slice(tmp_path, seed):
+    res = audit_slices(tmp_path, "brightness", seed)
+    top = res.significant[0]
+    assert top.variable == "brightness" and top.kind == "property" and top.level.startswith("Q1/4")
+    assert top.accuracy_gap.value > 0.2
+
+
+def test_no_planted_weakness_no_significant_slice_on_images(tmp_path):
+    for seed in range(3):
+        (tmp_path / str(seed)).mkdir()
+        res = audit_slices(tmp_path / str(seed), None, seed)
+        assert res.significant == (), [s.name for s in res.significant]
+        (c,) = slice_criteria(res, SlicesConfig())
+        assert c.passed and "no slice underperforms significantly" in c.detail
+
+
+def test_no_false_alarm_over_repeated_seeds_at_default_settings():
+    n = 600
+    for seed in range(20):
+        rng = np.random.default_rng(100 + seed)
+        attrs = {"site": rng.choice(list("abcd"), n).astype(object), "camera": rng.choice(list("xy"), n).astype(object)}
+        props = {k: rng.random(n) for k in ("brightness", "contrast", "sharpness", "ink_coverage")}
+        res = find_slices(builders.predictions(n, seed=seed, attributes=attrs, properties=props), SlicesConfig())
+        assert res.significant == (), (seed, [s.name for s in res.significant])
+
+
+def test_slice_numbers_equal_sklearn_on_masked_arrays():
+    n = 500
+    rng = np.random.default_rng(0)
+    site = rng.choice(list("abc"), n).astype(object)
+    p = builders.predictions(n, c=4, seed=3, error=0.3, attributes={"site": site},
+                             properties={"brightness": rng.random(n)})
+    res = find_slices(p, SlicesConfig(min_size=10), n_boot=50, seed=0)
+    y, yp = p.y_true, p.y_pred
+    by_name = {s.name: s for s in res.slices}
+    for level in "abc":
+        s = by_name[f"site = {level}"]
+        m = site == level
+        assert s.n == m.sum()
+        assert s.accuracy.value == pytest.approx(skm.accuracy_score(y[m], yp[m]))
+        assert s.macro_f1.value == pytest.approx(skm.f1_score(y[m], yp[m], average="macro", zero_division=0))
+        assert s.accuracy_gap.value == pytest.approx(skm.accuracy_score(y[~m], yp[~m]) - s.accuracy.value)
+        f1_rest = skm.f1_score(y[~m], yp[~m], average="macro", zero_division=0)
+        assert s.f1_gap.value == pytest.approx(f1_rest - s.macro_f1.value)
+        assert s.accuracy_gap.low <= s.accuracy_gap.value <= s.accuracy_gap.high
+    bins = [s for s in res.slices if s.variable == "brightness"]
+    assert len(bins) == 4 and sum(s.n for s in bins) == n
+    gaps = [s.accuracy_gap.value for s in res.slices if s.judged]
+    assert gaps == sorted(gaps, reverse=True)  # ranked, worst first
+
+
+def test_small_slices_reported_not_tested_and_id_columns_skipped():
+    n = 300
+    site = np.array(["big"] * 290 + ["tiny"] * 10, dtype=object)
+    ids = np.array([f"id{i}" for i in range(n)], dtype=object)
+    p = builders.predictions(n, seed=1, attributes={"site": site, "image_id": ids, "const": np.full(n, "x", object)},
+                             properties={"resolution": np.full(n, 576.0)})
+    res = find_slices(p, SlicesConfig(), n_boot=100)
+    # a slice is judged only when it and its complement both reach min_size
+    assert {s.level for s in res.too_small} == {"big", "tiny"}
+    tiny = next(s for s in res.too_small if s.level == "tiny")
+    assert tiny.n == 10 and np.isnan(tiny.q_value) and not tiny.significant
+    assert res.n_tests == 0 and res.slices[-1] in res.too_small
+    reasons = dict(res.skipped)
+    assert "distinct values" in reasons["image_id"] and reasons["const"] == "a single value"
+    assert reasons["resolution"] == "constant over the data"
+
+
+@pytest.mark.parametrize("mode,with_weak,passed", [
+    ("report", True, True), ("report", False, True), ("require", True, True), ("require", False, False),
+    ("forbid", True, False), ("forbid", False, True)])
+def test_criterion_modes(mode, with_weak, passed):
+    n = 800
+    rng = np.random.default_rng(5)
+    site = rng.choice(list("abcd"), n).astype(object)
+    p = builders.predictions(n, seed=2, attributes={"site": site}, weak=(site == "c") if with_weak else None)
+    cfg = SlicesConfig(criterion=mode)
+    res = find_slices(p, cfg, n_boot=300)
+    (c,) = slice_criteria(res, cfg)
+    assert c.passed is passed
+    assert ("site = c" in c.detail) is with_weak
+
+
+def test_same_seed_same_result():
+    p = builders.predictions(400, seed=4, attributes={"s": np.array(list("ab") * 200, dtype=object)})
+    assert find_slices(p, SlicesConfig(), n_boot=200, seed=1) == find_slices(p, SlicesConfig(), n_boot=200, seed=1)
