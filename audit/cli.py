@@ -57,6 +57,13 @@ def build_parser() -> argparse.ArgumentParser:
                       help="judge the point estimate (default) or the pessimistic CI bound")
     opts.add_argument("--no-pdf", action="store_true", help="skip report.pdf")
     opts.add_argument("--no-progress", action="store_true", help="no progress bar")
+    ana = run.add_argument_group("analyses (override the config file)")
+    ana.add_argument("--sensitive", metavar="COL[,COL]", help="sensitive metadata columns for the fairness check")
+    ana.add_argument("--torch-model", metavar="FILE", help="model.safetensors for ONNX/PyTorch parity (arch from audit.arch)")
+    ana.add_argument("--train", metavar="DIR", help="training ImageFolder: check train/test duplicates (leakage)")
+    ana.add_argument("--baseline", metavar="FILE", help="verdict.json of an earlier run: fail on regressions")
+    ana.add_argument("--invariance", action=argparse.BooleanOptionalAction,
+                     help="re-run on transformed images (default: on; see [audit.invariance])")
     run.add_argument("--debug", action="store_true", help="show tracebacks")
     return p
 
@@ -101,6 +108,9 @@ def cmd_run(a: argparse.Namespace) -> int:
     config = load_config(a.config, {
         "seed": a.seed, "n_boot": a.n_boot, "batch_size": a.batch_size, "workers": a.workers,
         "criteria.min_accuracy": a.min_accuracy, "criteria.judge_on": a.judge_on,
+        "fairness.sensitive": [x.strip() for x in a.sensitive.split(",") if x.strip()] if a.sensitive else None,
+        "parity.torch_model": a.torch_model, "integrity.train": a.train, "baseline.path": a.baseline,
+        "invariance.enabled": a.invariance,
         "pdf": False if a.no_pdf else None,
     })
     result = run_audit(a.model, a.data, config, card_overrides=card_overrides(a),

@@ -21,6 +21,7 @@ from typing import Any
 
 from audit import __version__, imaging
 from audit.checks import calibration as calibration_check
+from audit.checks import fairness as fairness_check
 from audit.checks import metrics as metrics_check
 from audit.checks import slices as slices_check
 from audit.config import AuditConfig
@@ -68,6 +69,7 @@ class AuditResult:
     verdict: Verdict
     timings: tuple[tuple[str, float], ...] = field(default=())
     slices: slices_check.SliceResult | None = None
+    fairness: fairness_check.FairnessResult | None = None
 
 
 def run_audit(
@@ -110,6 +112,12 @@ def run_audit(
         slices = slices_check.find_slices(preds, config.slices, n_boot=config.n_boot, seed=config.seed)
         criteria += slices_check.slice_criteria(slices, config.slices)
         timings.append(("slices", time.perf_counter() - t0))
+    fairness = None
+    if config.fairness.sensitive:
+        t0 = time.perf_counter()
+        fairness = fairness_check.fairness(preds, config.fairness, n_boot=config.n_boot, seed=config.seed)
+        criteria += fairness_check.fairness_criteria(fairness, config.fairness, config.criteria.judge_on)
+        timings.append(("fairness", time.perf_counter() - t0))
     verdict = Verdict.of(criteria, config.criteria.judge_on)
     return AuditResult(
         tool_version=__version__,
@@ -123,6 +131,7 @@ def run_audit(
         verdict=verdict,
         timings=tuple(timings),
         slices=slices,
+        fairness=fairness,
     )
 
 

@@ -164,3 +164,27 @@ def slice_forest(slices, metric: str = "accuracy", max_rows: int = 30, ax: Axes 
     ax.set_xlabel(f"{metric.replace('_', ' ')} gap: rest of data minus slice (95% CI); right = slice worse")
     ax.grid(axis="x", alpha=0.3)
     return fig
+
+def fairness_groups(cf, ax: Axes | None = None) -> Figure:
+    """Selection rate and TPR per group for one target class (``audit.checks.fairness.ClassFairness``).
+
+    Groups too small to judge are drawn hatched and labelled as such.
+    """
+    groups = cf.groups
+    fig, ax = _axes(ax, (7.0, 1.2 + 0.45 * len(groups)))
+    y = np.arange(len(groups))[::-1]
+    h = 0.38
+    sel = np.array([g.selection_rate for g in groups])
+    tpr = np.nan_to_num(np.array([g.tpr for g in groups]))
+    for i, g in enumerate(groups):
+        hatch = None if g.judged else "//"
+        ax.barh(y[i] + h / 2, sel[i], h, color=ACCENT, alpha=0.85, hatch=hatch, label="selection rate" if i == 0 else None)
+        ax.barh(y[i] - h / 2, tpr[i], h, color="#16a34a", alpha=0.85, hatch=None if g.tpr_judged else "//",
+                label="TPR" if i == 0 else None)
+    ax.set_yticks(y, [_short(g.group) + ("" if g.judged else " (too small)") + f"\nn={g.n}" for g in groups],
+                  fontsize=7.5)
+    ax.set_xlim(0, 1)
+    ax.set_xlabel(f"rate for class {_short(cf.target)} (one-vs-rest)")
+    ax.legend(fontsize=7.5, loc="lower right")
+    ax.grid(axis="x", alpha=0.3)
+    return fig

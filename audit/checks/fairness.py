@@ -1,0 +1,241 @@
+"""Fairness (DESIGN §6.3): per-group rates through fairlearn, disparate impact and equal opportunity.
+
+For every declared sensitive attribute and every target class (the positive class of a binary
+model; each class one-vs-rest for a multiclass model) the per-group selection rate, TPR, FPR
+and accuracy come from fairlearn's ``MetricFrame`` and are converted to our records on the spot.
+
+* disparate impact = min over groups of the selection rate / max over groups (fairlearn's
+  ``demographic_parity_ratio``); 1 is parity, the "four-fifths rule" asks for >= 0.8;
+* equal opportunity difference = max - min TPR over groups (``equal_opportunity_difference``).
+
+Groups with fewer than ``min_group_size`` images are listed as too small to judge and left out
+of both ratios; for the TPR a group also needs ``min_group_positives`` images of the class.
+CIs come from a vectorised bootstrap over per-group confusion matrices (one ``bincount`` per
+chunk of replicates), with the group membership fixed by the point estimate.
+
+Example::
+
+    res = fairness(preds, FairnessConfig(sensitive=("sex",)), n_boot=1000, seed=0)
+    res.attributes[0].worst_disparate_impact.disparate_impact.value
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from audit.config import FairnessConfig
+from audit.errors import DataError
+from audit.inference import Predictions
+from audit.stats import Estimate, bootstrap_many
+from audit.verdict import Criterion, judge
+
+
+@dataclass(frozen=True)
+class GroupRates:
+    group: str
+    n: int
+    positives: int  # images of the target class in the group
+    selection_rate: float  # share of the group predicted as the target class
+    tpr: float  # nan when the group has no image of the class
+    fpr: float
+    accuracy: float  # multiclass accuracy of the group
+    judged: bool  # n >= min_group_size: counts in the disparate impact
+    tpr_judged: bool  # judged and positives >= min_group_positives: counts in the TPR gap
+
+    def to_dict(self) -> dict:
+        return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in self.__dict__.items()}
+
+
+@dataclass(frozen=True)
+class ClassFairness:
+    target: str  # the class treated as positive (one-vs-rest)
+    groups: tuple[GroupRates, ...]
+    disparate_impact: Estimate  # nan when fewer than two judged groups
+    equal_opportunity_difference: Estimate
+
+    def to_dict(self) -> dict:
+        return {"target": self.target, "disparate_impact": self.disparate_impact.to_dict(),
+                "equal_opportunity_difference": self.equal_opportunity_difference.to_dict(),
+                "groups": [g.to_dict() for g in self.groups]}
+
+
+@dataclass(frozen=True)
+class AttributeFairness:
+    attribute: str
+    per_class: tuple[ClassFairness, ...]
+    too_small: tuple[tuple[str, int], ...]  # (group, images) below min_group_size
+
+    @property
+    def worst_disparate_impact(self) -> ClassFairness | None:
+        ok = [c for c in self.per_class if math.isfinite(c.disparate_impact.value)]
+        return min(ok, key=lambda c: c.disparate_impact.value) if ok else None
+
+    @property
+    def worst_equal_opportunity(self) -> ClassFairness | None:
+        ok = [c for c in self.per_class if math.isfinite(c.equal_opportunity_difference.value)]
+        return max(ok, key=lambda c: c.equal_opportunity_difference.value) if ok else None
+
+    def to_dict(self) -> dict:
+        return {"attribute": self.attribute, "too_small": [list(x) for x in self.too_small],
+                "per_class": [c.to_dict() for c in self.per_class]}
+
+
+@dataclass(frozen=True)
+class FairnessResult:
+    min_group_size: int
+    min_group_positives: int
+    attributes: tuple[AttributeFairness, ...]
+
+    def to_dict(self) -> dict:
+        return {"min_group_size": self.min_group_size, "min_group_positives": self.min_group_positives,
+                "attributes": [a.to_dict() for a in self.attributes]}
+
+
+def targets(labels: tuple[str, ...], positive_class: str | None) -> list[int]:
+    """The classes judged one-vs-rest: the positive class of a binary model, else every class."""
+    if positive_class is not None:
+        if positive_class not in labels:
+            raise DataError(f"fairness.positive_class {positive_class!r} is not one of the labels {list(labels)}",
+                            hint="set it to one of the model's labels")
+        return [labels.index(positive_class)]
+    return [1] if len(labels) == 2 else list(range(len(labels)))
+
+
+def fairness(preds: Predictions, config: FairnessConfig, *, n_boot: int = 1000, seed: int = 0) -> FairnessResult:
+    """Per-group rates, disparate impact and equal opportunity difference for each sensitive attribute."""
+    missing = [a for a in config.sensitive if a not in preds.attributes]
+    if missing:
+        raise DataError(f"sensitive attribute {missing[0]!r} is not a metadata column "
+                        f"(columns: {sorted(preds.attributes) or 'none'})",
+                        hint="fix --sensitive or add the column to metadata.csv")
+    return FairnessResult(
+        config.min_group_size, config.min_group_positives,
+        tuple(_attribute(preds, a, config, n_boot, seed) for a in config.sensitive),
+    )
+
+
+def _attribute(preds: Predictions, name: str, config: FairnessConfig, n_boot: int, seed: int) -> AttributeFairness:
+    from fairlearn.metrics import (MetricFrame, false_positive_rate, selection_rate, true_positive_rate)
+    from sklearn.metrics import accuracy_score
+
+    groups = np.asarray([str(v) if str(v) != "" else "(missing)" for v in preds.attributes[name]], dtype=object)
+    names, codes = np.unique(groups, return_inverse=True)
+    names = [str(x) for x in names]
+    sizes = np.bincount(codes, minlength=len(names))
+    judged = sizes >= config.min_group_size
+    y_true, y_pred = preds.y_true, preds.y_pred
+    c = len(preds.labels)
+    acc = MetricFrame(metrics=accuracy_score, y_true=y_true, y_pred=y_pred, sensitive_features=groups).by_group
+    rates = {"selection_rate": selection_rate,
+             "tpr": functools.partial(true_positive_rate, pos_label=1),
+             "fpr": functools.partial(false_positive_rate, pos_label=1)}
+    tlist = targets(preds.labels, config.positive_class)
+    point_rows, tpr_ok = [], []
+    per_class = []
+    for t in tlist:
+        yt, yp = (y_true == t).astype(int), (y_pred == t).astype(int)
+        by = MetricFrame(metrics=rates, y_true=yt, y_pred=yp, sensitive_features=groups).by_group
+        pos = np.bincount(codes, weights=yt, minlength=len(names)).astype(int)
+        ok = judged & (pos >= config.min_group_positives)
+        tpr_ok.append(ok)
+        rows = []
+        for gi, g in enumerate(names):
+            rows.append(GroupRates(
+                group=g, n=int(sizes[gi]), positives=int(pos[gi]),
+                selection_rate=float(by.loc[g, "selection_rate"]),
+                tpr=float(by.loc[g, "tpr"]) if pos[gi] else math.nan,
+                fpr=float(by.loc[g, "fpr"]) if sizes[gi] > pos[gi] else math.nan,
+                accuracy=float(acc.loc[g]), judged=bool(judged[gi]), tpr_judged=bool(ok[gi]),
+            ))
+        sel = by["selection_rate"].to_numpy(float)[judged]
+        tpr = by["tpr"].to_numpy(float)[ok]
+        di = float(sel.min() / sel.max()) if sel.size >= 2 and sel.max() > 0 else math.nan
+        eod = float(tpr.max() - tpr.min()) if tpr.size >= 2 else math.nan
+        point_rows.append((rows, di, eod))
+
+    tidx = np.asarray(tlist)
+    tpr_ok_arr = np.asarray(tpr_ok)  # (T, G)
+
+    def stat(idx: np.ndarray) -> np.ndarray:
+        k, g = idx.shape[0], len(names)
+        code = codes[idx] * (c * c) + y_true[idx] * c + y_pred[idx] + (np.arange(k) * g * c * c)[:, None]
+        cm = np.bincount(code.ravel(), minlength=k * g * c * c).reshape(k, g, c, c).astype(float)
+        n_g = cm.sum(axis=(2, 3))[:, :, None]  # (k, G, 1)
+        predicted = cm.sum(axis=2)[:, :, tidx]  # (k, G, T)
+        positives = cm.sum(axis=3)[:, :, tidx]
+        tp = cm[:, :, tidx, tidx]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            sel = predicted / n_g
+            tpr = tp / positives
+        di = _ratio(sel, judged[None, :, None])
+        eod = _spread(tpr, tpr_ok_arr.T[None])
+        return np.concatenate([di, eod], axis=1)  # (k, 2T)
+
+    ests = bootstrap_many(stat, len(preds), n_boot=n_boot, seed=seed)
+    for j, (t, (rows, di, eod)) in enumerate(zip(tlist, point_rows)):
+        # Point values come from fairlearn's MetricFrame, CIs from the vectorised bootstrap.
+        d, e = ests[j], ests[len(tlist) + j]
+        per_class.append(ClassFairness(
+            target=preds.labels[t], groups=tuple(rows),
+            disparate_impact=Estimate(di, d.low, d.high) if math.isfinite(di) else Estimate(math.nan, math.nan, math.nan),
+            equal_opportunity_difference=(Estimate(eod, e.low, e.high) if math.isfinite(eod)
+                                          else Estimate(math.nan, math.nan, math.nan)),
+        ))
+    too_small = tuple((g, int(s)) for g, s, j in zip(names, sizes, judged) if not j)
+    return AttributeFairness(name, tuple(per_class), too_small)
+
+
+def _ratio(x: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """min/max over axis 1 of x where mask; nan with fewer than two valid groups or a zero max."""
+    valid = mask & np.isfinite(x)
+    lo = np.where(valid, x, np.inf).min(axis=1)
+    hi = np.where(valid, x, -np.inf).max(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = lo / hi
+    return np.where((valid.sum(axis=1) >= 2) & (hi > 0), out, np.nan)
+
+
+def _spread(x: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    valid = mask & np.isfinite(x)
+    lo = np.where(valid, x, np.inf).min(axis=1)
+    hi = np.where(valid, x, -np.inf).max(axis=1)
+    return np.where(valid.sum(axis=1) >= 2, hi - lo, np.nan)
+
+
+def fairness_criteria(res: FairnessResult, config: FairnessConfig, judge_on: str = "value") -> list[Criterion]:
+    """Per attribute: the worst class's disparate impact >= min and TPR gap <= max."""
+    out = []
+    for a in res.attributes:
+        di, eo = a.worst_disparate_impact, a.worst_equal_opportunity
+        small = f"; too small to judge: {', '.join(f'{g} ({n})' for g, n in a.too_small)}" if a.too_small else ""
+        if di is None:
+            out.append(Criterion(f"fairness.{a.attribute}.disparate_impact", f"Disparate impact over {a.attribute}",
+                                 None, None, None, ">=", config.min_disparate_impact, False,
+                                 f"cannot be judged: fewer than two groups with >= {res.min_group_size} images{small}"))
+        else:
+            out.append(judge(f"fairness.{a.attribute}.disparate_impact", f"Disparate impact over {a.attribute}",
+                             di.disparate_impact, ">=", config.min_disparate_impact, judge_on=judge_on,
+                             detail=f"worst class {di.target}: {_extremes(di, 'selection_rate', True)}{small}"))
+        if eo is None:
+            out.append(Criterion(f"fairness.{a.attribute}.equal_opportunity", f"Equal opportunity difference over "
+                                 f"{a.attribute}", None, None, None, "<=", config.max_equal_opportunity_difference,
+                                 False, f"cannot be judged: fewer than two groups with >= {res.min_group_size} images "
+                                 f"and >= {res.min_group_positives} of a class{small}"))
+        else:
+            out.append(judge(f"fairness.{a.attribute}.equal_opportunity",
+                             f"Equal opportunity difference over {a.attribute}", eo.equal_opportunity_difference, "<=",
+                             config.max_equal_opportunity_difference, judge_on=judge_on,
+                             detail=f"worst class {eo.target}: {_extremes(eo, 'tpr', False)}{small}"))
+    return out
+
+
+def _extremes(cf: ClassFairness, field: str, selection: bool) -> str:
+    gs = [g for g in cf.groups if (g.judged if selection else g.tpr_judged)]
+    lo = min(gs, key=lambda g: getattr(g, field))
+    hi = max(gs, key=lambda g: getattr(g, field))
+    name = "selection rate" if selection else "TPR"
+    return f"{name} {getattr(lo, field):.3f} ({lo.group}) vs {getattr(hi, field):.3f} ({hi.group})"

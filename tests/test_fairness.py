@@ -1,0 +1,83 @@
+"""Fairness: disparate impact and equal opportunity equal fairlearn's own functions; small groups are reported."""
+
+import numpy as np
+import pytest
+from fairlearn.metrics import demographic_parity_ratio, equal_opportunity_difference
+
+import builders
+from audit.checks.fairness import fairness, fairness_criteria
+from audit.config import FairnessConfig
+from audit.errors import DataError
+
+
+def grouped(n, c, seed, groups="abc", weak=None):
+    g = np.random.default_rng(seed + 1000).choice(list(groups), n).astype(object)  # independent of the labels
+    return builders.predictions(n, c=c, seed=seed, error=0.2, attributes={"sex": g},
+                                weak=(g == weak) if weak else None), g
+
+
+@pytest.mark.parametrize("n,c,seed", [(600, 2, 0), (900, 3, 1), (1500, 5, 2)])
+def test_equal_fairlearn_functions_on_the_same_arrays(n, c, seed):
+    p, g = grouped(n, c, seed)
+    res = fairness(p, FairnessConfig(sensitive=("sex",)), n_boot=100)
+    (attr,) = res.attributes
+    assert [cf.target for cf in attr.per_class] == (["c1"] if c == 2 else list(p.labels))
+    for cf in attr.per_class:
+        t = p.labels.index(cf.target)
+        yt, yp = (p.y_true == t).astype(int), (p.y_pred == t).astype(int)
+        assert cf.disparate_impact.value == pytest.approx(demographic_parity_ratio(yt, yp, sensitive_features=g))
+        assert cf.equal_opportunity_difference.value == pytest.approx(
+            equal_opportunity_difference(yt, yp, sensitive_features=g))
+        for e in (cf.disparate_impact, cf.equal_opportunity_difference):
+            assert e.low <= e.value <= e.high
+        for gr in cf.groups:
+            m = g == gr.group
+            assert gr.n == m.sum() and gr.selection_rate == pytest.approx(yp[m].mean())
+            assert gr.tpr == pytest.approx(yp[m & (yt == 1)].mean())
+            assert gr.fpr == pytest.approx(yp[m & (yt == 0)].mean())
+            assert gr.accuracy == pytest.approx((p.y_true[m] == p.y_pred[m]).mean())
+
+
+def test_small_groups_reported_and_left_out_like_masked_fairlearn():
+    p, g = grouped(700, 3, 3, groups="ab")
+    g = g.copy()
+    g[:12] = "tiny"
+    p = builders.predictions(700, c=3, seed=3, error=0.2, attributes={"sex": g})
+    res = fairness(p, FairnessConfig(sensitive=("sex",)), n_boot=50)
+    (attr,) = res.attributes
+    assert attr.too_small == (("tiny", 12),)
+    keep = g != "tiny"
+    for cf in attr.per_class:
+        t = p.labels.index(cf.target)
+        yt, yp = (p.y_true == t).astype(int), (p.y_pred == t).astype(int)
+        tiny = next(gr for gr in cf.groups if gr.group == "tiny")
+        assert not tiny.judged and not tiny.tpr_judged  # listed, with its rates, but not in the ratios
+        assert cf.disparate_impact.value == pytest.approx(
+            demographic_parity_ratio(yt[keep], yp[keep], sensitive_features=g[keep]))
+    crits = fairness_criteria(res, FairnessConfig(sensitive=("sex",)))
+    assert all("too small to judge: tiny (12)" in c.detail for c in crits)
+
+
+def test_criteria_fail_for_a_disadvantaged_group_and_pass_without_one():
+    cfg = FairnessConfig(sensitive=("sex",))
+    fair, _ = grouped(3000, 2, 4, groups="ab")
+    unfair, _ = grouped(3000, 2, 4, groups="ab", weak="b")
+    ok = {c.id: c for c in fairness_criteria(fairness(fair, cfg, n_boot=100), cfg)}
+    bad = {c.id: c for c in fairness_criteria(fairness(unfair, cfg, n_boot=100), cfg)}
+    assert ok["fairness.sex.disparate_impact"].passed and ok["fairness.sex.equal_opportunity"].passed
+    assert not bad["fairness.sex.equal_opportunity"].passed
+    assert "(b)" in bad["fairness.sex.equal_opportunity"].detail
+
+
+def test_one_group_cannot_be_judged_and_says_so():
+    p = builders.predictions(100, seed=0, attributes={"sex": np.array(["a"] * 100, dtype=object)})
+    crits = fairness_criteria(fairness(p, FairnessConfig(sensitive=("sex",)), n_boot=20), FairnessConfig())
+    assert all(not c.passed and c.value is None and "cannot be judged" in c.detail for c in crits)
+
+
+def test_unknown_sensitive_column_names_the_columns():
+    p = builders.predictions(50, attributes={"site": np.array(["a"] * 50, dtype=object)})
+    with pytest.raises(DataError, match=r"sensitive attribute 'sex' is not a metadata column \(columns: \['site'\]\)"):
+        fairness(p, FairnessConfig(sensitive=("sex",)))
+    with pytest.raises(DataError, match="positive_class 'dog'"):
+        fairness(p, FairnessConfig(sensitive=("site",), positive_class="dog"))
