@@ -82,7 +82,8 @@ def decode(data: bytes, color: str, limits: Limits = Limits()) -> tuple[Image.Im
         if "truncated" in msg or "broken data stream" in msg or "premature end" in msg:
             raise ImageRejected("truncated image") from None
         raise ImageRejected(f"undecodable image ({str(e).splitlines()[0][:80]})") from None
-    img = ImageOps.exif_transpose(img)
+    if "exif" in img.info or img.format in ("JPEG", "MPO", "TIFF", "WEBP"):  # PNG/BMP rarely carry EXIF
+        img = ImageOps.exif_transpose(img)
     return _to_mode(img, color), (w, h)
 
 
@@ -137,22 +138,35 @@ def preprocess(data: bytes, pre: Preprocess, limits: Limits = Limits()) -> np.nd
 PROPERTY_NAMES = ("brightness", "contrast", "sharpness", "ink_coverage", "aspect_ratio", "resolution")
 
 
-def properties(img: Image.Image, original_size: tuple[int, int]) -> dict[str, float]:
-    """Image properties used for slicing, measured on the resized model-input image.
+def grey(img: Image.Image) -> np.ndarray:
+    """The resized image as uint8 grey levels, the input of ``batch_properties``."""
+    return np.asarray(img if img.mode == "L" else img.convert("L"))
+
+
+def batch_properties(greys: np.ndarray, original_sizes: np.ndarray) -> dict[str, np.ndarray]:
+    """Image properties used for slicing, for a batch of resized grey images (B, H, W) at once.
 
     brightness and contrast are the mean and standard deviation of grey levels in [0, 1];
     sharpness is the variance of a 4-neighbour Laplacian (low = blurry); ink_coverage is the
-    fraction of pixels more than 0.2 away from the border's median grey (object area).
+    fraction of pixels more than 0.2 away from the border's median grey (object area);
+    aspect_ratio and resolution describe the original file (width / height, width x height).
     """
-    g = np.asarray(img.convert("L") if img.mode != "L" else img, dtype=np.float32) * (1.0 / 255.0)
-    lap = (-4 * g[1:-1, 1:-1] + g[:-2, 1:-1] + g[2:, 1:-1] + g[1:-1, :-2] + g[1:-1, 2:]) if min(g.shape) > 2 else g
-    border = np.concatenate([g[0], g[-1], g[:, 0], g[:, -1]])
-    w, h = original_size
+    g = greys.astype(np.float32) * (1.0 / 255.0)
+    b = len(g)
+    flat = g.reshape(b, -1)
+    if min(g.shape[1:]) > 2:
+        lap = -4 * g[:, 1:-1, 1:-1] + g[:, :-2, 1:-1] + g[:, 2:, 1:-1] + g[:, 1:-1, :-2] + g[:, 1:-1, 2:]
+        sharpness = lap.reshape(b, -1).var(axis=1)
+    else:
+        sharpness = np.zeros(b, np.float32)
+    border = np.concatenate([g[:, 0], g[:, -1], g[:, :, 0], g[:, :, -1]], axis=1)
+    background = np.median(border, axis=1)
+    w, h = original_sizes[:, 0].astype(float), original_sizes[:, 1].astype(float)
     return {
-        "brightness": float(g.mean()),
-        "contrast": float(g.std()),
-        "sharpness": float(lap.var()),
-        "ink_coverage": float((np.abs(g - np.median(border)) > 0.2).mean()),
-        "aspect_ratio": float(w / h) if h else 0.0,
-        "resolution": float(w * h),
+        "brightness": flat.mean(axis=1),
+        "contrast": flat.std(axis=1),
+        "sharpness": sharpness,
+        "ink_coverage": (np.abs(flat - background[:, None]) > 0.2).mean(axis=1),
+        "aspect_ratio": np.divide(w, h, out=np.zeros(b), where=h > 0),
+        "resolution": w * h,
     }

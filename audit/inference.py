@@ -111,7 +111,8 @@ def predict(
     labels = clf.labels
     index = {lab: i for i, lab in enumerate(labels)}
     attr_names = sorted({k for s in samples for k, _ in s.attributes})
-    paths, y_true, probas, props, attrs = [], [], [], [], {a: [] for a in attr_names}
+    paths, y_true, probas, attrs = [], [], [], {a: [] for a in attr_names}
+    props: dict[str, list[np.ndarray]] = {k: [] for k in imaging.PROPERTY_NAMES}
     rejected: list[Skipped] = []
     bar = _progress(len(samples), desc, progress)
     for batch_samples, loaded in _decoded_batches(samples, clf, batch_size, workers, limits, transform):
@@ -122,11 +123,14 @@ def predict(
             else:
                 ok.append((s, item))
         if ok:
-            probas.append(clf.predict_proba(np.stack([t for _, (t, _) in ok])))
-            for s, (_, p) in ok:
+            probas.append(clf.predict_proba(np.stack([t for _, (t, _, _) in ok])))
+            batch_props = imaging.batch_properties(np.stack([g for _, (_, g, _) in ok]),
+                                                   np.array([size for _, (_, _, size) in ok]))
+            for k, v in batch_props.items():
+                props[k].append(v)
+            for s, _ in ok:
                 paths.append(s.path)
                 y_true.append(index[s.label])
-                props.append(p)
                 a = dict(s.attributes)
                 for name in attr_names:
                     attrs[name].append(a.get(name, ""))
@@ -140,7 +144,7 @@ def predict(
         y_true=np.asarray(y_true, dtype=np.int64),
         proba=np.concatenate(probas) if probas else np.zeros((0, len(labels)), np.float32),
         attributes={a: np.asarray(v, dtype=object) for a, v in attrs.items()},
-        properties={k: np.asarray([p[k] for p in props], dtype=float) for k in imaging.PROPERTY_NAMES},
+        properties={k: np.concatenate(v).astype(float) if v else np.zeros(0) for k, v in props.items()},
     )
     return preds, rejected
 
@@ -158,7 +162,7 @@ def _decoded_batches(
             if transform is not None:
                 img = transform(img)
             img = imaging.resize(img, pre)
-            return imaging.to_tensor(img, pre), imaging.properties(img, size)
+            return imaging.to_tensor(img, pre), imaging.grey(img), size
         except imaging.ImageRejected as e:
             return e
         except OSError as e:  # unreadable file (permissions, vanished)

@@ -8,12 +8,15 @@ import pytest
 from PIL import Image
 
 import builders
-from audit.config import AuditConfig
+from audit.config import load_config
 from audit.data import scan
 from audit.errors import DataError
 from audit.pipeline import run_audit
 
 LABELS = ("red", "green", "blue")
+
+# core checks only: the optional analyses have their own tests
+FAST = load_config(None, {"n_boot": 20, "pdf": False, "latency.enabled": False, "invariance.enabled": False})
 
 
 def png_header_only(width: int, height: int) -> bytes:
@@ -45,7 +48,7 @@ def hostile(tmp_path):
 
 
 def test_every_file_is_accounted_for(hostile):
-    r = run_audit(builders.colour_model(hostile.parent / "m.onnx"), hostile, AuditConfig(n_boot=20), progress=False)
+    r = run_audit(builders.colour_model(hostile.parent / "m.onnx"), hostile, FAST, progress=False)
     d = r.data
     found = sum(1 for p in hostile.rglob("*") if p.is_file())
     assert d.found == found and d.processed + len(d.skipped) == found and d.accounted
@@ -75,7 +78,7 @@ def test_sixteen_bit_png_is_scaled_not_clipped(tmp_path):
 def test_empty_class_folder_is_reported(tmp_path):
     root = builders.image_folder(tmp_path / "d", 5, classes=("red", "green"))
     (root / "blue").mkdir()
-    r = run_audit(builders.colour_model(tmp_path / "m.onnx"), root, AuditConfig(n_boot=20), progress=False)
+    r = run_audit(builders.colour_model(tmp_path / "m.onnx"), root, FAST, progress=False)
     assert dict(r.data.class_counts)["blue"] == 0
     assert any("no usable image: blue" in n for n in r.data.notes)
 

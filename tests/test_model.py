@@ -6,12 +6,14 @@ import numpy as np
 import pytest
 
 import builders
-from audit.config import AuditConfig
+from audit.config import load_config
 from audit.errors import ModelError
 from audit.model import ModelCard, OnnxClassifier, Preprocess, read_metadata, write_card
 from audit.pipeline import run_audit
 
-FAST = AuditConfig(n_boot=20, pdf=False)
+# core checks only: the optional analyses have their own tests
+FAST = load_config(None, {"n_boot": 20, "pdf": False, "latency.enabled": False, "invariance.enabled": False})
+
 
 
 def proba_of(model, data, **kw):

@@ -1,0 +1,42 @@
+import numpy as np
+import pytest
+from PIL import Image, ImageFilter
+
+from audit import imaging
+from audit.model import Preprocess
+
+
+def test_batch_properties_match_per_image_definitions():
+    rng = np.random.default_rng(0)
+    greys = rng.integers(0, 256, (5, 12, 10), dtype=np.uint8)
+    greys[0] = 0
+    greys[0, 3:6, 3:6] = 255  # a bright square on black: ink coverage 9/120
+    sizes = np.array([[100, 50], [10, 10], [3, 7], [640, 480], [1, 1]])
+    props = imaging.batch_properties(greys, sizes)
+    for i, g in enumerate(greys.astype(float) / 255):
+        assert props["brightness"][i] == pytest.approx(g.mean(), rel=1e-5)
+        assert props["contrast"][i] == pytest.approx(g.std(), rel=1e-4)
+        lap = np.array([[g[y - 1, x] + g[y + 1, x] + g[y, x - 1] + g[y, x + 1] - 4 * g[y, x]
+                         for x in range(1, g.shape[1] - 1)] for y in range(1, g.shape[0] - 1)])
+        assert props["sharpness"][i] == pytest.approx(lap.var(), rel=1e-4)
+    assert props["ink_coverage"][0] == pytest.approx(9 / 120)
+    assert props["aspect_ratio"].tolist() == [2.0, 1.0, 3 / 7, 640 / 480, 1.0]
+    assert props["resolution"].tolist() == [5000, 100, 21, 307200, 1]
+
+
+def test_blur_lowers_sharpness():
+    img = Image.fromarray(np.random.default_rng(1).integers(0, 256, (32, 32), dtype=np.uint8))
+    blurred = img.filter(ImageFilter.GaussianBlur(2))
+    p = imaging.batch_properties(np.stack([imaging.grey(img), imaging.grey(blurred)]), np.array([[32, 32]] * 2))
+    assert p["sharpness"][1] < p["sharpness"][0] / 10
+
+
+def test_shorter_side_then_center_crop():
+    img = Image.new("RGB", (200, 100), "white")
+    pre = Preprocess(size=(50, 50), resize="shorter_side_then_center_crop", crop_pct=0.5)
+    out = imaging.resize(img, pre)
+    assert out.size == (50, 50)
+    t = imaging.to_tensor(out, Preprocess(size=(50, 50), mean=(0.5,), std=(0.5,)))
+    assert t.shape == (3, 50, 50) and np.allclose(t, 1.0)
+    nhwc = imaging.to_tensor(out, Preprocess(size=(50, 50), layout="NHWC"))
+    assert nhwc.shape == (50, 50, 3)
