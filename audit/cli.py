@@ -38,15 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="ImageFolder DIR/<class>/<image> (optional DIR/metadata.csv) or a path,label CSV manifest")
     run.add_argument("--out", type=Path, help="output folder (default: reports/<model name>/)")
     run.add_argument("--config", type=Path, help="audit.toml ([audit] table) or pyproject.toml ([tool.audit])")
-    card = run.add_argument_group("model card overrides (for models without audit.* metadata)")
-    card.add_argument("--labels", help="comma-separated class names in output order")
-    card.add_argument("--size", help="input size: S or H,W")
-    card.add_argument("--mean", help="normalisation mean: one value or one per channel, comma-separated")
-    card.add_argument("--std", help="normalisation std: one value or one per channel, comma-separated")
-    card.add_argument("--color", choices=["RGB", "L"], help="input colour mode")
-    card.add_argument("--resize", choices=["resize", "shorter_side_then_center_crop"])
-    card.add_argument("--output-kind", dest="output", choices=["logits", "probabilities"],
-                      help="what the model outputs (default: from the card or the graph)")
+    _add_card_args(run)
     opts = run.add_argument_group("run options (override the config file)")
     opts.add_argument("--seed", type=int)
     opts.add_argument("--n-boot", type=int, help="bootstrap resamples per CI (default 1000)")
@@ -64,8 +56,37 @@ def build_parser() -> argparse.ArgumentParser:
     ana.add_argument("--baseline", metavar="FILE", help="verdict.json of an earlier run: fail on regressions")
     ana.add_argument("--invariance", action=argparse.BooleanOptionalAction,
                      help="re-run on transformed images (default: on; see [audit.invariance])")
+    ana.add_argument("--latency", action=argparse.BooleanOptionalAction,
+                     help="measure /predict latency on a local server (default: on; see [audit.latency])")
     run.add_argument("--debug", action="store_true", help="show tracebacks")
+
+    srv = sub.add_parser("serve", help="serve a model over HTTP: POST /predict, GET /health, GET /model, /docs")
+    srv.add_argument("--model", required=True, type=Path, help="the .onnx model file")
+    srv.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")
+    srv.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 = any free port)")
+    srv.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (default: ORT's)")
+    srv.add_argument("--card", type=Path, help="a model.json-style card file (flags below override it)")
+    _add_card_args(srv)
+    lim = srv.add_argument_group("request limits")
+    lim.add_argument("--max-request-bytes", type=int, help="largest JSON body accepted (default 16 MiB)")
+    lim.add_argument("--max-pixels", type=int, help="largest decoded image, width x height (default 40,000,000)")
+    lim.add_argument("--formats", help="allowed image formats, comma-separated (default PNG,JPEG,WEBP,BMP,GIF,TIFF,PPM)")
+    srv.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    srv.add_argument("--no-access-log", action="store_true", help="do not log one line per request")
+    srv.add_argument("--debug", action="store_true", help="show tracebacks")
     return p
+
+
+def _add_card_args(parser: argparse.ArgumentParser) -> None:
+    card = parser.add_argument_group("model card overrides (for models without audit.* metadata)")
+    card.add_argument("--labels", help="comma-separated class names in output order")
+    card.add_argument("--size", help="input size: S or H,W")
+    card.add_argument("--mean", help="normalisation mean: one value or one per channel, comma-separated")
+    card.add_argument("--std", help="normalisation std: one value or one per channel, comma-separated")
+    card.add_argument("--color", choices=["RGB", "L"], help="input colour mode")
+    card.add_argument("--resize", choices=["resize", "shorter_side_then_center_crop"])
+    card.add_argument("--output-kind", dest="output", choices=["logits", "probabilities"],
+                      help="what the model outputs (default: from the card or the graph)")
 
 
 def _floats(flag: str, text: str | None) -> list[float] | None:
@@ -111,7 +132,7 @@ def cmd_run(a: argparse.Namespace) -> int:
         "fairness.sensitive": [x.strip() for x in a.sensitive.split(",") if x.strip()] if a.sensitive else None,
         "parity.torch_model": a.torch_model, "integrity.train": a.train, "baseline.path": a.baseline,
         "invariance.enabled": a.invariance,
-        "pdf": False if a.no_pdf else None,
+        "pdf": False if a.no_pdf else None, "latency.enabled": a.latency,
     })
     result = run_audit(a.model, a.data, config, card_overrides=card_overrides(a),
                        progress=False if a.no_progress else None)
@@ -126,7 +147,37 @@ def cmd_run(a: argparse.Namespace) -> int:
     return EXIT_PASS if result.verdict.passed else EXIT_FAIL
 
 
-COMMANDS = {"run": cmd_run}
+def cmd_serve(a: argparse.Namespace) -> int:
+    from audit.serve import ServeLimits, serve
+
+    limits = {"max_request_bytes": a.max_request_bytes, "max_pixels": a.max_pixels,
+              "formats": tuple(a.formats.split(",")) if a.formats is not None else None}
+    serve(a.model, host=a.host, port=a.port, threads=a.threads,
+          limits=ServeLimits(**{k: v for k, v in limits.items() if v is not None}),
+          card_overrides=_with_card_file(a.card, card_overrides(a)),
+          log_level=a.log_level, access_log=not a.no_access_log)
+    return EXIT_PASS
+
+
+def _with_card_file(path: Path | None, flags: dict[str, Any]) -> dict[str, Any]:
+    """A ``--card`` JSON file (model.json keys) under the card flags, which win."""
+    if path is None:
+        return flags
+    import json
+
+    from audit.errors import UsageError
+
+    try:
+        d = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise UsageError(f"--card {path}: cannot read it as JSON ({e})") from None
+    if not isinstance(d, dict) or not isinstance(d.get("preprocess", {}), dict):
+        raise UsageError(f"--card {path} must be a JSON object like model.json (labels, preprocess, ...)")
+    return {**d, **{k: v for k, v in flags.items() if v is not None},
+            "preprocess": {**d.get("preprocess", {}), **flags["preprocess"]}}
+
+
+COMMANDS = {"run": cmd_run, "serve": cmd_serve}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -183,6 +183,31 @@ class BaselineConfig:
 
 
 @dataclass(frozen=True)
+class LatencyConfig:
+    """Latency (DESIGN §6.8): the real ``/predict`` server on 127.0.0.1, real base64 requests."""
+
+    enabled: bool = True
+    requests: int = 50  # timed requests per phase (sequential, then concurrent)
+    concurrency: int = 4  # clients in the concurrent phase; 1 = sequential only
+    warmup: int = 3  # untimed requests first (the first session.run allocates)
+    max_images: int = 16  # distinct test images the requests cycle through
+    max_p95_ms: float = 500.0  # criterion: p95 latency below this, in each phase
+    max_prob_diff: float = 1e-4  # criterion: served probabilities equal the audit's within this
+    startup_timeout_s: float = 60.0  # the server must answer /health within this
+    request_timeout_s: float = 30.0  # a request slower than this counts as an error
+
+    def __post_init__(self) -> None:
+        for name in ("requests", "concurrency", "max_images"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"latency.{name} must be a positive integer, got {getattr(self, name)}")
+        if self.warmup < 0:
+            raise ConfigError(f"latency.warmup must be >= 0, got {self.warmup}")
+        for name in ("max_p95_ms", "max_prob_diff", "startup_timeout_s", "request_timeout_s"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"latency.{name} must be positive, got {getattr(self, name)}")
+
+
+@dataclass(frozen=True)
 class AuditConfig:
     batch_size: int = 64
     workers: int = 0  # decode threads; 0 = one per core (max 8)
@@ -201,6 +226,7 @@ class AuditConfig:
     parity: ParityConfig = field(default_factory=ParityConfig)
     integrity: IntegrityConfig = field(default_factory=IntegrityConfig)
     baseline: BaselineConfig = field(default_factory=BaselineConfig)
+    latency: LatencyConfig = field(default_factory=LatencyConfig)
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "n_boot", "ece_bins", "max_file_bytes", "max_pixels"):

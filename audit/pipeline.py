@@ -22,6 +22,7 @@ from typing import Any
 from audit import __version__, imaging
 from audit.checks import calibration as calibration_check
 from audit.checks import fairness as fairness_check
+from audit.checks import latency as latency_check
 from audit.checks import metrics as metrics_check
 from audit.checks import slices as slices_check
 from audit.config import AuditConfig
@@ -70,6 +71,7 @@ class AuditResult:
     timings: tuple[tuple[str, float], ...] = field(default=())
     slices: slices_check.SliceResult | None = None
     fairness: fairness_check.FairnessResult | None = None
+    latency: latency_check.LatencyResult | None = None
 
 
 def run_audit(
@@ -118,6 +120,14 @@ def run_audit(
         fairness = fairness_check.fairness(preds, config.fairness, n_boot=config.n_boot, seed=config.seed)
         criteria += fairness_check.fairness_criteria(fairness, config.fairness, config.criteria.judge_on)
         timings.append(("fairness", time.perf_counter() - t0))
+    latency = None
+    if config.latency.enabled:
+        t0 = time.perf_counter()
+        files = {s.path: s.file for s in dataset.samples}
+        latency = latency_check.measure_latency(model_path, preds, files, config.latency, threads=config.threads,
+                                                card_overrides=card_overrides, n_boot=config.n_boot, seed=config.seed)
+        criteria += latency_check.criteria(latency, config)
+        timings.append(("latency (server)", time.perf_counter() - t0))
     verdict = Verdict.of(criteria, config.criteria.judge_on)
     return AuditResult(
         tool_version=__version__,
@@ -132,6 +142,7 @@ def run_audit(
         timings=tuple(timings),
         slices=slices,
         fairness=fairness,
+        latency=latency,
     )
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from audit.pipeline import AuditResult
 
-ANALYSES = ("slices", "fairness",)  # optional AuditResult fields whose to_dict() joins the verdict
+ANALYSES = ("slices", "fairness", "latency")  # optional AuditResult fields whose to_dict() joins the verdict
 
 
 def verdict_dict(r: AuditResult) -> dict[str, Any]:

@@ -165,6 +165,34 @@ def slice_forest(slices, metric: str = "accuracy", max_rows: int = 30, ax: Axes 
     ax.grid(axis="x", alpha=0.3)
     return fig
 
+
+def latency_histogram(latency, threshold_ms: float | None = None, ax: Axes | None = None) -> Figure:
+    """Request latencies of ``/predict`` per phase (``audit.checks.latency.LatencyResult``), p95 marked.
+
+    The threshold is drawn only when it is within reach of the data, so it does not squash the bars.
+    """
+    fig, ax = _axes(ax, (7.0, 3.0))
+    phases = [p for p in latency.phases if len(p.latencies_ms)]
+    if not phases:
+        ax.text(0.5, 0.5, "no successful request", ha="center", va="center", transform=ax.transAxes)
+        ax.set_axis_off()
+        return fig
+    top = max(float(p.latencies_ms.max()) for p in phases)
+    bins = np.linspace(0, top * 1.02, 40)
+    for p, color in zip(phases, (ACCENT, "#f59e0b")):
+        label = "one client" if p.concurrency == 1 else f"{p.concurrency} clients"
+        ax.hist(p.latencies_ms, bins=bins, histtype="stepfilled", alpha=0.45, color=color,
+                label=f"{label} (p95 {p.p95.value:.1f} ms)")
+        ax.axvline(p.p95.value, color=color, lw=1.2)
+    if threshold_ms is not None and threshold_ms <= 1.5 * top:
+        ax.axvline(threshold_ms, color=BAD, ls="--", lw=1, label=f"threshold {threshold_ms:g} ms")
+    ax.set_xlabel("latency of POST /predict (ms, client side)")
+    ax.set_ylabel("requests")
+    ax.legend(fontsize=8)
+    ax.grid(axis="x", alpha=0.3)
+    return fig
+
+
 def fairness_groups(cf, ax: Axes | None = None) -> Figure:
     """Selection rate and TPR per group for one target class (``audit.checks.fairness.ClassFairness``).
 

@@ -1,0 +1,449 @@
+"""Latency (DESIGN §6.8): start the real server, send real base64 requests, report percentiles.
+
+The server is ``python -m audit serve`` in a subprocess on 127.0.0.1 (a free port), the same
+command a user deploys, so the numbers include HTTP, JSON, base64, decoding, preprocessing and
+inference, and the client does not share the server's interpreter. Requests are built from
+the audit's own test images; each phase (sequential, then ``concurrency`` clients) times
+``requests`` of them, and p50/p95/p99 carry percentile-bootstrap CIs over those requests.
+The first answer for each image is compared with the audit's prediction for it, which checks
+that serving and auditing preprocess identically.
+
+Example::
+
+    res = measure_latency(Path("model.onnx"), preds, files, LatencyConfig(requests=50))
+    res.sequential.p95          # Estimate, milliseconds
+    criteria(res, AuditConfig())
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import itertools
+import json
+import math
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from audit.config import AuditConfig, LatencyConfig
+from audit.errors import AuditError
+from audit.inference import Predictions
+from audit.stats import Estimate, bootstrap_many
+from audit.verdict import Criterion, judge
+
+HOST = "127.0.0.1"
+MAX_BODY_BYTES = 16 * 1024 * 1024  # the server's default request limit (audit.serve)
+
+
+class LatencyError(AuditError):
+    """The server could not be started or reached, so nothing was measured."""
+
+    exit_code = 3
+
+
+@dataclass(frozen=True)
+class PhaseLatency:
+    """One phase of timed requests; percentiles in milliseconds over the successful ones."""
+
+    name: str  # "sequential" or "concurrent"
+    concurrency: int
+    n: int  # timed requests sent
+    errors: int
+    p50: Estimate
+    p95: Estimate
+    p99: Estimate
+    mean_ms: float
+    throughput: float  # successful requests per second of the phase's wall time
+    wall_s: float
+    latencies_ms: np.ndarray  # (n - errors,) in send order
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"concurrency": self.concurrency, "n": self.n, "errors": self.errors,
+                "p50_ms": self.p50.to_dict(), "p95_ms": self.p95.to_dict(), "p99_ms": self.p99.to_dict(),
+                "mean_ms": _num(self.mean_ms), "throughput_rps": _num(self.throughput), "wall_s": self.wall_s}
+
+
+@dataclass(frozen=True)
+class ServedAnswer:
+    """What ``/predict`` answered for one test image, next to the audit's prediction for it."""
+
+    path: str
+    served_class: str | None  # None: the request failed
+    served_prob: float
+    audit_class: str
+    audit_prob: float  # the audit's probability of its predicted class
+    prob_diff: float  # |served prob - the audit's prob of the served class|; nan when it failed
+
+    @property
+    def agrees(self) -> bool:
+        return self.served_class == self.audit_class
+
+
+@dataclass(frozen=True)
+class LatencyResult:
+    model: str  # file name
+    threads: int  # ONNX Runtime intra-op threads in the server (0 = ORT's default)
+    images: int  # distinct test images the requests cycle through
+    mean_body_bytes: int
+    startup_s: float  # process start until /health answered
+    phases: tuple[PhaseLatency, ...]
+    answers: tuple[ServedAnswer, ...]
+    first_error: str | None = None
+
+    @property
+    def sequential(self) -> PhaseLatency:
+        return self.phases[0]
+
+    @property
+    def concurrent(self) -> PhaseLatency | None:
+        return self.phases[1] if len(self.phases) > 1 else None
+
+    @property
+    def requests(self) -> int:
+        return sum(p.n for p in self.phases)
+
+    @property
+    def errors(self) -> int:
+        return sum(p.errors for p in self.phases)
+
+    @property
+    def max_prob_diff(self) -> float:
+        diffs = [a.prob_diff for a in self.answers if math.isfinite(a.prob_diff)]
+        return float(max(diffs)) if diffs else math.nan
+
+    @property
+    def disagreements(self) -> tuple[ServedAnswer, ...]:
+        return tuple(a for a in self.answers if not a.agrees)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model, "threads": self.threads, "images": self.images,
+            "mean_body_bytes": self.mean_body_bytes, "startup_s": round(self.startup_s, 3),
+            "requests": self.requests, "errors": self.errors, "first_error": self.first_error,
+            **{p.name: p.to_dict() for p in self.phases},
+            "served_vs_audit": {"compared": len(self.answers), "class_disagreements": len(self.disagreements),
+                                "max_prob_diff": _num(self.max_prob_diff)},
+        }
+
+
+def _num(x: float) -> float | None:
+    return float(x) if math.isfinite(x) else None
+
+
+# ---------------------------------------------------------------------------- the check
+
+
+def measure_latency(
+    model_path: Path,
+    preds: Predictions,
+    files: Mapping[str, Path],
+    config: LatencyConfig = LatencyConfig(),
+    *,
+    threads: int = 0,
+    card_overrides: Mapping[str, Any] | None = None,
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> LatencyResult:
+    """Serve ``model_path`` locally and time ``/predict`` on test images from ``preds``.
+
+    ``files`` maps each ``preds.paths`` entry to its file. ``card_overrides`` must be the ones
+    the audit used, so the server resolves the same card. Raises ``LatencyError`` when the
+    server does not come up within ``config.startup_timeout_s``.
+    """
+    chosen = _choose_images(preds, files, config.max_images)
+    if not chosen:
+        raise LatencyError("latency: no test image small enough to send to /predict",
+                           hint=f"the server accepts bodies up to {MAX_BODY_BYTES:,} bytes; or pass --no-latency")
+    rows, bodies = zip(*chosen)
+    with running_server(model_path, threads=threads, card_overrides=card_overrides,
+                        startup_timeout_s=config.startup_timeout_s) as server:
+        send_requests(server.url, bodies, config.warmup, 1, config.request_timeout_s)
+        seq = send_requests(server.url, bodies, config.requests, 1, config.request_timeout_s)
+        runs = [("sequential", 1, seq)]
+        if config.concurrency > 1:
+            runs.append(("concurrent", config.concurrency,
+                         send_requests(server.url, bodies, config.requests, config.concurrency,
+                                       config.request_timeout_s)))
+    phases = tuple(_phase(name, c, run, n_boot, seed) for name, c, run in runs)
+    first_error = next((run.first_error for _, _, run in runs if run.first_error), None)
+    return LatencyResult(
+        model=Path(model_path).name,
+        threads=threads,
+        images=len(bodies),
+        mean_body_bytes=int(np.mean([len(b) for b in bodies])),
+        startup_s=server.startup_s,
+        phases=phases,
+        answers=tuple(_compare(preds, row, seq.answers[i]) for i, row in enumerate(rows)),
+        first_error=first_error,
+    )
+
+
+def criteria(result: LatencyResult, config: AuditConfig) -> list[Criterion]:
+    """p95 below ``latency.max_p95_ms`` per phase, no failed request, served answers = the audit's."""
+    lc, judge_on = config.latency, config.criteria.judge_on
+    out = [judge("latency.p95", "p95 latency of /predict, one client (ms)", result.sequential.p95, "<",
+                 lc.max_p95_ms, judge_on=judge_on,
+                 detail=f"p50 {result.sequential.p50.value:.1f} ms over {result.sequential.n} requests")]
+    if result.concurrent is not None:
+        c = result.concurrent
+        out.append(judge("latency.p95_concurrent", f"p95 latency of /predict, {c.concurrency} clients (ms)", c.p95,
+                         "<", lc.max_p95_ms, judge_on=judge_on,
+                         detail=f"p50 {c.p50.value:.1f} ms, {c.throughput:.1f} requests/s"))
+    out.append(Criterion(
+        "latency.errors", "Failed /predict requests", result.errors, None, None, "<=", 0, result.errors == 0,
+        detail=f"{result.errors} of {result.requests}" + (f"; first: {result.first_error}" if result.first_error
+                                                          else ""),
+    ))
+    tol = lc.max_prob_diff
+    differ = [a for a in result.answers if not (a.agrees and a.prob_diff <= tol)]  # nan diff: failed, differs
+    out.append(Criterion(
+        "latency.matches_audit", "Served answers that differ from the audit's", len(differ), None, None, "<=", 0,
+        bool(result.answers) and not differ,
+        detail=f"{len(result.answers)} images compared, max |prob diff| {result.max_prob_diff:.1e} (tolerance "
+               f"{tol:g})" + (f"; differ: {', '.join(a.path for a in differ[:5])}" if differ else ""),
+    ))
+    return out
+
+
+def _choose_images(preds: Predictions, files: Mapping[str, Path], k: int) -> list[tuple[int, bytes]]:
+    """Up to ``k`` test images spread evenly over the table, as ready-to-send JSON bodies."""
+    n = len(preds)
+    picks = sorted({int(i) for i in np.linspace(0, n - 1, min(n, k)).round()}) if n else []
+    out = []
+    for i in picks:
+        body = request_body(files[preds.paths[i]].read_bytes())
+        if len(body) <= MAX_BODY_BYTES:
+            out.append((i, body))
+    return out
+
+
+def request_body(image: bytes, top_k: int | None = None) -> bytes:
+    """The JSON body of one ``/predict`` request for an image file's bytes."""
+    d: dict[str, Any] = {"image_b64": base64.b64encode(image).decode("ascii")}
+    if top_k is not None:
+        d["top_k"] = top_k
+    return json.dumps(d).encode()
+
+
+def _compare(preds: Predictions, row: int, answer: tuple[str, float] | None) -> ServedAnswer:
+    audit_idx = int(preds.proba[row].argmax())
+    audit_class, audit_prob = preds.labels[audit_idx], float(preds.proba[row, audit_idx])
+    if answer is None or answer[0] not in preds.labels:
+        return ServedAnswer(preds.paths[row], answer[0] if answer else None, math.nan, audit_class, audit_prob,
+                            math.nan)
+    served_class, served_prob = answer
+    diff = abs(served_prob - float(preds.proba[row, preds.labels.index(served_class)]))
+    return ServedAnswer(preds.paths[row], served_class, served_prob, audit_class, audit_prob, diff)
+
+
+def _phase(name: str, concurrency: int, run: RequestRun, n_boot: int, seed: int) -> PhaseLatency:
+    lat = run.latencies_ms[run.ok]
+    if len(lat) >= 2:
+        p50, p95, p99 = bootstrap_many(lambda idx: np.quantile(lat[idx], [0.5, 0.95, 0.99], axis=1).T, len(lat),
+                                       n_boot=n_boot, seed=seed)
+    else:
+        p50 = p95 = p99 = Estimate(float(lat[0]) if len(lat) else math.nan, math.nan, math.nan)
+    return PhaseLatency(
+        name=name, concurrency=concurrency, n=len(run.ok), errors=int((~run.ok).sum()),
+        p50=p50, p95=p95, p99=p99,
+        mean_ms=float(lat.mean()) if len(lat) else math.nan,
+        throughput=len(lat) / run.wall_s if run.wall_s > 0 else math.nan,
+        wall_s=run.wall_s, latencies_ms=lat,
+    )
+
+
+# ---------------------------------------------------------------------------- server and client
+
+
+@dataclass(frozen=True)
+class RunningServer:
+    url: str
+    pid: int
+    startup_s: float
+
+
+def free_port(host: str = HOST) -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def running_server(
+    model_path: Path,
+    *,
+    threads: int = 0,
+    card_overrides: Mapping[str, Any] | None = None,
+    extra_args: Sequence[str] = (),
+    startup_timeout_s: float = 60.0,
+) -> Iterator[RunningServer]:
+    """``python -m audit serve`` on 127.0.0.1 at a free port, stopped on exit from the block.
+
+    Waits (at most ``startup_timeout_s``) until ``GET /health`` answers 200; raises
+    ``LatencyError`` with the server's last stderr line when it exits or never answers.
+
+    Example::
+
+        with running_server(Path("model.onnx")) as server:
+            httpx.get(server.url + "/health").json()
+    """
+    with tempfile.TemporaryDirectory(prefix="audit-serve-") as tmp:
+        args = ["--threads", str(threads), "--log-level", "warning", "--no-access-log", *extra_args]
+        card = {k: v for k, v in (card_overrides or {}).items() if v not in (None, {}, [])}
+        if card:
+            card_file = Path(tmp) / "card.json"
+            card_file.write_text(json.dumps(card), encoding="utf-8")
+            args += ["--card", str(card_file)]
+        for attempt in range(3):  # another process may take the free port between probe and bind
+            port = free_port()
+            proc, log = _spawn(model_path, port, args, Path(tmp) / f"server{attempt}.log")
+            try:
+                started = _wait_healthy(proc, log, f"http://{HOST}:{port}", startup_timeout_s)
+                if started is None:
+                    continue
+                yield RunningServer(f"http://{HOST}:{port}", proc.pid, started)
+                return
+            finally:
+                _stop(proc)
+                log.close()
+        raise LatencyError(f"latency: the server could not listen on {HOST} after 3 attempts",
+                           hint="pass --no-latency to skip the latency check")
+
+
+def _spawn(model_path: Path, port: int, args: Sequence[str], log_path: Path):
+    import audit
+
+    env = dict(os.environ)
+    # The child imports the same audit package as this process, installed or not.
+    root = str(Path(audit.__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join([root, *filter(None, [env.get("PYTHONPATH")])])
+    log = open(log_path, "w+b")  # a file, not a pipe: a chatty server can never block on a full pipe
+    cmd = [sys.executable, "-m", "audit", "serve", "--model", str(model_path), "--host", HOST, "--port", str(port),
+           *args]
+    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env)
+    return proc, log
+
+
+def _wait_healthy(proc: subprocess.Popen, log, url: str, timeout_s: float) -> float | None:
+    """Seconds until /health answered 200; None when the port was taken (retry)."""
+    import httpx
+
+    t0 = time.perf_counter()
+    with loopback_client(url, 2.0) as client:
+        while True:
+            code = proc.poll()
+            if code is not None:
+                tail = _tail(log)
+                if "cannot listen" in tail:
+                    return None
+                raise LatencyError(f"latency: the server exited with code {code} before answering: {tail}",
+                                   hint="pass --no-latency to skip the latency check")
+            try:
+                if client.get("/health").status_code == 200:
+                    return time.perf_counter() - t0
+            except httpx.HTTPError:
+                pass
+            if time.perf_counter() - t0 > timeout_s:
+                raise LatencyError(f"latency: the server did not answer /health within {timeout_s:g} s "
+                                   f"({_tail(log) or 'no output'})",
+                                   hint="raise latency.startup_timeout_s or pass --no-latency")
+            time.sleep(0.05)
+
+
+def _tail(log) -> str:
+    log.flush()
+    log.seek(0)
+    lines = [ln.strip() for ln in log.read().decode("utf-8", "replace").splitlines() if ln.strip()]
+    return lines[-1][:300] if lines else ""
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.terminate()  # uvicorn shuts down gracefully on SIGTERM
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def loopback_client(url: str, timeout_s: float = 30.0):
+    """An ``httpx.Client`` for plain HTTP on loopback: no TLS context, no proxy from the environment."""
+    import httpx
+
+    return httpx.Client(base_url=url, timeout=timeout_s, verify=False, trust_env=False)
+
+
+@dataclass(frozen=True)
+class RequestRun:
+    """Raw outcome of ``send_requests``: one entry per request, in send order."""
+
+    latencies_ms: np.ndarray  # (n,) float; nan for requests that raised
+    ok: np.ndarray  # (n,) bool: 200 with a parseable answer
+    answers: tuple[tuple[str, float] | None, ...]  # (class, prob) per request
+    wall_s: float
+    first_error: str | None
+
+
+def send_requests(url: str, bodies: Sequence[bytes], n: int, concurrency: int = 1,
+                  timeout_s: float = 30.0) -> RequestRun:
+    """POST ``n`` bodies (cycling through ``bodies``) to ``url/predict`` from ``concurrency`` clients.
+
+    Each client is a thread with its own keep-alive connection; latency is client-side, from
+    sending the request to having the whole response.
+    """
+    import httpx
+
+    lat = np.full(n, np.nan)
+    ok = np.zeros(n, bool)
+    answers: list[tuple[str, float] | None] = [None] * n
+    errors: list[str] = []
+    counter = itertools.count()
+    lock = threading.Lock()
+    headers = {"content-type": "application/json"}
+
+    def worker(client: httpx.Client) -> None:
+        while True:
+            with lock:
+                i = next(counter)
+            if i >= n:
+                return
+            t0 = time.perf_counter()
+            try:
+                r = client.post("/predict", content=bodies[i % len(bodies)], headers=headers)
+                lat[i] = (time.perf_counter() - t0) * 1000.0
+                if r.status_code == 200:
+                    d = r.json()
+                    answers[i] = (str(d["class"]), float(d["prob"]))
+                    ok[i] = True
+                else:
+                    errors.append(f"HTTP {r.status_code}: {r.text[:200]}")
+            except (httpx.HTTPError, ValueError, KeyError) as e:
+                errors.append(f"{type(e).__name__}: {e}")
+
+    clients = [loopback_client(url, timeout_s) for _ in range(max(1, concurrency))]
+    try:
+        t0 = time.perf_counter()
+        if len(clients) == 1:
+            worker(clients[0])
+        else:
+            with ThreadPoolExecutor(max_workers=len(clients)) as pool:
+                for f in [pool.submit(worker, c) for c in clients]:
+                    f.result()
+        wall = time.perf_counter() - t0
+    finally:
+        for c in clients:
+            c.close()
+    return RequestRun(lat, ok, tuple(answers), wall, errors[0] if errors else None)
