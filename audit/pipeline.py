@@ -20,10 +20,14 @@ from pathlib import Path
 from typing import Any
 
 from audit import __version__, imaging
+from audit.checks import baseline as baseline_check
 from audit.checks import calibration as calibration_check
 from audit.checks import fairness as fairness_check
+from audit.checks import integrity as integrity_check
+from audit.checks import invariance as invariance_check
 from audit.checks import latency as latency_check
 from audit.checks import metrics as metrics_check
+from audit.checks import parity as parity_check
 from audit.checks import slices as slices_check
 from audit.config import AuditConfig
 from audit.data import Dataset, Skipped, scan
@@ -71,6 +75,10 @@ class AuditResult:
     timings: tuple[tuple[str, float], ...] = field(default=())
     slices: slices_check.SliceResult | None = None
     fairness: fairness_check.FairnessResult | None = None
+    invariance: invariance_check.InvarianceResult | None = None
+    parity: parity_check.ParityResult | None = None
+    integrity: integrity_check.IntegrityResult | None = None
+    baseline: baseline_check.BaselineResult | None = None
     latency: latency_check.LatencyResult | None = None
 
 
@@ -120,6 +128,35 @@ def run_audit(
         fairness = fairness_check.fairness(preds, config.fairness, n_boot=config.n_boot, seed=config.seed)
         criteria += fairness_check.fairness_criteria(fairness, config.fairness, config.criteria.judge_on)
         timings.append(("fairness", time.perf_counter() - t0))
+    run_kw = dict(batch_size=config.batch_size, workers=config.workers, limits=limits, n_boot=config.n_boot,
+                  seed=config.seed)
+    invariance = None
+    if config.invariance.enabled:
+        t0 = time.perf_counter()
+        invariance = invariance_check.invariance(clf, dataset.samples, preds, config.invariance, **run_kw)
+        criteria += invariance_check.invariance_criteria(invariance, config.invariance, config.criteria.judge_on)
+        timings.append(("invariance", time.perf_counter() - t0))
+    parity = None
+    if config.parity.torch_model:
+        t0 = time.perf_counter()
+        parity = parity_check.parity(clf, dataset.samples, preds, config.parity, **run_kw)
+        criteria += parity_check.parity_criteria(parity, config.parity)
+        timings.append(("parity (PyTorch)", time.perf_counter() - t0))
+    integrity = None
+    if config.integrity.enabled:
+        t0 = time.perf_counter()
+        train = scan(Path(config.integrity.train), clf.labels).samples if config.integrity.train else None
+        integrity = integrity_check.integrity(dataset.samples, config.integrity, labels=clf.labels, train=train,
+                                              train_source=config.integrity.train, workers=config.workers,
+                                              limits=limits)
+        criteria += integrity_check.integrity_criteria(integrity, config.integrity)
+        timings.append(("integrity (hashes)", time.perf_counter() - t0))
+    baseline = None
+    if config.baseline.path:
+        numbers = baseline_check.comparable_numbers(metrics, cal, slices, fairness, invariance, parity)
+        baseline = baseline_check.compare(baseline_check.load_baseline(Path(config.baseline.path)), numbers,
+                                          config.baseline)
+        criteria += baseline_check.baseline_criteria(baseline, config.baseline)
     latency = None
     if config.latency.enabled:
         t0 = time.perf_counter()
@@ -142,6 +179,10 @@ def run_audit(
         timings=tuple(timings),
         slices=slices,
         fairness=fairness,
+        invariance=invariance,
+        parity=parity,
+        integrity=integrity,
+        baseline=baseline,
         latency=latency,
     )
 

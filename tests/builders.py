@@ -159,3 +159,119 @@ def predictions(n: int, c: int = 3, *, seed: int = 0, error: float = 0.1, weak: 
     proba[np.arange(n), pred] = 0.9
     return Predictions(labels=tuple(f"c{i}" for i in range(c)), paths=tuple(f"img/{i}.png" for i in range(n)),
                        y_true=y, proba=proba, attributes=attributes or {}, properties=properties or {})
+
+
+def linear_model(path: Path, weights: np.ndarray, bias: np.ndarray, *, labels, size: int) -> Path:
+    """A linear classifier over the flattened (3, size, size) input: not invariant to anything in general."""
+    graph = helper.make_graph(
+        [helper.make_node("Flatten", ["input"], ["flat"]), helper.make_node("Gemm", ["flat", "W", "B"], ["output"])],
+        "linear",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, size, size])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["N", len(labels)])],
+        initializer=[numpy_helper.from_array(weights.astype(np.float32), "W"),
+                     numpy_helper.from_array(bias.astype(np.float32), "B")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    write_card(path, ModelCard(labels=labels, preprocess=Preprocess(size=(size, size), mean=(MEAN,), std=(STD,))))
+    return path
+
+
+def side_model(path: Path, size: int = 16) -> Path:
+    """Classifies which half ("left" or "right") of the image is brighter: a horizontal flip swaps the answer."""
+    w = np.zeros((3, size, size, 2), np.float32)
+    w[:, :, : size // 2, 0], w[:, :, size // 2 :, 0] = 1.0, -1.0
+    w[..., 1] = -w[..., 0]
+    return linear_model(path, w.reshape(-1, 2) / (3 * size * size), np.zeros(2, np.float32),
+                        labels=("left", "right"), size=size)
+
+
+def side_folder(root: Path, n_per_class: int = 20, seed: int = 0) -> Path:
+    """DIR/left|right/<i>.png: a bright band on that side of a dark noisy image."""
+    rng = np.random.default_rng(seed)
+    for side in ("left", "right"):
+        (root / side).mkdir(parents=True, exist_ok=True)
+        for i in range(n_per_class):
+            arr = rng.normal(60, 15, (24, 24, 3))
+            band = slice(0, 9) if side == "left" else slice(15, 24)
+            arr[:, band] += 150
+            Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8), "RGB").save(root / side / f"{i:03d}.png")
+    return root
+
+
+def timm_export(root: Path, *, arch: str = "resnet10t", size: int = 32, labels=tuple(COLOURS), seed: int = 0):
+    """A tiny timm model exported to one ONNX file with its card (arch set), and its weights as safetensors."""
+    import warnings
+
+    import timm
+    import torch
+    from safetensors.torch import save_file
+
+    torch.manual_seed(seed)
+    model = timm.create_model(arch, pretrained=False, num_classes=len(labels)).eval()
+    root.mkdir(parents=True, exist_ok=True)
+    onnx_path, weights = root / "model.onnx", root / "model.safetensors"
+    with warnings.catch_warnings():  # TorchScript-exporter deprecation notices
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, torch.randn(1, 3, size, size), str(onnx_path), dynamo=False, input_names=["input"],
+                          output_names=["logits"], dynamic_axes={"input": {0: "N"}, "logits": {0: "N"}},
+                          opset_version=17)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(weights))
+    write_card(onnx_path, ModelCard(labels=labels, arch=arch, preprocess=Preprocess(
+        size=(size, size), mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))))
+    return onnx_path, weights
+
+
+def perturb_onnx(src: Path, dst: Path, scale: float = 1e-2, seed: int = 0) -> Path:
+    """A copy of ``src`` whose last weight matrix has ``scale`` relative noise added (card kept)."""
+    model = onnx.load(str(src))
+    init = [t for t in model.graph.initializer if len(t.dims) >= 2][-1]
+    w = numpy_helper.to_array(init)
+    rng = np.random.default_rng(seed)
+    noisy = (w + scale * np.abs(w).mean() * rng.standard_normal(w.shape)).astype(w.dtype)
+    init.CopyFrom(numpy_helper.from_array(noisy, init.name))
+    onnx.save(model, str(dst))
+    return dst
+
+
+def pattern_image(seed: int, size: int = 64) -> Image.Image:
+    """A picture with structure (random boxes and ellipses), so perceptual hashes tell pictures apart."""
+    from PIL import ImageDraw
+
+    rng = np.random.default_rng(seed)
+    img = Image.new("RGB", (size, size), tuple(int(v) for v in rng.integers(0, 256, 3)))
+    draw = ImageDraw.Draw(img)
+    for _ in range(6):
+        x0, y0 = rng.integers(0, size - 8, 2)
+        x1, y1 = x0 + rng.integers(8, size // 2), y0 + rng.integers(8, size // 2)
+        shape = draw.rectangle if rng.random() < 0.5 else draw.ellipse
+        shape([int(x0), int(y0), int(x1), int(y1)], fill=tuple(int(v) for v in rng.integers(0, 256, 3)))
+    return img
+
+
+def leaky_split(root: Path, n_per_class: int = 10, classes=tuple(COLOURS)) -> tuple[Path, Path, dict]:
+    """train/ and test/ ImageFolders of distinct pictures, with planted duplicates.
+
+    Returns (train, test, planted) where planted maps a test path to how it copies a training image:
+    "exact" (same bytes), "resized" (75%), "jpeg" (re-encoded at quality 70); plus one exact copy inside test.
+    """
+    train, test = root / "train", root / "test"
+    planted = {}
+    seed = 0
+    for cls in classes:
+        (train / cls).mkdir(parents=True, exist_ok=True)
+        (test / cls).mkdir(parents=True, exist_ok=True)
+        for i in range(n_per_class):
+            pattern_image(seed).save(train / cls / f"{i:03d}.png")
+            pattern_image(seed + 10_000).save(test / cls / f"{i:03d}.png")
+            seed += 1
+    src = train / classes[0] / "000.png"
+    (test / classes[0] / "exact.png").write_bytes(src.read_bytes())
+    img = Image.open(src)
+    img.resize((48, 48), Image.Resampling.BILINEAR).save(test / classes[0] / "resized.png")
+    img.save(test / classes[1] / "jpeg.jpg", quality=70)
+    planted.update({f"{classes[0]}/exact.png": "exact", f"{classes[0]}/resized.png": "resized",
+                    f"{classes[1]}/jpeg.jpg": "jpeg"})
+    (test / classes[2] / "copy.png").write_bytes((test / classes[2] / "000.png").read_bytes())
+    return train, test, planted

@@ -21,7 +21,7 @@ from audit.render.text import fmt, fmt_ci, fmt_est
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 MAX_SKIPPED_ROWS = 200
-OPTIONAL_SECTIONS: tuple[str, ...] = ("slices", "fairness", "latency")  # AuditResult fields with a section template, in report order
+OPTIONAL_SECTIONS: tuple[str, ...] = ("slices", "fairness", "invariance", "parity", "integrity", "baseline", "latency")  # AuditResult fields with a section template, in report order
 
 
 @cache

@@ -10,9 +10,10 @@ import json
 from pathlib import Path
 from typing import Any
 
+from audit.checks.baseline import comparable_numbers, numbers_to_json
 from audit.pipeline import AuditResult
 
-ANALYSES = ("slices", "fairness", "latency")  # optional AuditResult fields whose to_dict() joins the verdict
+ANALYSES = ("slices", "fairness", "invariance", "parity", "integrity", "baseline", "latency")  # optional AuditResult fields whose to_dict() joins the verdict
 
 
 def verdict_dict(r: AuditResult) -> dict[str, Any]:
@@ -55,6 +56,8 @@ def verdict_dict(r: AuditResult) -> dict[str, Any]:
         },
         "calibration": {"ece": cal.ece.to_dict(), "brier": cal.brier.to_dict(), "log_loss": cal.log_loss.to_dict()},
         **{name: getattr(r, name).to_dict() for name in ANALYSES if getattr(r, name, None) is not None},
+        "comparable": numbers_to_json(comparable_numbers(r.metrics, r.calibration, r.slices, r.fairness, r.invariance,
+                                                       r.parity)),  # what a later --baseline compares
         "seed": r.config.seed,
         "n_boot": r.config.n_boot,
         "tool_version": r.tool_version,

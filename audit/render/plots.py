@@ -216,3 +216,37 @@ def fairness_groups(cf, ax: Axes | None = None) -> Figure:
     ax.legend(fontsize=7.5, loc="lower right")
     ax.grid(axis="x", alpha=0.3)
     return fig
+
+
+def flip_rates(runs, max_flip_rate: float | None = None, ax: Axes | None = None) -> Figure:
+    """Flip rate (95% CI) per transform and severity (``audit.checks.invariance.InvarianceRun`` records)."""
+    fig, ax = _axes(ax, (7.0, 1.0 + 0.26 * max(len(runs), 1)))
+    y = np.arange(len(runs))[::-1]
+    vals = np.array([r.flip_rate.value for r in runs])
+    lo = np.array([r.flip_rate.low if np.isfinite(r.flip_rate.low) else r.flip_rate.value for r in runs])
+    hi = np.array([r.flip_rate.high if np.isfinite(r.flip_rate.high) else r.flip_rate.value for r in runs])
+    colors = [BAD if max_flip_rate is not None and v > max_flip_rate else ACCENT for v in vals]
+    ax.barh(y, vals, color=colors, alpha=0.85)
+    ax.errorbar(vals, y, xerr=[vals - lo, hi - vals], fmt="none", ecolor="black", capsize=2, lw=0.8)
+    ax.set_yticks(y, [_short(f"{r.transform} {r.severity}: {r.description}", 40) for r in runs], fontsize=7.5)
+    ax.set_xlim(0, max(0.05, min(1.0, float(np.nanmax(hi, initial=0)) * 1.15)))
+    ax.set_xlabel("flip rate: share of images whose prediction changes (95% CI)")
+    if max_flip_rate is not None:
+        ax.axvline(max_flip_rate, color=BAD, ls="--", lw=1)
+    ax.grid(axis="x", alpha=0.3)
+    return fig
+
+
+def parity_histogram(per_image_diff: np.ndarray, threshold: float | None = None, ax: Axes | None = None) -> Figure:
+    """Distribution of the per-image max abs probability difference, ONNX vs PyTorch (log x)."""
+    fig, ax = _axes(ax, (6.0, 2.8))
+    d = np.maximum(np.asarray(per_image_diff, dtype=float), 1e-12)
+    bins = np.logspace(-12, 0, 49)
+    ax.hist(d, bins=bins, color=ACCENT, alpha=0.85)
+    ax.set_xscale("log")
+    ax.set_xlabel("max |p_onnx - p_torch| per image")
+    ax.set_ylabel("images")
+    if threshold is not None:
+        ax.axvline(threshold, color=BAD, ls="--", lw=1, label=f"limit {threshold:g}")
+        ax.legend(fontsize=8)
+    return fig

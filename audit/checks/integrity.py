@@ -1,0 +1,187 @@
+"""Integrity and leakage (DESIGN §6.7): duplicates in the test set, test images seen in training, imbalance.
+
+*Exact* duplicates share their file bytes (SHA-256). *Near* duplicates have perceptual hashes
+(pHash, 64 bits) within ``hash_distance`` bits: a resized copy or a re-encoded JPEG of the same
+picture. Pairs inside the test set are listed (they inflate the test set's weight on those
+images); pairs between ``--train`` and the test set are *leakage* (the model may have memorised
+the answer) and are a criterion. Hashing decodes each file once on a thread pool; the pair
+search XORs 64-bit hashes in blocks and counts bits, so 10k x 60k comparisons take seconds.
+
+Example::
+
+    res = integrity(test_samples, IntegrityConfig(), train_samples=train.samples)
+    res.leaked, res.test_pairs[:3]
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+
+from audit import imaging
+from audit.config import IntegrityConfig
+from audit.data import Sample
+from audit.inference import default_workers
+from audit.verdict import Criterion
+
+MAX_LISTED = 200
+BLOCK = 2048
+
+
+@dataclass(frozen=True)
+class DuplicatePair:
+    a: str  # path (test set, relative to the data root)
+    b: str  # path (test set, or training set when leak)
+    kind: str  # "exact" or "near"
+    distance: int  # Hamming distance of the perceptual hashes (0 for exact)
+    same_label: bool
+    leak: bool  # b is in the training data
+
+
+@dataclass(frozen=True)
+class IntegrityResult:
+    n_test: int
+    n_train: int | None  # None: no training data given
+    train_source: str | None
+    hash_distance: int
+    test_pairs: tuple[DuplicatePair, ...]  # capped at MAX_LISTED
+    n_test_pairs: int
+    n_test_duplicates: int  # test images with another test image as exact/near duplicate
+    leak_pairs: tuple[DuplicatePair, ...]  # capped
+    n_leak_pairs: int
+    leaked: int  # test images with a duplicate in the training data
+    class_counts: tuple[tuple[str, int], ...]
+    imbalance_ratio: float  # largest class / smallest non-empty class
+    train_class_counts: tuple[tuple[str, int], ...] = ()
+    unreadable: tuple[str, ...] = ()  # files that could not be hashed (reported elsewhere as skipped)
+
+    def to_dict(self) -> dict:
+        return {"n_test": self.n_test, "n_train": self.n_train, "hash_distance": self.hash_distance,
+                "n_test_pairs": self.n_test_pairs, "n_test_duplicates": self.n_test_duplicates,
+                "n_leak_pairs": self.n_leak_pairs, "leaked": self.leaked,
+                "imbalance_ratio": self.imbalance_ratio, "class_counts": dict(self.class_counts),
+                "train_class_counts": dict(self.train_class_counts),
+                "test_pairs": [p.__dict__ for p in self.test_pairs], "leak_pairs": [p.__dict__ for p in self.leak_pairs]}
+
+
+@dataclass(frozen=True)
+class _Hashes:
+    samples: tuple[Sample, ...]
+    sha: tuple[str, ...]
+    phash: np.ndarray  # (n,) uint64
+    unreadable: tuple[str, ...]
+
+
+def _hash_one(s: Sample, limits: imaging.Limits, near: bool):
+    import imagehash
+
+    try:
+        data = imaging.read_bytes(s.file, limits)
+        sha = hashlib.sha256(data).hexdigest()
+        if not near:
+            return sha, 0
+        img, _ = imaging.decode(data, "RGB", limits)
+        bits = imagehash.phash(img).hash.ravel()
+        return sha, int(np.packbits(bits).view(">u8")[0])
+    except (imaging.ImageRejected, OSError):
+        return None
+
+
+def hash_samples(samples: Sequence[Sample], *, near: bool = True, workers: int = 0,
+                 limits: imaging.Limits = imaging.Limits()) -> _Hashes:
+    """SHA-256 of the bytes and a 64-bit pHash of every sample (unreadable ones are left out)."""
+    with ThreadPoolExecutor(max_workers=workers or default_workers()) as pool:
+        out = list(pool.map(lambda s: _hash_one(s, limits, near), samples, chunksize=64))
+    keep = [(s, h) for s, h in zip(samples, out) if h is not None]
+    return _Hashes(tuple(s for s, _ in keep), tuple(h[0] for _, h in keep),
+                   np.array([h[1] for _, h in keep], dtype=np.uint64),
+                   tuple(s.path for s, h in zip(samples, out) if h is None))
+
+
+def _near_pairs(a: np.ndarray, b: np.ndarray, max_distance: int, same: bool):
+    """(i, j, distance) with popcount(a[i] ^ b[j]) <= max_distance; i < j when ``same``."""
+    out = []
+    for start in range(0, len(a), BLOCK):
+        block = a[start:start + BLOCK]
+        dist = np.bitwise_count(block[:, None] ^ b[None, :])
+        i, j = np.nonzero(dist <= max_distance)
+        i = i + start
+        if same:
+            keep = i < j
+            i, j = i[keep], j[keep]
+        out.append(np.column_stack([i, j, dist[i - start, j]]))
+    return np.concatenate(out) if out else np.zeros((0, 3), np.int64)
+
+
+def _pairs(h1: _Hashes, h2: _Hashes, config: IntegrityConfig, leak: bool) -> list[DuplicatePair]:
+    same = h2 is h1
+    pairs: dict[tuple[int, int], DuplicatePair] = {}
+    by_sha: dict[str, list[int]] = {}
+    for j, s in enumerate(h2.sha):
+        by_sha.setdefault(s, []).append(j)
+    for i, s in enumerate(h1.sha):
+        for j in by_sha.get(s, ()):
+            if not same or i < j:
+                pairs[(i, j)] = _pair(h1, h2, i, j, "exact", 0, leak)
+    if config.near_duplicates and len(h1.phash) and len(h2.phash):
+        for i, j, d in _near_pairs(h1.phash, h2.phash, config.hash_distance, same):
+            if (i, j) not in pairs:
+                pairs[(int(i), int(j))] = _pair(h1, h2, int(i), int(j), "near", int(d), leak)
+    return sorted(pairs.values(), key=lambda p: (p.kind != "exact", p.distance, p.a, p.b))
+
+
+def _pair(h1, h2, i, j, kind, d, leak) -> DuplicatePair:
+    a, b = h1.samples[i], h2.samples[j]
+    return DuplicatePair(a.path, b.path, kind, d, a.label == b.label, leak)
+
+
+def integrity(test: Sequence[Sample], config: IntegrityConfig, *, labels: Sequence[str],
+              train: Sequence[Sample] | None = None, train_source: str | None = None, workers: int = 0,
+              limits: imaging.Limits = imaging.Limits()) -> IntegrityResult:
+    """Exact and near duplicates inside ``test`` and between ``train`` and ``test``; class balance."""
+    ht = hash_samples(test, near=config.near_duplicates, workers=workers, limits=limits)
+    test_pairs = _pairs(ht, ht, config, leak=False)
+    leak_pairs: list[DuplicatePair] = []
+    train_counts: tuple[tuple[str, int], ...] = ()
+    if train is not None:
+        hr = hash_samples(train, near=config.near_duplicates, workers=workers, limits=limits)
+        leak_pairs = _pairs(ht, hr, config, leak=True)
+        c = Counter(s.label for s in train)
+        train_counts = tuple((lab, c.get(lab, 0)) for lab in labels)
+    counts = Counter(s.label for s in test)
+    class_counts = tuple((lab, counts.get(lab, 0)) for lab in labels)
+    nonzero = [n for _, n in class_counts if n]
+    return IntegrityResult(
+        n_test=len(test), n_train=None if train is None else len(train), train_source=train_source,
+        hash_distance=config.hash_distance,
+        test_pairs=tuple(test_pairs[:MAX_LISTED]), n_test_pairs=len(test_pairs),
+        n_test_duplicates=len({p.a for p in test_pairs} | {p.b for p in test_pairs}),
+        leak_pairs=tuple(leak_pairs[:MAX_LISTED]), n_leak_pairs=len(leak_pairs),
+        leaked=len({p.a for p in leak_pairs}),
+        class_counts=class_counts, imbalance_ratio=max(nonzero) / min(nonzero) if nonzero else float("nan"),
+        train_class_counts=train_counts, unreadable=ht.unreadable,
+    )
+
+
+def integrity_criteria(res: IntegrityResult, config: IntegrityConfig) -> list[Criterion]:
+    """Leakage (when training data is given) and, if configured, duplicates inside the test set."""
+    out = []
+    if res.n_train is not None:
+        ex = ", ".join(f"{p.a} ~ {p.b}" for p in res.leak_pairs[:3])
+        out.append(Criterion(
+            "integrity.leakage", "Test images duplicated in the training data (leakage)", res.leaked, None, None,
+            "<=", config.max_leaked, res.leaked <= config.max_leaked,
+            f"{res.n_leak_pairs} exact/near duplicate pair(s) with {res.n_train} training images" + (f": {ex}" if ex else ""),
+        ))
+    if config.max_test_duplicates is not None:
+        out.append(Criterion(
+            "integrity.test_duplicates", "Duplicated images inside the test set", res.n_test_duplicates, None, None,
+            "<=", config.max_test_duplicates, res.n_test_duplicates <= config.max_test_duplicates,
+            f"{res.n_test_pairs} pair(s)",
+        ))
+    return out

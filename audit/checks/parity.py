@@ -1,0 +1,159 @@
+"""Parity (DESIGN §6.5): does the ONNX file compute what the PyTorch model computes?
+
+The PyTorch side is ``model.safetensors`` (weights only, never a pickle) loaded into
+``timm.create_model(arch, num_classes=len(labels))``, with ``arch`` from the model card's
+``audit.arch`` (or ``parity.arch``). Both run on the real test images, decoded and preprocessed
+by the same batched inference path (``audit.inference.predict``), so the only difference left
+is the runtime. Reported: max and p99 absolute probability difference, top-1 agreement, and
+the images that disagree.
+
+Example::
+
+    res = parity(clf, samples, preds, ParityConfig(torch_model="model.safetensors"))
+    res.max_abs_diff, res.agreement.value
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from audit import imaging
+from audit.config import ParityConfig
+from audit.data import Sample
+from audit.errors import ModelError
+from audit.inference import Predictions, predict
+from audit.stats import Estimate, bootstrap
+from audit.verdict import Criterion, judge
+
+
+@dataclass(frozen=True)
+class Disagreement:
+    path: str
+    onnx_label: str
+    torch_label: str
+    max_abs_diff: float
+
+
+@dataclass(frozen=True)
+class ParityResult:
+    arch: str
+    weights: str  # file name of the safetensors weights
+    n: int
+    max_abs_diff: float
+    p99_abs_diff: float
+    mean_abs_diff: float
+    agreement: Estimate  # top-1 agreement rate
+    disagreements: tuple[Disagreement, ...]  # every top-1 disagreement (capped), then nothing
+    n_disagree: int
+    worst: tuple[Disagreement, ...]  # the images with the largest probability difference
+    per_image_diff: np.ndarray  # (n,) max abs difference per image, for the histogram
+
+    def to_dict(self) -> dict:
+        return {"arch": self.arch, "weights": self.weights, "n": self.n, "max_abs_diff": self.max_abs_diff,
+                "p99_abs_diff": self.p99_abs_diff, "mean_abs_diff": self.mean_abs_diff,
+                "agreement": self.agreement.to_dict(), "n_disagree": self.n_disagree,
+                "disagreements": [d.__dict__ for d in self.disagreements]}
+
+
+class TorchClassifier:
+    """A timm model with safetensors weights, shaped like ``OnnxClassifier`` for ``predict``."""
+
+    def __init__(self, weights: Path, arch: str, card) -> None:
+        try:
+            import timm
+            import torch
+            from safetensors.torch import load_file
+        except ImportError as e:  # the [train] extra
+            raise ModelError(f"parity needs PyTorch, timm and safetensors ({e.name} is missing)",
+                             hint='pip install -e ".[train]"') from None
+        if not weights.is_file():
+            raise ModelError(f"--torch-model file not found: {weights}", hint="pass the model.safetensors file")
+        if weights.suffix != ".safetensors":
+            raise ModelError(f"--torch-model must be a .safetensors file (weights only, never a pickle), got {weights.name}")
+        self.card = card
+        self.torch = torch
+        try:
+            self.model = timm.create_model(arch, pretrained=False, num_classes=len(card.labels))
+        except RuntimeError as e:
+            raise ModelError(f"timm has no model {arch!r}: {e}", hint="fix audit.arch or parity.arch") from None
+        state = load_file(str(weights))
+        try:
+            self.model.load_state_dict(state, strict=True)
+        except RuntimeError as e:
+            raise ModelError(f"{weights.name} does not fit timm's {arch} with {len(card.labels)} classes: "
+                             f"{str(e).splitlines()[0]}", hint="check audit.arch and the number of labels") from None
+        self.model.eval()
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return self.card.labels
+
+    def predict_proba(self, batch: np.ndarray) -> np.ndarray:
+        x = self.torch.from_numpy(np.ascontiguousarray(batch))
+        if self.card.preprocess.layout == "NHWC":
+            x = x.permute(0, 3, 1, 2)
+        with self.torch.inference_mode():
+            out = self.model(x.float())
+            if self.card.output == "logits":
+                out = self.torch.softmax(out.double(), dim=1)
+        return out.numpy().astype(np.float32)
+
+
+def parity(clf, samples: Sequence[Sample], preds: Predictions, config: ParityConfig, *, batch_size: int = 64,
+           workers: int = 0, limits: imaging.Limits = imaging.Limits(), n_boot: int = 1000, seed: int = 0,
+           max_listed: int = 20) -> ParityResult:
+    """Run the PyTorch model over (a seeded sample of) ``samples`` and compare with the ONNX ``preds``."""
+    arch = config.arch or clf.card.arch
+    if not arch:
+        raise ModelError("parity needs the timm architecture name and the model card has no audit.arch",
+                         hint="set parity.arch in the config (e.g. resnet18)")
+    weights = Path(config.torch_model)
+    torch_clf = TorchClassifier(weights, arch, clf.card)
+    row = {p: i for i, p in enumerate(preds.paths)}
+    usable = [s for s in samples if s.path in row]
+    if config.max_images and len(usable) > config.max_images:
+        pick = np.sort(np.random.default_rng(seed).choice(len(usable), config.max_images, replace=False))
+        usable = [usable[i] for i in pick]
+    tp, _ = predict(torch_clf, usable, batch_size=batch_size, workers=workers, limits=limits, progress=False,
+                    desc="parity")
+    rows = np.array([row[p] for p in tp.paths], dtype=np.int64)
+    onnx_p = preds.proba[rows].astype(np.float64)
+    torch_p = tp.proba.astype(np.float64)
+    diff = np.abs(onnx_p - torch_p).max(axis=1)
+    a, b = onnx_p.argmax(axis=1), torch_p.argmax(axis=1)
+    agree = (a == b).astype(float)
+    n = len(diff)
+    labels = preds.labels
+
+    def rec(i: int) -> Disagreement:
+        return Disagreement(tp.paths[i], labels[a[i]], labels[b[i]], float(diff[i]))
+
+    dis = np.flatnonzero(a != b)
+    worst = np.argsort(-diff, kind="stable")[:max_listed]
+    return ParityResult(
+        arch=arch, weights=weights.name, n=n,
+        max_abs_diff=float(diff.max()) if n else math.nan,
+        p99_abs_diff=float(np.quantile(diff, 0.99)) if n else math.nan,
+        mean_abs_diff=float(diff.mean()) if n else math.nan,
+        agreement=bootstrap(lambda idx: agree[idx].mean(axis=1), n, n_boot=n_boot, seed=seed) if n else Estimate(
+            math.nan, math.nan, math.nan),
+        disagreements=tuple(rec(i) for i in dis[:max_listed]), n_disagree=int(dis.size),
+        worst=tuple(rec(i) for i in worst), per_image_diff=diff.astype(np.float32),
+    )
+
+
+def parity_criteria(res: ParityResult, config: ParityConfig) -> list[Criterion]:
+    """Max abs probability difference <= max_abs_diff and top-1 agreement >= min_agreement (judged on values:
+    a single disagreeing image is a fact, not a sampling question)."""
+    return [
+        judge("parity.max_abs_diff", "ONNX vs PyTorch: max abs probability difference", res.max_abs_diff, "<=",
+              config.max_abs_diff, detail=f"max {res.max_abs_diff:.2e}, p99 {res.p99_abs_diff:.2e} over {res.n} images ({res.arch})"),
+        judge("parity.agreement", "ONNX vs PyTorch: top-1 agreement", res.agreement, ">=", config.min_agreement,
+              detail=f"{res.n_disagree} of {res.n} images disagree" +
+                     (": " + ", ".join(d.path for d in res.disagreements[:5]) if res.n_disagree else "")),
+    ]

@@ -1,0 +1,60 @@
+"""Integrity: planted exact, resized and re-encoded duplicates between train and test are found; distinct
+pictures are not; duplicates inside the test set and class imbalance are reported."""
+
+import numpy as np
+
+import builders
+from audit.checks.integrity import _near_pairs, integrity, integrity_criteria
+from audit.config import IntegrityConfig
+from audit.data import scan
+
+LABELS = tuple(builders.COLOURS)
+
+
+def test_planted_train_test_duplicates_are_found(tmp_path):
+    train, test, planted = builders.leaky_split(tmp_path)
+    res = integrity(scan(test, LABELS).samples, IntegrityConfig(), labels=LABELS,
+                    train=scan(train, LABELS).samples, train_source=str(train))
+    leaked = {p.a: p for p in res.leak_pairs}
+    assert set(leaked) == set(planted), leaked
+    assert leaked["red/exact.png"].kind == "exact" and leaked["red/exact.png"].distance == 0
+    assert leaked["red/resized.png"].kind == "near" and leaked["green/jpeg.jpg"].kind == "near"
+    assert all(p.b == "red/000.png" for p in leaked.values())
+    assert not leaked["green/jpeg.jpg"].same_label and leaked["red/exact.png"].same_label
+    assert res.leaked == 3 and res.n_train == 30
+    (c,) = integrity_criteria(res, IntegrityConfig())
+    assert c.id == "integrity.leakage" and not c.passed and c.value == 3
+
+
+def test_duplicates_inside_test_and_imbalance(tmp_path):
+    _, test, _ = builders.leaky_split(tmp_path)
+    res = integrity(scan(test, LABELS).samples, IntegrityConfig(max_test_duplicates=0), labels=LABELS)
+    pairs = {(p.a, p.b, p.kind) for p in res.test_pairs}
+    assert ("blue/000.png", "blue/copy.png", "exact") in pairs
+    assert res.n_train is None and res.leaked == 0
+    assert dict(res.class_counts) == {"red": 12, "green": 11, "blue": 11}
+    assert res.imbalance_ratio == 12 / 11
+    crit = integrity_criteria(res, IntegrityConfig(max_test_duplicates=0))
+    assert [c.id for c in crit] == ["integrity.test_duplicates"] and not crit[0].passed
+    assert integrity_criteria(res, IntegrityConfig()) == []  # no --train, test duplicates not judged by default
+
+
+def test_no_false_duplicates_among_distinct_pictures(tmp_path):
+    for i in range(40):
+        (tmp_path / "red").mkdir(exist_ok=True)
+        builders.pattern_image(500 + i).save(tmp_path / "red" / f"{i}.png")
+    res = integrity(scan(tmp_path, LABELS).samples, IntegrityConfig(), labels=LABELS)
+    assert res.n_test_pairs == 0
+
+
+def test_block_pair_search_equals_brute_force():
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 2**63, 300, dtype=np.uint64)
+    a[10] = a[5] ^ np.uint64(0b1011)  # 3 bits apart
+    b = np.concatenate([a[:50] ^ np.uint64(1), rng.integers(0, 2**63, 100, dtype=np.uint64)])
+    got = {tuple(r) for r in _near_pairs(a, b, 4, same=False).tolist()}
+    want = {(i, j, bin(int(a[i]) ^ int(b[j])).count("1")) for i in range(len(a)) for j in range(len(b))
+            if bin(int(a[i]) ^ int(b[j])).count("1") <= 4}
+    assert got == want
+    same = {tuple(r[:2]) for r in _near_pairs(a, a, 4, same=True).tolist()}
+    assert same == {(5, 10)}
