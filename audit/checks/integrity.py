@@ -30,7 +30,7 @@ from audit.inference import default_workers
 from audit.verdict import Criterion
 
 MAX_LISTED = 200
-BLOCK = 2048
+BLOCK = 256  # rows per XOR block: 256 x 60,000 hashes is 120 MB
 
 
 @dataclass(frozen=True)
