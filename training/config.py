@@ -1,0 +1,196 @@
+"""Typed training config, read from TOML; every field has a default so configs stay short.
+
+Example::
+
+    cfg = load_config("configs/fashion_mnist_baseline.toml", overrides=["phases.baseline.epochs=1"])
+    cfg.model.arch  # "baseline_cnn"
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tomllib
+from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from training.errors import TrainingError
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    root: str = "data/fashion-mnist"  # holds train/ val/ test/ ImageFolders
+    size: tuple[int, int] = (28, 28)
+    color: str = "L"
+    resize: str = "resize"
+    interpolation: str = "bilinear"
+    crop_pct: float = 1.0
+    mean: tuple[float, ...] | None = None  # None: the backbone's own (timm pretrained_cfg)
+    std: tuple[float, ...] | None = None
+    train_limit: int | None = None  # use at most this many training images (stratified head)
+    val_limit: int | None = None
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    arch: str = "baseline_cnn"  # "baseline_cnn" or a timm model name
+    weights: str = "auto"  # "auto", "none" or a file path
+    allow_download: bool = False
+    drop_rate: float = 0.0
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    hflip: bool = False
+    crop_scale: tuple[float, float] | None = None  # RandomResizedCrop scale; None = off
+    affine_degrees: float = 0.0
+    affine_translate: float = 0.0
+    color: float = 0.0  # brightness/contrast jitter strength; 0 = off
+    erasing: float = 0.0  # probability of one random erased rectangle
+    randaugment: bool = False
+    randaugment_n: int = 2
+    randaugment_m: int = 9
+    mixup_alpha: float = 0.0
+    cutmix_alpha: float = 0.0
+    invariances: tuple[str, ...] | None = None  # None: derived from the switches above
+
+
+@dataclass(frozen=True)
+class PhaseConfig:
+    epochs: int = 0
+    lr: float = 1e-3
+    lr_backbone: float = 1e-5  # phase 3 only
+    unfreeze: int = 2  # phase 2: how many last stages/blocks train
+    cache: bool = True  # phase 1: cache pooled features; phase 2: cache the frozen prefix
+    cache_views: int = 1  # phase 2 cache: augmented views per training image (view 0 is clean)
+    limit_train_batches: float = 1.0  # fraction of an epoch (phase 3 on a slow CPU)
+    weight_decay: float = 0.05
+    warmup_frac: float = 0.1
+
+
+@dataclass(frozen=True)
+class PhasesConfig:
+    baseline: PhaseConfig = field(default_factory=lambda: PhaseConfig(epochs=0, lr=2e-3))
+    phase1: PhaseConfig = field(default_factory=lambda: PhaseConfig(epochs=0, lr=1e-3))
+    phase2: PhaseConfig = field(default_factory=lambda: PhaseConfig(epochs=0, lr=1e-4))
+    phase3: PhaseConfig = field(default_factory=lambda: PhaseConfig(epochs=0, lr=1e-3, lr_backbone=1e-5))
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    batch_size: int = 128
+    eval_batch_size: int = 256
+    accumulate: int = 1
+    precision: str = "32-true"
+    compile: bool = False
+    threads: int = 2
+    deterministic: bool = True
+    early_stopping_patience: int = 3
+    label_smoothing: float = 0.0
+    logger: str = "csv"  # "csv", "mlflow" or "none"
+    progress_bar: bool = True
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    out: str = "models/model"
+    parity_tolerance: float = 1e-4
+    parity_images: int = 64
+
+
+@dataclass(frozen=True)
+class Config:
+    name: str = "model"
+    seed: int = 0
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    phases: PhasesConfig = field(default_factory=PhasesConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def digest(self) -> str:
+        """A short hash of the resolved config (goes into the model card's provenance)."""
+        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:12]
+
+
+def load_config(path: str | Path | None = None, *, overrides: list[str] | tuple[str, ...] = (),
+                raw: dict[str, Any] | None = None) -> Config:
+    """Read a TOML config (or ``raw`` values), apply ``key.sub=value`` overrides, validate."""
+    data: dict[str, Any] = dict(raw or {})
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise TrainingError(f"config file not found: {p}", hint="pass --config configs/<name>.toml")
+        try:
+            data = tomllib.loads(p.read_text())
+        except tomllib.TOMLDecodeError as e:
+            raise TrainingError(f"config {p} is not valid TOML: {e}") from None
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise TrainingError(f"override {item!r} must look like key.sub=value", hint="e.g. --set phases.phase1.epochs=2")
+        try:
+            parsed = tomllib.loads(f"v = {value}")["v"]
+        except tomllib.TOMLDecodeError:
+            parsed = value  # a bare string
+        node = data
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = parsed
+    cfg = _build(Config, data, "config")
+    _validate(cfg)
+    return cfg
+
+
+def with_values(cfg: Config, **sections: dict[str, Any]) -> Config:
+    """A copy of ``cfg`` with some fields of some sections replaced (used by the ablation)."""
+    changes = {name: replace(getattr(cfg, name), **values) for name, values in sections.items()}
+    return replace(cfg, **changes)
+
+
+def _build(cls: type, data: dict[str, Any], where: str) -> Any:
+    if not isinstance(data, dict):
+        raise TrainingError(f"{where} must be a table, got {type(data).__name__}")
+    known = {f.name: f for f in fields(cls)}
+    unknown = set(data) - set(known)
+    if unknown:
+        raise TrainingError(f"{where}: unknown key(s) {sorted(unknown)}", hint=f"known keys: {sorted(known)}")
+    kwargs = {}
+    defaults = cls()
+    for name, value in data.items():
+        default = getattr(defaults, name)
+        if is_dataclass(default):
+            kwargs[name] = _build(type(default), value, f"{where}.{name}")
+        elif isinstance(value, list):
+            kwargs[name] = tuple(value)
+        else:
+            kwargs[name] = value
+    return cls(**kwargs)
+
+
+def _validate(cfg: Config) -> None:
+    if cfg.data.color not in ("RGB", "L"):
+        raise TrainingError(f"data.color must be 'RGB' or 'L', got {cfg.data.color!r}")
+    if len(cfg.data.size) != 2 or min(cfg.data.size) < 8:
+        raise TrainingError(f"data.size must be [H, W] with both >= 8, got {list(cfg.data.size)}")
+    if cfg.train.logger not in ("csv", "mlflow", "none"):
+        raise TrainingError(f"train.logger must be 'csv', 'mlflow' or 'none', got {cfg.train.logger!r}")
+    if cfg.train.accumulate < 1:
+        raise TrainingError(f"train.accumulate must be >= 1, got {cfg.train.accumulate}")
+    for name in ("baseline", "phase1", "phase2", "phase3"):
+        ph = getattr(cfg.phases, name)
+        if ph.epochs < 0 or not 0 < ph.limit_train_batches <= 1:
+            raise TrainingError(f"phases.{name}: epochs must be >= 0 and limit_train_batches in (0, 1]")
+    is_baseline = cfg.model.arch == "baseline_cnn"
+    if is_baseline and any(getattr(cfg.phases, p).epochs for p in ("phase1", "phase2", "phase3")):
+        raise TrainingError("model.arch = 'baseline_cnn' trains from scratch: use phases.baseline only",
+                            hint="set phases.phase1/2/3.epochs = 0 or choose a timm backbone")
+    if not is_baseline and cfg.phases.baseline.epochs:
+        raise TrainingError("phases.baseline is for model.arch = 'baseline_cnn'",
+                            hint="train the baseline with its own config (configs/*_baseline.toml)")

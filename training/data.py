@@ -1,0 +1,412 @@
+"""Dataset preparation (ImageFolder splits + ``metadata.csv``), EDA, and loading for training.
+
+``prepare_*`` write ``OUT/{train,val,test}/<class>/<image>.png`` plus ``OUT/<split>/metadata.csv``
+(``path`` relative to the split, ``label``, attribute columns) and ``OUT/classes.txt`` (label order).
+``eda`` then writes ``OUT/eda.md``, ``OUT/eda.json`` and ``OUT/examples.png``.
+
+``load_split`` decodes and resizes with ``audit.imaging`` so that clean training/eval tensors are
+byte-for-byte the tensors the auditor feeds the exported model.
+
+Example::
+
+    prepare_fashion_mnist("data/fashion-mnist")
+    eda("data/fashion-mnist")
+    arr = load_split("data/fashion-mnist/test", Preprocess(size=(28, 28), color="L"))
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import hashlib
+import json
+import shutil
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from audit.imaging import decode, resize
+from audit.model import Preprocess
+from training.errors import TrainingError
+
+SPLITS = ("train", "val", "test")
+FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
+FASHION_MNIST_CLASSES = ("T-shirt_top", "Trouser", "Pullover", "Dress", "Coat",
+                         "Sandal", "Shirt", "Sneaker", "Bag", "Ankle_boot")
+ELPV_BINARY = ("functional", "defective")
+ELPV_4CLASS = ("prob_0.00", "prob_0.33", "prob_0.67", "prob_1.00")
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif"}
+
+
+@dataclass(frozen=True)
+class PreparedDataset:
+    root: Path
+    classes: tuple[str, ...]
+    counts: dict[str, int]  # images per split
+
+
+@dataclass(frozen=True)
+class ImageArray:
+    """A split held in memory at model-input size: uint8 images (N, H, W, C) and int labels."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    classes: tuple[str, ...]
+    paths: tuple[str, ...]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+# ----------------------------------------------------------------------------- prepare
+
+
+def read_idx(path: str | Path) -> np.ndarray:
+    """Read a (gzipped) IDX file as used by MNIST/Fashion-MNIST."""
+    path = Path(path)
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as f:
+        data = f.read()
+    ndim = data[3]
+    dims = [int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
+    return np.frombuffer(data, np.uint8, offset=4 + 4 * ndim).reshape(dims)
+
+
+def prepare_fashion_mnist(out: str | Path, *, source: str | Path = FASHION_MNIST_DIR, val_frac: float = 0.1,
+                          limit: int | None = None, seed: int = 0,
+                          splits: Sequence[str] = SPLITS) -> PreparedDataset:
+    """Write Fashion-MNIST as ImageFolder splits: train/val from the 60k set, test = the 10k set.
+
+    ``limit`` caps every split (stratified), for tests and quick looks.
+    """
+    source = Path(source)
+    files = {k: source / f"{k}-ubyte.gz" for k in
+             ("train-images-idx3", "train-labels-idx1", "t10k-images-idx3", "t10k-labels-idx1")}
+    missing = [str(p) for p in files.values() if not p.is_file()]
+    if missing:
+        raise TrainingError(f"Fashion-MNIST files not found: {missing[0]}",
+                            hint="sudo apt-get install dataset-fashion-mnist, or pass --source DIR")
+    x_tr, y_tr = read_idx(files["train-images-idx3"]), read_idx(files["train-labels-idx1"])
+    x_te, y_te = read_idx(files["t10k-images-idx3"]), read_idx(files["t10k-labels-idx1"])
+    idx_tr, idx_val = _stratified_split(y_tr, val_frac, seed)
+    chosen = {"train": (x_tr, y_tr, idx_tr, "train"), "val": (x_tr, y_tr, idx_val, "train"),
+              "test": (x_te, y_te, np.arange(len(y_te)), "t10k")}
+    out = Path(out)
+    counts = {}
+    for split in splits:
+        x, y, idx, origin = chosen[split]
+        idx = _limit(idx, y, limit, seed)
+        rows = []
+        for i in idx:
+            cls = FASHION_MNIST_CLASSES[y[i]]
+            rel = f"{cls}/{origin}_{i:05d}.png"
+            _save_png(x[i], out / split / rel)
+            rows.append({"path": rel, "label": cls, "source": f"{origin}[{i}]"})
+        _write_metadata(out / split, rows)
+        counts[split] = len(rows)
+    (out / "classes.txt").write_text("\n".join(FASHION_MNIST_CLASSES) + "\n")
+    return PreparedDataset(out, FASHION_MNIST_CLASSES, counts)
+
+
+def elpv_source() -> Path:
+    """The folder of the installed ``elpv-dataset`` package holding ``labels.csv`` and ``images/``."""
+    try:
+        import elpv_dataset
+    except ImportError:
+        raise TrainingError("the ELPV dataset package is not installed",
+                            hint="pip install elpv-dataset (images are CC-BY-NC-SA-4.0)") from None
+    return Path(elpv_dataset.__file__).parent / "data"
+
+
+def prepare_elpv(out: str | Path, *, variant: str = "binary", test_frac: float = 0.25, val_frac: float = 0.1,
+                 limit: int | None = None, seed: int = 0) -> PreparedDataset:
+    """Write ELPV (from the installed package) as ImageFolder splits.
+
+    ``variant="binary"``: ``defective`` when the defect probability >= 0.5, else ``functional``;
+    ``variant="4class"``: one class per probability (0, 1/3, 2/3, 1). The test split is a
+    stratified ``test_frac`` (25% as in Deitsch et al. 2019), stratified on probability x module
+    type, so both variants share the same test images; ``val_frac`` of the rest is validation.
+    ``metadata.csv`` carries ``module_type`` (mono/poly) and ``defect_probability``.
+    """
+    if variant not in ("binary", "4class"):
+        raise TrainingError(f"--variant must be 'binary' or '4class', got {variant!r}")
+    src = elpv_source()
+    rows = []
+    with open(src / "labels.csv") as f:
+        for line in f:
+            parts = line.split()
+            if len(parts) == 3:
+                rows.append((parts[0], float(parts[1]), parts[2]))
+    probs = np.array([r[1] for r in rows])
+    strata = np.array([f"{p:.2f}-{r[2]}" for p, r in zip(probs, rows)])
+    rest, test = _stratified_split(strata, test_frac, seed)
+    tr, val = _stratified_split(strata[rest], val_frac, seed)
+    parts_idx = {"train": rest[tr], "val": rest[val], "test": test}
+    classes = ELPV_BINARY if variant == "binary" else ELPV_4CLASS
+    out = Path(out)
+    counts = {}
+    for split, idx in parts_idx.items():
+        idx = _limit(np.sort(idx), strata, limit, seed)
+        meta = []
+        for i in idx:
+            rel_src, p, mtype = rows[i]
+            cls = classes[int(p >= 0.5)] if variant == "binary" else classes[int(round(p * 3))]
+            rel = f"{cls}/{Path(rel_src).name}"
+            (out / split / cls).mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src / rel_src, out / split / rel)
+            meta.append({"path": rel, "label": cls, "module_type": mtype, "defect_probability": f"{p:.4f}"})
+        _write_metadata(out / split, meta)
+        counts[split] = len(meta)
+    (out / "classes.txt").write_text("\n".join(classes) + "\n")
+    return PreparedDataset(out, classes, counts)
+
+
+def prepare_imagefolder(src: str | Path, out: str | Path, *, test_frac: float = 0.2, val_frac: float = 0.1,
+                        limit: int | None = None, seed: int = 0) -> PreparedDataset:
+    """Split one ImageFolder ``SRC/<class>/<image>`` into stratified train/val/test copies.
+
+    Attribute columns of ``SRC/metadata.csv`` (``path`` relative to SRC) are carried over.
+    """
+    src = Path(src)
+    if not src.is_dir():
+        raise TrainingError(f"--src {src} is not a folder", hint="pass an ImageFolder: SRC/<class>/<image>")
+    files = sorted(p for p in src.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+                   and p.parent != src)
+    if not files:
+        raise TrainingError(f"--src {src} has no images in class folders", hint="expected SRC/<class>/<image>")
+    attrs: dict[str, dict[str, str]] = {}
+    if (src / "metadata.csv").is_file():
+        with open(src / "metadata.csv", newline="") as f:
+            for row in csv.DictReader(f):
+                attrs[row.pop("path")] = {k: v for k, v in row.items() if k != "label"}
+    labels = np.array([p.relative_to(src).parts[0] for p in files])
+    classes = tuple(sorted(set(labels)))
+    rest, test = _stratified_split(labels, test_frac, seed)
+    tr, val = _stratified_split(labels[rest], val_frac, seed)
+    out = Path(out)
+    counts = {}
+    for split, idx in {"train": rest[tr], "val": rest[val], "test": test}.items():
+        idx = _limit(np.sort(idx), labels, limit, seed)
+        meta = []
+        for i in idx:
+            rel = files[i].relative_to(src).as_posix()
+            (out / split / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(files[i], out / split / rel)
+            meta.append({"path": rel, "label": labels[i], **attrs.get(rel, {})})
+        _write_metadata(out / split, meta)
+        counts[split] = len(meta)
+    (out / "classes.txt").write_text("\n".join(classes) + "\n")
+    return PreparedDataset(out, classes, counts)
+
+
+def _stratified_split(y: np.ndarray, frac: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    from sklearn.model_selection import train_test_split
+
+    idx = np.arange(len(y))
+    a, b = train_test_split(idx, test_size=frac, random_state=seed, stratify=y)
+    return np.sort(a), np.sort(b)
+
+
+def _limit(idx: np.ndarray, y: np.ndarray, limit: int | None, seed: int) -> np.ndarray:
+    if limit is None or limit >= len(idx):
+        return idx
+    # Round-robin over classes in a seeded order keeps a small subset stratified.
+    rng = np.random.default_rng(seed)
+    by_class: dict = {}
+    for i in rng.permutation(idx):
+        by_class.setdefault(y[i], []).append(i)
+    picked: list[int] = []
+    queues = [by_class[k] for k in sorted(by_class)]
+    while len(picked) < limit:
+        for q in queues:
+            if q and len(picked) < limit:
+                picked.append(q.pop())
+    return np.sort(np.array(picked))
+
+
+def _save_png(arr: np.ndarray, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(arr).save(path, compress_level=1)
+
+
+def _write_metadata(split_dir: Path, rows: list[dict[str, str]]) -> None:
+    split_dir.mkdir(parents=True, exist_ok=True)
+    cols = list(dict.fromkeys(k for r in rows for k in r)) or ["path", "label"]
+    with open(split_dir / "metadata.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=cols)
+        w.writeheader()
+        w.writerows(rows)
+
+
+# ----------------------------------------------------------------------------- EDA
+
+
+@dataclass(frozen=True)
+class EdaResult:
+    classes: tuple[str, ...]
+    class_counts: dict[str, dict[str, int]]  # split -> class -> n
+    resolutions: dict[str, dict[str, int]]  # split -> "WxH" -> n (top 10)
+    modes: dict[str, dict[str, int]]  # split -> PIL mode -> n
+    duplicates_within: dict[str, int]  # split -> images whose pixels repeat another in the split
+    duplicates_between: dict[str, int]  # "train/test" -> images of the 2nd split also in the 1st
+    attributes: dict[str, dict[str, dict[str, int]]]  # split -> column -> value -> n (small columns)
+
+
+def eda(root: str | Path, *, examples_per_class: int = 8) -> EdaResult:
+    """Class distribution, resolutions, examples per class and exact-duplicate check across splits.
+
+    Writes ``eda.json``, ``eda.md`` and ``examples.png`` into ``root``.
+    """
+    root = Path(root)
+    classes = read_classes(root)
+    counts, res, modes, dup_within, hashes = {}, {}, {}, {}, {}
+    attributes: dict[str, dict[str, dict[str, int]]] = {}
+    examples: dict[str, list[Path]] = {c: [] for c in classes}
+    for split in SPLITS:
+        d = root / split
+        if not d.is_dir():
+            continue
+        c_counts, r_counts, m_counts = Counter(), Counter(), Counter()
+        h: dict[str, int] = Counter()
+        for cls in classes:
+            for p in sorted((d / cls).glob("*")) if (d / cls).is_dir() else ():
+                with Image.open(p) as img:
+                    r_counts[f"{img.width}x{img.height}"] += 1
+                    m_counts[img.mode] += 1
+                    h[hashlib.md5(img.tobytes()).hexdigest()] += 1
+                c_counts[cls] += 1
+                if split == "train" and len(examples[cls]) < examples_per_class:
+                    examples[cls].append(p)
+        counts[split] = {c: c_counts[c] for c in classes}
+        res[split] = dict(r_counts.most_common(10))
+        modes[split] = dict(m_counts)
+        dup_within[split] = sum(n - 1 for n in h.values() if n > 1)
+        hashes[split] = set(h)
+        attributes[split] = _attribute_counts(d / "metadata.csv")
+    between = {}
+    names = list(hashes)
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            between[f"{a}/{b}"] = len(hashes[a] & hashes[b])
+    result = EdaResult(classes, counts, res, modes, dup_within, between, attributes)
+    (root / "eda.json").write_text(json.dumps(asdict(result), indent=2))
+    _examples_figure(examples, root / "examples.png")
+    (root / "eda.md").write_text(eda_markdown(result))
+    return result
+
+
+def _attribute_counts(meta: Path) -> dict[str, dict[str, int]]:
+    if not meta.is_file():
+        return {}
+    with open(meta, newline="") as f:
+        rows = list(csv.DictReader(f))
+    out = {}
+    for col in (rows[0].keys() if rows else ()):
+        if col in ("path", "label", "source"):
+            continue
+        c = Counter(r[col] for r in rows)
+        if len(c) <= 12:
+            out[col] = dict(sorted(c.items()))
+    return out
+
+
+def eda_markdown(r: EdaResult) -> str:
+    """The EDA section of the training report."""
+    splits = list(r.class_counts)
+    lines = ["## Data (EDA)", "", "### Class distribution", "",
+             "| class | " + " | ".join(splits) + " |", "|---|" + "---:|" * len(splits)]
+    for c in r.classes:
+        lines.append(f"| {c} | " + " | ".join(str(r.class_counts[s][c]) for s in splits) + " |")
+    lines.append("| **total** | " + " | ".join(str(sum(r.class_counts[s].values())) for s in splits) + " |")
+    lines += ["", "### Resolutions and colour modes", ""]
+    for s in splits:
+        lines.append(f"* {s}: " + ", ".join(f"{k} ({v})" for k, v in r.resolutions[s].items())
+                     + "; modes " + ", ".join(f"{k} ({v})" for k, v in r.modes[s].items()))
+    lines += ["", "### Exact duplicates (identical decoded pixels)", ""]
+    for s, n in r.duplicates_within.items():
+        lines.append(f"* within {s}: {n}")
+    for k, n in r.duplicates_between.items():
+        lines.append(f"* between {k}: {n}")
+    for s, cols in r.attributes.items():
+        for col, vals in cols.items():
+            lines.append(f"* {s} `{col}`: " + ", ".join(f"{k} ({v})" for k, v in vals.items()))
+    lines += ["", "### Examples per class (train)", "", "![examples per class](examples.png)", ""]
+    return "\n".join(lines)
+
+
+def _examples_figure(examples: dict[str, list[Path]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = len(examples)
+    cols = max(1, max((len(v) for v in examples.values()), default=1))
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.0, rows * 1.05), squeeze=False)
+    for r, (cls, paths) in enumerate(examples.items()):
+        for c in range(cols):
+            ax = axes[r][c]
+            ax.axis("off")
+            if c < len(paths):
+                with Image.open(paths[c]) as img:
+                    ax.imshow(np.asarray(img.convert("L")), cmap="gray")
+        axes[r][0].set_title(cls, fontsize=7, loc="left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+# ----------------------------------------------------------------------------- load
+
+
+def read_classes(root: str | Path) -> tuple[str, ...]:
+    """Label order: ``root/classes.txt`` if present, else the sorted class folders of the train split."""
+    root = Path(root)
+    if (root / "classes.txt").is_file():
+        return tuple(c for c in (root / "classes.txt").read_text().splitlines() if c)
+    for split in SPLITS:
+        if (root / split).is_dir():
+            return tuple(sorted(p.name for p in (root / split).iterdir() if p.is_dir()))
+    raise TrainingError(f"{root} has no train/val/test folders",
+                        hint="run `python -m training prepare ...` first")
+
+
+def load_split(split_dir: str | Path, pre: Preprocess, *, classes: Sequence[str] | None = None,
+               limit: int | None = None, seed: int = 0) -> ImageArray:
+    """Decode and resize every image of an ImageFolder split exactly as the auditor does."""
+    split_dir = Path(split_dir)
+    if not split_dir.is_dir():
+        raise TrainingError(f"split folder not found: {split_dir}",
+                            hint="run `python -m training prepare ...` or fix data.root")
+    classes = tuple(classes) if classes is not None else read_classes(split_dir.parent)
+    paths, labels = [], []
+    for k, cls in enumerate(classes):
+        d = split_dir / cls
+        if d.is_dir():
+            for p in sorted(d.iterdir()):
+                if p.suffix.lower() in IMAGE_SUFFIXES:
+                    paths.append(p)
+                    labels.append(k)
+    if not paths:
+        raise TrainingError(f"no images under {split_dir}/<class>/", hint=f"expected classes {list(classes)}")
+    y = np.array(labels, dtype=np.int64)
+    keep = _limit(np.arange(len(y)), y, limit, seed)
+    h, w = pre.size
+    images = np.empty((len(keep), h, w, pre.channels), dtype=np.uint8)
+    for j, i in enumerate(keep):
+        img, _ = decode(paths[i].read_bytes(), pre.color)
+        arr = np.asarray(resize(img, pre), dtype=np.uint8)
+        images[j] = arr[:, :, None] if arr.ndim == 2 else arr
+    rel = tuple(paths[i].relative_to(split_dir).as_posix() for i in keep)
+    return ImageArray(images, y[keep], classes, rel)
+
+
+def normalise(images: np.ndarray, pre: Preprocess) -> np.ndarray:
+    """uint8 (N, H, W, C) -> float32 (N, C, H, W), the same arithmetic as ``audit.imaging.to_tensor``."""
+    arr = images.astype(np.float32) * (1.0 / 255.0)
+    arr = (arr - np.asarray(pre.mean, np.float32)) / np.asarray(pre.std, np.float32)
+    return np.ascontiguousarray(arr.transpose(0, 3, 1, 2))

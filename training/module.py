@@ -1,0 +1,246 @@
+"""Model building and the LightningModule used by every phase.
+
+``build_model`` returns the network (the baseline CNN or a timm backbone with pretrained weights
+resolved offline); ``Classifier`` trains any ``nn.Module`` with the param groups a phase gives it;
+``make_trainer`` wires seed/determinism, gradient accumulation, checkpointing, early stopping,
+precision, CSV/MLflow logging and progress bars from the config.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from audit.model import Preprocess
+from training.baseline import BaselineCNN
+from training.config import Config
+from training.errors import TrainingError
+from training.weights import LoadReport, ResolvedWeights, load_pretrained, resolve_weights
+
+BASELINE = "baseline_cnn"
+IMAGENET_GREY = ((0.449,), (0.226,))
+
+
+@dataclass(frozen=True)
+class BuiltModel:
+    net: nn.Module
+    arch: str
+    weights: ResolvedWeights
+    load: LoadReport | None
+    preprocess: Preprocess
+    timm_kwargs: dict = field(default_factory=dict)
+
+
+def build_model(cfg: Config, num_classes: int) -> BuiltModel:
+    """The network for ``cfg.model.arch`` and the preprocessing its card will carry."""
+    d = cfg.data
+    in_chans = 1 if d.color == "L" else 3
+    if cfg.model.arch == BASELINE:
+        mean = d.mean or (0.5,) * in_chans
+        std = d.std or (0.5,) * in_chans
+        pre = Preprocess(size=d.size, resize=d.resize, crop_pct=d.crop_pct, interpolation=d.interpolation,
+                         mean=mean, std=std, color=d.color)
+        net = BaselineCNN(in_chans, num_classes, tuple(d.size))
+        return BuiltModel(net, BASELINE, ResolvedWeights(BASELINE, "none", detail="trained from scratch"), None, pre)
+    import timm
+
+    if not timm.is_model(cfg.model.arch):
+        raise TrainingError(f"model.arch {cfg.model.arch!r} is not a timm model",
+                            hint="e.g. tf_efficientnet_lite0, convnext_tiny, tf_efficientnetv2_s, vit_base_patch16_224")
+    resolved = resolve_weights(cfg.model.arch, cfg.model.weights, allow_download=cfg.model.allow_download)
+    kwargs = {"num_classes": num_classes, "in_chans": in_chans, "drop_rate": cfg.model.drop_rate}
+    if "vit" in cfg.model.arch or "deit" in cfg.model.arch:
+        kwargs["img_size"] = tuple(d.size)
+    net = timm.create_model(cfg.model.arch, pretrained=False, **kwargs)
+    report = load_pretrained(net, resolved)
+    pcfg = net.pretrained_cfg
+    mean, std = tuple(pcfg.get("mean", (0.485, 0.456, 0.406))), tuple(pcfg.get("std", (0.229, 0.224, 0.225)))
+    if in_chans == 1:  # the stem was summed over RGB, so feed it one channel on the same scale
+        mean, std = (sum(mean) / 3,), (sum(std) / 3,)
+    pre = Preprocess(size=d.size, resize=d.resize, crop_pct=d.crop_pct, interpolation=d.interpolation,
+                     mean=d.mean or mean, std=d.std or std, color=d.color)
+    return BuiltModel(net, cfg.model.arch, resolved, report, pre, kwargs)
+
+
+def _lightning():
+    try:
+        import lightning.pytorch as pl
+    except ImportError:
+        raise TrainingError("PyTorch Lightning is not installed", hint='pip install -e ".[train]"') from None
+    return pl
+
+
+pl = _lightning()
+
+
+class Classifier(pl.LightningModule):
+    """Cross-entropy training of ``net`` with AdamW over the given param groups, warmup + cosine LR.
+
+    ``param_groups`` is a list of ``{"name", "params", "lr"}``; ``mixer`` (MixUp/CutMix) turns
+    integer labels into soft targets during training only.
+    """
+
+    def __init__(self, net: nn.Module, param_groups: list[dict], *, weight_decay: float = 0.05,
+                 label_smoothing: float = 0.0, warmup_frac: float = 0.1, mixer=None) -> None:
+        super().__init__()
+        self.net = net
+        self.groups = param_groups
+        self.weight_decay = weight_decay
+        self.label_smoothing = label_smoothing
+        self.warmup_frac = warmup_frac
+        self.mixer = mixer if mixer is not None and mixer.active else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    def on_train_epoch_start(self) -> None:
+        # Frozen BatchNorm layers keep their pretrained statistics.
+        for m in self.net.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm) and not any(p.requires_grad for p in m.parameters()):
+                m.eval()
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        if self.mixer is not None:
+            x, y = self.mixer(x, y)
+        loss = F.cross_entropy(self.net(x), y, label_smoothing=self.label_smoothing)
+        self.log("train_loss", loss, prog_bar=True, on_step=True, on_epoch=True)
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        x, y = batch
+        logits = self.net(x)
+        self.log("val_loss", F.cross_entropy(logits, y), on_epoch=True, prog_bar=False)
+        self.log("val_acc", (logits.argmax(1) == y).float().mean(), on_epoch=True, prog_bar=True)
+
+    def configure_optimizers(self):
+        groups = [{"params": g["params"], "lr": g["lr"], "name": g["name"]} for g in self.groups]
+        opt = torch.optim.AdamW(groups, weight_decay=self.weight_decay)
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        warm = max(1, int(total * self.warmup_frac))
+
+        def factor(step: int) -> float:
+            if step < warm:
+                return (step + 1) / warm
+            return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warm) / max(1, total - warm))))
+
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+class EpochRecorder(pl.Callback):
+    """Records val accuracy and training throughput per epoch; keeps the best weights in memory."""
+
+    def __init__(self) -> None:
+        self.val_acc: list[float] = []
+        self.train_seconds: list[float] = []
+        self.train_samples: list[int] = []
+        self.best_acc = -1.0
+        self.best_state: dict | None = None
+        self._t0 = 0.0
+        self._n = 0
+
+    def on_train_epoch_start(self, trainer, module) -> None:
+        self._t0, self._n = time.perf_counter(), 0
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+        self._n += len(batch[1])
+
+    def on_train_epoch_end(self, trainer, module) -> None:
+        self.train_seconds.append(time.perf_counter() - self._t0)
+        self.train_samples.append(self._n)
+
+    def on_validation_epoch_end(self, trainer, module) -> None:
+        if trainer.sanity_checking:
+            return
+        acc = float(trainer.callback_metrics.get("val_acc", float("nan")))
+        self.val_acc.append(acc)
+        if acc > self.best_acc:
+            self.best_acc = acc
+            self.best_state = copy.deepcopy(module.net.state_dict())
+
+    def restore_best(self, module) -> None:
+        if self.best_state is not None:
+            module.net.load_state_dict(self.best_state)
+
+
+def make_trainer(cfg: Config, out_dir: Path, phase: str, epochs: int, *, limit_train_batches: float = 1.0,
+                 recorder: EpochRecorder | None = None, checkpoint: bool = True):
+    """A Lightning Trainer for one phase, configured from ``cfg.train``."""
+    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+
+    t = cfg.train
+    callbacks = [recorder] if recorder is not None else []
+    if t.early_stopping_patience > 0:
+        callbacks.append(EarlyStopping(monitor="val_acc", mode="max", patience=t.early_stopping_patience))
+    if checkpoint:
+        callbacks.append(ModelCheckpoint(dirpath=out_dir / "checkpoints" / phase, filename="best",
+                                         monitor="val_acc", mode="max", save_top_k=1, save_weights_only=True))
+    return pl.Trainer(
+        max_epochs=epochs,
+        accelerator="cpu",
+        devices=1,
+        precision=t.precision,
+        accumulate_grad_batches=t.accumulate,
+        deterministic=t.deterministic,
+        limit_train_batches=limit_train_batches,
+        num_sanity_val_steps=0,
+        enable_model_summary=False,
+        enable_progress_bar=t.progress_bar,
+        enable_checkpointing=checkpoint,
+        logger=_logger(cfg, out_dir, phase),
+        callbacks=callbacks,
+        default_root_dir=str(out_dir),
+        log_every_n_steps=20,
+    )
+
+
+def _logger(cfg: Config, out_dir: Path, phase: str):
+    kind = cfg.train.logger
+    if kind == "none":
+        return False
+    if kind == "mlflow":
+        try:
+            from lightning.pytorch.loggers import MLFlowLogger
+
+            import mlflow  # noqa: F401
+        except ImportError:
+            raise TrainingError("train.logger = 'mlflow' but mlflow is not installed",
+                                hint="pip install mlflow, or use train.logger = 'csv'") from None
+        return MLFlowLogger(experiment_name=cfg.name, run_name=phase,
+                            tracking_uri=f"file:{(out_dir / 'mlruns').resolve()}")
+    from lightning.pytorch.loggers import CSVLogger
+
+    return CSVLogger(str(out_dir / "logs"), name=phase, version=0)
+
+
+@contextlib.contextmanager
+def quiet_lightning():
+    """Silence Lightning's advice aimed at GPU/multi-worker setups (irrelevant on a 2-core CPU)."""
+    import logging
+
+    names = ("lightning.pytorch", "lightning.fabric", "lightning.pytorch.utilities.rank_zero",
+             "lightning.pytorch.accelerators.cuda")
+    levels = {n: logging.getLogger(n).level for n in names}
+    with warnings.catch_warnings():
+        for pattern in (".*does not have many workers.*", ".*number of training batches.*",
+                        ".*GPU available but not used.*", ".*Checkpoint directory .* exists and is not empty.*",
+                        ".*LeafSpec.*", ".*treespec.*", ".*`isinstance\\(treespec, LeafSpec\\)`.*",
+                        ".*deterministic.*", ".*could be non-deterministic.*", ".*torch.jit.*"):
+            warnings.filterwarnings("ignore", message=pattern)
+        for n in names:
+            logging.getLogger(n).setLevel(logging.WARNING)
+        try:
+            yield
+        finally:
+            for n, lvl in levels.items():
+                logging.getLogger(n).setLevel(lvl)

@@ -1,0 +1,298 @@
+"""The three-phase transfer-learning schedule (DESIGN §8).
+
+* phase 1 — backbone frozen, head only. With ``cache = true`` the frozen backbone runs once
+  over the training set and the head trains on the cached pooled features.
+* phase 2 — the last ``unfreeze`` stages (+ the final conv/norm) and the head train at ``lr``
+  (1e-4). With ``cache = true`` the frozen prefix's output is cached (``cache_views`` augmented
+  views per image, view 0 clean), so the frozen part again runs once, not once per epoch.
+* phase 3 — everything trains, AdamW with two param groups: backbone ``lr_backbone`` (1e-5)
+  and head ``lr`` (1e-3).
+
+``trainable_names`` and ``param_groups`` expose the schedule so tests can check which parameters
+train in each phase and at what learning rate.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from audit.model import Preprocess
+from training.augment import AugmentedDataset, BatchMix, SampleAugment
+from training.config import Config, PhaseConfig
+from training.data import ImageArray, normalise
+from training.module import Classifier, EpochRecorder, make_trainer, quiet_lightning
+
+
+# ----------------------------------------------------------------------------- model anatomy
+
+
+@dataclass
+class Anatomy:
+    """A timm model cut into stem -> stages -> tail -> head, with prefix/suffix forwards."""
+
+    model: nn.Module
+    stem: list[nn.Module]
+    stages: list[nn.Module]
+    tail: list[nn.Module]
+    head: nn.Module
+    prefix: Callable[[torch.Tensor, int], torch.Tensor] | None = None  # x, k -> features after stages[:k]
+    suffix: Callable[..., torch.Tensor] | None = None  # h, k[, pre_logits] -> logits
+
+
+def anatomy(model: nn.Module) -> Anatomy:
+    """Recognise the EfficientNet, ConvNeXt and ViT layouts of timm (and the baseline CNN)."""
+    head = model.get_classifier()
+    if hasattr(model, "conv_stem") and hasattr(model, "blocks"):  # EfficientNet / -Lite / V2
+        def prefix(x, k):
+            x = model.bn1(model.conv_stem(x))
+            for b in model.blocks[:k]:
+                x = b(x)
+            return x
+
+        def suffix(h, k, pre_logits=False):
+            for b in model.blocks[k:]:
+                h = b(h)
+            return model.forward_head(model.bn2(model.conv_head(h)), pre_logits=pre_logits)
+
+        return Anatomy(model, [model.conv_stem, model.bn1], list(model.blocks), [model.conv_head, model.bn2],
+                       head, prefix, suffix)
+    if hasattr(model, "stem") and hasattr(model, "stages"):  # ConvNeXt
+        def prefix(x, k):
+            x = model.stem(x)
+            for s in model.stages[:k]:
+                x = s(x)
+            return x
+
+        def suffix(h, k, pre_logits=False):
+            for s in model.stages[k:]:
+                h = s(h)
+            return model.forward_head(model.norm_pre(h), pre_logits=pre_logits)
+
+        return Anatomy(model, [model.stem], list(model.stages), [model.norm_pre], head, prefix, suffix)
+    if hasattr(model, "patch_embed") and hasattr(model, "blocks"):  # ViT
+        def prefix(x, k):
+            x = model.norm_pre(model.patch_drop(model._pos_embed(model.patch_embed(x))))
+            for b in model.blocks[:k]:
+                x = b(x)
+            return x
+
+        def suffix(h, k, pre_logits=False):
+            for b in model.blocks[k:]:
+                h = b(h)
+            return model.forward_head(model.norm(h), pre_logits=pre_logits)
+
+        return Anatomy(model, [model.patch_embed], list(model.blocks), [model.norm], head, prefix, suffix)
+    if hasattr(model, "features") and hasattr(model, "head"):  # BaselineCNN
+        return Anatomy(model, [], list(model.features), list(model.head)[:-1], head)
+    raise ValueError(f"unsupported model layout {type(model).__name__}")
+
+
+def trainable_names(model: nn.Module, phase: str, unfreeze: int = 2) -> set[str]:
+    """Names of the parameters that train in ``phase`` ("phase1", "phase2", "phase3", "baseline")."""
+    groups = _groups(model, phase, unfreeze)
+    ids = {id(p) for ps in groups.values() for p in ps}
+    return {n for n, p in model.named_parameters() if id(p) in ids}
+
+
+def set_phase(model: nn.Module, phase: str, ph: PhaseConfig) -> list[dict]:
+    """Freeze/unfreeze ``model`` for ``phase`` and return its AdamW param groups (name, params, lr)."""
+    groups = _groups(model, phase, ph.unfreeze)
+    ids = {id(p) for ps in groups.values() for p in ps}
+    for p in model.parameters():
+        p.requires_grad_(id(p) in ids)
+    return param_groups(groups, phase, ph)
+
+
+def param_groups(groups: dict[str, list[nn.Parameter]], phase: str, ph: PhaseConfig) -> list[dict]:
+    out = []
+    for name, params in groups.items():
+        lr = ph.lr_backbone if (phase == "phase3" and name == "backbone") else ph.lr
+        out.append({"name": name, "params": params, "lr": lr})
+    return out
+
+
+def _groups(model: nn.Module, phase: str, unfreeze: int) -> dict[str, list[nn.Parameter]]:
+    a = anatomy(model)
+    head = list(a.head.parameters())
+    head_ids = {id(p) for p in head}
+    if phase == "phase1":
+        return {"head": head}
+    if phase == "phase2":
+        k = max(0, len(a.stages) - unfreeze)
+        mods = a.stages[k:] + a.tail
+        return {"last_blocks": [p for m in mods for p in m.parameters() if id(p) not in head_ids], "head": head}
+    if phase in ("phase3", "baseline"):
+        return {"backbone": [p for p in model.parameters() if id(p) not in head_ids], "head": head}
+    raise ValueError(f"unknown phase {phase!r}")
+
+
+# ----------------------------------------------------------------------------- running
+
+
+@dataclass(frozen=True)
+class PhaseResult:
+    name: str
+    epochs: int
+    cached: bool
+    cache_seconds: float  # time to compute the cache (0 when not cached)
+    train_seconds: float  # time in training epochs (excl. validation)
+    samples_per_second: float  # training throughput, excl. cache and validation
+    val_acc: tuple[float, ...]  # per epoch
+    best_val_acc: float
+    groups: tuple[tuple[str, float, int], ...]  # (name, lr, number of parameters)
+    wall_seconds: float
+
+
+@dataclass
+class PhaseData:
+    train: ImageArray
+    val: ImageArray
+    pre: Preprocess
+    extra: dict = field(default_factory=dict)
+
+
+def run_phase(cfg: Config, model: nn.Module, phase: str, data: PhaseData, out_dir: Path, *,
+              cache: bool | None = None) -> PhaseResult:
+    """Train ``model`` in place for one phase; the best epoch's weights (val accuracy) are kept."""
+    ph: PhaseConfig = getattr(cfg.phases, phase)
+    cache = ph.cache if cache is None else cache
+    t_start = time.perf_counter()
+    groups = set_phase(model, phase, ph)
+    a = anatomy(model)
+    bs = cfg.train.batch_size
+    cache_seconds = 0.0
+    mixer = BatchMix(cfg.augment, len(data.train.classes))
+    if phase == "phase1" and cache:
+        t0 = time.perf_counter()
+        p2 = cfg.phases.phase2
+        if p2.epochs > 0 and p2.cache and a.prefix is not None:
+            # One pass serves both phases: keep phase 2's prefix activations, pool them through
+            # the (still frozen) suffix for phase 1.
+            k = max(0, len(a.stages) - p2.unfreeze)
+            bsz = cfg.train.eval_batch_size
+            for split, arr in (("train", data.train), ("val", data.val)):
+                data.extra[("prefix", k, split)] = prefix_features(a, k, arr.images, data.pre, bsz)
+            feats_tr = _pool_suffix(a, k, data.extra[("prefix", k, "train")], bsz)
+            feats_val = _pool_suffix(a, k, data.extra[("prefix", k, "val")], bsz)
+        else:
+            feats_tr = features(model, data.train.images, data.pre, cfg.train.eval_batch_size)
+            feats_val = features(model, data.val.images, data.pre, cfg.train.eval_batch_size)
+        cache_seconds = time.perf_counter() - t0
+        net = a.head
+        train_ds = torch.utils.data.TensorDataset(feats_tr, torch.from_numpy(data.train.labels))
+        val_ds = torch.utils.data.TensorDataset(feats_val, torch.from_numpy(data.val.labels))
+        sampler = None
+    elif phase == "phase2" and cache and a.prefix is not None:
+        k = max(0, len(a.stages) - ph.unfreeze)
+        t0 = time.perf_counter()
+        views = []
+        for v in range(max(1, ph.cache_views)):
+            if v == 0 and ("prefix", k, "train") in data.extra:  # computed during phase 1
+                views.append(data.extra.pop(("prefix", k, "train")))
+                continue
+            aug = SampleAugment(cfg.augment, data.pre.size, seed=cfg.seed + v) if v else None
+            imgs = data.train.images if aug is None else np.stack([aug(im) for im in data.train.images])
+            views.append(prefix_features(a, k, imgs, data.pre, cfg.train.eval_batch_size))
+        feats_val = data.extra.pop(("prefix", k, "val"), None)
+        if feats_val is None:
+            feats_val = prefix_features(a, k, data.val.images, data.pre, cfg.train.eval_batch_size)
+        cache_seconds = time.perf_counter() - t0
+        net = _Suffix(a, k)
+        labels = torch.from_numpy(np.concatenate([data.train.labels] * len(views)))
+        train_ds = _HalfDataset(torch.cat(views), labels)
+        val_ds = _HalfDataset(feats_val, torch.from_numpy(data.val.labels))
+        # Each epoch draws one training-set's worth of samples from all cached views.
+        sampler = torch.utils.data.RandomSampler(train_ds, num_samples=len(data.train))
+    else:
+        net = model
+        aug = SampleAugment(cfg.augment, data.pre.size, seed=cfg.seed)
+        train_ds = AugmentedDataset(data.train.images, data.train.labels, data.pre, aug, cfg.augment.erasing)
+        val_ds = AugmentedDataset(data.val.images, data.val.labels, data.pre)
+        sampler = None
+    train_dl = torch.utils.data.DataLoader(train_ds, batch_size=bs, shuffle=sampler is None, sampler=sampler,
+                                           drop_last=len(train_ds) > bs, num_workers=0)
+    val_dl = torch.utils.data.DataLoader(val_ds, batch_size=cfg.train.eval_batch_size, num_workers=0)
+    module = Classifier(net, groups, weight_decay=ph.weight_decay, label_smoothing=cfg.train.label_smoothing,
+                        warmup_frac=ph.warmup_frac, mixer=mixer)
+    if cfg.train.compile:
+        module.net = torch.compile(module.net)
+    net.train()  # the caches above ran in eval mode; frozen BatchNorms are reset per epoch
+    recorder = EpochRecorder()
+    with quiet_lightning():
+        trainer = make_trainer(cfg, out_dir, phase, ph.epochs, limit_train_batches=ph.limit_train_batches,
+                               recorder=recorder)
+        trainer.fit(module, train_dl, val_dl)
+    recorder.restore_best(module)
+    n_params = tuple((g["name"], g["lr"], sum(p.numel() for p in g["params"])) for g in groups)
+    train_s = sum(recorder.train_seconds)
+    return PhaseResult(phase, len(recorder.val_acc), bool(cache and phase in ("phase1", "phase2")), cache_seconds,
+                       train_s, sum(recorder.train_samples) / max(train_s, 1e-9), tuple(recorder.val_acc),
+                       recorder.best_acc, n_params, time.perf_counter() - t_start)
+
+
+class _Suffix(nn.Module):
+    def __init__(self, a: Anatomy, k: int) -> None:
+        super().__init__()
+        self.model = a.model  # registers every parameter; only the unfrozen ones train
+        self._suffix, self.k = a.suffix, k
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return self._suffix(h, self.k)
+
+
+class _HalfDataset(torch.utils.data.Dataset):
+    """Cached activations stored as float16 (half the memory), served as float32."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        self.x, self.y = x, y
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def __getitem__(self, i):
+        return self.x[i].float(), self.y[i]
+
+
+@torch.no_grad()
+def features(model: nn.Module, images: np.ndarray, pre: Preprocess, batch_size: int = 256) -> torch.Tensor:
+    """Pooled pre-logit features of the frozen backbone, one forward pass per image."""
+    model.eval()
+    out = []
+    for i in range(0, len(images), batch_size):
+        x = torch.from_numpy(normalise(images[i:i + batch_size], pre))
+        if hasattr(model, "forward_features"):
+            out.append(model.forward_head(model.forward_features(x), pre_logits=True))
+        else:  # BaselineCNN
+            out.append(model.head[:-1](model.features(x)))
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def _pool_suffix(a: Anatomy, k: int, h: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """Pooled pre-logit features from cached prefix activations (the frozen rest of the backbone)."""
+    a.model.eval()
+    return torch.cat([a.suffix(h[i:i + batch_size].float(), k, True) for i in range(0, len(h), batch_size)])
+
+
+@torch.no_grad()
+def prefix_features(a: Anatomy, k: int, images: np.ndarray, pre: Preprocess, batch_size: int = 256) -> torch.Tensor:
+    a.model.eval()
+    out = []
+    for i in range(0, len(images), batch_size):
+        out.append(a.prefix(torch.from_numpy(normalise(images[i:i + batch_size], pre)), k).half())
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def predict(model: nn.Module, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """Class ids for float NCHW inputs."""
+    model.eval()
+    return np.concatenate([model(torch.from_numpy(x[i:i + batch_size])).argmax(1).numpy()
+                           for i in range(0, len(x), batch_size)])
