@@ -139,10 +139,11 @@ def cmd_run(a: argparse.Namespace) -> int:
     out = a.out or default_out(a.model)
     write_outputs(result, out, pdf=config.pdf)
     for c in result.verdict.criteria:
-        print(("  ok   " if c.passed else "  FAIL ") + describe(c))
+        print("  " + describe(c))
     d = result.data
-    print(f"{'PASS' if result.verdict.passed else 'FAIL'}: {len(result.verdict.criteria) - len(result.verdict.failed)}"
-          f"/{len(result.verdict.criteria)} criteria pass · {d.processed} images, {len(d.skipped)} skipped "
+    v = result.verdict
+    print(f"{'PASS' if v.passed else 'FAIL'}: {len(v.judged) - len(v.failed)}/{len(v.judged)} criteria pass"
+          f" ({len(v.criteria) - len(v.judged)} reported only) · {d.processed} images, {len(d.skipped)} skipped "
           f"of {d.found} found · report: {out / 'report.html'}")
     return EXIT_PASS if result.verdict.passed else EXIT_FAIL
 

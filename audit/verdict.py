@@ -29,13 +29,15 @@ class Criterion:
     threshold: float | None
     passed: bool
     detail: str = ""
+    judged: bool = True  # False: shown with its threshold for information, never fails the verdict
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
 def judge(
-    id: str, title: str, est: Estimate | float, op: str, threshold: float, *, judge_on: str = "value", detail: str = ""
+    id: str, title: str, est: Estimate | float, op: str, threshold: float, *, judge_on: str = "value", detail: str = "",
+    judged: bool = True,
 ) -> Criterion:
     """Decide one criterion. ``op`` reads "value OP threshold passes"."""
     if not isinstance(est, Estimate):
@@ -46,7 +48,7 @@ def judge(
         x = est.low if higher_is_better else est.high
     passed = math.isfinite(x) and OPS[op](x, threshold)
     d = est.to_dict()
-    return Criterion(id, title, d["value"], d["low"], d["high"], op, threshold, bool(passed), detail)
+    return Criterion(id, title, d["value"], d["low"], d["high"], op, threshold, bool(passed), detail, judged)
 
 
 @dataclass(frozen=True)
@@ -59,8 +61,12 @@ class Verdict:
     @classmethod
     def of(cls, criteria: Iterable[Criterion], judge_on: str) -> Verdict:
         criteria = tuple(criteria)
-        return cls(passed=all(c.passed for c in criteria), criteria=criteria, judge_on=judge_on)
+        return cls(passed=all(c.passed or not c.judged for c in criteria), criteria=criteria, judge_on=judge_on)
+
+    @property
+    def judged(self) -> tuple[Criterion, ...]:
+        return tuple(c for c in self.criteria if c.judged)
 
     @property
     def failed(self) -> tuple[Criterion, ...]:
-        return tuple(c for c in self.criteria if not c.passed)
+        return tuple(c for c in self.criteria if c.judged and not c.passed)

@@ -13,7 +13,7 @@ import pytest
 import builders
 from audit.cli import main
 
-FAST = ["--n-boot", "50", "--no-progress", "--no-latency"]
+FAST = ["--n-boot", "50", "--no-progress", "--no-latency", "--no-invariance"]
 
 
 def run_cli(*args):
@@ -199,7 +199,7 @@ def test_config_file_sets_thresholds(tmp_path):
     cfg.write_text("[tool.audit]\nn_boot = 30\n[tool.audit.criteria]\nmin_accuracy = 0.95\nmin_class_f1 = 0.5\n")
     out = tmp_path / "o"
     assert main(["run", "--model", str(model), "--data", str(data), "--out", str(out), "--config", str(cfg),
-                 "--no-pdf", "--no-progress", "--no-latency"]) == 1
+                 "--no-pdf", "--no-progress", "--no-latency", "--no-invariance"]) == 1
     resolved = json.loads((out / "config.json").read_text())
     assert resolved["n_boot"] == 30 and resolved["criteria"]["min_accuracy"] == 0.95
     ids = [c["id"] for c in json.loads((out / "verdict.json").read_text())["criteria"]]

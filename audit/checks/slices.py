@@ -260,4 +260,5 @@ def slice_criteria(res: SliceResult, config: SlicesConfig) -> list[Criterion]:
     title = {"report": "Significant underperforming slices (reported, not judged)",
              "require": "A significant underperforming slice is identified",
              "forbid": "No significant underperforming slice"}[config.criterion]
-    return [Criterion("slices.significant", title, len(sig), None, None, op, threshold, passed, detail)]
+    return [Criterion("slices.significant", title, len(sig), None, None, op, threshold, passed, detail,
+                      judged=config.criterion != "report")]

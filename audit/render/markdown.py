@@ -5,7 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from audit.pipeline import AuditResult
-from audit.render.text import fmt, fmt_ci, fmt_est
+from audit.render.text import fmt, fmt_ci, fmt_est, outcome
+
+
+_RESULT = {"PASS": "pass", "FAIL": "**FAIL**", "INFO": "info (not judged)"}
 
 
 def _cell(s: str) -> str:
@@ -27,7 +30,7 @@ def summary_markdown(r: AuditResult) -> str:
     ]
     for c in v.criteria:
         lines.append(f"| {_cell(c.title)} | {fmt(c.value)} | {fmt_ci(c.low, c.high)} | {c.op} {fmt(c.threshold)} | "
-                     f"{'pass' if c.passed else '**FAIL**'}{' — ' + _cell(c.detail) if c.detail else ''} |")
+                     f"{_RESULT[outcome(c)]}{' — ' + _cell(c.detail) if c.detail else ''} |")
     m = r.metrics
     lines += [
         "",

@@ -26,9 +26,14 @@ def fmt_est(e: Estimate, digits: int = 3) -> str:
     return f"{fmt(e.value, digits)} {fmt_ci(e.low, e.high, digits)}"
 
 
+def outcome(c: Criterion) -> str:
+    """PASS, FAIL, or INFO for a criterion that is reported but not judged."""
+    return "INFO" if not c.judged else "PASS" if c.passed else "FAIL"
+
+
 def describe(c: Criterion) -> str:
     """One line: 'accuracy: 0.912 [0.901, 0.922] > 0.75 -> PASS'."""
     ci = fmt_ci(c.low, c.high)
     value = fmt(c.value) + ("" if ci == "n/a" else f" {ci}")
-    return f"{c.title}: {value} (must be {c.op} {fmt(c.threshold)}) -> {'PASS' if c.passed else 'FAIL'}" + (
+    return f"{c.title}: {value} ({'must be' if c.judged else 'limit'} {c.op} {fmt(c.threshold)}) -> {outcome(c)}" + (
         f"; {c.detail}" if c.detail else "")
