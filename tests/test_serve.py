@@ -22,7 +22,7 @@ import pytest
 from builders import COLOURS, colour_image, colour_model, image_folder
 from PIL import Image
 
-from audit.checks.latency import loopback_client, running_server
+from audit.checks.latency import running_server
 from audit.cli import main
 from audit.data import scan
 from audit.errors import UsageError
@@ -53,6 +53,11 @@ def server(workdir: Path):
 def client(server):
     with loopback_client(server.url) as c:
         yield c
+
+
+def loopback_client(url: str) -> httpx.Client:
+    """httpx (not the latency check's stdlib client), plain HTTP: no TLS context, no proxy."""
+    return httpx.Client(base_url=url, timeout=30, verify=False, trust_env=False)
 
 
 def b64(data: bytes) -> str:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import http.client
 import itertools
 import json
 import math
@@ -29,6 +30,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.parse
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -296,8 +298,8 @@ def running_server(
 
     Example::
 
-        with running_server(Path("model.onnx")) as server:
-            httpx.get(server.url + "/health").json()
+        with running_server(Path("model.onnx")) as server, closing(connect(server.url)) as conn:
+            status, body = request(conn, "GET", "/health")
     """
     with tempfile.TemporaryDirectory(prefix="audit-serve-") as tmp:
         args = ["--threads", str(threads), "--log-level", "warning", "--no-access-log", *extra_args]
@@ -338,28 +340,28 @@ def _spawn(model_path: Path, port: int, args: Sequence[str], log_path: Path):
 
 def _wait_healthy(proc: subprocess.Popen, log, url: str, timeout_s: float) -> float | None:
     """Seconds until /health answered 200; None when the port was taken (retry)."""
-    import httpx
-
     t0 = time.perf_counter()
-    with loopback_client(url, 2.0) as client:
-        while True:
-            code = proc.poll()
-            if code is not None:
-                tail = _tail(log)
-                if "cannot listen" in tail:
-                    return None
-                raise LatencyError(f"latency: the server exited with code {code} before answering: {tail}",
-                                   hint="pass --no-latency to skip the latency check")
-            try:
-                if client.get("/health").status_code == 200:
-                    return time.perf_counter() - t0
-            except httpx.HTTPError:
-                pass
-            if time.perf_counter() - t0 > timeout_s:
-                raise LatencyError(f"latency: the server did not answer /health within {timeout_s:g} s "
-                                   f"({_tail(log) or 'no output'})",
-                                   hint="raise latency.startup_timeout_s or pass --no-latency")
-            time.sleep(0.05)
+    while True:
+        code = proc.poll()
+        if code is not None:
+            tail = _tail(log)
+            if "cannot listen" in tail:
+                return None
+            raise LatencyError(f"latency: the server exited with code {code} before answering: {tail}",
+                               hint="pass --no-latency to skip the latency check")
+        conn = connect(url, 2.0)
+        try:
+            if request(conn, "GET", "/health")[0] == 200:
+                return time.perf_counter() - t0
+        except (OSError, http.client.HTTPException):
+            pass
+        finally:
+            conn.close()
+        if time.perf_counter() - t0 > timeout_s:
+            raise LatencyError(f"latency: the server did not answer /health within {timeout_s:g} s "
+                               f"({_tail(log) or 'no output'})",
+                               hint="raise latency.startup_timeout_s or pass --no-latency")
+        time.sleep(0.05)
 
 
 def _tail(log) -> str:
@@ -379,11 +381,23 @@ def _stop(proc: subprocess.Popen) -> None:
             proc.wait()
 
 
-def loopback_client(url: str, timeout_s: float = 30.0):
-    """An ``httpx.Client`` for plain HTTP on loopback: no TLS context, no proxy from the environment."""
-    import httpx
+def connect(url: str, timeout_s: float = 30.0) -> http.client.HTTPConnection:
+    """A keep-alive HTTP/1.1 connection to ``url`` (``http://host:port``); it reconnects when closed.
 
-    return httpx.Client(base_url=url, timeout=timeout_s, verify=False, trust_env=False)
+    The standard library's client, not httpx: on a small machine the client shares the CPUs
+    with the server, and this one costs about a third of the CPU per request, so the numbers
+    describe the server rather than the load generator.
+    """
+    parts = urllib.parse.urlsplit(url)
+    return http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout_s)
+
+
+def request(conn: http.client.HTTPConnection, method: str, path: str, body: bytes | None = None) -> tuple[int, bytes]:
+    """Send one request on ``conn`` and read the whole answer: (status, body)."""
+    headers = {"Content-Type": "application/json"} if body is not None else {}
+    conn.request(method, path, body=body, headers=headers)
+    r = conn.getresponse()
+    return r.status, r.read()
 
 
 @dataclass(frozen=True)
@@ -402,19 +416,21 @@ def send_requests(url: str, bodies: Sequence[bytes], n: int, concurrency: int = 
     """POST ``n`` bodies (cycling through ``bodies``) to ``url/predict`` from ``concurrency`` clients.
 
     Each client is a thread with its own keep-alive connection; latency is client-side, from
-    sending the request to having the whole response.
-    """
-    import httpx
+    sending the request to having the whole answer.
 
+    Example::
+
+        run = send_requests("http://127.0.0.1:8000", [request_body(png)], n=100, concurrency=4)
+        run.latencies_ms[run.ok]
+    """
     lat = np.full(n, np.nan)
     ok = np.zeros(n, bool)
     answers: list[tuple[str, float] | None] = [None] * n
     errors: list[str] = []
     counter = itertools.count()
     lock = threading.Lock()
-    headers = {"content-type": "application/json"}
 
-    def worker(client: httpx.Client) -> None:
+    def worker(conn: http.client.HTTPConnection) -> None:
         while True:
             with lock:
                 i = next(counter)
@@ -422,28 +438,32 @@ def send_requests(url: str, bodies: Sequence[bytes], n: int, concurrency: int = 
                 return
             t0 = time.perf_counter()
             try:
-                r = client.post("/predict", content=bodies[i % len(bodies)], headers=headers)
+                status, data = request(conn, "POST", "/predict", bodies[i % len(bodies)])
                 lat[i] = (time.perf_counter() - t0) * 1000.0
-                if r.status_code == 200:
-                    d = r.json()
+                if status == 200:
+                    d = json.loads(data)
                     answers[i] = (str(d["class"]), float(d["prob"]))
                     ok[i] = True
                 else:
-                    errors.append(f"HTTP {r.status_code}: {r.text[:200]}")
-            except (httpx.HTTPError, ValueError, KeyError) as e:
+                    errors.append(f"HTTP {status}: {data[:200].decode('utf-8', 'replace')}")
+            except (OSError, http.client.HTTPException, ValueError, KeyError) as e:
+                conn.close()  # the next request opens a fresh connection
                 errors.append(f"{type(e).__name__}: {e}")
 
-    clients = [loopback_client(url, timeout_s) for _ in range(max(1, concurrency))]
+    conns = [connect(url, timeout_s) for _ in range(max(1, concurrency))]
     try:
+        for c in conns:  # connect before the clock starts; a failure shows up as request errors
+            with contextlib.suppress(OSError):
+                c.connect()
         t0 = time.perf_counter()
-        if len(clients) == 1:
-            worker(clients[0])
+        if len(conns) == 1:
+            worker(conns[0])
         else:
-            with ThreadPoolExecutor(max_workers=len(clients)) as pool:
-                for f in [pool.submit(worker, c) for c in clients]:
+            with ThreadPoolExecutor(max_workers=len(conns)) as pool:
+                for f in [pool.submit(worker, c) for c in conns]:
                     f.result()
         wall = time.perf_counter() - t0
     finally:
-        for c in clients:
+        for c in conns:
             c.close()
     return RequestRun(lat, ok, tuple(answers), wall, errors[0] if errors else None)
