@@ -34,4 +34,6 @@ def tiny_config(root: Path, out: Path, **raw):
             base[k] = {**base.get(k, {}), **v}
         else:
             base[k] = v
+    if base["model"].get("arch", "baseline_cnn") != "baseline_cnn":
+        base["phases"] = {k: v for k, v in base["phases"].items() if k != "baseline"}
     return load_config(raw=base)
