@@ -138,6 +138,30 @@ def preprocess(data: bytes, pre: Preprocess, limits: Limits = Limits()) -> np.nd
 PROPERTY_NAMES = ("brightness", "contrast", "sharpness", "ink_coverage", "aspect_ratio", "resolution")
 
 
+PHASH_INPUT = 32  # pHash: DCT of a 32x32 grey image, 8x8 low frequencies (imagehash's defaults)
+
+
+def phash_input(img: Image.Image) -> np.ndarray:
+    """The 32x32 grey pixels a perceptual hash is computed from (as ``imagehash.phash``)."""
+    g = img if img.mode == "L" else img.convert("L")
+    return np.asarray(g.resize((PHASH_INPUT, PHASH_INPUT), Image.Resampling.LANCZOS))
+
+
+def batch_phash(pixels: np.ndarray) -> np.ndarray:
+    """64-bit perceptual hashes of a batch of ``phash_input`` arrays (B, 32, 32), as uint64.
+
+    Bit for bit ``imagehash.phash``: DCT over both axes, the 8x8 lowest frequencies compared
+    with their median, bits packed row-major, most significant first.
+    """
+    from scipy.fftpack import dct
+
+    if len(pixels) == 0:
+        return np.zeros(0, np.uint64)
+    coeffs = dct(dct(pixels.astype(float), axis=1), axis=2)[:, :8, :8].reshape(len(pixels), 64)
+    bits = coeffs > np.median(coeffs, axis=1, keepdims=True)
+    return np.packbits(bits, axis=1).view(">u8").ravel().astype(np.uint64)
+
+
 def grey(img: Image.Image) -> np.ndarray:
     """The resized image as uint8 grey levels, the input of ``batch_properties``."""
     return np.asarray(img if img.mode == "L" else img.convert("L"))

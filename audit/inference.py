@@ -13,6 +13,7 @@ Example::
 
 from __future__ import annotations
 
+import hashlib
 import os
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -39,6 +40,8 @@ class Predictions:
     proba: np.ndarray  # (N, C) float32
     attributes: Mapping[str, np.ndarray] = field(default_factory=dict)  # name -> (N,) str
     properties: Mapping[str, np.ndarray] = field(default_factory=dict)  # name -> (N,) float
+    sha256: tuple[str, ...] = ()  # of each file's bytes (exact duplicates)
+    phash: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint64))  # 64-bit perceptual hashes
 
     def __post_init__(self) -> None:
         n = len(self.paths)
@@ -71,6 +74,9 @@ class Predictions:
         }
         cols.update({f"attr:{k}": v for k, v in self.attributes.items()})
         cols.update({f"prop:{k}": v for k, v in self.properties.items()})
+        if self.sha256:
+            cols["sha256"] = list(self.sha256)
+            cols["phash"] = [f"{h:016x}" for h in self.phash.tolist()]
         cols.update({f"p:{lab}": self.proba[:, i] for i, lab in enumerate(self.labels)})
         return pd.DataFrame(cols)
 
@@ -85,6 +91,9 @@ class Predictions:
             proba=df[[f"p:{lab}" for lab in labels]].to_numpy(np.float32),
             attributes={c[5:]: df[c].astype(str).to_numpy() for c in df.columns if c.startswith("attr:")},
             properties={c[5:]: df[c].to_numpy(float) for c in df.columns if c.startswith("prop:")},
+            sha256=tuple(df["sha256"].astype(str)) if "sha256" in df else (),
+            phash=np.array([int(h, 16) for h in df["phash"].astype(str)], np.uint64) if "phash" in df
+            else np.zeros(0, np.uint64),
         )
 
 
@@ -106,13 +115,17 @@ def predict(
     """Run ``clf`` over ``samples``; images that fail to decode come back as ``Skipped``.
 
     ``transform`` (an image -> image function) is applied after decoding and before resizing;
-    the invariance check uses it to re-run the same path on transformed copies.
+    the invariance check uses it to re-run the same path on transformed copies. The SHA-256 and
+    perceptual hash of each original image are taken in the same pass (for duplicate checks),
+    so no file is read or decoded twice.
     """
     labels = clf.labels
     index = {lab: i for i, lab in enumerate(labels)}
     attr_names = sorted({k for s in samples for k, _ in s.attributes})
     paths, y_true, probas, attrs = [], [], [], {a: [] for a in attr_names}
     props: dict[str, list[np.ndarray]] = {k: [] for k in imaging.PROPERTY_NAMES}
+    shas: list[str] = []
+    phashes: list[np.ndarray] = []
     rejected: list[Skipped] = []
     bar = _progress(len(samples), desc, progress)
     for batch_samples, loaded in _decoded_batches(samples, clf, batch_size, workers, limits, transform):
@@ -123,9 +136,12 @@ def predict(
             else:
                 ok.append((s, item))
         if ok:
-            probas.append(clf.predict_proba(np.stack([t for _, (t, _, _) in ok])))
-            batch_props = imaging.batch_properties(np.stack([g for _, (_, g, _) in ok]),
-                                                   np.array([size for _, (_, _, size) in ok]))
+            probas.append(clf.predict_proba(np.stack([d.tensor for _, d in ok])))
+            batch_props = imaging.batch_properties(np.stack([d.grey for _, d in ok]),
+                                                   np.array([d.size for _, d in ok]))
+            if transform is None:
+                phashes.append(imaging.batch_phash(np.stack([d.phash_pixels for _, d in ok])))
+                shas += [d.sha256 for _, d in ok]
             for k, v in batch_props.items():
                 props[k].append(v)
             for s, _ in ok:
@@ -145,8 +161,19 @@ def predict(
         proba=np.concatenate(probas) if probas else np.zeros((0, len(labels)), np.float32),
         attributes={a: np.asarray(v, dtype=object) for a, v in attrs.items()},
         properties={k: np.concatenate(v).astype(float) if v else np.zeros(0) for k, v in props.items()},
+        sha256=tuple(shas),
+        phash=np.concatenate(phashes) if phashes else np.zeros(0, np.uint64),
     )
     return preds, rejected
+
+
+@dataclass(frozen=True)
+class _Decoded:
+    tensor: np.ndarray
+    grey: np.ndarray
+    size: tuple[int, int]
+    sha256: str
+    phash_pixels: np.ndarray | None
 
 
 def _decoded_batches(
@@ -158,11 +185,15 @@ def _decoded_batches(
 
     def load(s: Sample):
         try:
-            img, size = imaging.decode(imaging.read_bytes(s.file, limits), pre.color, limits)
-            if transform is not None:
+            data = imaging.read_bytes(s.file, limits)
+            img, size = imaging.decode(data, pre.color, limits)
+            sha, ph = "", None
+            if transform is None:  # hashes describe the original file, not a transformed copy
+                sha, ph = hashlib.sha256(data).hexdigest(), imaging.phash_input(img)
+            else:
                 img = transform(img)
             img = imaging.resize(img, pre)
-            return imaging.to_tensor(img, pre), imaging.grey(img), size
+            return _Decoded(imaging.to_tensor(img, pre), imaging.grey(img), size, sha, ph)
         except imaging.ImageRejected as e:
             return e
         except OSError as e:  # unreadable file (permissions, vanished)

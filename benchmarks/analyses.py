@@ -105,7 +105,7 @@ def main() -> int:
         f"| plain batched inference (floor of any re-run) | {inv['images']} images | {inv['plain_inference_s']:.2f} |",
         f"| invariance: {inv['reruns']} re-runs ({', '.join(inv['transforms'])}; severities {inv['severities']}) | same | "
         f"{inv['invariance_s']:.2f} ({inv['per_rerun_s']:.2f} per re-run = {inv['per_rerun_vs_plain']:.2f}x plain) |",
-        f"| integrity: SHA-256 + pHash | 1,000 files | {ig['hash_1k_files_s']:.2f} |",
+        f"| integrity: SHA-256 + pHash of training files | 1,000 files | {ig['hash_1k_files_s']:.2f} |",
         f"| integrity: near-duplicate pair search | 10,000 x 60,000 hashes | {ig['pair_search_10k_x_60k_s']:.2f} |",
         "",
     ]

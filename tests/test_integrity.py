@@ -1,20 +1,41 @@
 """Integrity: planted exact, resized and re-encoded duplicates between train and test are found; distinct
 pictures are not; duplicates inside the test set and class imbalance are reported."""
 
+import imagehash
 import numpy as np
+import pytest
+from PIL import Image
 
 import builders
+from audit import imaging
 from audit.checks.integrity import _near_pairs, integrity, integrity_criteria
 from audit.config import IntegrityConfig
 from audit.data import scan
+from audit.inference import predict
+from audit.model import OnnxClassifier
 
 LABELS = tuple(builders.COLOURS)
 
 
+def predictions(folder):
+    """The test side's hashes come from the inference pass, as in a real audit."""
+    clf = OnnxClassifier.load(builders.colour_model(folder.parent / "hash-model.onnx"))
+    return predict(clf, scan(folder, LABELS).samples, progress=False)[0]
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_batched_phash_is_imagehash_phash(seed):
+    imgs = [builders.pattern_image(seed * 10 + i) for i in range(5)]
+    imgs.append(Image.new("RGB", (40, 30), "white"))
+    got = imaging.batch_phash(np.stack([imaging.phash_input(im) for im in imgs]))
+    want = [int(str(imagehash.phash(im)), 16) for im in imgs]
+    assert got.tolist() == want
+
+
 def test_planted_train_test_duplicates_are_found(tmp_path):
     train, test, planted = builders.leaky_split(tmp_path)
-    res = integrity(scan(test, LABELS).samples, IntegrityConfig(), labels=LABELS,
-                    train=scan(train, LABELS).samples, train_source=str(train))
+    res = integrity(predictions(test), IntegrityConfig(), train=scan(train, LABELS).samples,
+                    train_source=str(train))
     leaked = {p.a: p for p in res.leak_pairs}
     assert set(leaked) == set(planted), leaked
     assert leaked["red/exact.png"].kind == "exact" and leaked["red/exact.png"].distance == 0
@@ -28,7 +49,7 @@ def test_planted_train_test_duplicates_are_found(tmp_path):
 
 def test_duplicates_inside_test_and_imbalance(tmp_path):
     _, test, _ = builders.leaky_split(tmp_path)
-    res = integrity(scan(test, LABELS).samples, IntegrityConfig(max_test_duplicates=0), labels=LABELS)
+    res = integrity(predictions(test), IntegrityConfig(max_test_duplicates=0))
     pairs = {(p.a, p.b, p.kind) for p in res.test_pairs}
     assert ("blue/000.png", "blue/copy.png", "exact") in pairs
     assert res.n_train is None and res.leaked == 0
@@ -43,7 +64,7 @@ def test_no_false_duplicates_among_distinct_pictures(tmp_path):
     for i in range(40):
         (tmp_path / "red").mkdir(exist_ok=True)
         builders.pattern_image(500 + i).save(tmp_path / "red" / f"{i}.png")
-    res = integrity(scan(tmp_path, LABELS).samples, IntegrityConfig(), labels=LABELS)
+    res = integrity(predictions(tmp_path), IntegrityConfig())
     assert res.n_test_pairs == 0
 
 

@@ -4,12 +4,13 @@
 (pHash, 64 bits) within ``hash_distance`` bits: a resized copy or a re-encoded JPEG of the same
 picture. Pairs inside the test set are listed (they inflate the test set's weight on those
 images); pairs between ``--train`` and the test set are *leakage* (the model may have memorised
-the answer) and are a criterion. Hashing decodes each file once on a thread pool; the pair
-search XORs 64-bit hashes in blocks and counts bits, so 10k x 60k comparisons take seconds.
+the answer) and are a criterion. The test images' hashes come from the inference pass (no
+file is decoded twice); training files are hashed on a thread pool. The pair search XORs
+64-bit hashes in blocks and counts bits, so 10k x 60k comparisons take seconds.
 
 Example::
 
-    res = integrity(test_samples, IntegrityConfig(), train_samples=train.samples)
+    res = integrity(preds, IntegrityConfig(), train=train.samples)
     res.leaked, res.test_pairs[:3]
 """
 
@@ -26,7 +27,7 @@ import numpy as np
 from audit import imaging
 from audit.config import IntegrityConfig
 from audit.data import Sample
-from audit.inference import default_workers
+from audit.inference import Predictions, default_workers
 from audit.verdict import Criterion
 
 MAX_LISTED = 200
@@ -58,7 +59,7 @@ class IntegrityResult:
     class_counts: tuple[tuple[str, int], ...]
     imbalance_ratio: float  # largest class / smallest non-empty class
     train_class_counts: tuple[tuple[str, int], ...] = ()
-    unreadable: tuple[str, ...] = ()  # files that could not be hashed (reported elsewhere as skipped)
+    unreadable: tuple[str, ...] = ()  # training files that could not be hashed
 
     def to_dict(self) -> dict:
         return {"n_test": self.n_test, "n_train": self.n_train, "hash_distance": self.hash_distance,
@@ -71,36 +72,36 @@ class IntegrityResult:
 
 @dataclass(frozen=True)
 class _Hashes:
-    samples: tuple[Sample, ...]
+    paths: tuple[str, ...]
+    labels: tuple[str, ...]
     sha: tuple[str, ...]
     phash: np.ndarray  # (n,) uint64
-    unreadable: tuple[str, ...]
+    unreadable: tuple[str, ...] = ()
 
 
-def _hash_one(s: Sample, limits: imaging.Limits, near: bool):
-    import imagehash
+def hashes_of(preds: Predictions) -> _Hashes:
+    """The hashes the inference pass took of every processed test image."""
+    return _Hashes(preds.paths, tuple(preds.labels[i] for i in preds.y_true), preds.sha256, preds.phash)
 
+
+def _hash_one(s: Sample, limits: imaging.Limits):
     try:
         data = imaging.read_bytes(s.file, limits)
-        sha = hashlib.sha256(data).hexdigest()
-        if not near:
-            return sha, 0
-        img, _ = imaging.decode(data, "RGB", limits)
-        bits = imagehash.phash(img).hash.ravel()
-        return sha, int(np.packbits(bits).view(">u8")[0])
+        img, _ = imaging.decode(data, "L", limits)
+        return hashlib.sha256(data).hexdigest(), imaging.phash_input(img)
     except (imaging.ImageRejected, OSError):
         return None
 
 
-def hash_samples(samples: Sequence[Sample], *, near: bool = True, workers: int = 0,
+def hash_samples(samples: Sequence[Sample], *, workers: int = 0,
                  limits: imaging.Limits = imaging.Limits()) -> _Hashes:
     """SHA-256 of the bytes and a 64-bit pHash of every sample (unreadable ones are left out)."""
     with ThreadPoolExecutor(max_workers=workers or default_workers()) as pool:
-        out = list(pool.map(lambda s: _hash_one(s, limits, near), samples, chunksize=64))
+        out = list(pool.map(lambda s: _hash_one(s, limits), samples, chunksize=64))
     keep = [(s, h) for s, h in zip(samples, out) if h is not None]
-    return _Hashes(tuple(s for s, _ in keep), tuple(h[0] for _, h in keep),
-                   np.array([h[1] for _, h in keep], dtype=np.uint64),
-                   tuple(s.path for s, h in zip(samples, out) if h is None))
+    pixels = np.stack([h[1] for _, h in keep]) if keep else np.zeros((0, 32, 32), np.uint8)
+    return _Hashes(tuple(s.path for s, _ in keep), tuple(s.label for s, _ in keep), tuple(h[0] for _, h in keep),
+                   imaging.batch_phash(pixels), tuple(s.path for s, h in zip(samples, out) if h is None))
 
 
 def _near_pairs(a: np.ndarray, b: np.ndarray, max_distance: int, same: bool):
@@ -136,24 +137,24 @@ def _pairs(h1: _Hashes, h2: _Hashes, config: IntegrityConfig, leak: bool) -> lis
 
 
 def _pair(h1, h2, i, j, kind, d, leak) -> DuplicatePair:
-    a, b = h1.samples[i], h2.samples[j]
-    return DuplicatePair(a.path, b.path, kind, d, a.label == b.label, leak)
+    return DuplicatePair(h1.paths[i], h2.paths[j], kind, d, h1.labels[i] == h2.labels[j], leak)
 
 
-def integrity(test: Sequence[Sample], config: IntegrityConfig, *, labels: Sequence[str],
-              train: Sequence[Sample] | None = None, train_source: str | None = None, workers: int = 0,
+def integrity(test: Predictions, config: IntegrityConfig, *, train: Sequence[Sample] | None = None,
+              train_source: str | None = None, workers: int = 0,
               limits: imaging.Limits = imaging.Limits()) -> IntegrityResult:
     """Exact and near duplicates inside ``test`` and between ``train`` and ``test``; class balance."""
-    ht = hash_samples(test, near=config.near_duplicates, workers=workers, limits=limits)
+    labels = test.labels
+    ht = hashes_of(test)
     test_pairs = _pairs(ht, ht, config, leak=False)
     leak_pairs: list[DuplicatePair] = []
     train_counts: tuple[tuple[str, int], ...] = ()
     if train is not None:
-        hr = hash_samples(train, near=config.near_duplicates, workers=workers, limits=limits)
+        hr = hash_samples(train, workers=workers, limits=limits)
         leak_pairs = _pairs(ht, hr, config, leak=True)
         c = Counter(s.label for s in train)
         train_counts = tuple((lab, c.get(lab, 0)) for lab in labels)
-    counts = Counter(s.label for s in test)
+    counts = Counter(ht.labels)
     class_counts = tuple((lab, counts.get(lab, 0)) for lab in labels)
     nonzero = [n for _, n in class_counts if n]
     return IntegrityResult(
@@ -164,7 +165,7 @@ def integrity(test: Sequence[Sample], config: IntegrityConfig, *, labels: Sequen
         leak_pairs=tuple(leak_pairs[:MAX_LISTED]), n_leak_pairs=len(leak_pairs),
         leaked=len({p.a for p in leak_pairs}),
         class_counts=class_counts, imbalance_ratio=max(nonzero) / min(nonzero) if nonzero else float("nan"),
-        train_class_counts=train_counts, unreadable=ht.unreadable,
+        train_class_counts=train_counts, unreadable=hr.unreadable if train is not None else (),
     )
 
 
