@@ -62,6 +62,7 @@ def build_model(cfg: Config, num_classes: int) -> BuiltModel:
         kwargs["img_size"] = tuple(d.size)
     net = timm.create_model(cfg.model.arch, pretrained=False, **kwargs)
     report = load_pretrained(net, resolved)
+    _reset_head(net)
     pcfg = net.pretrained_cfg
     mean, std = tuple(pcfg.get("mean", (0.485, 0.456, 0.406))), tuple(pcfg.get("std", (0.229, 0.224, 0.225)))
     if in_chans == 1:  # the stem was summed over RGB, so feed it one channel on the same scale
@@ -80,6 +81,16 @@ def _lightning():
 
 
 pl = _lightning()
+
+
+def _reset_head(net: nn.Module) -> None:
+    """A small, zero-mean new head. timm's EfficientNet init scales the classifier by
+    1/sqrt(num_classes) (0.7 for 2 classes), which makes the first logits huge on 1280 features
+    and leaves a frozen-backbone head training at 1e-3 unable to recover."""
+    head = net.get_classifier()
+    if isinstance(head, nn.Linear):
+        nn.init.normal_(head.weight, std=0.01)
+        nn.init.zeros_(head.bias)
 
 
 class Classifier(pl.LightningModule):

@@ -14,6 +14,7 @@ train in each phase and at what learning rate.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,6 +29,8 @@ from training.augment import AugmentedDataset, BatchMix, SampleAugment
 from training.config import Config, PhaseConfig
 from training.data import ImageArray, normalise
 from training.module import Classifier, EpochRecorder, make_trainer, quiet_lightning
+
+log = logging.getLogger("training")
 
 
 # ----------------------------------------------------------------------------- model anatomy
@@ -164,6 +167,8 @@ def run_phase(cfg: Config, model: nn.Module, phase: str, data: PhaseData, out_di
     ph: PhaseConfig = getattr(cfg.phases, phase)
     cache = ph.cache if cache is None else cache
     t_start = time.perf_counter()
+    log.info("%s: %d epoch(s) on %d images%s", phase, ph.epochs, len(data.train),
+             " (cached activations)" if cache and phase in ("phase1", "phase2") else "")
     groups = set_phase(model, phase, ph)
     a = anatomy(model)
     bs = cfg.train.batch_size
@@ -223,6 +228,8 @@ def run_phase(cfg: Config, model: nn.Module, phase: str, data: PhaseData, out_di
                         warmup_frac=ph.warmup_frac, mixer=mixer)
     if cfg.train.compile:
         module.net = torch.compile(module.net)
+    if cache_seconds:
+        log.info("%s: cache computed in %.0f s", phase, cache_seconds)
     net.train()  # the caches above ran in eval mode; frozen BatchNorms are reset per epoch
     recorder = EpochRecorder()
     with quiet_lightning():
