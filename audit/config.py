@@ -165,6 +165,10 @@ class IntegrityConfig:
     train: str | None = None  # the training ImageFolder; None = no leakage check
     near_duplicates: bool = True  # perceptual hash (pHash) in addition to exact byte hashes
     hash_distance: int = 4  # Hamming distance (of 64 bits) at or below which two images are near duplicates
+    # pHash alone pairs distinct but similar small images (Fashion-MNIST: thousands of pairs 0-4 bits apart with
+    # a mean grey difference of 13/255); a candidate is confirmed only when its 32x32 grey thumbnails differ by at
+    # most this much on average (resized or re-encoded copies: under 6/255)
+    max_pixel_difference: float = 8.0
     max_leaked: int = 0  # test images with a duplicate in the training data
     max_test_duplicates: int | None = None  # None: reported, not judged
 

@@ -146,7 +146,7 @@ def run_audit(
     if config.integrity.enabled:
         t0 = time.perf_counter()
         train = scan(Path(config.integrity.train), clf.labels).samples if config.integrity.train else None
-        integrity = integrity_check.integrity(preds, config.integrity, train=train,
+        integrity = integrity_check.integrity(preds, config.integrity, root=dataset.root, train=train,
                                               train_source=config.integrity.train, workers=config.workers,
                                               limits=limits)
         criteria += integrity_check.integrity_criteria(integrity, config.integrity)

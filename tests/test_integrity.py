@@ -20,7 +20,7 @@ LABELS = tuple(builders.COLOURS)
 def predictions(folder):
     """The test side's hashes come from the inference pass, as in a real audit."""
     clf = OnnxClassifier.load(builders.colour_model(folder.parent / "hash-model.onnx"))
-    return predict(clf, scan(folder, LABELS).samples, progress=False)[0]
+    return predict(clf, scan(folder, LABELS).samples, progress=False)[0], folder
 
 
 @pytest.mark.parametrize("seed", range(3))
@@ -34,7 +34,8 @@ def test_batched_phash_is_imagehash_phash(seed):
 
 def test_planted_train_test_duplicates_are_found(tmp_path):
     train, test, planted = builders.leaky_split(tmp_path)
-    res = integrity(predictions(test), IntegrityConfig(), train=scan(train, LABELS).samples,
+    preds, root = predictions(test)
+    res = integrity(preds, IntegrityConfig(), root=root, train=scan(train, LABELS).samples,
                     train_source=str(train))
     leaked = {p.a: p for p in res.leak_pairs}
     assert set(leaked) == set(planted), leaked
@@ -49,7 +50,8 @@ def test_planted_train_test_duplicates_are_found(tmp_path):
 
 def test_duplicates_inside_test_and_imbalance(tmp_path):
     _, test, _ = builders.leaky_split(tmp_path)
-    res = integrity(predictions(test), IntegrityConfig(max_test_duplicates=0))
+    preds, root = predictions(test)
+    res = integrity(preds, IntegrityConfig(max_test_duplicates=0), root=root)
     pairs = {(p.a, p.b, p.kind) for p in res.test_pairs}
     assert ("blue/000.png", "blue/copy.png", "exact") in pairs
     assert res.n_train is None and res.leaked == 0
@@ -64,7 +66,8 @@ def test_no_false_duplicates_among_distinct_pictures(tmp_path):
     for i in range(40):
         (tmp_path / "red").mkdir(exist_ok=True)
         builders.pattern_image(500 + i).save(tmp_path / "red" / f"{i}.png")
-    res = integrity(predictions(tmp_path), IntegrityConfig())
+    preds, root = predictions(tmp_path)
+    res = integrity(preds, IntegrityConfig(), root=root)
     assert res.n_test_pairs == 0
 
 
@@ -79,3 +82,21 @@ def test_block_pair_search_equals_brute_force():
     assert got == want
     same = {tuple(r[:2]) for r in _near_pairs(a, a, 4, same=True).tolist()}
     assert same == {(5, 10)}
+
+
+def test_hash_candidates_need_matching_pixels(tmp_path):
+    """Same pHash is not enough: a picture with strong texture added keeps its hash but is not a copy."""
+    base = builders.pattern_image(7)
+    arr = np.asarray(base).astype(float)
+    stripes = (np.indices(arr.shape[:2]).sum(axis=0) // 4 % 2 * 60 - 30)[:, :, None]  # 8 px diagonal stripes, +-30
+    textured = Image.fromarray(np.clip(arr + stripes, 0, 255).astype(np.uint8))
+    (tmp_path / "red").mkdir()
+    base.save(tmp_path / "red" / "a.png")
+    textured.save(tmp_path / "red" / "b.png")
+    base.resize((40, 40), Image.Resampling.BILINEAR).save(tmp_path / "red" / "c.png")
+    preds, root = predictions(tmp_path)
+    i = {p: k for k, p in enumerate(preds.paths)}
+    candidates = {(int(a), int(b)) for a, b, _ in _near_pairs(preds.phash, preds.phash, 4, same=True)}
+    assert (i["red/a.png"], i["red/b.png"]) in candidates  # the hash alone would call it a duplicate
+    res = integrity(preds, IntegrityConfig(), root=root)
+    assert {(p.a, p.b) for p in res.test_pairs} == {("red/a.png", "red/c.png")}

@@ -1,8 +1,10 @@
 """Integrity and leakage (DESIGN §6.7): duplicates in the test set, test images seen in training, imbalance.
 
 *Exact* duplicates share their file bytes (SHA-256). *Near* duplicates have perceptual hashes
-(pHash, 64 bits) within ``hash_distance`` bits: a resized copy or a re-encoded JPEG of the same
-picture. Pairs inside the test set are listed (they inflate the test set's weight on those
+(pHash, 64 bits) within ``hash_distance`` bits *and* 32x32 grey thumbnails within
+``max_pixel_difference`` grey levels on average: a resized copy or a re-encoded JPEG of the same
+picture. (The hash alone is a candidate filter: small, plain images such as Fashion-MNIST's
+share hashes without being copies.) Pairs inside the test set are listed (they inflate the test set's weight on those
 images); pairs between ``--train`` and the test set are *leakage* (the model may have memorised
 the answer) and are a criterion. The test images' hashes come from the inference pass (no
 file is decoded twice); training files are hashed on a thread pool. The pair search XORs
@@ -21,6 +23,7 @@ from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -73,15 +76,17 @@ class IntegrityResult:
 @dataclass(frozen=True)
 class _Hashes:
     paths: tuple[str, ...]
+    files: tuple[Path, ...]
     labels: tuple[str, ...]
     sha: tuple[str, ...]
     phash: np.ndarray  # (n,) uint64
     unreadable: tuple[str, ...] = ()
 
 
-def hashes_of(preds: Predictions) -> _Hashes:
-    """The hashes the inference pass took of every processed test image."""
-    return _Hashes(preds.paths, tuple(preds.labels[i] for i in preds.y_true), preds.sha256, preds.phash)
+def hashes_of(preds: Predictions, root: Path) -> _Hashes:
+    """The hashes the inference pass took of every processed test image (paths relative to ``root``)."""
+    return _Hashes(preds.paths, tuple(root / p for p in preds.paths), tuple(preds.labels[i] for i in preds.y_true),
+                   preds.sha256, preds.phash)
 
 
 def _hash_one(s: Sample, limits: imaging.Limits):
@@ -100,7 +105,8 @@ def hash_samples(samples: Sequence[Sample], *, workers: int = 0,
         out = list(pool.map(lambda s: _hash_one(s, limits), samples, chunksize=64))
     keep = [(s, h) for s, h in zip(samples, out) if h is not None]
     pixels = np.stack([h[1] for _, h in keep]) if keep else np.zeros((0, 32, 32), np.uint8)
-    return _Hashes(tuple(s.path for s, _ in keep), tuple(s.label for s, _ in keep), tuple(h[0] for _, h in keep),
+    return _Hashes(tuple(s.path for s, _ in keep), tuple(s.file for s, _ in keep), tuple(s.label for s, _ in keep),
+                   tuple(h[0] for _, h in keep),
                    imaging.batch_phash(pixels), tuple(s.path for s, h in zip(samples, out) if h is None))
 
 
@@ -130,22 +136,41 @@ def _pairs(h1: _Hashes, h2: _Hashes, config: IntegrityConfig, leak: bool) -> lis
             if not same or i < j:
                 pairs[(i, j)] = _pair(h1, h2, i, j, "exact", 0, leak)
     if config.near_duplicates and len(h1.phash) and len(h2.phash):
+        thumbs: dict[Path, np.ndarray | None] = {}
         for i, j, d in _near_pairs(h1.phash, h2.phash, config.hash_distance, same):
-            if (i, j) not in pairs:
-                pairs[(int(i), int(j))] = _pair(h1, h2, int(i), int(j), "near", int(d), leak)
+            i, j = int(i), int(j)
+            if (i, j) not in pairs and _same_picture(h1.files[i], h2.files[j], thumbs, config.max_pixel_difference):
+                pairs[(i, j)] = _pair(h1, h2, i, j, "near", int(d), leak)
     return sorted(pairs.values(), key=lambda p: (p.kind != "exact", p.distance, p.a, p.b))
+
+
+def _thumb(file: Path, cache: dict[Path, np.ndarray | None]) -> np.ndarray | None:
+    if file not in cache:
+        try:
+            img, _ = imaging.decode(file.read_bytes(), "L")
+            cache[file] = imaging.phash_input(img).astype(np.float32)
+        except (imaging.ImageRejected, OSError):
+            cache[file] = None
+    return cache[file]
+
+
+def _same_picture(a: Path, b: Path, cache: dict[Path, np.ndarray | None], max_difference: float) -> bool:
+    """Confirm a pHash candidate: mean absolute difference of the 32x32 grey thumbnails (0-255)."""
+    ta, tb = _thumb(a, cache), _thumb(b, cache)
+    return ta is not None and tb is not None and float(np.abs(ta - tb).mean()) <= max_difference
 
 
 def _pair(h1, h2, i, j, kind, d, leak) -> DuplicatePair:
     return DuplicatePair(h1.paths[i], h2.paths[j], kind, d, h1.labels[i] == h2.labels[j], leak)
 
 
-def integrity(test: Predictions, config: IntegrityConfig, *, train: Sequence[Sample] | None = None,
+def integrity(test: Predictions, config: IntegrityConfig, *, root: Path, train: Sequence[Sample] | None = None,
               train_source: str | None = None, workers: int = 0,
               limits: imaging.Limits = imaging.Limits()) -> IntegrityResult:
-    """Exact and near duplicates inside ``test`` and between ``train`` and ``test``; class balance."""
+    """Exact and near duplicates inside ``test`` (paths relative to ``root``) and between ``train`` and
+    ``test``; class balance."""
     labels = test.labels
-    ht = hashes_of(test)
+    ht = hashes_of(test, root)
     test_pairs = _pairs(ht, ht, config, leak=False)
     leak_pairs: list[DuplicatePair] = []
     train_counts: tuple[tuple[str, int], ...] = ()
