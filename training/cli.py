@@ -153,5 +153,14 @@ def _run(args) -> int:
         r = export_model(built.net, card, args.out, parity_inputs=normalise(val.images, built.preprocess),
                          tolerance=cfg.export.parity_tolerance)
         print(f"wrote {r.onnx_path}; parity max abs diff {r.max_abs_diff:.1e} on {r.n_images} images")
+        test_dir = Path(cfg.data.root) / "test"
+        if test_dir.is_dir():
+            from training.data import load_split
+            from training.export import onnx_predict
+
+            test = load_split(test_dir, built.preprocess, classes=classes)
+            acc = float((onnx_predict(r.onnx_path, normalise(test.images, built.preprocess)).argmax(1)
+                         == test.labels).mean())
+            print(f"test accuracy {acc:.4f} (ONNX, n={len(test)})")
         return 0
     raise AssertionError(args.command)

@@ -12,8 +12,10 @@ Example::
 
 from __future__ import annotations
 
+import copy
 import datetime as _dt
 import json
+import logging
 import os
 import time
 from dataclasses import asdict, dataclass, replace
@@ -30,6 +32,8 @@ from training.errors import TrainingError
 from training.export import ExportResult, export_model, onnx_predict
 from training.module import BASELINE, build_model
 from training.phases import PhaseData, PhaseResult, predict, run_phase
+
+log = logging.getLogger("training")
 
 
 @dataclass(frozen=True)
@@ -81,9 +85,17 @@ def fit(cfg: Config, *, out_dir: str | Path | None = None) -> FitResult:
     data = PhaseData(train, val, pre)
     names = ["baseline"] if cfg.model.arch == BASELINE else ["phase1", "phase2", "phase3"]
     results = []
+    best_acc, best_state = -1.0, None
     for name in names:
         if getattr(cfg.phases, name).epochs > 0:
-            results.append(run_phase(cfg, net, name, data, out))
+            r = run_phase(cfg, net, name, data, out)
+            results.append(r)
+            if r.best_val_acc >= best_acc:
+                best_acc, best_state = r.best_val_acc, copy.deepcopy(net.state_dict())
+            else:  # a later phase that does worse on val does not replace the earlier weights
+                log.info("%s: best val acc %.4f < %.4f of an earlier phase; keeping the earlier weights",
+                         name, r.best_val_acc, best_acc)
+                net.load_state_dict(best_state)
     if not results:
         raise TrainingError("no phase has epochs > 0", hint="set phases.<phase>.epochs in the config")
     net.eval()

@@ -195,7 +195,8 @@ def make_trainer(cfg: Config, out_dir: Path, phase: str, epochs: int, *, limit_t
         callbacks.append(EarlyStopping(monitor="val_acc", mode="max", patience=t.early_stopping_patience))
     if checkpoint:
         callbacks.append(ModelCheckpoint(dirpath=out_dir / "checkpoints" / phase, filename="best",
-                                         monitor="val_acc", mode="max", save_top_k=1, save_weights_only=True))
+                                         monitor="val_acc", mode="max", save_top_k=1, save_weights_only=True,
+                                         enable_version_counter=False))
     return pl.Trainer(
         max_epochs=epochs,
         accelerator="cpu",
@@ -244,7 +245,7 @@ def quiet_lightning():
     levels = {n: logging.getLogger(n).level for n in names}
     with warnings.catch_warnings():
         for pattern in (".*does not have many workers.*", ".*number of training batches.*",
-                        ".*GPU available but not used.*", ".*Checkpoint directory .* exists and is not empty.*",
+                        ".*GPU available but not used.*", ".*exists and is not empty.*",
                         ".*LeafSpec.*", ".*treespec.*", ".*`isinstance\\(treespec, LeafSpec\\)`.*",
                         ".*deterministic.*", ".*could be non-deterministic.*", ".*torch.jit.*"):
             warnings.filterwarnings("ignore", message=pattern)

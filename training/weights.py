@@ -129,7 +129,9 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
             obj = obj[key]
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise WeightsNotFound(f"{path} is not a state dict of tensors")
-    return {k.removeprefix("module.").removeprefix("model."): v for k, v in obj.items()}
+    # DDP ("module."), wrappers ("model.") and Lightning checkpoints of training.module.Classifier
+    # ("net." and, for a phase-2 checkpoint on cached activations, "net.model.").
+    return {k.removeprefix("net.").removeprefix("module.").removeprefix("model."): v for k, v in obj.items()}
 
 
 def load_pretrained(model: torch.nn.Module, resolved: ResolvedWeights) -> LoadReport:
