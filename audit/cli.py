@@ -49,6 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="judge the point estimate (default) or the pessimistic CI bound")
     opts.add_argument("--no-pdf", action="store_true", help="skip report.pdf")
     opts.add_argument("--no-progress", action="store_true", help="no progress bar")
+    opts.add_argument("--no-thumbnails", action="store_true",
+                      help="embed no image of the data in the report (for data whose licence forbids copies)")
     ana = run.add_argument_group("analyses (override the config file)")
     ana.add_argument("--sensitive", metavar="COL[,COL]", help="sensitive metadata columns for the fairness check")
     ana.add_argument("--torch-model", metavar="FILE", help="model.safetensors for ONNX/PyTorch parity (arch from audit.arch)")
@@ -132,7 +134,8 @@ def cmd_run(a: argparse.Namespace) -> int:
         "fairness.sensitive": [x.strip() for x in a.sensitive.split(",") if x.strip()] if a.sensitive else None,
         "parity.torch_model": a.torch_model, "integrity.train": a.train, "baseline.path": a.baseline,
         "invariance.enabled": a.invariance,
-        "pdf": False if a.no_pdf else None, "latency.enabled": a.latency,
+        "pdf": False if a.no_pdf else None, "thumbnails": False if a.no_thumbnails else None,
+        "latency.enabled": a.latency,
     })
     result = run_audit(a.model, a.data, config, card_overrides=card_overrides(a),
                        progress=False if a.no_progress else None)

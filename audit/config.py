@@ -223,6 +223,7 @@ class AuditConfig:
     max_file_bytes: int = 50 * 1024 * 1024
     max_pixels: int = 64_000_000
     pdf: bool = True
+    thumbnails: bool = True  # False: no image of the data is embedded in the report (licences, privacy)
     criteria: Criteria = field(default_factory=Criteria)
     slices: SlicesConfig = field(default_factory=SlicesConfig)
     fairness: FairnessConfig = field(default_factory=FairnessConfig)

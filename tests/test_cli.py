@@ -204,3 +204,14 @@ def test_config_file_sets_thresholds(tmp_path):
     assert resolved["n_boot"] == 30 and resolved["criteria"]["min_accuracy"] == 0.95
     ids = [c["id"] for c in json.loads((out / "verdict.json").read_text())["criteria"]]
     assert "class_f1.red" in ids
+
+
+def test_no_thumbnails_embeds_no_image_of_the_data(tmp_path):
+    data = builders.sliced_folder(tmp_path / "data", 40, weak="site")  # a significant slice: error thumbnails
+    model = builders.colour_model(tmp_path / "m.onnx")
+    base = ["run", "--model", str(model), "--data", str(data), "--no-pdf", *FAST]
+    main([*base, "--out", str(tmp_path / "with")])
+    main([*base, "--out", str(tmp_path / "without"), "--no-thumbnails"])
+    assert "data:image/jpeg" in (tmp_path / "with" / "report.html").read_text()
+    html = (tmp_path / "without" / "report.html").read_text()
+    assert "data:image/jpeg" not in html and "thumbnails = false" in html

@@ -38,6 +38,10 @@ def _env() -> jinja2.Environment:
     return env
 
 
+def _no_thumbnail(*_args, **_kwargs) -> None:
+    return None
+
+
 def render_html(r: AuditResult) -> str:
     """The report as one HTML string."""
     m = r.metrics
@@ -63,6 +67,7 @@ def render_html(r: AuditResult) -> str:
         skip_reasons=collections.Counter(s.reason for s in r.data.skipped).most_common(),
         max_skipped_rows=MAX_SKIPPED_ROWS,
         sections=[s for s in OPTIONAL_SECTIONS if getattr(r, s, None) is not None],
+        thumbnail=plots.thumbnail_uri if r.config.thumbnails else _no_thumbnail,
     )
 
 
