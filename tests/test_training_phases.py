@@ -76,11 +76,14 @@ def test_each_phase_changes_only_its_trainable_parameters(tmp_path_factory, cach
     model = built.net
     for phase in ("phase1", "phase2", "phase3"):
         before = {n: p.detach().clone() for n, p in model.named_parameters()}
+        stats = {n: b.clone() for n, b in model.named_buffers() if n.endswith("running_mean")}
         trainable = trainable_names(model, phase, getattr(cfg.phases, phase).unfreeze)
         res = run_phase(cfg, model, phase, data, tmp_path_factory.mktemp(phase))
         changed = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
         assert changed and changed <= trainable, phase
         assert res.cached == (cached and phase != "phase3")
         assert res.epochs == 1 and 0 <= res.best_val_acc <= 1
+        # freeze_bn_stats (the default): BatchNorm statistics stay pretrained in every phase
+        assert all(torch.equal(b, stats[n]) for n, b in model.named_buffers() if n in stats), phase
     assert dict((n, lr) for n, lr, _ in res.groups) == {"backbone": 1e-5, "head": 1e-3}
     assert np.isfinite(res.samples_per_second)

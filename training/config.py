@@ -67,6 +67,7 @@ class PhaseConfig:
     limit_train_batches: float = 1.0  # fraction of an epoch (phase 3 on a slow CPU)
     weight_decay: float = 0.05
     warmup_frac: float = 0.1
+    freeze_bn_stats: bool = True  # BatchNorm keeps its running statistics (eval mode) while weights train
 
 
 @dataclass(frozen=True)

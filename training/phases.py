@@ -225,7 +225,8 @@ def run_phase(cfg: Config, model: nn.Module, phase: str, data: PhaseData, out_di
                                            drop_last=len(train_ds) > bs, num_workers=0)
     val_dl = torch.utils.data.DataLoader(val_ds, batch_size=cfg.train.eval_batch_size, num_workers=0)
     module = Classifier(net, groups, weight_decay=ph.weight_decay, label_smoothing=cfg.train.label_smoothing,
-                        warmup_frac=ph.warmup_frac, mixer=mixer)
+                        warmup_frac=ph.warmup_frac, mixer=mixer,
+                        freeze_bn_stats=ph.freeze_bn_stats and phase != "baseline")
     if cfg.train.compile:
         module.net = torch.compile(module.net)
     if cache_seconds:
