@@ -1,6 +1,5 @@
 """Parity: an exact export of a timm model passes; an ONNX file with perturbed weights fails."""
 
-import numpy as np
 import pytest
 
 import builders
