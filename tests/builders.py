@@ -200,7 +200,8 @@ def side_folder(root: Path, n_per_class: int = 20, seed: int = 0) -> Path:
     return root
 
 
-def timm_export(root: Path, *, arch: str = "resnet10t", size: int = 32, labels=tuple(COLOURS), seed: int = 0):
+def timm_export(root: Path, *, arch: str = "resnet10t", size: int = 32, labels=tuple(COLOURS), seed: int = 0,
+                color: str = "RGB"):
     """A tiny timm model exported to one ONNX file with its card (arch set), and its weights as safetensors."""
     import warnings
 
@@ -209,17 +210,19 @@ def timm_export(root: Path, *, arch: str = "resnet10t", size: int = 32, labels=t
     from safetensors.torch import save_file
 
     torch.manual_seed(seed)
-    model = timm.create_model(arch, pretrained=False, num_classes=len(labels)).eval()
+    channels = 1 if color == "L" else 3
+    model = timm.create_model(arch, pretrained=False, num_classes=len(labels), in_chans=channels).eval()
     root.mkdir(parents=True, exist_ok=True)
     onnx_path, weights = root / "model.onnx", root / "model.safetensors"
     with warnings.catch_warnings():  # TorchScript-exporter deprecation notices
         warnings.simplefilter("ignore")
-        torch.onnx.export(model, torch.randn(1, 3, size, size), str(onnx_path), dynamo=False, input_names=["input"],
+        torch.onnx.export(model, torch.randn(1, channels, size, size), str(onnx_path), dynamo=False,
+                          input_names=["input"],
                           output_names=["logits"], dynamic_axes={"input": {0: "N"}, "logits": {0: "N"}},
                           opset_version=17)
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(weights))
     write_card(onnx_path, ModelCard(labels=labels, arch=arch, preprocess=Preprocess(
-        size=(size, size), mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))))
+        size=(size, size), color=color, mean=(0.485, 0.456, 0.406)[:channels], std=(0.229, 0.224, 0.225)[:channels])))
     return onnx_path, weights
 
 

@@ -57,3 +57,11 @@ def test_sample_cap_and_clear_errors(exported, tmp_path):
         run(onnx_path, weights, data, arch="nonet")
     with pytest.raises(ModelError, match="does not fit timm's resnet14t"):
         run(onnx_path, weights, data, arch="resnet14t")
+
+
+def test_grey_model_is_rebuilt_with_one_input_channel(tmp_path):
+    """A grey model's card (color L) tells parity to build the timm network with in_chans=1."""
+    onnx_path, weights = builders.timm_export(tmp_path / "grey", color="L")
+    data = builders.image_folder(tmp_path / "data", 4)
+    res, crit = run(onnx_path, weights, data)
+    assert crit["parity.max_abs_diff"].passed and res.max_abs_diff <= 1e-5

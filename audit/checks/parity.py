@@ -77,8 +77,12 @@ class TorchClassifier:
             raise ModelError(f"--torch-model must be a .safetensors file (weights only, never a pickle), got {weights.name}")
         self.card = card
         self.torch = torch
+        # The card says how the network was built: input channels (grey models have a 1-channel stem) and any
+        # other constructor arguments the training package recorded (e.g. img_size for a ViT).
+        kwargs = {"in_chans": card.preprocess.channels, **dict(card.provenance.get("timm_kwargs", {})),
+                  "num_classes": len(card.labels), "pretrained": False}
         try:
-            self.model = timm.create_model(arch, pretrained=False, num_classes=len(card.labels))
+            self.model = timm.create_model(arch, **kwargs)
         except RuntimeError as e:
             raise ModelError(f"timm has no model {arch!r}: {e}", hint="fix audit.arch or parity.arch") from None
         state = load_file(str(weights))

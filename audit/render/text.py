@@ -13,13 +13,15 @@ def fmt(x: float | None, digits: int = 3) -> str:
         return "n/a"
     if isinstance(x, int):
         return str(x)
+    if x != 0 and abs(x) < 10 ** -digits:  # 1e-4 thresholds and 3e-06 differences must not read as 0.000
+        return f"{x:.2e}"
     return f"{x:.{digits}f}"
 
 
 def fmt_ci(low: float | None, high: float | None, digits: int = 3) -> str:
     if low is None or high is None or not (math.isfinite(low) and math.isfinite(high)):
         return "n/a"
-    return f"[{low:.{digits}f}, {high:.{digits}f}]"
+    return f"[{fmt(float(low), digits)}, {fmt(float(high), digits)}]"
 
 
 def fmt_est(e: Estimate, digits: int = 3) -> str:
