@@ -53,7 +53,7 @@ def test_usage_errors_exit_2_with_one_line(tmp_path, capsys):
     assert err.startswith("error: config file not found") and len(err.strip().splitlines()) == 1
     (tmp_path / "bad.toml").write_text("[model]\narch = 'baseline_cnn'\nwidht = 3\n")
     assert main(["fit", "--config", str(tmp_path / "bad.toml")]) == 2
-    assert "unknown key(s) ['widht']" in capsys.readouterr().err
+    assert "unknown config key 'model.widht'" in capsys.readouterr().err
 
 
 def test_elpv_split_is_a_stratified_quarter_and_labels_follow_the_probability(tmp_path):

@@ -12,6 +12,7 @@ import logging
 import sys
 from pathlib import Path
 
+from audit.errors import AuditError
 from training.errors import TrainingError
 
 log = logging.getLogger("training")
@@ -63,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO, format="%(message)s")
     try:
         return _run(args)
-    except TrainingError as e:
+    except AuditError as e:  # TrainingError, and config errors raised by audit.config.build
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:

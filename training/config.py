@@ -11,10 +11,11 @@ from __future__ import annotations
 import hashlib
 import json
 import tomllib
-from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from audit.config import build
 from training.errors import TrainingError
 
 
@@ -144,7 +145,7 @@ def load_config(path: str | Path | None = None, *, overrides: list[str] | tuple[
         for part in parts[:-1]:
             node = node.setdefault(part, {})
         node[parts[-1]] = parsed
-    cfg = _build(Config, data, "config")
+    cfg = build(Config, data, "")  # the audit's loader: unknown keys and wrong types name the key
     _validate(cfg)
     return cfg
 
@@ -153,26 +154,6 @@ def with_values(cfg: Config, **sections: dict[str, Any]) -> Config:
     """A copy of ``cfg`` with some fields of some sections replaced (used by the ablation)."""
     changes = {name: replace(getattr(cfg, name), **values) for name, values in sections.items()}
     return replace(cfg, **changes)
-
-
-def _build(cls: type, data: dict[str, Any], where: str) -> Any:
-    if not isinstance(data, dict):
-        raise TrainingError(f"{where} must be a table, got {type(data).__name__}")
-    known = {f.name: f for f in fields(cls)}
-    unknown = set(data) - set(known)
-    if unknown:
-        raise TrainingError(f"{where}: unknown key(s) {sorted(unknown)}", hint=f"known keys: {sorted(known)}")
-    kwargs = {}
-    defaults = cls()
-    for name, value in data.items():
-        default = getattr(defaults, name)
-        if is_dataclass(default):
-            kwargs[name] = _build(type(default), value, f"{where}.{name}")
-        elif isinstance(value, list):
-            kwargs[name] = tuple(value)
-        else:
-            kwargs[name] = value
-    return cls(**kwargs)
 
 
 def _validate(cfg: Config) -> None:
