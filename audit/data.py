@@ -59,17 +59,17 @@ class Dataset:
         return counts
 
 
-def scan(source: Path, labels: Sequence[str]) -> Dataset:
+def scan(source: Path, labels: Sequence[str], *, flag: str = "--data") -> Dataset:
     """Scan an ImageFolder directory or a CSV manifest (``path,label,...``) against ``labels``.
 
     Raises ``DataError`` when nothing can be audited: missing source, no images, or a class
     the model does not know (a typo there would silently mis-score every image of it).
     """
     if not source.exists():
-        raise DataError(f"data not found: {source}", hint="pass --data DIR (an ImageFolder) or a CSV manifest")
+        raise DataError(f"{flag} not found: {source}", hint=f"pass {flag} DIR (an ImageFolder) or a CSV manifest")
     if source.is_file():
         if source.suffix.lower() != ".csv":
-            raise DataError(f"--data {source} is a file but not a .csv manifest",
+            raise DataError(f"{flag} {source} is a file but not a .csv manifest",
                             hint="pass an ImageFolder directory or a CSV with path,label columns")
         ds = _scan_manifest(source)
     else:

@@ -145,7 +145,7 @@ def run_audit(
     integrity = None
     if config.integrity.enabled:
         t0 = time.perf_counter()
-        train = scan(Path(config.integrity.train), clf.labels).samples if config.integrity.train else None
+        train = scan(Path(config.integrity.train), clf.labels, flag="--train").samples if config.integrity.train else None
         integrity = integrity_check.integrity(preds, config.integrity, root=dataset.root, train=train,
                                               train_source=config.integrity.train, workers=config.workers,
                                               limits=limits)

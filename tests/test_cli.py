@@ -144,7 +144,7 @@ def test_judging_on_the_ci_is_stricter(tmp_path):
 
 @pytest.mark.parametrize("case,pattern", [
     ("missing model", r"^error: model file not found: .*nope\.onnx \(pass --model"),
-    ("missing data", r"^error: data not found: "),
+    ("missing data", r"^error: --data not found: "),
     ("empty folder", r"^error: no images to audit in "),
     ("unknown label", r"^error: class 'purple' in .* is not one of the model's labels"),
     ("not onnx", r"^error: cannot load .* as an ONNX model"),
