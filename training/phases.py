@@ -49,48 +49,36 @@ class Anatomy:
     suffix: Callable[..., torch.Tensor] | None = None  # h, k[, pre_logits] -> logits
 
 
+def _cut(model: nn.Module, stem: Callable, stages, tail: Callable):
+    """prefix(x, k): stem then stages[:k]; suffix(h, k): stages[k:], tail, head."""
+    def prefix(x, k):
+        x = stem(x)
+        for s in stages[:k]:
+            x = s(x)
+        return x
+
+    def suffix(h, k, pre_logits=False):
+        for s in stages[k:]:
+            h = s(h)
+        return model.forward_head(tail(h), pre_logits=pre_logits)
+
+    return prefix, suffix
+
+
 def anatomy(model: nn.Module) -> Anatomy:
     """Recognise the EfficientNet, ConvNeXt and ViT layouts of timm (and the baseline CNN)."""
     head = model.get_classifier()
     if hasattr(model, "conv_stem") and hasattr(model, "blocks"):  # EfficientNet / -Lite / V2
-        def prefix(x, k):
-            x = model.bn1(model.conv_stem(x))
-            for b in model.blocks[:k]:
-                x = b(x)
-            return x
-
-        def suffix(h, k, pre_logits=False):
-            for b in model.blocks[k:]:
-                h = b(h)
-            return model.forward_head(model.bn2(model.conv_head(h)), pre_logits=pre_logits)
-
+        prefix, suffix = _cut(model, lambda x: model.bn1(model.conv_stem(x)), model.blocks,
+                              lambda h: model.bn2(model.conv_head(h)))
         return Anatomy(model, [model.conv_stem, model.bn1], list(model.blocks), [model.conv_head, model.bn2],
                        head, prefix, suffix)
     if hasattr(model, "stem") and hasattr(model, "stages"):  # ConvNeXt
-        def prefix(x, k):
-            x = model.stem(x)
-            for s in model.stages[:k]:
-                x = s(x)
-            return x
-
-        def suffix(h, k, pre_logits=False):
-            for s in model.stages[k:]:
-                h = s(h)
-            return model.forward_head(model.norm_pre(h), pre_logits=pre_logits)
-
+        prefix, suffix = _cut(model, model.stem, model.stages, model.norm_pre)
         return Anatomy(model, [model.stem], list(model.stages), [model.norm_pre], head, prefix, suffix)
     if hasattr(model, "patch_embed") and hasattr(model, "blocks"):  # ViT
-        def prefix(x, k):
-            x = model.norm_pre(model.patch_drop(model._pos_embed(model.patch_embed(x))))
-            for b in model.blocks[:k]:
-                x = b(x)
-            return x
-
-        def suffix(h, k, pre_logits=False):
-            for b in model.blocks[k:]:
-                h = b(h)
-            return model.forward_head(model.norm(h), pre_logits=pre_logits)
-
+        prefix, suffix = _cut(model, lambda x: model.norm_pre(model.patch_drop(model._pos_embed(model.patch_embed(x)))),
+                              model.blocks, model.norm)
         return Anatomy(model, [model.patch_embed], list(model.blocks), [model.norm], head, prefix, suffix)
     if hasattr(model, "features") and hasattr(model, "head"):  # BaselineCNN
         return Anatomy(model, [], list(model.features), list(model.head)[:-1], head)
