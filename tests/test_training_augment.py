@@ -19,7 +19,7 @@ SWITCHES = {
     "flip_crop": AugmentConfig(hflip=True, crop_scale=(0.8, 1.0)),
     "affine_colour": AugmentConfig(affine_degrees=10, affine_translate=0.1, color=0.3),
     "randaugment": AugmentConfig(randaugment=True),
-    "all": AugmentConfig(hflip=True, crop_scale=(0.8, 1.0), affine_degrees=10, color=0.3, randaugment=True,
+    "all": AugmentConfig(hflip=True, vflip=True, crop_scale=(0.8, 1.0), affine_degrees=10, color=0.3, randaugment=True,
                          erasing=0.5),
 }
 
@@ -83,6 +83,7 @@ def test_mixup_on_pooled_features():
 def test_invariances_follow_the_switches():
     assert invariances(AugmentConfig()) == ()
     assert invariances(SWITCHES["flip_crop"]) == ("hflip", "crop")
+    assert invariances(AugmentConfig(hflip=True, vflip=True)) == ("hflip", "vflip")
     assert invariances(AugmentConfig(randaugment=True)) == ("rotate", "brightness", "contrast")
     assert invariances(AugmentConfig(hflip=True, invariances=("hflip", "jpeg"))) == ("hflip", "jpeg")
 

@@ -85,5 +85,7 @@ def test_each_phase_changes_only_its_trainable_parameters(tmp_path_factory, cach
         assert res.epochs == 1 and 0 <= res.best_val_acc <= 1
         # freeze_bn_stats (the default): BatchNorm statistics stay pretrained in every phase
         assert all(torch.equal(b, stats[n]) for n, b in model.named_buffers() if n in stats), phase
+        # phase 3 trains in channels_last; the model comes back in the default layout for export
+        assert all(p.is_contiguous() for p in model.parameters()), phase
     assert dict((n, lr) for n, lr, _ in res.groups) == {"backbone": 1e-5, "head": 1e-3}
     assert np.isfinite(res.samples_per_second)

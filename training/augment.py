@@ -39,6 +39,8 @@ class SampleAugment:
             ops.append(A.RandomResizedCrop(size=(h, w), scale=tuple(cfg.crop_scale), ratio=(0.8, 1.25), p=1.0))
         if cfg.hflip:
             ops.append(A.HorizontalFlip(p=0.5))
+        if cfg.vflip:
+            ops.append(A.VerticalFlip(p=0.5))
         if cfg.affine_degrees or cfg.affine_translate:
             ops.append(A.Affine(rotate=(-cfg.affine_degrees, cfg.affine_degrees),
                                 translate_percent=(-cfg.affine_translate, cfg.affine_translate), p=0.5))
@@ -129,6 +131,8 @@ def invariances(cfg: AugmentConfig) -> tuple[str, ...]:
     out = []
     if cfg.hflip:
         out.append("hflip")
+    if cfg.vflip:
+        out.append("vflip")
     if cfg.crop_scale:
         out.append("crop")
     if cfg.affine_degrees or cfg.randaugment:

@@ -44,6 +44,7 @@ class ModelConfig:
 @dataclass(frozen=True)
 class AugmentConfig:
     hflip: bool = False
+    vflip: bool = False
     crop_scale: tuple[float, float] | None = None  # RandomResizedCrop scale; None = off
     affine_degrees: float = 0.0
     affine_translate: float = 0.0
@@ -86,6 +87,7 @@ class TrainConfig:
     accumulate: int = 1
     precision: str = "32-true"
     compile: bool = False
+    channels_last: bool = True  # NHWC activations when training on images: 1.1-1.4x faster on CPU
     threads: int = 2
     deterministic: bool = True
     early_stopping_patience: int = 3

@@ -183,8 +183,8 @@ def ablate(cfg: Config, *, out_dir: str | Path, epochs: int, train_limit: int | 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     phase = "baseline" if cfg.model.arch == BASELINE else "phase3"
-    off = {"hflip": False, "crop_scale": None, "affine_degrees": 0.0, "affine_translate": 0.0, "color": 0.0,
-           "erasing": 0.0, "randaugment": False, "mixup_alpha": 0.0, "cutmix_alpha": 0.0}
+    off = {"hflip": False, "vflip": False, "crop_scale": None, "affine_degrees": 0.0, "affine_translate": 0.0,
+           "color": 0.0, "erasing": 0.0, "randaugment": False, "mixup_alpha": 0.0, "cutmix_alpha": 0.0}
     classes = read_classes(cfg.data.root)
     runs = []
     for v in variants:

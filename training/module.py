@@ -102,7 +102,7 @@ class Classifier(pl.LightningModule):
 
     def __init__(self, net: nn.Module, param_groups: list[dict], *, weight_decay: float = 0.05,
                  label_smoothing: float = 0.0, warmup_frac: float = 0.1, mixer=None,
-                 freeze_bn_stats: bool = False) -> None:
+                 freeze_bn_stats: bool = False, channels_last: bool = False) -> None:
         super().__init__()
         self.net = net
         self.groups = param_groups
@@ -111,6 +111,10 @@ class Classifier(pl.LightningModule):
         self.warmup_frac = warmup_frac
         self.mixer = mixer if mixer is not None and mixer.active else None
         self.freeze_bn_stats = freeze_bn_stats
+        self.channels_last = channels_last
+
+    def _layout(self, x: torch.Tensor) -> torch.Tensor:
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last and x.dim() == 4 else x
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -128,13 +132,14 @@ class Classifier(pl.LightningModule):
         x, y = batch
         if self.mixer is not None:
             x, y = self.mixer(x, y)
+        x = self._layout(x)
         loss = F.cross_entropy(self.net(x), y, label_smoothing=self.label_smoothing)
         self.log("train_loss", loss, prog_bar=True, on_step=True, on_epoch=True)
         return loss
 
     def validation_step(self, batch, batch_idx):
         x, y = batch
-        logits = self.net(x)
+        logits = self.net(self._layout(x))
         self.log("val_loss", F.cross_entropy(logits, y), on_epoch=True, prog_bar=False)
         self.log("val_acc", (logits.argmax(1) == y).float().mean(), on_epoch=True, prog_bar=True)
 

@@ -209,12 +209,15 @@ def run_phase(cfg: Config, model: nn.Module, phase: str, data: PhaseData, out_di
         train_ds = AugmentedDataset(data.train.images, data.train.labels, data.pre, aug, cfg.augment.erasing)
         val_ds = AugmentedDataset(data.val.images, data.val.labels, data.pre)
         sampler = None
+    channels_last = cfg.train.channels_last and net is model
+    if channels_last:
+        net.to(memory_format=torch.channels_last)
     train_dl = torch.utils.data.DataLoader(train_ds, batch_size=bs, shuffle=sampler is None, sampler=sampler,
                                            drop_last=len(train_ds) > bs, num_workers=0)
     val_dl = torch.utils.data.DataLoader(val_ds, batch_size=cfg.train.eval_batch_size, num_workers=0)
     module = Classifier(net, groups, weight_decay=ph.weight_decay, label_smoothing=cfg.train.label_smoothing,
                         warmup_frac=ph.warmup_frac, mixer=mixer,
-                        freeze_bn_stats=ph.freeze_bn_stats and phase != "baseline")
+                        freeze_bn_stats=ph.freeze_bn_stats and phase != "baseline", channels_last=channels_last)
     if cfg.train.compile:
         module.net = torch.compile(module.net)
     if cache_seconds:
@@ -226,6 +229,8 @@ def run_phase(cfg: Config, model: nn.Module, phase: str, data: PhaseData, out_di
                                recorder=recorder)
         trainer.fit(module, train_dl, val_dl)
     recorder.restore_best(module)
+    if channels_last:  # back to the default layout for caching, export and evaluation
+        net.to(memory_format=torch.contiguous_format)
     n_params = tuple((g["name"], g["lr"], sum(p.numel() for p in g["params"])) for g in groups)
     train_s = sum(recorder.train_seconds)
     return PhaseResult(phase, len(recorder.val_acc), bool(cache and phase in ("phase1", "phase2")), cache_seconds,

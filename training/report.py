@@ -69,7 +69,11 @@ def write_fit_report(result, cfg: Config, data_root: Path) -> Path:
     lines += ["## Model card", "", "```json", json.dumps(result.card, indent=2), "```", ""]
     eda_md = Path(data_root) / "eda.md"
     if eda_md.is_file():
-        lines += [eda_md.read_text().replace("](examples.png)", f"]({(Path(data_root) / 'examples.png').as_posix()})"), ""]
+        # The example grid shows dataset images: point to it instead of embedding it, so the report
+        # can be committed without the (possibly non-commercial) data.
+        grid = (Path(data_root) / "examples.png").as_posix()
+        lines += [eda_md.read_text().replace("![examples per class](examples.png)",
+                                             f"Example grid: `{grid}` (written by `prepare`, not copied here)."), ""]
     path = out / "training_report.md"
     path.write_text("\n".join(lines))
     return path
