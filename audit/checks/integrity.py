@@ -4,15 +4,16 @@
 (pHash, 64 bits) within ``hash_distance`` bits *and* 32x32 grey thumbnails within
 ``max_pixel_difference`` grey levels on average: a resized copy or a re-encoded JPEG of the same
 picture. (The hash alone is a candidate filter: small, plain images such as Fashion-MNIST's
-share hashes without being copies.) Pairs inside the test set are listed (they inflate the test set's weight on those
-images); pairs between ``--train`` and the test set are *leakage* (the model may have memorised
-the answer) and are a criterion. The test images' hashes come from the inference pass (no
-file is decoded twice); training files are hashed on a thread pool. The pair search XORs
-64-bit hashes in blocks and counts bits, so 10k x 60k comparisons take seconds.
+share hashes without being copies.) Pairs inside the test set are listed (they inflate the test
+set's weight on those images); pairs between ``--train`` and the test set are *leakage* (the model
+may have memorised the answer) and are a criterion. The test images' hashes come from the
+inference pass; training files are hashed on a thread pool. Only the files of hash candidates are
+decoded again, once each, for the thumbnail check. The pair search XORs 64-bit hashes in blocks
+and counts bits, so 10k x 60k comparisons take seconds.
 
 Example::
 
-    res = integrity(preds, IntegrityConfig(), train=train.samples)
+    res = integrity(preds, IntegrityConfig(), root=dataset.root, train=train.samples)
     res.leaked, res.test_pairs[:3]
 """
 
