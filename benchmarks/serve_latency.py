@@ -70,7 +70,7 @@ def floor_once(clf, data: bytes) -> tuple[float, float, float]:
 
 
 def predict_once(conn, body: bytes) -> float:
-    from audit.checks.latency import request
+    from audit.loadgen import request
 
     t0 = time.perf_counter()
     status, data = request(conn, "POST", "/predict", body)
@@ -82,7 +82,7 @@ def predict_once(conn, body: bytes) -> float:
 
 def measure(model: Path, files: list[Path], name: str, args) -> dict:
     """One model: floor and /predict alternating in blocks, /health, then the load test."""
-    from audit.checks.latency import connect, request, request_body, running_server, send_requests
+    from audit.loadgen import connect, request, request_body, running_server, send_requests
     from audit.model import OnnxClassifier
 
     picks = [files[int(i)] for i in np.linspace(0, len(files) - 1, min(args.n_images, len(files))).round()]

@@ -14,22 +14,13 @@ import numpy as np
 import pytest
 from builders import COLOURS, colour_model, image_folder
 
-from audit.checks.latency import (
-    LatencyError,
-    LatencyResult,
-    PhaseLatency,
-    ServedAnswer,
-    connect,
-    criteria,
-    measure_latency,
-    request,
-    running_server,
-)
+from audit.checks.latency import LatencyResult, PhaseLatency, ServedAnswer, criteria, measure_latency
 from audit.cli import main
 from audit.config import AuditConfig, Criteria, LatencyConfig, load_config
 from audit.data import scan
 from audit.errors import ConfigError
 from audit.inference import predict
+from audit.loadgen import ServerError, connect, request, running_server
 from audit.model import OnnxClassifier
 from audit.stats import Estimate
 
@@ -141,7 +132,7 @@ def test_a_tiny_prob_diff_within_tolerance_passes():
 def test_server_that_cannot_start_is_a_clear_error(tmp_path):
     bad = tmp_path / "bad.onnx"
     bad.write_bytes(b"this is not an onnx file")
-    with pytest.raises(LatencyError, match="exited with code 2.*cannot load") as info:
+    with pytest.raises(ServerError, match="exited with code 2.*cannot load") as info:
         with running_server(bad, startup_timeout_s=60):
             pass
     assert info.value.exit_code == 3 and "--no-latency" in str(info.value)

@@ -22,7 +22,7 @@ import pytest
 from builders import COLOURS, colour_image, colour_model, image_folder
 from PIL import Image
 
-from audit.checks.latency import running_server
+from audit.loadgen import running_server
 from audit.cli import main
 from audit.data import scan
 from audit.errors import UsageError

@@ -1,0 +1,254 @@
+"""HTTP load generation against ``python -m audit serve``: start the real server, send real requests.
+
+Shared by the latency check (``audit.checks.latency``) and ``benchmarks/serve_latency.py``. The
+server runs in a subprocess on 127.0.0.1 at a free port, the same command a user deploys; the
+client is the standard library's ``http.client`` with keep-alive connections, one thread per
+concurrent client, so the numbers describe the server rather than the load generator.
+
+Example::
+
+    with running_server(Path("model.onnx")) as server:
+        run = send_requests(server.url, [request_body(png)], n=100, concurrency=4)
+        run.latencies_ms[run.ok]
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import http.client
+import itertools
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.parse
+from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from audit.errors import AuditError
+
+HOST = "127.0.0.1"
+SKIP_HINT = "in an audit, pass --no-latency to skip the latency check"
+
+
+class ServerError(AuditError):
+    """The server could not be started or reached, so nothing was measured."""
+
+    exit_code = 3
+
+
+def request_body(image: bytes, top_k: int | None = None) -> bytes:
+    """The JSON body of one ``/predict`` request for an image file's bytes."""
+    d: dict[str, Any] = {"image_b64": base64.b64encode(image).decode("ascii")}
+    if top_k is not None:
+        d["top_k"] = top_k
+    return json.dumps(d).encode()
+
+
+
+@dataclass(frozen=True)
+class RunningServer:
+    url: str
+    pid: int
+    startup_s: float
+
+
+def free_port(host: str = HOST) -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def running_server(
+    model_path: Path,
+    *,
+    threads: int = 0,
+    card_overrides: Mapping[str, Any] | None = None,
+    extra_args: Sequence[str] = (),
+    startup_timeout_s: float = 60.0,
+) -> Iterator[RunningServer]:
+    """``python -m audit serve`` on 127.0.0.1 at a free port, stopped on exit from the block.
+
+    Waits (at most ``startup_timeout_s``) until ``GET /health`` answers 200; raises
+    ``ServerError`` with the server's last stderr line when it exits or never answers.
+
+    Example::
+
+        with running_server(Path("model.onnx")) as server, closing(connect(server.url)) as conn:
+            status, body = request(conn, "GET", "/health")
+    """
+    with tempfile.TemporaryDirectory(prefix="audit-serve-") as tmp:
+        args = ["--threads", str(threads), "--log-level", "warning", "--no-access-log", *extra_args]
+        card = {k: v for k, v in (card_overrides or {}).items() if v not in (None, {}, [])}
+        if card:
+            card_file = Path(tmp) / "card.json"
+            card_file.write_text(json.dumps(card), encoding="utf-8")
+            args += ["--card", str(card_file)]
+        for attempt in range(3):  # another process may take the free port between probe and bind
+            port = free_port()
+            proc, log = _spawn(model_path, port, args, Path(tmp) / f"server{attempt}.log")
+            try:
+                started = _wait_healthy(proc, log, f"http://{HOST}:{port}", startup_timeout_s)
+                if started is None:
+                    continue
+                yield RunningServer(f"http://{HOST}:{port}", proc.pid, started)
+                return
+            finally:
+                _stop(proc)
+                log.close()
+        raise ServerError(f"the server could not listen on {HOST} after 3 attempts", hint=SKIP_HINT)
+
+
+def _spawn(model_path: Path, port: int, args: Sequence[str], log_path: Path):
+    import audit
+
+    env = dict(os.environ)
+    # The child imports the same audit package as this process, installed or not.
+    root = str(Path(audit.__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join([root, *filter(None, [env.get("PYTHONPATH")])])
+    log = open(log_path, "w+b")  # a file, not a pipe: a chatty server can never block on a full pipe
+    cmd = [sys.executable, "-m", "audit", "serve", "--model", str(model_path), "--host", HOST, "--port", str(port),
+           *args]
+    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env)
+    return proc, log
+
+
+def _wait_healthy(proc: subprocess.Popen, log, url: str, timeout_s: float) -> float | None:
+    """Seconds until /health answered 200; None when the port was taken (retry)."""
+    t0 = time.perf_counter()
+    while True:
+        code = proc.poll()
+        if code is not None:
+            tail = _tail(log)
+            if "cannot listen" in tail:
+                return None
+            raise ServerError(f"the server exited with code {code} before answering: {tail}", hint=SKIP_HINT)
+        conn = connect(url, 2.0)
+        try:
+            if request(conn, "GET", "/health")[0] == 200:
+                return time.perf_counter() - t0
+        except (OSError, http.client.HTTPException):
+            pass
+        finally:
+            conn.close()
+        if time.perf_counter() - t0 > timeout_s:
+            raise ServerError(f"the server did not answer /health within {timeout_s:g} s "
+                               f"({_tail(log) or 'no output'})",
+                               hint="raise latency.startup_timeout_s; " + SKIP_HINT)
+        time.sleep(0.05)
+
+
+def _tail(log) -> str:
+    log.flush()
+    log.seek(0)
+    lines = [ln.strip() for ln in log.read().decode("utf-8", "replace").splitlines() if ln.strip()]
+    return lines[-1][:300] if lines else ""
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.terminate()  # uvicorn shuts down gracefully on SIGTERM
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def connect(url: str, timeout_s: float = 30.0) -> http.client.HTTPConnection:
+    """A keep-alive HTTP/1.1 connection to ``url`` (``http://host:port``); it reconnects when closed.
+
+    The standard library's client, not httpx: on a small machine the client shares the CPUs
+    with the server, and this one costs about a third of the CPU per request, so the numbers
+    describe the server rather than the load generator.
+    """
+    parts = urllib.parse.urlsplit(url)
+    return http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout_s)
+
+
+def request(conn: http.client.HTTPConnection, method: str, path: str, body: bytes | None = None) -> tuple[int, bytes]:
+    """Send one request on ``conn`` and read the whole answer: (status, body)."""
+    headers = {"Content-Type": "application/json"} if body is not None else {}
+    conn.request(method, path, body=body, headers=headers)
+    r = conn.getresponse()
+    return r.status, r.read()
+
+
+@dataclass(frozen=True)
+class RequestRun:
+    """Raw outcome of ``send_requests``: one entry per request, in send order."""
+
+    latencies_ms: np.ndarray  # (n,) float; nan for requests that raised
+    ok: np.ndarray  # (n,) bool: 200 with a parseable answer
+    answers: tuple[tuple[str, float] | None, ...]  # (class, prob) per request
+    wall_s: float
+    first_error: str | None
+
+
+def send_requests(url: str, bodies: Sequence[bytes], n: int, concurrency: int = 1,
+                  timeout_s: float = 30.0) -> RequestRun:
+    """POST ``n`` bodies (cycling through ``bodies``) to ``url/predict`` from ``concurrency`` clients.
+
+    Each client is a thread with its own keep-alive connection; latency is client-side, from
+    sending the request to having the whole answer.
+
+    Example::
+
+        run = send_requests("http://127.0.0.1:8000", [request_body(png)], n=100, concurrency=4)
+        run.latencies_ms[run.ok]
+    """
+    lat = np.full(n, np.nan)
+    ok = np.zeros(n, bool)
+    answers: list[tuple[str, float] | None] = [None] * n
+    errors: list[str] = []
+    counter = itertools.count()
+    lock = threading.Lock()
+
+    def worker(conn: http.client.HTTPConnection) -> None:
+        while True:
+            with lock:
+                i = next(counter)
+            if i >= n:
+                return
+            t0 = time.perf_counter()
+            try:
+                status, data = request(conn, "POST", "/predict", bodies[i % len(bodies)])
+                lat[i] = (time.perf_counter() - t0) * 1000.0
+                if status == 200:
+                    d = json.loads(data)
+                    answers[i] = (str(d["class"]), float(d["prob"]))
+                    ok[i] = True
+                else:
+                    errors.append(f"HTTP {status}: {data[:200].decode('utf-8', 'replace')}")
+            except (OSError, http.client.HTTPException, ValueError, KeyError) as e:
+                conn.close()  # the next request opens a fresh connection
+                errors.append(f"{type(e).__name__}: {e}")
+
+    conns = [connect(url, timeout_s) for _ in range(max(1, concurrency))]
+    try:
+        for c in conns:  # connect before the clock starts; a failure shows up as request errors
+            with contextlib.suppress(OSError):
+                c.connect()
+        t0 = time.perf_counter()
+        if len(conns) == 1:
+            worker(conns[0])
+        else:
+            with ThreadPoolExecutor(max_workers=len(conns)) as pool:
+                for f in [pool.submit(worker, c) for c in conns]:
+                    f.result()
+        wall = time.perf_counter() - t0
+    finally:
+        for c in conns:
+            c.close()
+    return RequestRun(lat, ok, tuple(answers), wall, errors[0] if errors else None)
