@@ -7,13 +7,8 @@ verifies them). Identical hashes are grouped first: a thousand blank images are 
 
 pHash works on grey, so the same shape in another colour has the same hash: a hash match is a
 candidate, confirmed by ``thumbnail_distance`` on small colour thumbnails (``colour_thumbnail``)
-taken in the inference pass and kept on disk (``ThumbnailStore``). No image file is opened here.
-
-Example::
-
-    pairs = near_pairs(test_hashes, train_hashes, 4)
-    dist = pair_distances(test_store, train_store, pairs.i, pairs.j)
-    leaks = dist <= DEFAULT_MAX_COLOUR_DISTANCE
+taken in the inference pass and kept on disk (``ThumbnailStore``). No image file is opened here:
+``pair_distances(test_store, train_store, pairs.i, pairs.j) <= DEFAULT_MAX_COLOUR_DISTANCE``.
 """
 
 from __future__ import annotations
@@ -152,12 +147,9 @@ def _bucket_ranges(ka: np.ndarray, kb: np.ndarray, same: bool):
     """For each key of ka, the equal keys of kb: ``order[lo:lo + count]`` (within one set, those after it)."""
     order = np.argsort(kb, kind="stable")
     sb = kb[order]
-    hi = np.searchsorted(sb, ka, "right")
-    if same:
-        lo = np.empty_like(order)
+    hi, lo = np.searchsorted(sb, ka, "right"), np.searchsorted(sb, ka, "left")
+    if same:  # only the keys after x's own place
         lo[order] = np.arange(1, len(order) + 1)
-    else:
-        lo = np.searchsorted(sb, ka, "left")
     return order, lo, hi - lo
 
 
@@ -188,10 +180,9 @@ def _band_matches(ua, ub, order, lo, counts, d: int, earlier: list, sink: _Sink)
         pos = np.arange(total) + np.repeat(lo[start:stop] - first, c)  # into sorted_b
         xor = np.repeat(ua[start:stop], c) ^ sorted_b[pos]
         dist = np.bitwise_count(xor)
-        keep = dist <= d
+        hit = np.flatnonzero(dist <= d)
         for m in earlier:
-            keep &= (xor & m) != 0
-        hit = np.flatnonzero(keep)
+            hit = hit[(xor[hit] & m) != 0]
         x = start + np.searchsorted(first, hit, "right") - 1
         sink.add(x, order[pos[hit]], dist[hit])
 
@@ -216,8 +207,7 @@ def _concat(parts):
 
 def _expand(x, y, d, ga: _Groups, gb: _Groups | None, max_pairs: int | None, total: int) -> NearPairs:
     """Pairs of hash groups to pairs of rows: every member of x with every member of y."""
-    same = gb is None
-    gb = ga if same else gb
+    same, gb = gb is None, ga if gb is None else gb
     diag = (x == y) if same else np.zeros(len(x), bool)  # one group with itself: r < s only
     ca, cb = ga.counts[x], gb.counts[y]
     w = np.where(diag, ca * (ca - 1) // 2, ca * cb)
@@ -257,41 +247,48 @@ _PAIRS_AT_ONCE = 4096  # about 40 MB of float32 temporaries
 def colour_thumbnail(img: Image.Image, phash_pixels: np.ndarray | None = None) -> np.ndarray:
     """A (1536,) uint8 thumbnail of a decoded image: 32x32 grey levels, then 16x16 (Cb, Cr) pairs.
 
-    The grey part is ``imaging.phash_input`` (pass it as ``phash_pixels`` when already computed),
-    the colour part a box-filtered 16x16 YCbCr. Taken in the inference pass: confirming a pair
-    decodes no file again. Grey images have Cb = Cr = 128.
+    The grey part is ``imaging.phash_input`` (pass ``phash_pixels`` when computed), the colour part a
+    box-filtered 16x16 YCbCr (128 for grey images). Taken in the inference pass: no file is decoded again.
 
     >>> t = colour_thumbnail(Image.new("RGB", (40, 30), (200, 10, 10)))
     >>> t.shape, t[0], t[1024:1026].tolist()
     ((1536,), np.uint8(67), [95, 223])
     """
-    rgb = img if img.mode == "RGB" else img.convert("RGB")
-    grey = imaging.phash_input(img) if phash_pixels is None else phash_pixels
-    small = rgb.resize((CHROMA_SIZE, CHROMA_SIZE), Image.Resampling.BOX).convert("YCbCr")
-    return np.concatenate([np.asarray(grey, np.uint8).ravel(), np.asarray(small)[..., 1:].ravel()])
+    grey = np.asarray(imaging.phash_input(img) if phash_pixels is None else phash_pixels, np.uint8).ravel()
+    if img.mode == "L":
+        return np.concatenate([grey, np.full(2 * CHROMA_SIZE**2, 128, np.uint8)])
+    small = (img if img.mode == "RGB" else img.convert("RGB")).resize((CHROMA_SIZE, CHROMA_SIZE), Image.Resampling.BOX)
+    return np.concatenate([grey, np.asarray(small.convert("YCbCr"))[..., 1:].ravel()])
 
 
 def colour_differences(ta: np.ndarray, tb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(luma, chroma) differences of thumbnail pairs ``ta[k]``, ``tb[k]`` (P, 1536) uint8, in levels 0-255.
 
-    luma: mean absolute difference of the 32x32 grey levels (the old grey check, unchanged: distinct
-    grey pictures stay apart). chroma: how far each pixel's Cb, Cr lie outside the range of the other
-    thumbnail's 3x3 neighbourhood (a shifted edge mixes colours that are there, a recoloured shape
-    brings new ones), averaged over the tenth of pixels that differ most; the larger direction.
+    luma: mean absolute difference of the 32x32 grey levels (the old grey check, unchanged). chroma: how
+    far each pixel's Cb, Cr lie outside the range of the other thumbnail's 3x3 neighbourhood (a shifted
+    edge mixes colours that are there, a recoloured shape brings new ones), over the worst tenth of pixels.
     """
-    n, g = len(ta), LUMA_SIZE**2
-    luma = np.abs(ta[:, :g].astype(np.float32) - tb[:, :g]).mean(axis=1)
-    ca, cb = (t[:, g:].reshape(n, CHROMA_SIZE, CHROMA_SIZE, 2).astype(np.float32) for t in (ta, tb))
-    return luma, np.maximum(_outside(ca, cb), _outside(cb, ca))
+    return _luma(ta, tb), _chroma(ta, tb)
+
+
+def _luma(ta: np.ndarray, tb: np.ndarray) -> np.ndarray:
+    g = LUMA_SIZE**2
+    return (np.abs(ta[:, :g].astype(np.int16) - tb[:, :g]).sum(axis=1, dtype=np.int32) / g).astype(np.float32)
+
+
+def _chroma(ta: np.ndarray, tb: np.ndarray) -> np.ndarray:
+    ca, cb = (t[:, LUMA_SIZE**2:].reshape(len(t), CHROMA_SIZE, CHROMA_SIZE, 2) for t in (ta, tb))
+    return np.maximum(_outside(ca, cb), _outside(cb, ca))
 
 
 def _outside(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Mean over a's worst CHROMA_QUANTILE pixels of the distance to b's local 3x3 [min, max] range."""
     p = np.pad(b, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="edge")
-    lo, hi = _local(np.minimum, p), _local(np.maximum, p)
-    d = np.maximum(np.maximum(a - hi, lo - a), 0).mean(axis=3).reshape(len(a), -1)
+    lo, hi = _local(np.minimum, p).astype(np.int16), _local(np.maximum, p).astype(np.int16)
+    d = np.maximum(np.maximum(a - hi, lo - a), 0)  # int16: uint8 with int16
+    d = (d[..., 0] + d[..., 1]).reshape(len(a), CHROMA_SIZE**2)  # Cb + Cr, halved below
     k = max(1, round(d.shape[1] * CHROMA_QUANTILE))
-    return np.partition(d, d.shape[1] - k, axis=1)[:, -k:].mean(axis=1)
+    return np.partition(d, d.shape[1] - k, axis=1)[:, -k:].sum(axis=1, dtype=np.int32) / np.float32(2 * k)
 
 
 def _local(f, p: np.ndarray) -> np.ndarray:
@@ -299,11 +296,12 @@ def _local(f, p: np.ndarray) -> np.ndarray:
     return f(f(r[:, :, :-2], r[:, :, 1:-1]), r[:, :, 2:])
 
 
-def thumbnail_distance(ta: np.ndarray, tb: np.ndarray) -> np.ndarray:
+def thumbnail_distance(ta: np.ndarray, tb: np.ndarray, limit: float | None = None) -> np.ndarray:
     """Confirmation distance of many thumbnail pairs at once: max(luma, CHROMA_WEIGHT * chroma), float32.
 
-    At most ``DEFAULT_MAX_COLOUR_DISTANCE``: the same picture (JPEG re-encodes, resizes and 2-5%
-    crops stay under it; the same shape in another colour does not). Parts: ``colour_differences``.
+    At most ``DEFAULT_MAX_COLOUR_DISTANCE``: the same picture (re-encodes, resizes and 2-5% crops stay
+    under it; the same shape in another colour does not). Parts: ``colour_differences``. With ``limit``,
+    a pair whose luma alone exceeds it skips the chroma part and its distance is that luma (over anyway).
 
     >>> red, green = (colour_thumbnail(Image.new("RGB", (8, 8), c))[None] for c in ((200, 0, 0), (0, 102, 0)))
     >>> red[0, 0] == green[0, 0], [round(float(thumbnail_distance(red, t)[0]), 1) for t in (red, green)]
@@ -315,19 +313,23 @@ def thumbnail_distance(ta: np.ndarray, tb: np.ndarray) -> np.ndarray:
                          f"{ta.dtype} and {tb.shape} {tb.dtype}; stack colour_thumbnail() outputs")
     out = np.empty(len(ta), np.float32)
     for s in range(0, len(ta), _PAIRS_AT_ONCE):
-        luma, chroma = colour_differences(ta[s:s + _PAIRS_AT_ONCE], tb[s:s + _PAIRS_AT_ONCE])
-        out[s:s + _PAIRS_AT_ONCE] = np.maximum(luma, CHROMA_WEIGHT * chroma)
+        a, b = ta[s:s + _PAIRS_AT_ONCE], tb[s:s + _PAIRS_AT_ONCE]
+        dist = _luma(a, b)
+        todo = np.flatnonzero(dist <= limit) if limit is not None else np.arange(len(a))
+        dist[todo] = np.maximum(dist[todo], CHROMA_WEIGHT * _chroma(a[todo], b[todo]))
+        out[s:s + _PAIRS_AT_ONCE] = dist
     return out
 
 
-def pair_distances(source_a, source_b, i, j, *, chunk: int = 65_536) -> np.ndarray:
+def pair_distances(source_a, source_b, i, j, *, limit: float | None = None, chunk: int = 65_536) -> np.ndarray:
     """``thumbnail_distance`` of ``source_a[i[k]]`` and ``source_b[j[k]]``, ``chunk`` pairs at a time.
 
     Sources are ``ThumbnailStore`` objects or thumbnail arrays; memory is bounded by ``chunk``.
     """
     i, j, out = np.asarray(i, np.int64), np.asarray(j, np.int64), np.empty(len(i), np.float32)
     for s in range(0, len(i), chunk):
-        out[s:s + chunk] = thumbnail_distance(_rows(source_a, i[s:s + chunk]), _rows(source_b, j[s:s + chunk]))
+        a, b = _rows(source_a, i[s:s + chunk]), _rows(source_b, j[s:s + chunk])
+        out[s:s + chunk] = thumbnail_distance(a, b, limit)
     return out
 
 
@@ -379,10 +381,8 @@ class ThumbnailStore:
             raise IndexError(f"rows must be in [0, {self._n}) (rows stored), got {rows.min()}..{rows.max()}")
         wanted, inverse = np.unique(rows, return_inverse=True)
         out = np.empty((len(wanted), self.row_bytes), np.uint8)
-        if not len(rows):
-            return out.reshape(0, *self.shape)
         breaks = np.flatnonzero((np.diff(wanted) > self.GAP) | (np.diff(wanted // self.RUN) != 0)) + 1
-        for lo, hi in zip(np.r_[0, breaks], np.r_[breaks, len(wanted)]):
+        for lo, hi in zip(np.r_[0, breaks], np.r_[breaks, len(wanted)]) if len(wanted) else ():
             first, count = int(wanted[lo]), int(wanted[hi - 1] - wanted[lo]) + 1
             buf = os.pread(self._file.fileno(), count * self.row_bytes, first * self.row_bytes)
             out[lo:hi] = np.frombuffer(buf, np.uint8).reshape(count, self.row_bytes)[wanted[lo:hi] - first]

@@ -166,8 +166,16 @@ def test_thumbnail_distance_equals_reference():
     tb = np.stack([colour_thumbnail(im.rotate(3) if k % 2 else im.resize((50, 50))) for k, im in enumerate(imgs)])
     noise = rng.integers(0, 256, (4, THUMBNAIL_BYTES), dtype=np.uint8)
     ta, tb = np.concatenate([ta, noise]), np.concatenate([tb, noise[::-1]])
-    np.testing.assert_allclose(thumbnail_distance(ta, tb), reference_distance(ta, tb), rtol=1e-5, atol=1e-4)
+    full = thumbnail_distance(ta, tb)
+    np.testing.assert_allclose(full, reference_distance(ta, tb), rtol=1e-5, atol=1e-4)
     assert (thumbnail_distance(ta, ta) == 0).all()
+    limit = float(np.median(full))  # pairs on both sides of it
+    luma, _ = colour_differences(ta, tb)
+    cut = thumbnail_distance(ta, tb, limit)
+    assert ((cut <= limit) == (full <= limit)).all()
+    np.testing.assert_array_equal(cut, np.where(luma > limit, luma, full))
+    np.testing.assert_array_equal(thumbnail_distance(ta, tb, limit=-1.0), luma)  # no pair needs its chroma
+    assert thumbnail_distance(ta[:0], tb[:0]).shape == (0,)
 
 
 def test_colour_thumbnail_parts():
