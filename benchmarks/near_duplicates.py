@@ -249,10 +249,11 @@ def markdown(res: dict) -> str:
            f"{c['old_decode_loop_subset_s']:.2f} s vs {c['new_subset_s']:.3f} s: {c['old_vs_new_subset']:.0f}x.",
            f"* Grey pictures are judged on grey alone: the new rule confirms {c['fm_confirmed_new']} pairs, the old one "
            f"{c['fm_confirmed_old']} (same decisions on every pair: {'yes' if c['fm_same_decisions'] else '**no**'}).", "",
-           "## Thumbnail cost in the inference pass (per image)", "",
-           "| pictures | phash_input µs | colour_thumbnail µs (given the pHash input) |", "|---|---|---|"]
+           "## Thumbnail cost in the inference pass (per image; RGB pictures: a grey one skips the colour part)", "",
+           "| pictures | phash_input µs | colour_thumbnail µs (given the pHash input) | ratio |", "|---|---|---|---|"]
     for name, t in res["thumbnail_cost"].items():
-        md.append(f"| {name} ({t['images']:,}) | {t['phash_input_us']:.0f} | {t['colour_thumbnail_us']:.0f} |")
+        md.append(f"| {name} ({t['images']:,}) | {t['phash_input_us']:.0f} | {t['colour_thumbnail_us']:.0f} | "
+                  f"{t['colour_thumbnail_us'] / t['phash_input_us']:.2f} |")
     md += ["", f"## Rule quality: {q['sets']} sets of `colour_lookalike_split` ({q['copies']} copies, "
            f"{q['lookalikes']} colour look-alikes)", "",
            "| pHash bits | rule | confirmed copies | false pairs | precision | recall |", "|---|---|---|---|---|---|"]

@@ -273,3 +273,10 @@ def test_distinct_grey_clothes_make_candidates_but_no_pairs():
     luma, chroma = colour_differences(thumbs[cand.i], thumbs[cand.j])
     assert (chroma == 0).all()  # grey pictures: judged on grey alone
     assert (thumbnail_distance(thumbs[cand.i], thumbs[cand.j]) > DEFAULT_MAX_COLOUR_DISTANCE).all()
+
+
+def test_docstring_examples_hold():
+    import doctest
+
+    result = doctest.testmod(duplicates, optionflags=doctest.ELLIPSIS)
+    assert result.attempted >= 5 and result.failed == 0
