@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import weakref
 from dataclasses import dataclass
 
 import numpy as np
@@ -353,6 +354,7 @@ class ThumbnailStore:
     def __init__(self, shape: tuple[int, ...] = (THUMBNAIL_BYTES,), *, dir: str | None = None) -> None:
         self.shape, self.row_bytes, self._n = tuple(shape), int(np.prod(shape)), 0
         self._file = tempfile.TemporaryFile(dir=dir)
+        self._close = weakref.finalize(self, self._file.close)  # closed with the store, even if never closed
 
     def __len__(self) -> int:
         return self._n
@@ -389,10 +391,10 @@ class ThumbnailStore:
         return out[inverse].reshape(len(rows), *self.shape)
 
     def close(self) -> None:
-        self._file.close()
+        self._close()
 
     def __enter__(self) -> ThumbnailStore:
         return self
 
     def __exit__(self, *exc) -> None:
-        self._file.close()
+        self._close()
