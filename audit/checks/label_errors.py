@@ -1,0 +1,168 @@
+"""Suspected label errors in the test set, found by cleanlab on the audit's own probabilities.
+
+cleanlab's confident learning (Northcutt, Jiang & Chuang 2021) estimates, per pair of classes,
+how often a given label disagrees with what the model confidently predicts, and flags the images
+whose given label is least likely; they are ranked by self-confidence, the probability the model
+gives to the given label (lowest first). Nothing is re-implemented here: this module calls
+cleanlab, records what it says and adds accuracy with and without the flagged images.
+
+The result is information, never judged by default: a flagged image is a candidate for a
+second look, not a confirmed error (see ``CAVEAT``).
+
+Scale. ``method="auto"`` runs ``cleanlab.filter.find_label_issues`` (the full confident-learning
+filter, ``prune_by_noise_rate``) while N x C is at most ``MAX_DIRECT_CELLS``, and cleanlab's
+batched path ``cleanlab.experimental.label_issues_batched.find_label_issues_batched`` above it.
+The batched path reads the probabilities in fixed-size batches (memory bounded by
+``batch_size`` x C, so it also works on a memory-mapped array) but flags by low self-confidence,
+which finds fewer of the errors; the result records which method ran. Measured cost:
+``benchmarks/label_errors.py``.
+
+Example::
+
+    res = find_label_errors(y_true, proba)
+    res.n_flagged, res.issues[0].index, res.accuracy_without.value
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from audit.stats import Estimate, proportion_ci
+
+METHODS = ("auto", "confident_learning", "batched")
+MAX_DIRECT_CELLS = 100_000_000  # N x C; 100k images x 1,000 classes (400 MB of float32 probabilities)
+BATCH_SIZE = 10_000
+CAVEAT = (
+    "Suspected, not confirmed: these are the images whose given label the model finds least likely. "
+    "In published studies about half of such flagged items are real label errors (51% on average "
+    "over ten benchmark test sets, Northcutt, Athalye & Mueller 2021, \"Pervasive Label Errors in "
+    "Test Sets Destabilize Machine Learning Benchmarks\"); the rest are hard or ambiguous images "
+    "or model mistakes. Review them before relabelling. This check is never judged by default."
+)
+
+
+@dataclass(frozen=True)
+class SuspectedLabelError:
+    """One flagged image; ``rank`` 0 is the most suspect."""
+
+    rank: int
+    index: int  # row in the inputs (the Predictions table)
+    given: int  # the label in the data
+    predicted: int  # the model's top-1 class
+    self_confidence: float  # probability of the given label: cleanlab's ranking score (lower = more suspect)
+    predicted_confidence: float  # probability of the predicted class
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"rank": self.rank, "index": self.index, "given": self.given, "predicted": self.predicted,
+                "self_confidence": self.self_confidence, "predicted_confidence": self.predicted_confidence}
+
+
+@dataclass(frozen=True)
+class LabelErrorsResult:
+    n: int
+    n_classes: int
+    method: str  # "confident_learning" or "batched": what actually ran
+    n_flagged: int
+    issues: tuple[SuspectedLabelError, ...]  # ranked; at most max_listed of the n_flagged
+    flagged_per_class: tuple[int, ...]  # flagged images per given label
+    accuracy: Estimate  # all images (Wilson interval)
+    accuracy_without: Estimate  # flagged images left out (Wilson interval)
+    notes: tuple[str, ...]  # what cleanlab warned about (e.g. classes too small to flag)
+    caveat: str = CAVEAT
+    judged: bool = False
+
+    @property
+    def flagged_fraction(self) -> float:
+        return self.n_flagged / self.n if self.n else float("nan")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "n": self.n, "n_classes": self.n_classes, "method": self.method, "n_flagged": self.n_flagged,
+            "flagged_per_class": list(self.flagged_per_class), "accuracy": self.accuracy.to_dict(),
+            "accuracy_without": self.accuracy_without.to_dict(), "notes": list(self.notes),
+            "caveat": self.caveat, "judged": self.judged, "issues": [i.to_dict() for i in self.issues],
+        }
+
+
+def check_inputs(y_true, proba) -> tuple[np.ndarray, np.ndarray]:
+    """Validate and normalise: ``y_true`` (N,) ints in [0, C), ``proba`` (N, C) finite, rows summing to 1."""
+    y = np.asarray(y_true)
+    p = np.asarray(proba)
+    if p.ndim != 2 or p.shape[1] < 2:
+        raise ValueError(f"proba must be a 2-D (N, C) array with C >= 2 classes, got shape {p.shape}")
+    if y.shape != (p.shape[0],):
+        raise ValueError(f"y_true must have shape ({p.shape[0]},) to match proba {p.shape}, got {y.shape}")
+    if y.size and (not np.issubdtype(y.dtype, np.integer) or y.min() < 0 or y.max() >= p.shape[1]):
+        raise ValueError(f"y_true must hold class indices in [0, {p.shape[1]}), got dtype {y.dtype}, "
+                         f"range [{y.min()}, {y.max()}]")
+    # min/max propagate NaN and see inf without N x C temporaries (100k x 1,000 is 400 MB)
+    if p.size and not (p.min() >= 0 and p.max() <= 1 + 1e-6 and np.allclose(p.sum(axis=1), 1.0, atol=1e-3)):
+        raise ValueError("proba must hold probabilities (finite, >= 0, rows summing to 1); apply a softmax first")
+    return y.astype(np.int64, copy=False), p
+
+
+def find_label_errors(
+    y_true,
+    proba,
+    *,
+    method: str = "auto",
+    max_cells: int = MAX_DIRECT_CELLS,
+    batch_size: int = BATCH_SIZE,
+    max_listed: int | None = None,
+    level: float = 0.95,
+) -> LabelErrorsResult:
+    """Flag suspected label errors with cleanlab and report accuracy with and without them.
+
+    ``proba`` must be out-of-sample (the audit's test-set predictions are). ``method``: "auto"
+    (confident learning while N x C <= ``max_cells``, else batched), "confident_learning" or
+    "batched". ``max_listed`` caps the ranked list kept in the result (``n_flagged`` counts all).
+    """
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    y, p = check_inputs(y_true, proba)
+    n, c = p.shape
+    if method == "auto":
+        method = "confident_learning" if n * c <= max_cells else "batched"
+    ranked, notes = _run_cleanlab(y, p, method, batch_size) if n else (np.zeros(0, np.int64), ())
+    y_pred = p.argmax(axis=1)
+    correct = y_pred == y
+    flagged = np.zeros(n, bool)
+    flagged[ranked] = True
+    listed = ranked if max_listed is None else ranked[:max_listed]
+    cols = (listed, y[listed], y_pred[listed], p[listed, y[listed]], p[listed, y_pred[listed]])
+    issues = tuple(SuspectedLabelError(r, *row) for r, row in enumerate(zip(*(c.tolist() for c in cols))))
+    keep = ~flagged
+    return LabelErrorsResult(
+        n=n, n_classes=c, method=method, n_flagged=int(flagged.sum()), issues=issues,
+        flagged_per_class=tuple(np.bincount(y[flagged], minlength=c).tolist()),
+        accuracy=proportion_ci(int(correct.sum()), n, level=level),
+        accuracy_without=proportion_ci(int(correct[keep].sum()), int(keep.sum()), level=level),
+        notes=notes,
+    )
+
+
+def _run_cleanlab(y: np.ndarray, p: np.ndarray, method: str, batch_size: int) -> tuple[np.ndarray, tuple[str, ...]]:
+    """Indices of the flagged rows, most suspect first, and cleanlab's warnings as notes."""
+    # n_jobs=1: no worker processes forked from an audit that holds ONNX Runtime threads
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        if method == "confident_learning":
+            from cleanlab.filter import find_label_issues
+
+            ranked = find_label_issues(y, p, filter_by="prune_by_noise_rate",
+                                       return_indices_ranked_by="self_confidence", n_jobs=1)
+        else:
+            from cleanlab.experimental.label_issues_batched import find_label_issues_batched
+
+            ranked = find_label_issues_batched(y, p, batch_size=batch_size, n_jobs=1, verbose=False)
+    notes = []
+    for w in caught:
+        if issubclass(w.category, UserWarning):
+            notes.append(str(w.message))
+        else:  # deprecations and the like are for developers, not the report
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return np.asarray(ranked, dtype=np.int64), tuple(dict.fromkeys(notes))
