@@ -32,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"audit {__version__}")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
     _run_parser(sub)
+    _compare_parser(sub)
     _serve_parser(sub)
     return p
 
@@ -58,7 +59,7 @@ def _run_parser(sub) -> None:
         for o in spec.options:
             ana.add_argument(o.flag, metavar=o.metavar, help=o.help, dest=_dest(o.key))
         if spec.toggle:
-            ana.add_argument(f"--{spec.name}", action=argparse.BooleanOptionalAction, dest=_dest(f"{spec.name}.enabled"),
+            ana.add_argument(spec.flag, action=argparse.BooleanOptionalAction, dest=_dest(f"{spec.name}.enabled"),
                              help=f"the {spec.name} check (default: on; see [audit.{spec.name}])")
     run.add_argument("--debug", action="store_true", help="show tracebacks")
 
@@ -79,6 +80,22 @@ RUN_FLAGS: dict[str, tuple[str, type, str]] = {
 
 def _dest(key: str) -> str:
     return "cfg__" + key.replace(".", "__")
+
+
+def _compare_parser(sub) -> None:
+    cmp = sub.add_parser("compare", help="compare two audits of the same images, image by image (paired); "
+                                         "exit 0 when the candidate is not significantly worse, 1 when it may be")
+    cmp.add_argument("--candidate", required=True, type=Path, help="output folder of the new model's audit run")
+    cmp.add_argument("--baseline", required=True, type=Path, help="output folder of the old model's audit run")
+    cmp.add_argument("--out", type=Path, help="output folder (default: reports/<candidate>-vs-<baseline>/)")
+    cmp.add_argument("--margin", type=float, default=0.01,
+                     help="accuracy the candidate may lose and still pass (default 0.01)")
+    cmp.add_argument("--alpha", type=float, default=0.05, help="one-sided level of that test (default 0.05)")
+    cmp.add_argument("--data", type=Path, help="the audited data, for thumbnails (default: the folder the "
+                                               "candidate's verdict.json names, when it can be read)")
+    cmp.add_argument("--no-thumbnails", action="store_true", help="embed no image of the data in the report")
+    cmp.add_argument("--templates", type=Path, help="a folder of report templates searched before the packaged ones")
+    cmp.add_argument("--debug", action="store_true", help="show tracebacks")
 
 
 def _serve_parser(sub) -> None:
@@ -177,6 +194,22 @@ def cmd_run(a: argparse.Namespace) -> int:
     return EXIT_PASS if result.verdict.passed else EXIT_FAIL
 
 
+def cmd_compare(a: argparse.Namespace) -> int:
+    from audit.comparison import compare_folders
+    from audit.render.comparison import write_comparison
+
+    rep = compare_folders(a.candidate, a.baseline, margin=a.margin, alpha=a.alpha, data=a.data,
+                          thumbnails=not a.no_thumbnails)
+    out = a.out or Path("reports") / f"{rep.paired.candidate}-vs-{rep.paired.baseline}"
+    write_comparison(rep, out, a.templates)
+    for f in rep.findings:
+        print(f"  {f.severity}: {f.text}")
+    c = rep.criterion
+    print(f"{'PASS' if c.passed else 'FAIL'}: {c.title}: {c.value:+.4f}, must be {c.op} {c.threshold:g} · "
+          f"report: {out / 'comparison.html'}")
+    return EXIT_PASS if rep.passed else EXIT_FAIL
+
+
 def cmd_serve(a: argparse.Namespace) -> int:
     from audit.serve import ServeLimits, serve
 
@@ -207,7 +240,7 @@ def _with_card_file(path: Path | None, flags: dict[str, Any]) -> dict[str, Any]:
             "preprocess": {**d.get("preprocess", {}), **flags["preprocess"]}}
 
 
-COMMANDS = {"run": cmd_run, "serve": cmd_serve}
+COMMANDS = {"run": cmd_run, "compare": cmd_compare, "serve": cmd_serve}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,6 +18,9 @@ estimates ignores noise altogether. Here:
 Runs that are not on the same data are refused with a ``UsageError``: other image sets,
 the same path with other bytes (SHA-256), other true labels or other class names.
 
+``load_run`` reads an audit's output folder (``predictions.csv`` for the per-image rows, the
+class names from ``verdict.json``); ``python -m audit compare`` and the ``paired`` check use it.
+
 Example::
 
     cand = PairedRun("lite0", labels, paths, y_true, y_pred_a, sha256=shas)
@@ -28,16 +31,17 @@ Example::
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from audit.errors import UsageError
+from audit.sources import MISSING
 from audit.stats import Estimate, benjamini_hochberg, mcnemar_exact, paired_difference_ci, proportion_ci
-
-MISSING = "(missing)"
 
 
 @dataclass(frozen=True)
@@ -51,6 +55,45 @@ class PairedRun:
     y_pred: np.ndarray
     sha256: Sequence[str] = ()  # of each image's bytes; empty when the run did not hash
     attributes: Mapping[str, np.ndarray] = field(default_factory=dict)  # name -> (N,) values
+
+
+def load_run(folder: Path, *, name: str | None = None, flag: str = "--baseline") -> PairedRun:
+    """The per-image results of an audit output folder (its ``verdict.json`` may be named instead)."""
+    import pandas as pd
+
+    folder = Path(folder)
+    if folder.name == "verdict.json":
+        folder = folder.parent
+    verdict, rows = folder / "verdict.json", folder / "predictions.csv"
+    for f in (verdict, rows):
+        if not f.is_file():
+            raise UsageError(f"{flag} {folder}: {f.name} not found there",
+                             hint="pass an output folder of python -m audit run")
+    try:
+        labels = json.loads(verdict.read_text(encoding="utf-8"))["model"]["labels"]
+        df = pd.read_csv(rows, dtype=str, keep_default_na=False,
+                         usecols=lambda c: c in ("path", "label", "predicted", "sha256") or c.startswith("attr:"))
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise UsageError(f"{flag} {folder}: cannot read its verdict.json and predictions.csv ({e})",
+                         hint="pass an output folder of python -m audit run") from None
+    missing = [c for c in ("path", "label", "predicted") if c not in df]
+    unknown = sorted((set(df.get("label", ())) | set(df.get("predicted", ()))) - set(labels))
+    if missing or unknown or not labels:
+        what = f"no column {missing[0]!r}" if missing else f"label {unknown[0]!r} is not in verdict.json's labels" \
+            if unknown else "verdict.json names no labels"
+        raise UsageError(f"{flag} {folder}: predictions.csv does not match an audit's output ({what})",
+                         hint="pass an output folder of python -m audit run, unmodified")
+    index = {lab: i for i, lab in enumerate(labels)}
+    return PairedRun(name or folder.resolve().name, tuple(labels), df["path"].tolist(),
+                     df["label"].map(index).to_numpy(np.int64), df["predicted"].map(index).to_numpy(np.int64),
+                     sha256=df["sha256"].tolist() if "sha256" in df else (),
+                     attributes={c[5:]: df[c].to_numpy(object) for c in df if c.startswith("attr:")})
+
+
+def run_of(preds, name: str) -> PairedRun:
+    """A ``PairedRun`` of an audit's ``Predictions`` table."""
+    return PairedRun(name, tuple(preds.labels), preds.paths, preds.y_true, preds.y_pred, preds.sha256,
+                     dict(preds.attributes))
 
 
 @dataclass(frozen=True)
@@ -115,11 +158,18 @@ class Comparison:
     candidate_only_paths: tuple[str, ...]  # images only the candidate gets right, in candidate order
     baseline_only_paths: tuple[str, ...]
 
+    @property
+    def direction(self) -> str:
+        """What the paired interval says: significantly better, significantly worse, or neither."""
+        d = self.difference
+        return ("significantly better" if d.low > 0 else "significantly worse" if d.high < 0
+                else "not significantly different")
+
     def to_dict(self) -> dict[str, Any]:
         t, ni = self.table, self.non_inferiority
         return {
             "candidate": self.candidate, "baseline": self.baseline, "n": self.n,
-            "hashes_checked": self.hashes_checked,
+            "hashes_checked": self.hashes_checked, "direction": self.direction,
             "candidate_accuracy": self.candidate_accuracy.to_dict(),
             "baseline_accuracy": self.baseline_accuracy.to_dict(),
             "difference": self.difference.to_dict(),

@@ -19,11 +19,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from audit import __version__
+from audit import __version__, findings
 from audit.checks import CHECKS
 from audit.context import AuditContext
 from audit.engines import Engine, make_engine
 from audit.errors import DataError
+from audit.findings import Finding
 from audit.model import ModelCard, OnnxClassifier
 from audit.predictions import Predictions
 from audit.sources import DataSource, Skipped, open_source
@@ -70,6 +71,7 @@ class AuditResult:
     timings: tuple[tuple[str, float], ...] = ()
     thumbnails: Mapping[str, str] = field(default_factory=dict)  # "role:path" -> inline image, see thumbnails.py
     engine: str = "local"
+    findings: tuple[Finding, ...] = ()  # failing criteria, then the most important observations (findings.py)
 
     def __getattr__(self, name: str) -> Any:
         """A check's result by name (``result.metrics``); None when the check did not run."""
@@ -101,12 +103,15 @@ def run_audit(model_path: Path, data_path: Path, config, *, card_overrides: Mapp
                            progress=progress)
     with timed("inference"):
         ctx, data = infer(ctx)
-    results, criteria = {}, []
+    results, criteria, failures, observations = {}, [], [], []
     for spec in active_checks(config):
         with timed(spec.title):
             res = spec.run(ctx) if spec.probe else spec.run(ctx.predictions, config)
         results[spec.name] = res
-        criteria += spec.criteria(res, config)
+        judged = spec.criteria(res, config)
+        criteria += judged
+        failures += findings.failing(judged, spec.name)
+        observations += spec.findings(res, config)
         ctx = replace(ctx, measures=ctx.measures + tuple(spec.comparable(res)))
     with timed("thumbnails"):
         ran = [(s, results[s.name]) for s in active_checks(config)]
@@ -117,6 +122,7 @@ def run_audit(model_path: Path, data_path: Path, config, *, card_overrides: Mapp
         model=summarize_model(ctx.classifier), data=data, config=config, predictions=ctx.predictions,
         verdict=Verdict.of(criteria, config.criteria.judge_on), results=results,
         timings=tuple(timed.timings), thumbnails=thumbs, engine=ctx.engine.name,
+        findings=findings.rank(failures, observations),
     )
 
 

@@ -28,6 +28,7 @@ def normalise(v: dict) -> dict:
     rename = v1_key if v.get("comparable") and any(k.startswith("metrics.") for k in v["comparable"]) else str
     v["comparable"] = {rename(k): x for k, x in v.get("comparable", {}).items()}
     v["criteria"] = {c["id"]: ({"id": c["id"]} if c["id"].startswith("latency.") else c) for c in v["criteria"]}
+    v["findings"] = [f for f in v.get("findings", []) if f["section"] != "latency"]  # measured, like its criteria
     return v
 
 

@@ -118,7 +118,7 @@ def test_failing_criterion_exits_1(tmp_path, capsys):
     assert code == 1
     assert "FAIL" in capsys.readouterr().out
     v = json.loads((tmp_path / "o" / "verdict.json").read_text())
-    assert v["passed"] is False and [c["id"] for c in v["criteria"] if not c["passed"]] == ["accuracy"]
+    assert v["passed"] is False and [c["id"] for c in v["criteria"] if c["judged"] and not c["passed"]] == ["accuracy"]
 
 
 def test_zero_f1_class_fails(tmp_path):

@@ -5,7 +5,8 @@ import pytest
 from fairlearn.metrics import demographic_parity_ratio, equal_opportunity_difference
 
 import builders
-from audit.checks.fairness import FairnessConfig, fairness, fairness_criteria
+from audit.checks.fairness import FairnessConfig, fairness, fairness_criteria, findings
+from audit.config import AuditConfig
 from audit.errors import DataError
 
 
@@ -66,6 +67,10 @@ def test_criteria_fail_for_a_disadvantaged_group_and_pass_without_one():
     assert ok["fairness.sex.disparate_impact"].passed and ok["fairness.sex.equal_opportunity"].passed
     assert not bad["fairness.sex.equal_opportunity"].passed
     assert "(b)" in bad["fairness.sex.equal_opportunity"].detail
+    config = AuditConfig(fairness=cfg)
+    (f,) = findings(fairness(unfair, cfg, n_boot=100), config)  # the findings block: the larger gap, over sex
+    assert f.severity == "warn" and f.criterion == "fairness.sex.equal_opportunity" and "(b)" in f.text
+    assert all(x.severity == "info" for x in findings(fairness(fair, cfg, n_boot=100), config))
 
 
 def test_one_group_cannot_be_judged_and_says_so():

@@ -8,7 +8,7 @@ from PIL import Image
 
 import builders
 from audit import imaging
-from audit.checks.integrity import IntegrityConfig, integrity, integrity_criteria
+from audit.checks.integrity import IntegrityConfig, findings, integrity, integrity_criteria
 from audit.duplicates import near_pairs
 
 LABELS = tuple(builders.COLOURS)
@@ -41,6 +41,10 @@ def test_planted_train_test_duplicates_are_found(tmp_path):
     assert res.leaked == 3 and res.n_train == 30
     (c,) = integrity_criteria(res, IntegrityConfig())
     assert c.id == "integrity.leakage" and not c.passed and c.value == 3
+    (leak, dup) = findings(res, None)  # the findings block: leakage (restating this criterion), then test duplicates
+    assert (leak.severity, leak.criterion, leak.section) == ("warn", "integrity.leakage", "integrity")
+    assert leak.text.startswith("3 test image(s) also appear in the training data")
+    assert dup.criterion == "integrity.test_duplicates" and dup.text.startswith(f"{res.n_test_duplicates} test images have")
 
 
 def test_duplicates_inside_test_and_imbalance(tmp_path):

@@ -8,7 +8,7 @@ import builders
 import dataclasses
 import pickle
 
-from audit.checks.invariance import (FlipLimits, InvarianceConfig, choose_transforms, invariance,
+from audit.checks.invariance import (FlipLimits, InvarianceConfig, choose_transforms, findings, invariance,
                                      invariance_criteria)
 from audit.errors import ConfigError
 from audit.transforms import DEFAULT_TRANSFORMS, TRANSFORMS
@@ -41,6 +41,9 @@ def test_not_flip_invariant_model_flips_under_hflip_not_under_noop(tmp_path):
     assert len(by["hflip"].flipped) == 8 and res.n_images == 40
     crit = {c.id: c for c in invariance_criteria(res, cfg)}
     assert not crit["invariance.hflip"].passed and crit["invariance.none"].passed
+    (f,) = findings(res, None)  # the findings block names the least stable transform
+    assert (f.severity, f.criterion, f.importance) == ("warn", "invariance.hflip", 1.0)
+    assert f.text.startswith("Least stable under horizontal flip: 100.0% of 40 predictions change")
 
 
 def test_graded_severities_and_colour_model_is_invariant(tmp_path):
@@ -52,6 +55,7 @@ def test_graded_severities_and_colour_model_is_invariant(tmp_path):
         ("hflip", 1), ("rotate", 1), ("rotate", 2), ("rotate", 3)]
     assert res.worst("hflip").flip_rate.value == 0.0  # a global-average-pool model cannot see a flip
     assert all(c.passed for c in invariance_criteria(res, cfg))
+    assert findings(res, None) == []  # nothing flips: nothing to report
     assert res.runs[1].description == "rotate 5°"
 
 

@@ -1,8 +1,11 @@
 """Suspected label errors: flipped labels in a real dataset are found, and the wrapper is cleanlab.
 
 The data is scikit-learn's digits (1,797 real 8x8 scans). A logistic regression is trained on one
-half and predicts the other half, so the probabilities are out-of-sample as in an audit.
+half and predicts the other half, so the probabilities are out-of-sample as in an audit. The
+registered check runs end to end on real PNG files whose folder label is wrong for a known set.
 """
+
+import json
 
 import numpy as np
 import pytest
@@ -17,7 +20,9 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from statsmodels.stats.proportion import proportion_confint
 
+import builders
 from audit.checks.label_errors import CAVEAT, find_label_errors
+from audit.cli import main
 
 N_FLIP = 45  # 5% of the 899 test images
 
@@ -139,3 +144,86 @@ def test_bad_inputs_are_named(y, proba, message):
 def test_unknown_method_is_named():
     with pytest.raises(ValueError, match="method must be one of"):
         find_label_errors([0, 1], np.full((2, 2), 0.5), method="fast")
+
+
+# --- the registered check, end to end -------------------------------------------------------------
+
+FAST = ["--n-boot", "30", "--no-progress", "--no-latency", "--no-invariance", "--no-pdf"]
+
+
+@pytest.fixture(scope="module")
+def painted(tmp_path_factory):
+    """A colour ImageFolder where 2 images per class are painted the next class's colour: the colour model
+    predicts the painted colour, so their folder label is the error."""
+    root = tmp_path_factory.mktemp("label_errors")
+    data = builders.image_folder(root / "data", 20, confusers=2)
+    model = builders.colour_model(root / "model.onnx")
+    return root, data, model
+
+
+def test_the_audit_lists_the_painted_images_with_thumbnails(painted):
+    root, data, model = painted
+    out = root / "out"
+    assert main(["run", "--model", str(model), "--data", str(data), "--out", str(out), *FAST]) == 0
+    v = json.loads((out / "verdict.json").read_text())
+    le = v["label_errors"]
+    painted_paths = {f"{c}/{i:03d}.png" for c in builders.COLOURS for i in range(2)}
+    flagged = {i["path"] for i in le["issues"]}
+    assert flagged == painted_paths  # recall 6/6 and nothing else flagged
+    by_path = {i["path"]: i for i in le["issues"]}
+    assert by_path["red/000.png"]["given_label"] == "red" and by_path["red/000.png"]["predicted_label"] == "green"
+    assert le["accuracy"]["value"] == pytest.approx(54 / 60) and le["accuracy_without"]["value"] == 1.0
+    (crit,) = [c for c in v["criteria"] if c["id"] == "label_errors.flagged_share"]
+    assert crit["judged"] is False and crit["value"] == pytest.approx(0.1) and v["passed"] is True
+    html = (out / "report.html").read_text()
+    section = html.split('<section id="label_errors">', 1)[1].split("</section>", 1)[0]
+    assert section.count('<img class="thumb" src="data:image/jpeg') == 6
+    assert "about half of such flagged items are real label errors" in section and "never judged" in section
+    assert any(f["section"] == "label_errors" for f in v["findings"])
+
+
+def test_no_thumbnails_and_no_label_errors(painted):
+    root, data, model = painted
+    base = ["run", "--model", str(model), "--data", str(data), *FAST]
+    assert main([*base, "--out", str(root / "plain"), "--no-thumbnails"]) == 0
+    html = (root / "plain" / "report.html").read_text()
+    assert '<section id="label_errors">' in html and "data:image/jpeg" not in html
+    assert main([*base, "--out", str(root / "off"), "--no-label-errors"]) == 0
+    assert '<section id="label_errors">' not in (root / "off" / "report.html").read_text()
+    assert "label_errors" not in json.loads((root / "off" / "verdict.json").read_text())
+
+
+def test_judged_label_errors_can_fail_the_audit(painted, tmp_path):
+    _, data, model = painted
+    cfg = tmp_path / "audit.toml"
+    cfg.write_text('[audit.label_errors]\njudged = true\nmax_share = 0.05\nmax_listed = 3\n')
+    out = tmp_path / "out"
+    assert main(["run", "--model", str(model), "--data", str(data), "--out", str(out), "--config", str(cfg),
+                 *FAST]) == 1
+    v = json.loads((out / "verdict.json").read_text())
+    assert len(v["label_errors"]["issues"]) == 3 and v["label_errors"]["n_flagged"] == 6
+    assert [f["severity"] for f in v["findings"]][0] == "fail"
+
+
+@pytest.mark.parametrize("toml,message", [
+    ('method = "fast"', "config key 'label_errors.method' must be one of 'auto', 'confident_learning', 'batched'"),
+    ("max_cells = 0", "config key 'label_errors.max_cells' must be >= 1, got 0"),
+    ("max_share = 1.5", "config key 'label_errors.max_share' must be >= 0 and <= 1, got 1.5"),
+])
+def test_settings_out_of_bounds_exit_2_with_the_key(painted, tmp_path, capsys, toml, message):
+    _, data, model = painted
+    cfg = tmp_path / "audit.toml"
+    cfg.write_text(f"[audit.label_errors]\n{toml}\n")
+    assert main(["run", "--model", str(model), "--data", str(data), "--out", str(tmp_path / "o"),
+                 "--config", str(cfg), *FAST]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+
+
+def test_class_names_in_notes_and_a_single_given_class():
+    res = find_label_errors(np.zeros(5, int), np.full((5, 2), 0.5), labels=("cat", "dog"))
+    assert res.n_flagged == 0 and "fewer than two classes" in res.notes[0]
+    rng = np.random.default_rng(0)
+    y = np.r_[rng.integers(0, 2, 60), 2]
+    res = find_label_errors(y, rng.dirichlet(np.ones(3) * 0.3, len(y)), labels=("a", "b", "c"))
+    assert any("class 'c'" in n for n in res.notes), res.notes

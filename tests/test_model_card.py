@@ -99,3 +99,28 @@ def test_text_from_the_data_is_escaped(onnx_card, no_network):
     text = str(build_model_card(verdict, card))
     assert "<script>" not in text and "&lt;script&gt;" in text
     assert "a\\|b" in text and "acc \\| &lt;b&gt;bold&lt;/b&gt;" in text
+
+
+def test_every_run_writes_a_card_with_the_verdict_numbers(tmp_path, no_network):
+    """model_card.md next to the report of a real run against a baseline: label errors and the paired comparison."""
+    from audit.cli import main
+
+    data = builders.image_folder(tmp_path / "data", 20, confusers=2)
+    model = builders.colour_model(tmp_path / "model.onnx")
+    run = ["run", "--model", str(model), "--data", str(data), "--n-boot", "30", "--no-progress", "--no-pdf",
+           "--no-latency", "--no-invariance"]
+    assert main([*run, "--out", str(tmp_path / "old")]) == 0
+    main([*run, "--out", str(tmp_path / "new"), "--baseline", str(tmp_path / "old" / "verdict.json")])
+    verdict = json.loads((tmp_path / "new" / "verdict.json").read_text())
+    loaded = ModelCard.load(tmp_path / "new" / "model_card.md")
+    for r in loaded.data.eval_results:
+        expected = verdict_number(verdict, r.metric_type, r.metric_config)
+        assert r.metric_value == expected["value"], r.metric_type
+        assert ((r.metric_args or {}).get("ci_low"), (r.metric_args or {}).get("ci_high")) == \
+            (expected["low"], expected["high"]), r.metric_type
+    types = {r.metric_type for r in loaded.data.eval_results}
+    assert {"accuracy", "label_errors.flagged_share", "paired.not_worse"} <= types
+    text = loaded.text
+    assert "cleanlab flags 6 of 60 test images" in text.split("## Limitations", 1)[1]
+    comparison = text.split("## Comparison with the baseline", 1)[1].split("##", 1)[0]
+    assert "on the same 60 images" in comparison and "McNemar exact p = 1" in comparison

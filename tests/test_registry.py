@@ -55,7 +55,7 @@ def test_every_check_option_and_toggle_is_a_flag(spec):
     flags = {f for a in run._actions for f in a.option_strings}
     assert {o.flag for o in spec.options} <= flags
     if spec.toggle:
-        assert {f"--{spec.name}", f"--no-{spec.name}"} <= flags
+        assert {spec.flag, spec.flag.replace("--", "--no-", 1)} <= flags
 
 
 def test_check_names_and_ids_are_unique():

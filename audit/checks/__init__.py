@@ -9,6 +9,8 @@ A check is one module that defines its settings section, its frozen result, and 
 * ``criteria(result, config)`` and ``comparable(result)``: measures that declare their
   direction once; criteria come from ``audit.verdict.judge``;
 * ``thumbnails(result, ctx)``: (source, path) of images to embed, captured after the run;
+* ``findings(result, config)``: the check's most important observations (``audit.findings.Finding``)
+  for the findings block that opens the report;
 * ``options`` and ``toggle``: the check's command-line flags;
 * its report section is ``templates/sections/<name>.html.j2``.
 
@@ -58,17 +60,23 @@ class CheckSpec:
     criteria: Callable[[Any, Any], list] = _nothing
     comparable: Callable[[Any], list] = _nothing
     thumbnails: Callable[[Any, Any], Iterable[tuple[Any, str]]] = _nothing  # (DataSource, path) to embed
+    findings: Callable[[Any, Any], list] = _nothing  # (result, config) -> [audit.findings.Finding]
     options: tuple[Option, ...] = ()
-    toggle: bool = False  # --<name>/--no-<name> sets <name>.enabled
+    toggle: bool = False  # --<name>/--no-<name> sets <name>.enabled (underscores as dashes)
 
     @property
     def template(self) -> str:
         return f"sections/{self.name}.html.j2"
 
+    @property
+    def flag(self) -> str:
+        """The check's toggle flag: ``--label-errors`` for ``label_errors``."""
+        return "--" + self.name.replace("_", "-")
+
 
 def _registry() -> tuple[CheckSpec, ...]:
-    from audit.checks import (baseline, calibration, fairness, integrity, invariance, latency, metrics, parity,
-                              slices)
+    from audit.checks import (baseline, calibration, fairness, integrity, invariance, label_errors, latency, metrics,
+                              paired, parity, slices)
 
     return (
         metrics.SPEC,
@@ -79,6 +87,8 @@ def _registry() -> tuple[CheckSpec, ...]:
         parity.SPEC,
         integrity.SPEC,
         latency.SPEC,
+        label_errors.SPEC,
+        paired.SPEC,  # the per-image comparison with --baseline's predictions.csv
         baseline.SPEC,  # last: it compares the measures of every check before it
     )
 

@@ -30,6 +30,7 @@ import numpy as np
 
 from audit.checks import CheckSpec, Option, comma_list
 from audit.errors import DataError
+from audit.findings import Finding
 from audit.predictions import Predictions
 from audit.settings import Section, setting, unit
 from audit.sources import MISSING
@@ -286,6 +287,28 @@ def _extremes(cf: ClassFairness, field: str, selection: bool) -> str:
     return f"{name} {getattr(lo, field):.3f} ({lo.group}) vs {getattr(hi, field):.3f} ({hi.group})"
 
 
+def findings(res: FairnessResult, config) -> list[Finding]:
+    """Per sensitive attribute, its larger fairness gap: disparate impact below 1, or a TPR difference."""
+    cfg, out = config.fairness, []
+    for a in res.attributes:
+        di, eo = a.worst_disparate_impact, a.worst_equal_opportunity
+        di_gap = 1 - di.disparate_impact.value if di else -1.0
+        eo_gap = eo.equal_opportunity_difference.value if eo else -1.0
+        if max(di_gap, eo_gap) <= 0:
+            continue
+        if di_gap >= eo_gap:
+            cf, e, name, key = di, di.disparate_impact, "disparate impact", "disparate_impact"
+            bad, rates = e.value < cfg.min_disparate_impact, _extremes(di, "selection_rate", True)
+        else:
+            cf, e, name, key = eo, eo.equal_opportunity_difference, "equal opportunity difference", "equal_opportunity"
+            bad, rates = e.value > cfg.max_equal_opportunity_difference, _extremes(eo, "tpr", False)
+        text = (f"Largest fairness gap over {a.attribute}: class {cf.target}, {name} {e.value:.3f} "
+                f"[{e.low:.3f}, {e.high:.3f}] ({rates}).")
+        out.append(Finding("warn" if bad else "info", text, "fairness", importance=max(di_gap, eo_gap),
+                           criterion=f"fairness.{a.attribute}.{key}"))
+    return out
+
+
 def _prepare(ctx) -> None:
     check_columns(ctx.config.fairness.sensitive, ctx.source.attribute_names)
     targets(ctx.classifier.labels, ctx.config.fairness.positive_class)
@@ -298,7 +321,7 @@ def _run(preds: Predictions, config) -> FairnessResult:
 SPEC = CheckSpec(
     "fairness", "fairness", _run, config=FairnessConfig, enabled=lambda c: bool(c.fairness.sensitive),
     prepare=_prepare, criteria=lambda r, c: fairness_criteria(r, c.fairness, c.criteria.judge_on),
-    comparable=measures,
+    comparable=measures, findings=findings,
     options=(Option("--sensitive", "fairness.sensitive", "sensitive metadata columns for the fairness check",
                     "COL[,COL]", comma_list),),
 )

@@ -33,6 +33,7 @@ from audit import imaging
 from audit.checks import CheckSpec, Option
 from audit.duplicates import THUMBNAIL_BYTES, ThumbnailStore, colour_thumbnail, near_pairs, pair_distances
 from audit.engines.local import default_workers
+from audit.findings import Finding
 from audit.predictions import Predictions
 from audit.settings import Section, setting
 from audit.sources import DataSource, open_source
@@ -233,6 +234,21 @@ def integrity_criteria(res: IntegrityResult, config: IntegrityConfig) -> list[Cr
     return out
 
 
+def findings(res: IntegrityResult, config) -> list[Finding]:
+    """Leakage into the training data, and duplicates inside the test set."""
+    out = []
+    if res.leaked:
+        out.append(Finding("warn", f"{res.leaked} test image(s) also appear in the training data (exact or near "
+                                   "duplicates): the accuracy on them overstates the model.", "integrity",
+                           importance=res.leaked / res.n_test, criterion="integrity.leakage"))
+    if res.n_test_duplicates:
+        out.append(Finding("info", f"{res.n_test_duplicates} test images have an exact or near duplicate inside the "
+                                   f"test set ({res.n_test_pairs} pair(s)), so they count more than once.",
+                           "integrity", importance=res.n_test_duplicates / res.n_test,
+                           criterion="integrity.test_duplicates"))
+    return out
+
+
 def thumbnails(res: IntegrityResult, ctx) -> list[tuple]:
     train = ctx.state("integrity")
     out = []
@@ -249,6 +265,6 @@ def _open_train(ctx) -> DataSource | None:
 SPEC = CheckSpec(
     "integrity", "integrity", integrity, probe=True, config=IntegrityConfig, enabled=lambda c: c.integrity.enabled,
     prepare=_open_train, criteria=lambda r, c: integrity_criteria(r, c.integrity), thumbnails=thumbnails,
-    toggle=True, options=(Option("--train", "integrity.train",
+    findings=findings, toggle=True, options=(Option("--train", "integrity.train",
                                  "training ImageFolder or manifest: check train/test duplicates (leakage)", "DIR"),),
 )

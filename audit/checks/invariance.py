@@ -30,6 +30,7 @@ import numpy as np
 
 from audit.checks import CheckSpec
 from audit.errors import ConfigError
+from audit.findings import Finding
 from audit.predictions import Predictions
 from audit.settings import Section, setting, unit
 from audit.stats import Estimate, _num, bootstrap, bootstrap_many
@@ -221,6 +222,18 @@ def measures(res: InvarianceResult) -> list[Measure]:
                     r.flip_rate, False) for r in res.runs]
 
 
+def findings(res: InvarianceResult, config) -> list[Finding]:
+    """The least stable transform: where most predictions change."""
+    w = res.worst_run
+    if w is None or not w.flip_rate.value:
+        return []
+    fr, drop = w.flip_rate, w.accuracy_drop
+    text = (f"Least stable under {w.description}: {100 * fr.value:.1f}% of {w.n} predictions change "
+            f"(95% CI {100 * fr.low:.1f}-{100 * fr.high:.1f}%), accuracy drops {drop.value:+.3f}.")
+    return [Finding("warn" if w.over_limit else "info", text, "invariance", importance=fr.value,
+                    criterion=f"invariance.{w.transform}")]
+
+
 def thumbnails(res: InvarianceResult, ctx) -> list[tuple]:
     worst = res.worst_run
     return [(ctx.source, p) for p in worst.flipped] if worst else []
@@ -233,4 +246,4 @@ def _prepare(ctx) -> None:
 SPEC = CheckSpec("invariance", "invariance", invariance, probe=True, config=InvarianceConfig,
                  enabled=lambda c: c.invariance.enabled, prepare=_prepare,
                  criteria=lambda r, c: invariance_criteria(r, c.invariance, c.criteria.judge_on),
-                 comparable=measures, thumbnails=thumbnails, toggle=True)
+                 comparable=measures, thumbnails=thumbnails, findings=findings, toggle=True)

@@ -20,6 +20,10 @@ allocates about twice the probabilities on top of them, the batched path about o
 2.9 still makes one full-size pass at its end), so ``MAX_DIRECT_CELLS`` bounds the extra memory
 of the default path near 800 MB.
 
+As a registered check (``label_errors``, on by default, ``--no-label-errors`` to skip it) it runs
+on the Predictions table; ``[audit.label_errors]`` sets the method, the cap and how many suspects
+are listed. Its one criterion, the flagged share, is information (``judged = false``).
+
 Example::
 
     res = find_label_errors(y_true, proba)
@@ -28,13 +32,20 @@ Example::
 
 from __future__ import annotations
 
+import re
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
+from audit.checks import CheckSpec
+from audit.findings import Finding
+from audit.predictions import Predictions
+from audit.settings import Section, setting, unit
 from audit.stats import Estimate, proportion_ci
+from audit.verdict import Criterion, Measure, judge
 
 METHODS = ("auto", "confident_learning", "batched")
 MAX_DIRECT_CELLS = 100_000_000  # N x C; 100k images x 1,000 classes (400 MB of float32 probabilities)
@@ -49,6 +60,21 @@ CAVEAT = (
 
 
 @dataclass(frozen=True)
+class LabelErrorsConfig(Section):
+    """``[audit.label_errors]``: suspected label errors, reported for information unless ``judged``."""
+
+    section: ClassVar[str] = "label_errors"
+    enabled: bool = True
+    method: str = setting("auto", choices=METHODS)
+    max_cells: int = setting(MAX_DIRECT_CELLS, ge=1)  # "auto": N x C above this runs the batched path
+    batch_size: int = setting(BATCH_SIZE, ge=100)  # rows per batch on the batched path
+    max_listed: int = setting(50, ge=0, le=100_000)  # suspects listed in the report and verdict.json
+    max_thumbnails: int = setting(24, ge=0, le=1000)  # of the listed suspects, shown as thumbnails
+    max_share: float = unit(0.05)  # the limit shown next to the flagged share
+    judged: bool = False  # True: a flagged share above max_share fails the audit
+
+
+@dataclass(frozen=True)
 class SuspectedLabelError:
     """One flagged image; ``rank`` 0 is the most suspect."""
 
@@ -58,10 +84,13 @@ class SuspectedLabelError:
     predicted: int  # the model's top-1 class
     self_confidence: float  # probability of the given label: cleanlab's ranking score (lower = more suspect)
     predicted_confidence: float  # probability of the predicted class
+    path: str = ""  # the image, when the caller named the rows
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"rank": self.rank, "index": self.index, "given": self.given, "predicted": self.predicted,
-                "self_confidence": self.self_confidence, "predicted_confidence": self.predicted_confidence}
+    def to_dict(self, labels: Sequence[str] = ()) -> dict[str, Any]:
+        names = {"given_label": labels[self.given], "predicted_label": labels[self.predicted]} if labels else {}
+        return {"rank": self.rank, "index": self.index, "path": self.path, "given": self.given,
+                "predicted": self.predicted, **names, "self_confidence": self.self_confidence,
+                "predicted_confidence": self.predicted_confidence}
 
 
 @dataclass(frozen=True)
@@ -75,6 +104,7 @@ class LabelErrorsResult:
     accuracy: Estimate  # all images (Wilson interval)
     accuracy_without: Estimate  # flagged images left out (Wilson interval)
     notes: tuple[str, ...]  # what cleanlab warned about (e.g. classes too small to flag)
+    labels: tuple[str, ...] = ()  # class names, when the caller gave them
     caveat: str = CAVEAT
     judged: bool = False
 
@@ -82,12 +112,27 @@ class LabelErrorsResult:
     def flagged_fraction(self) -> float:
         return self.n_flagged / self.n if self.n else float("nan")
 
+    @property
+    def flagged_share(self) -> Estimate:
+        return proportion_ci(self.n_flagged, self.n, level=self.accuracy.level)
+
+    @property
+    def flagged_by_class(self) -> tuple[tuple[str, int], ...]:
+        """(given label, flagged images) of the classes with any, most first."""
+        rows = [(self.label(i), k) for i, k in enumerate(self.flagged_per_class) if k]
+        return tuple(sorted(rows, key=lambda x: -x[1]))
+
+    def label(self, i: int) -> str:
+        return self.labels[i] if self.labels else str(i)
+
     def to_dict(self) -> dict[str, Any]:
+        per_class = dict(zip(self.labels, self.flagged_per_class)) if self.labels else list(self.flagged_per_class)
         return {
             "n": self.n, "n_classes": self.n_classes, "method": self.method, "n_flagged": self.n_flagged,
-            "flagged_per_class": list(self.flagged_per_class), "accuracy": self.accuracy.to_dict(),
+            "flagged_share": self.flagged_share.to_dict(),
+            "flagged_per_class": per_class, "accuracy": self.accuracy.to_dict(),
             "accuracy_without": self.accuracy_without.to_dict(), "notes": list(self.notes),
-            "caveat": self.caveat, "judged": self.judged, "issues": [i.to_dict() for i in self.issues],
+            "caveat": self.caveat, "judged": self.judged, "issues": [i.to_dict(self.labels) for i in self.issues],
         }
 
 
@@ -117,12 +162,15 @@ def find_label_errors(
     batch_size: int = BATCH_SIZE,
     max_listed: int | None = None,
     level: float = 0.95,
+    labels: Sequence[str] = (),
+    paths: Sequence[str] = (),
 ) -> LabelErrorsResult:
     """Flag suspected label errors with cleanlab and report accuracy with and without them.
 
     ``proba`` must be out-of-sample (the audit's test-set predictions are). ``method``: "auto"
     (confident learning while N x C <= ``max_cells``, else batched), "confident_learning" or
     "batched". ``max_listed`` caps the ranked list kept in the result (``n_flagged`` counts all).
+    ``labels`` (class names) and ``paths`` (one per row) only name things in the result.
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
@@ -130,22 +178,34 @@ def find_label_errors(
     n, c = p.shape
     if method == "auto":
         method = "confident_learning" if n * c <= max_cells else "batched"
-    ranked, notes = _run_cleanlab(y, p, method, batch_size) if n else (np.zeros(0, np.int64), ())
+    if n and y.min() != y.max():
+        ranked, notes = _run_cleanlab(y, p, method, batch_size)
+    else:  # cleanlab needs two given classes to estimate how often one is mistaken for another
+        ranked, notes = np.zeros(0, np.int64), ("fewer than two classes among the given labels: nothing to flag",)
     y_pred = p.argmax(axis=1)
     correct = y_pred == y
     flagged = np.zeros(n, bool)
     flagged[ranked] = True
     listed = ranked if max_listed is None else ranked[:max_listed]
     cols = (listed, y[listed], y_pred[listed], p[listed, y[listed]], p[listed, y_pred[listed]])
-    issues = tuple(SuspectedLabelError(r, *row) for r, row in enumerate(zip(*(c.tolist() for c in cols))))
+    names = [str(paths[i]) for i in listed] if len(paths) else [""] * len(listed)
+    issues = tuple(SuspectedLabelError(r, *row, path) for r, (row, path)
+                   in enumerate(zip(zip(*(c.tolist() for c in cols)), names)))
     keep = ~flagged
     return LabelErrorsResult(
         n=n, n_classes=c, method=method, n_flagged=int(flagged.sum()), issues=issues,
         flagged_per_class=tuple(np.bincount(y[flagged], minlength=c).tolist()),
         accuracy=proportion_ci(int(correct.sum()), n, level=level),
         accuracy_without=proportion_ci(int(correct[keep].sum()), int(keep.sum()), level=level),
-        notes=notes,
+        notes=_named(notes, labels), labels=tuple(labels),
     )
+
+
+def _named(notes: Sequence[str], labels: Sequence[str]) -> tuple[str, ...]:
+    """cleanlab names classes by index ("class: 2"); say the class name instead."""
+    if not labels:
+        return tuple(notes)
+    return tuple(re.sub(r"class: (\d+)", lambda m: f"class {labels[int(m.group(1))]!r}", x) for x in notes)
 
 
 def _run_cleanlab(y: np.ndarray, p: np.ndarray, method: str, batch_size: int) -> tuple[np.ndarray, tuple[str, ...]]:
@@ -171,3 +231,43 @@ def _run_cleanlab(y: np.ndarray, p: np.ndarray, method: str, batch_size: int) ->
         else:  # deprecations and the like are for developers, not the report
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     return np.asarray(ranked, dtype=np.int64), tuple(dict.fromkeys(notes))
+
+
+# --- the registered check ------------------------------------------------------------------------------
+
+
+def _run(preds: Predictions, config) -> LabelErrorsResult:
+    cfg = config.label_errors
+    return find_label_errors(preds.y_true, preds.proba, method=cfg.method, max_cells=cfg.max_cells,
+                             batch_size=cfg.batch_size, max_listed=cfg.max_listed, labels=preds.labels,
+                             paths=preds.paths)
+
+
+def criteria(res: LabelErrorsResult, config) -> list[Criterion]:
+    """The flagged share against ``max_share``: information unless ``label_errors.judged``."""
+    cfg = config.label_errors
+    detail = (f"{res.n_flagged} of {res.n} images flagged by cleanlab ({res.method.replace('_', ' ')}); "
+              f"accuracy {res.accuracy.value:.3f} with them, {res.accuracy_without.value:.3f} without; "
+              "suspected, not confirmed")
+    m = Measure("label_errors.flagged_share", "Share of images suspected mislabeled", res.flagged_share, False, detail)
+    return [judge(m, cfg.max_share, judged=cfg.judged, judge_on=config.criteria.judge_on)]
+
+
+def findings(res: LabelErrorsResult, config) -> list[Finding]:
+    if not res.n_flagged:
+        return []
+    top = ", ".join(f"{i.path or i.index} ({res.label(i.given)} → {res.label(i.predicted)})" for i in res.issues[:2])
+    text = (f"{res.n_flagged} test image(s) ({100 * res.flagged_fraction:.1f}%) look mislabeled to cleanlab, "
+            f"e.g. {top}; accuracy without them would be {res.accuracy_without.value:.3f} instead of "
+            f"{res.accuracy.value:.3f}. Suspected, not confirmed: review them.")
+    return [Finding("warn" if res.flagged_fraction > config.label_errors.max_share else "info", text,
+                    "label_errors", importance=res.flagged_fraction, criterion="label_errors.flagged_share")]
+
+
+def thumbnails(res: LabelErrorsResult, ctx) -> list[tuple]:
+    return [(ctx.source, i.path) for i in res.issues[:ctx.config.label_errors.max_thumbnails] if i.path]
+
+
+SPEC = CheckSpec("label_errors", "suspected label errors", _run, config=LabelErrorsConfig,
+                 enabled=lambda c: c.label_errors.enabled, criteria=criteria, thumbnails=thumbnails,
+                 findings=findings, toggle=True)

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from audit.checks import CheckSpec
+from audit.findings import Finding
 from audit.predictions import Predictions
 from audit.stats import Estimate, bootstrap, bootstrap_many, confusion_matrices
 from audit.verdict import Criterion, Measure, judge
@@ -174,8 +175,26 @@ def criteria(m: MetricsResult, config) -> list[Criterion]:
     return out
 
 
+def findings(m: MetricsResult, config) -> list[Finding]:
+    """The weakest class (lowest F1) and what it is most often mistaken for."""
+    present = [i for i, pc in enumerate(m.per_class) if pc.support > 0]
+    if len(present) < 2:
+        return []
+    i = min(present, key=lambda j: m.per_class[j].f1.value)
+    weak = m.per_class[i]
+    wrong = m.confusion[i].copy()
+    wrong[i] = 0
+    j = int(wrong.argmax())
+    mistaken = (f"; most often mistaken for {m.per_class[j].label} ({int(wrong[j])} of its {weak.support} images)"
+                if wrong[j] else "")
+    f1 = weak.f1
+    text = (f"Weakest class: {weak.label}, F1 {f1.value:.3f} [{f1.low:.3f}, {f1.high:.3f}] against a macro F1 of "
+            f"{m.macro_f1.value:.3f}{mistaken}.")
+    return [Finding("info", text, "metrics", importance=m.macro_f1.value - f1.value, criterion=f"class_f1.{weak.label}")]
+
+
 def _run(preds: Predictions, config) -> MetricsResult:
     return classification_metrics(preds, n_boot=config.n_boot, seed=config.seed, top_k=config.top_k)
 
 
-SPEC = CheckSpec("metrics", "metrics + bootstrap", _run, criteria=criteria, comparable=measures)
+SPEC = CheckSpec("metrics", "metrics + bootstrap", _run, criteria=criteria, comparable=measures, findings=findings)

@@ -30,6 +30,7 @@ from typing import ClassVar
 import numpy as np
 
 from audit.checks import CheckSpec
+from audit.findings import Finding
 from audit.predictions import Predictions
 from audit.settings import Section, setting, unit
 from audit.sources import MISSING
@@ -311,6 +312,22 @@ def measures(res: SliceResult) -> list[Measure]:
             for s in res.slices if s.judged]
 
 
+def findings(res: SliceResult, config) -> list[Finding]:
+    """The largest significant slice gap, or plainly that there is none."""
+    sig = res.significant
+    metric = res.metric.replace("_", " ")
+    if not sig:
+        return [Finding("info", f"No slice underperforms significantly: none of the {res.n_tests} slices tested is "
+                                f"worse than the rest beyond chance (BH q < {res.alpha:g}, gap >= {res.min_gap:g}).",
+                        "slices")]
+    s = max(sig, key=lambda x: x.gap(res.metric).value)
+    g = s.gap(res.metric)
+    more = f"; {len(sig) - 1} more significant slice(s)" if len(sig) > 1 else ""
+    text = (f"Largest significant slice gap: on {s.name} ({s.n} images) {metric} is {g.value:.3f} "
+            f"[{g.low:.3f}, {g.high:.3f}] lower than on the rest of the data (q = {s.q_value:.2g}){more}.")
+    return [Finding("warn", text, "slices", importance=g.value, criterion="slices.significant")]
+
+
 def thumbnails(res: SliceResult, ctx) -> list[tuple]:
     return [(ctx.source, p) for s in res.significant[:6] for p in s.errors]
 
@@ -321,4 +338,4 @@ def _run(preds: Predictions, config) -> SliceResult:
 
 SPEC = CheckSpec("slices", "slices", _run, config=SlicesConfig, enabled=lambda c: c.slices.enabled,
                  criteria=lambda r, c: slice_criteria(r, c.slices), comparable=measures, thumbnails=thumbnails,
-                 toggle=True)
+                 findings=findings, toggle=True)

@@ -25,6 +25,7 @@ def verdict_dict(r: AuditResult) -> dict[str, Any]:
         "exit_code": 0 if r.verdict.passed else 1,
         "judge_on": r.verdict.judge_on,
         "criteria": [c.to_dict() for c in r.verdict.criteria],
+        "findings": [f.to_dict() for f in r.findings],
         "model": {"path": r.model.path, "sha256": r.model.sha256, "labels": list(r.model.card.labels),
                   "arch": r.model.card.arch},
         "data": {"source": r.data.source, "found": r.data.found, "processed": r.data.processed,
@@ -39,5 +40,7 @@ def verdict_dict(r: AuditResult) -> dict[str, Any]:
     }
 
 
-def write_verdict(r: AuditResult, path: Path) -> None:
-    path.write_text(json.dumps(verdict_dict(r), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+def write_verdict(r: AuditResult, path: Path) -> dict[str, Any]:
+    d = verdict_dict(r)
+    path.write_text(json.dumps(d, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    return d

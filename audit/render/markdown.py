@@ -15,11 +15,25 @@ def _cell(s: str) -> str:
     return s.replace("|", "\\|").replace("\n", " ")
 
 
+_SEVERITY = {"fail": "**FAIL**", "warn": "**warning**", "info": "note"}
+
+
+def findings_markdown(findings, report: str = "report.html") -> list[str]:
+    """The findings block as Markdown lines: each links to its section of ``report``."""
+    if not findings:
+        return ["**Findings.** Every criterion passes and no check reported anything that stands out.", ""]
+    lines = ["**Findings**", ""]
+    lines += [f"- {_SEVERITY[f.severity]} {_cell(f.text)} ([{f.section.replace('_', ' ')}]({report}#{f.section}))"
+              for f in findings]
+    return [*lines, ""]
+
+
 def summary_markdown(r: AuditResult) -> str:
     v = r.verdict
     lines = [
         f"## Model audit: {'PASS' if v.passed else 'FAIL'}",
         "",
+        *findings_markdown(r.findings),
         f"Model `{_cell(r.model.path)}` (sha256 `{r.model.sha256[:12]}`) on `{_cell(r.data.source)}`: "
         f"{r.data.processed} images processed, {len(r.data.skipped)} skipped, {r.data.found} found. "
         f"95% bootstrap CIs ({r.config.n_boot} resamples, seed {r.config.seed}); judged on the "

@@ -7,7 +7,8 @@ per-class F1, calibration measure and criterion, each with its confidence interv
 threshold and outcome.
 The body says what the model is (labels, preprocessing, architecture, provenance, intended
 invariances), the verdict, and the limitations the audit found: failing criteria, significantly
-underperforming slices and fairness gaps.
+underperforming slices, fairness gaps and suspected label errors, and, when the audit ran
+against a baseline with its predictions, the paired comparison.
 
 Inputs are plain values: the dict ``audit.render.json.verdict_dict`` writes to ``verdict.json``
 and the card as ``audit.model.ModelCard.to_dict()`` gives it. Nothing touches the network: the
@@ -59,6 +60,12 @@ TEMPLATE = """---
 |---|---|---|---|---|
 {% for row in criteria %}| {{ row | join(" | ") }} |
 {% endfor %}
+{% if comparison %}
+## Comparison with the baseline
+
+{{ comparison }}
+
+{% endif %}
 ## Limitations
 
 {% for line in limitations %}- {{ line }}
@@ -96,7 +103,7 @@ def build_model_card(verdict: Mapping[str, Any], card: Mapping[str, Any], *, mod
         data, template_str=TEMPLATE, title=md(name), summary=_summary(verdict), details=_details(card, model),
         evaluation=_evaluation(verdict), ci=ci, measures=_measure_rows(verdict),
         outcome="PASS" if verdict["passed"] else "FAIL", criteria=_criterion_rows(verdict),
-        limitations=list(limitations(verdict)),
+        limitations=list(limitations(verdict)), comparison=comparison(verdict),
     )
 
 
@@ -159,9 +166,29 @@ def limitations(verdict: Mapping[str, Any]) -> Iterator[str]:
             yield (f"Fairness over **{md(a['attribute'])}** (class {md(pc['target'])}): disparate impact "
                    f"{fmt(di['value'])} {fmt_ci(di['low'], di['high'])}, equal opportunity difference "
                    f"{fmt(eo['value'])} {fmt_ci(eo['low'], eo['high'])}.")
+    le = verdict.get("label_errors")
+    if le and le.get("n_flagged"):
+        yield (f"cleanlab flags {le['n_flagged']} of {le['n']} test images as possibly mislabeled; accuracy "
+               f"without them {fmt(le['accuracy_without']['value'])} instead of {fmt(le['accuracy']['value'])}. "
+               "Suspected, not confirmed: about half of such flags are real label errors in published studies.")
     data = verdict.get("data", {})
     yield (f"Measured on {data.get('processed', '?')} images of {code(data.get('source', '?'))} only; "
            "other data (sites, devices, populations) may behave differently.")
+
+
+def comparison(verdict: Mapping[str, Any]) -> str:
+    """The paired comparison with the baseline run, in one paragraph (empty when there was none)."""
+    pc = verdict.get("paired")
+    if not pc:
+        return ""
+    d, ni, t = pc["difference"], pc["non_inferiority"], pc["table"]
+    return (f"Paired with the baseline {code(pc['baseline'])} on the same {pc['n']} images: accuracy "
+            f"{fmt(pc['candidate_accuracy']['value'])} vs {fmt(pc['baseline_accuracy']['value'])}, difference "
+            f"{d['value']:+.3f} {fmt_ci(d['low'], d['high'])} (Newcombe, paired), McNemar exact p = "
+            f"{pc['mcnemar_p']:.2g} ({t['candidate_only']} images only this model gets right, {t['baseline_only']} "
+            f"only the baseline). The candidate is {pc['direction']}; not significantly worse at margin "
+            f"{ni['margin']:g}: **{'yes' if ni['passed'] else 'no'}** (one-sided {100 * (1 - ni['alpha']):g}% upper "
+            f"bound of the loss {ni['upper_bound']:+.4f}).")
 
 
 def _default_name(path: str) -> str:

@@ -11,16 +11,18 @@ from audit.render.html import write_html
 from audit.render.json import write_verdict
 from audit.render.junit import write_junit
 from audit.render.markdown import write_summary
+from audit.render.model_card import build_model_card, write_model_card
 
 
 def write_outputs(r: AuditResult, out: Path, *, pdf: bool = True, templates: Path | None = None) -> list[Path]:
-    """Write report.html/.pdf, verdict.json, predictions.csv, junit.xml, summary.md, config.json."""
+    """Write report.html/.pdf, verdict.json, predictions.csv, junit.xml, summary.md, model_card.md, config.json."""
     out.mkdir(parents=True, exist_ok=True)
     paths = {name: out / name for name in
              ("report.html", "report.pdf", "verdict.json", "predictions.csv", "junit.xml", "summary.md",
-              "config.json", "skipped.csv")}
+              "model_card.md", "config.json", "skipped.csv")}
     r.predictions.to_frame().to_csv(paths["predictions.csv"], index=False, float_format="%.9g")
-    write_verdict(r, paths["verdict.json"])
+    verdict = write_verdict(r, paths["verdict.json"])
+    write_model_card(build_model_card(verdict, r.model.card.to_dict()), paths["model_card.md"])
     write_junit(r.verdict, paths["junit.xml"])
     write_summary(r, paths["summary.md"])
     paths["config.json"].write_text(json.dumps(r.config.to_dict(), indent=2) + "\n", encoding="utf-8")

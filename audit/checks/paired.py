@@ -1,0 +1,141 @@
+"""Paired comparison with the baseline run (``--baseline old/verdict.json`` with ``old/predictions.csv``).
+
+The ``baseline`` check compares point estimates with a tolerance; this one pairs the two runs'
+predictions image by image (``audit.compare``): the accuracy difference with a paired interval,
+McNemar's exact test on the images only one model gets right, those images per class, per-slice
+changes, and the criterion "candidate not significantly worse": the one-sided (1 - alpha) upper
+bound of the accuracy the candidate loses must stay below ``paired.margin``.
+
+It runs whenever the baseline's folder holds a ``predictions.csv`` (every run writes one) and
+refuses runs on other data (other images, other bytes, other labels) with exit code 2 before
+the first image is decoded where it can; ``--no-paired`` keeps only the tolerance comparison.
+``python -m audit compare`` runs the same comparison between two finished output folders.
+
+Example::
+
+    python -m audit run --model new.onnx --data test/ --baseline reports/old/verdict.json
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+from audit.checks import CheckSpec, Option
+from audit.compare import Comparison, PairedRun, compare_runs, load_run, run_of
+from audit.errors import UsageError
+from audit.findings import Finding
+from audit.settings import Section, setting
+from audit.stats import Estimate
+from audit.verdict import Criterion, Measure, judge
+
+HINT = "audit both models on the same --data, or pass --no-paired to compare point estimates only"
+
+
+@dataclass(frozen=True)
+class PairedConfig(Section):
+    """``[audit.paired]``: the per-image comparison with the baseline run."""
+
+    section: ClassVar[str] = "paired"
+    enabled: bool = True  # runs when --baseline's folder holds predictions.csv
+    margin: float = setting(0.01, ge=0.0, lt=1.0)  # the candidate may lose less than this accuracy
+    alpha: float = setting(0.05, gt=0.0, lt=0.5)  # one-sided level of the non-inferiority test
+    max_thumbnails: int = setting(12, ge=0, le=1000)  # images each model alone gets right, shown per side
+
+
+def beside(baseline_path: str | None) -> Path | None:
+    """The ``predictions.csv`` next to a baseline ``verdict.json``, if there is one."""
+    if not baseline_path:
+        return None
+    p = Path(baseline_path)
+    rows = (p if p.is_dir() else p.parent) / "predictions.csv"
+    return rows if rows.is_file() else None
+
+
+def model_name(path: Path) -> str:
+    """A model's name for the report: the file stem, or its folder's name for a generic ``model.onnx``."""
+    return path.stem if path.stem not in ("model", "best", "last") else path.resolve().parent.name
+
+
+def _prepare(ctx) -> PairedRun:
+    """Read the baseline's rows and refuse other data before inference, where the paths already tell."""
+    base = load_run(beside(ctx.config.baseline.path).parent, flag="--baseline")
+    if set(base.labels) != set(ctx.classifier.labels):
+        raise UsageError(f"--baseline {ctx.config.baseline.path}: its model has other classes "
+                         f"({sorted(base.labels)} vs {sorted(ctx.classifier.labels)})", hint=HINT)
+    here = {s.path for s in ctx.source.samples}
+    unknown = [p for p in base.paths if p not in here]
+    if unknown:
+        raise UsageError(f"--baseline {ctx.config.baseline.path}: {len(unknown)} of its images are not in "
+                         f"{ctx.source.description} (e.g. {', '.join(unknown[:3])})", hint=HINT)
+    return base
+
+
+def _run(ctx) -> Comparison:
+    cfg = ctx.config.paired
+    try:
+        return compare_runs(run_of(ctx.predictions, model_name(ctx.model_path)), ctx.state("paired"),
+                            margin=cfg.margin, alpha=cfg.alpha)
+    except UsageError as e:
+        raise UsageError(f"--baseline {ctx.config.baseline.path}: {e.message}", hint=HINT) from None
+
+
+def measure(res: Comparison) -> Measure:
+    """The judged number: the one-sided upper bound of the accuracy the candidate loses."""
+    ni, d, t = res.non_inferiority, res.difference, res.table
+    detail = (f"accuracy {res.candidate_accuracy.value:.3f} vs {res.baseline_accuracy.value:.3f} ({res.baseline}), "
+              f"difference {d.value:+.3f} [{d.low:+.3f}, {d.high:+.3f}]; McNemar exact p = {res.mcnemar_p:.2g} "
+              f"({t.candidate_only} images right only for the candidate, {t.baseline_only} only for the baseline)")
+    title = (f"Candidate not significantly worse than the baseline: accuracy loss, one-sided "
+             f"{100 * (1 - ni.alpha):g}% upper bound")
+    return Measure("paired.not_worse", title, Estimate(ni.upper_bound, math.nan, math.nan, 1 - ni.alpha), False,
+                   detail)
+
+
+def criteria(res: Comparison, config) -> list[Criterion]:
+    return [judge(measure(res), res.non_inferiority.margin, strict=True)]
+
+
+def findings(res: Comparison, config) -> list[Finding]:
+    d, t = res.difference, res.table
+    out = [Finding("info", f"Against the baseline {res.baseline}, the candidate is {res.direction} on the "
+                           f"same {res.n} images: accuracy {d.value:+.3f} [{d.low:+.3f}, {d.high:+.3f}], McNemar "
+                           f"p = {res.mcnemar_p:.2g} ({t.candidate_only} images only it gets right, "
+                           f"{t.baseline_only} only the baseline).",
+                   "paired", importance=1.0, criterion="paired.not_worse")]
+    worse = [s for s in res.slices if s.q_value < res.non_inferiority.alpha and s.difference.value < 0]
+    if worse:
+        s = min(worse, key=lambda s: s.difference.value)
+        out.append(Finding("warn", f"On {s.attribute} = {s.level} ({s.n} images) the candidate is significantly "
+                                   f"worse than the baseline: accuracy {s.difference.value:+.3f} "
+                                   f"[{s.difference.low:+.3f}, {s.difference.high:+.3f}], q = {s.q_value:.2g}.",
+                           "paired", importance=-s.difference.value))
+    return out
+
+
+def _number(flag: str):
+    def parse(text: str) -> float:
+        try:
+            return float(text)
+        except ValueError:
+            raise UsageError(f"{flag} expects a number, got {text!r}") from None
+
+    return parse
+
+
+def thumbnails(res: Comparison, ctx) -> list[tuple]:
+    k = ctx.config.paired.max_thumbnails
+    return [(ctx.source, p) for p in (*res.candidate_only_paths[:k], *res.baseline_only_paths[:k])]
+
+
+SPEC = CheckSpec(
+    "paired", "paired comparison", _run, probe=True, config=PairedConfig,
+    enabled=lambda c: c.paired.enabled and beside(c.baseline.path) is not None, prepare=_prepare,
+    criteria=criteria, thumbnails=thumbnails, findings=findings, toggle=True,
+    options=(Option("--paired-margin", "paired.margin", "accuracy the candidate may lose against --baseline "
+                    "(default 0.01)", "X", _number("--paired-margin")),
+             Option("--paired-alpha", "paired.alpha", "one-sided level of that test (default 0.05)", "A",
+                    _number("--paired-alpha"))),
+)

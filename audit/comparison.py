@@ -1,0 +1,110 @@
+"""``python -m audit compare``: two finished audits of the same images, compared image by image.
+
+``compare_folders`` reads two output folders of ``python -m audit run`` (their ``predictions.csv``
+and ``verdict.json``), pairs them (``audit.compare``), judges "candidate not significantly worse"
+exactly as the ``paired`` check does during a run, ranks the findings, and captures thumbnails of
+the images only one model gets right from the audited data, when it can still be read.
+``audit.render.comparison`` writes the report.
+
+Example::
+
+    rep = compare_folders(Path("reports/lite0"), Path("reports/baseline"), margin=0.01, alpha=0.05)
+    rep.passed, rep.paired.difference
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from audit import __version__, findings
+from audit.checks import paired
+from audit.compare import Comparison, compare_runs, load_run
+from audit.errors import AuditError
+from audit.findings import Finding
+from audit.verdict import Criterion
+
+SCHEMA = "audit.comparison/v1"
+
+
+@dataclass(frozen=True)
+class Data:
+    source: str  # the audited data the thumbnails came from ("" when none were read)
+
+
+@dataclass(frozen=True)
+class ComparisonReport:
+    candidate_dir: str
+    baseline_dir: str
+    paired: Comparison
+    criterion: Criterion
+    findings: tuple[Finding, ...]
+    data: Data
+    thumbnails: Mapping[tuple[str, str], str] = field(default_factory=dict)  # (source, path) -> inline image
+    notes: tuple[str, ...] = ()
+    created: str = ""
+    tool_version: str = __version__
+
+    @property
+    def passed(self) -> bool:
+        return self.criterion.passed
+
+    def to_dict(self) -> dict:
+        return {"schema": SCHEMA, "passed": self.passed, "exit_code": 0 if self.passed else 1,
+                "criterion": self.criterion.to_dict(), "findings": [f.to_dict() for f in self.findings],
+                "candidate": self.candidate_dir, "baseline": self.baseline_dir, "comparison": self.paired.to_dict(),
+                "notes": list(self.notes), "created": self.created, "tool_version": self.tool_version}
+
+
+def compare_folders(candidate: Path, baseline: Path, *, margin: float = 0.01, alpha: float = 0.05,
+                    data: Path | None = None, thumbnails: bool = True, max_thumbnails: int = 12) -> ComparisonReport:
+    """Compare the audits in two output folders (see the module docstring).
+
+    Raises ``UsageError`` when a folder is not an audit's output or the runs are not on the same data.
+    """
+    res = compare_runs(load_run(candidate, flag="--candidate"), load_run(baseline, flag="--baseline"),
+                       margin=margin, alpha=alpha)
+    crit = paired.criteria(res, None)[0]
+    ranked = findings.rank(findings.failing([crit], "paired"), paired.findings(res, None))
+    source, thumbs, notes = "", {}, []
+    if thumbnails:
+        source, thumbs, notes = _thumbnails(res, candidate, data, max_thumbnails)
+    return ComparisonReport(
+        str(candidate), str(baseline), res, crit, ranked, Data(source), thumbs, tuple(notes),
+        created=dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat(),
+    )
+
+
+def _thumbnails(res: Comparison, candidate: Path, data: Path | None,
+                k: int) -> tuple[str, dict[tuple[str, str], str], list[str]]:
+    """Thumbnails of the images only one model gets right, read through the audited data source.
+
+    ``data`` given: its errors are the user's to fix. Not given: the source the candidate's
+    verdict names is tried, and a note says when it cannot be read.
+    """
+    from audit.imaging import ImageRejected
+    from audit.sources import open_source
+    from audit.thumbnails import thumbnail_uri
+
+    explicit = data is not None
+    if not explicit:
+        folder = candidate.parent if candidate.name == "verdict.json" else candidate
+        data = Path(json.loads((folder / "verdict.json").read_text(encoding="utf-8"))["data"]["source"])
+    try:
+        src = open_source(data, res.labels, flag="--data")
+    except AuditError as e:
+        if explicit:
+            raise
+        return "", {}, [f"no thumbnails: the audited data cannot be read here ({e.message}); pass --data DIR"]
+    out = {}
+    for p in (*res.candidate_only_paths[:k], *res.baseline_only_paths[:k]):
+        try:
+            uri = thumbnail_uri(src.open(p))
+        except (ImageRejected, OSError):
+            uri = None
+        if uri:
+            out[(src.description, p)] = uri
+    return src.description, out, []
