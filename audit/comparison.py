@@ -3,7 +3,8 @@
 ``compare_folders`` reads two output folders of ``python -m audit run`` (their ``predictions.csv``
 and ``verdict.json``), pairs them (``audit.compare``), judges "candidate not significantly worse"
 exactly as the ``paired`` check does during a run, ranks the findings, and captures thumbnails of
-the images only one model gets right from the audited data, when it can still be read.
+the images only one model gets right from the audited data, when it can still be read and
+neither audit ran with ``thumbnails = false`` (licences, privacy).
 ``audit.render.comparison`` writes the report.
 
 Example::
@@ -70,12 +71,29 @@ def compare_folders(candidate: Path, baseline: Path, *, margin: float = 0.01, al
     crit = paired.criteria(res, None)[0]
     ranked = findings.rank(findings.failing([crit], "paired"), paired.findings(res, None))
     source, thumbs, notes = "", {}, []
-    if thumbnails:
+    if thumbnails and not _without_thumbnails(candidate, baseline):
         source, thumbs, notes = _thumbnails(res, candidate, data, max_thumbnails)
+    elif thumbnails:
+        notes = ["no thumbnails: an audit being compared ran with thumbnails = false"]
     return ComparisonReport(
         str(candidate), str(baseline), res, crit, ranked, Data(source), thumbs, tuple(notes),
         created=dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat(),
     )
+
+
+def _folder(path: Path) -> Path:
+    return path.parent if path.name == "verdict.json" else path
+
+
+def _without_thumbnails(*folders: Path) -> bool:
+    """Whether an audit ran with ``thumbnails = false`` (its config.json says so): its data stays out."""
+    for f in folders:
+        try:
+            if json.loads((_folder(f) / "config.json").read_text(encoding="utf-8")).get("thumbnails") is False:
+                return True
+        except (OSError, ValueError):
+            continue
+    return False
 
 
 def _thumbnails(res: Comparison, candidate: Path, data: Path | None,
@@ -91,8 +109,7 @@ def _thumbnails(res: Comparison, candidate: Path, data: Path | None,
 
     explicit = data is not None
     if not explicit:
-        folder = candidate.parent if candidate.name == "verdict.json" else candidate
-        data = Path(json.loads((folder / "verdict.json").read_text(encoding="utf-8"))["data"]["source"])
+        data = Path(json.loads((_folder(candidate) / "verdict.json").read_text(encoding="utf-8"))["data"]["source"])
     try:
         src = open_source(data, res.labels, flag="--data")
     except AuditError as e:

@@ -73,6 +73,18 @@ def test_compare_exits_1_when_the_candidate_may_be_worse(audits, capsys):
     assert "data:image/jpeg" not in (root / "cmp_rev" / "comparison.html").read_text()
 
 
+
+def test_compare_keeps_the_data_out_when_an_audit_did(audits, tmp_path):
+    root, data, good, _ = audits
+    private = tmp_path / "private"
+    assert main(["run", "--model", str(good), "--data", str(data), "--out", str(private), "--min-accuracy", "0",
+                 "--no-thumbnails", *FAST]) == 0
+    assert main(["compare", "--candidate", str(private), "--baseline", str(root / "biased"),
+                 "--out", str(tmp_path / "c")]) == 0
+    html = (tmp_path / "c" / "comparison.html").read_text()
+    assert "data:image/jpeg" not in html and "ran with thumbnails = false" in html
+
+
 def test_run_with_baseline_runs_the_paired_check(audits):
     root, data, good, _ = audits
     out = root / "with_baseline"
