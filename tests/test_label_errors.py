@@ -202,6 +202,7 @@ def test_judged_label_errors_can_fail_the_audit(painted, tmp_path):
                  *FAST]) == 1
     v = json.loads((out / "verdict.json").read_text())
     assert len(v["label_errors"]["issues"]) == 3 and v["label_errors"]["n_flagged"] == 6
+    assert v["label_errors"]["judged"] is True
     assert [f["severity"] for f in v["findings"]][0] == "fail"
 
 

@@ -32,6 +32,7 @@ Example::
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import warnings
 from collections.abc import Sequence
@@ -238,9 +239,10 @@ def _run_cleanlab(y: np.ndarray, p: np.ndarray, method: str, batch_size: int) ->
 
 def _run(preds: Predictions, config) -> LabelErrorsResult:
     cfg = config.label_errors
-    return find_label_errors(preds.y_true, preds.proba, method=cfg.method, max_cells=cfg.max_cells,
-                             batch_size=cfg.batch_size, max_listed=cfg.max_listed, labels=preds.labels,
-                             paths=preds.paths)
+    res = find_label_errors(preds.y_true, preds.proba, method=cfg.method, max_cells=cfg.max_cells,
+                            batch_size=cfg.batch_size, max_listed=cfg.max_listed, labels=preds.labels,
+                            paths=preds.paths)
+    return dataclasses.replace(res, judged=cfg.judged)
 
 
 def criteria(res: LabelErrorsResult, config) -> list[Criterion]:
