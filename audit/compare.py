@@ -43,6 +43,8 @@ from audit.errors import UsageError
 from audit.sources import MISSING
 from audit.stats import Estimate, benjamini_hochberg, mcnemar_exact, paired_difference_ci, proportion_ci
 
+MAX_LEVELS = 50  # like slices.max_levels: a column with more distinct values is an id, not a slice
+
 
 @dataclass(frozen=True)
 class PairedRun:
@@ -157,6 +159,7 @@ class Comparison:
     non_inferiority: NonInferiority
     candidate_only_paths: tuple[str, ...]  # images only the candidate gets right, in candidate order
     baseline_only_paths: tuple[str, ...]
+    unsliced: tuple[tuple[str, int], ...] = ()  # (attribute, distinct values) of columns too varied to slice
 
     @property
     def direction(self) -> str:
@@ -184,15 +187,18 @@ class Comparison:
                         "p_value": s.p_value, "q_value": s.q_value} for s in self.slices],
             "candidate_only_paths": list(self.candidate_only_paths),
             "baseline_only_paths": list(self.baseline_only_paths),
+            "unsliced": {name: k for name, k in self.unsliced},
         }
 
 
 def compare_runs(
-    candidate: PairedRun, baseline: PairedRun, *, margin: float = 0.01, alpha: float = 0.05, level: float = 0.95
+    candidate: PairedRun, baseline: PairedRun, *, margin: float = 0.01, alpha: float = 0.05, level: float = 0.95,
+    max_levels: int = MAX_LEVELS,
 ) -> Comparison:
     """Pair two runs by path and compare them (see the module docstring).
 
-    Raises ``UsageError`` when the runs are not on the same data.
+    Attributes with more than ``max_levels`` distinct values (ids, file names) are not sliced, as
+    in the slices check. Raises ``UsageError`` when the runs are not on the same data.
     """
     if not 0 <= margin < 1:
         raise UsageError(f"margin must be in [0, 1) (an accuracy difference), got {margin}")
@@ -206,6 +212,7 @@ def compare_runs(
     one_sided = paired_difference_ci(table.array(), level=1 - 2 * alpha)
     upper = -one_sided.low  # baseline - candidate
     paths = np.asarray(candidate.paths, dtype=object)
+    slices, unsliced = _slices(_aligned_attributes(candidate, baseline, order), right_c, right_b, level, max_levels)
     return Comparison(
         candidate=candidate.name, baseline=baseline.name, n=len(y), labels=tuple(candidate.labels),
         hashes_checked=hashed,
@@ -215,10 +222,11 @@ def compare_runs(
         table=table,
         mcnemar_p=mcnemar_exact(table.candidate_only, table.baseline_only),
         per_class=_per_class(y, right_c, right_b, candidate.labels),
-        slices=_slices(_aligned_attributes(candidate, baseline, order), right_c, right_b, level),
+        slices=slices,
         non_inferiority=NonInferiority(margin, alpha, upper, bool(upper < margin)),
         candidate_only_paths=tuple(paths[right_c & ~right_b].tolist()),
         baseline_only_paths=tuple(paths[right_b & ~right_c].tolist()),
+        unsliced=unsliced,
     )
 
 
@@ -322,19 +330,23 @@ def _as_str(values) -> np.ndarray:
     return np.array([MISSING if x is None or x != x or x == "" else str(x) for x in v.tolist()], dtype=object)
 
 
-def _slices(attributes: Mapping[str, np.ndarray], right_c: np.ndarray, right_b: np.ndarray,
-            level: float) -> tuple[SliceChange, ...]:
-    rows = []
+def _slices(attributes: Mapping[str, np.ndarray], right_c: np.ndarray, right_b: np.ndarray, level: float,
+            max_levels: int) -> tuple[tuple[SliceChange, ...], tuple[tuple[str, int], ...]]:
+    rows, unsliced = [], []
     for name in sorted(attributes):
         values = attributes[name]
-        for lev in sorted(set(values.tolist())):
-            m = values == lev
+        levels, codes = np.unique(values.astype(str), return_inverse=True)
+        if len(levels) > max_levels:
+            unsliced.append((name, len(levels)))
+            continue
+        for i, lev in enumerate(levels.tolist()):
+            m = codes == i
             t = _table(right_c[m], right_b[m])
             rows.append((name, lev, int(m.sum()), int(right_c[m].sum()), int(right_b[m].sum()), t))
-    q = benjamini_hochberg(np.array([mcnemar_exact(t.candidate_only, t.baseline_only) for *_, t in rows]))
+    p = [mcnemar_exact(t.candidate_only, t.baseline_only) for *_, t in rows]
+    q = benjamini_hochberg(np.array(p)) if p else []
     return tuple(
         SliceChange(name, lev, n, proportion_ci(kc, n, level=level), proportion_ci(kb, n, level=level),
-                    paired_difference_ci(t.array(), level=level), mcnemar_exact(t.candidate_only, t.baseline_only),
-                    float(qv))
-        for (name, lev, n, kc, kb, t), qv in zip(rows, q)
-    )
+                    paired_difference_ci(t.array(), level=level), pv, float(qv))
+        for (name, lev, n, kc, kb, t), pv, qv in zip(rows, p, q)
+    ), tuple(unsliced)

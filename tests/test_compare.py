@@ -222,3 +222,14 @@ def test_refuses_duplicates_conflicting_attributes_and_bad_settings(runs):
         compare_runs(cand, base, margin=-0.1)
     with pytest.raises(UsageError, match=r"alpha must be in \(0, 0.5\)"):
         compare_runs(cand, base, alpha=0.5)
+
+
+def test_id_like_attributes_are_not_sliced(runs):
+    cand, base = runs
+    ids = np.array([f"id{i}" for i in range(len(cand.paths))], dtype=object)
+    with_ids = replace(cand, attributes={**cand.attributes, "source": ids})
+    res = compare_runs(with_ids, base, max_levels=50)
+    assert res.unsliced == (("source", len(ids)),) and {s.attribute for s in res.slices} == {"scanner", "site"}
+    assert res.to_dict()["unsliced"] == {"source": len(ids)}
+    assert {s.attribute for s in compare_runs(with_ids, base, max_levels=len(ids)).slices} == {"scanner", "site",
+                                                                                                "source"}

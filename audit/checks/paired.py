@@ -77,7 +77,7 @@ def _run(ctx) -> Comparison:
     cfg = ctx.config.paired
     try:
         return compare_runs(run_of(ctx.predictions, model_name(ctx.model_path)), ctx.state("paired"),
-                            margin=cfg.margin, alpha=cfg.alpha)
+                            margin=cfg.margin, alpha=cfg.alpha, max_levels=ctx.config.slices.max_levels)
     except UsageError as e:
         raise UsageError(f"--baseline {ctx.config.baseline.path}: {e.message}", hint=HINT) from None
 

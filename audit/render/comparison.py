@@ -40,6 +40,9 @@ def comparison_markdown(rep: ComparisonReport) -> str:
         lines += ["| slice | images | difference | q |", "|---|---|---|---|",
                   *(f"| {_cell(s.attribute)} = {_cell(s.level)} | {s.n} | {fmt_est(s.difference)} | {s.q_value:.2g} |"
                     for s in sorted(pc.slices, key=lambda s: s.q_value)[:20]), ""]
+    if pc.unsliced:
+        lines += ["Not sliced (too many distinct values): " + ", ".join(f"`{_cell(n)}` ({k})" for n, k in pc.unsliced),
+                  ""]
     return "\n".join(lines)
 
 
