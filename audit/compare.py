@@ -160,6 +160,8 @@ class Comparison:
     candidate_only_paths: tuple[str, ...]  # images only the candidate gets right, in candidate order
     baseline_only_paths: tuple[str, ...]
     unsliced: tuple[tuple[str, int], ...] = ()  # (attribute, distinct values) of columns too varied to slice
+    candidate_examples: tuple[str, ...] = ()  # a few of candidate_only_paths, taken in turn from each class
+    baseline_examples: tuple[str, ...] = ()
 
     @property
     def direction(self) -> str:
@@ -193,12 +195,13 @@ class Comparison:
 
 def compare_runs(
     candidate: PairedRun, baseline: PairedRun, *, margin: float = 0.01, alpha: float = 0.05, level: float = 0.95,
-    max_levels: int = MAX_LEVELS,
+    max_levels: int = MAX_LEVELS, examples: int = 12,
 ) -> Comparison:
     """Pair two runs by path and compare them (see the module docstring).
 
     Attributes with more than ``max_levels`` distinct values (ids, file names) are not sliced, as
-    in the slices check. Raises ``UsageError`` when the runs are not on the same data.
+    in the slices check; ``examples`` images only one model gets right are picked per side, in turn
+    from each class, for thumbnails. Raises ``UsageError`` when the runs are not on the same data.
     """
     if not 0 <= margin < 1:
         raise UsageError(f"margin must be in [0, 1) (an accuracy difference), got {margin}")
@@ -227,6 +230,8 @@ def compare_runs(
         candidate_only_paths=tuple(paths[right_c & ~right_b].tolist()),
         baseline_only_paths=tuple(paths[right_b & ~right_c].tolist()),
         unsliced=unsliced,
+        candidate_examples=_spread(paths[right_c & ~right_b], y[right_c & ~right_b], examples),
+        baseline_examples=_spread(paths[right_b & ~right_c], y[right_b & ~right_c], examples),
     )
 
 
@@ -297,6 +302,17 @@ def _remap(run: PairedRun, labels: Sequence[str], y: np.ndarray) -> np.ndarray:
 
 def _examples(paths: Sequence[str], k: int = 3) -> str:
     return f" (e.g. {', '.join(map(str, list(paths)[:k]))})" if len(paths) else ""
+
+
+def _spread(paths: np.ndarray, y: np.ndarray, k: int) -> tuple[str, ...]:
+    """Up to ``k`` of ``paths``, taken in turn from each class, so every class with such images shows."""
+    by_class = [paths[y == c].tolist() for c in np.unique(y)]
+    out: list[str] = []
+    for i in range(max(map(len, by_class), default=0)):
+        out += [p[i] for p in by_class if i < len(p)]
+        if len(out) >= k:
+            break
+    return tuple(out[:k])
 
 
 def _table(right_c: np.ndarray, right_b: np.ndarray) -> PairedTable:

@@ -67,12 +67,12 @@ def compare_folders(candidate: Path, baseline: Path, *, margin: float = 0.01, al
     Raises ``UsageError`` when a folder is not an audit's output or the runs are not on the same data.
     """
     res = compare_runs(load_run(candidate, flag="--candidate"), load_run(baseline, flag="--baseline"),
-                       margin=margin, alpha=alpha)
+                       margin=margin, alpha=alpha, examples=max_thumbnails)
     crit = paired.criteria(res, None)[0]
     ranked = findings.rank(findings.failing([crit], "paired"), paired.findings(res, None))
     source, thumbs, notes = "", {}, []
     if thumbnails and not _without_thumbnails(candidate, baseline):
-        source, thumbs, notes = _thumbnails(res, candidate, data, max_thumbnails)
+        source, thumbs, notes = _thumbnails(res, candidate, data)
     elif thumbnails:
         notes = ["no thumbnails: an audit being compared ran with thumbnails = false"]
     return ComparisonReport(
@@ -96,8 +96,8 @@ def _without_thumbnails(*folders: Path) -> bool:
     return False
 
 
-def _thumbnails(res: Comparison, candidate: Path, data: Path | None,
-                k: int) -> tuple[str, dict[tuple[str, str], str], list[str]]:
+def _thumbnails(res: Comparison, candidate: Path,
+                data: Path | None) -> tuple[str, dict[tuple[str, str], str], list[str]]:
     """Thumbnails of the images only one model gets right, read through the audited data source.
 
     ``data`` given: its errors are the user's to fix. Not given: the source the candidate's
@@ -117,7 +117,7 @@ def _thumbnails(res: Comparison, candidate: Path, data: Path | None,
             raise
         return "", {}, [f"no thumbnails: the audited data cannot be read here ({e.message}); pass --data DIR"]
     out = {}
-    for p in (*res.candidate_only_paths[:k], *res.baseline_only_paths[:k]):
+    for p in (*res.candidate_examples, *res.baseline_examples):
         try:
             uri = thumbnail_uri(src.open(p))
         except (ImageRejected, OSError):

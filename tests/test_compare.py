@@ -233,3 +233,13 @@ def test_id_like_attributes_are_not_sliced(runs):
     assert res.to_dict()["unsliced"] == {"source": len(ids)}
     assert {s.attribute for s in compare_runs(with_ids, base, max_levels=len(ids)).slices} == {"scanner", "site",
                                                                                                 "source"}
+
+
+def test_thumbnail_examples_take_each_class_in_turn(runs):
+    cand, base = runs
+    res = compare_runs(cand, base, examples=10)
+    only = [p for p, c, b in zip(cand.paths, cand.y_pred == cand.y_true, base.y_pred == base.y_true) if c and not b]
+    classes = sorted({p.split("/")[0] for p in only})
+    assert len(res.candidate_examples) == min(10, len(only)) and set(res.candidate_examples) <= set(only)
+    assert {p.split("/")[0] for p in res.candidate_examples} == set(classes[:10])  # one per class first
+    assert res.baseline_examples == () or set(res.baseline_examples) <= set(res.baseline_only_paths)

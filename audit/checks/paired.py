@@ -77,7 +77,8 @@ def _run(ctx) -> Comparison:
     cfg = ctx.config.paired
     try:
         return compare_runs(run_of(ctx.predictions, model_name(ctx.model_path)), ctx.state("paired"),
-                            margin=cfg.margin, alpha=cfg.alpha, max_levels=ctx.config.slices.max_levels)
+                            margin=cfg.margin, alpha=cfg.alpha, max_levels=ctx.config.slices.max_levels,
+                            examples=cfg.max_thumbnails)
     except UsageError as e:
         raise UsageError(f"--baseline {ctx.config.baseline.path}: {e.message}", hint=HINT) from None
 
@@ -126,8 +127,7 @@ def _number(flag: str):
 
 
 def thumbnails(res: Comparison, ctx) -> list[tuple]:
-    k = ctx.config.paired.max_thumbnails
-    return [(ctx.source, p) for p in (*res.candidate_only_paths[:k], *res.baseline_only_paths[:k])]
+    return [(ctx.source, p) for p in (*res.candidate_examples, *res.baseline_examples)]
 
 
 SPEC = CheckSpec(
