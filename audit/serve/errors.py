@@ -68,10 +68,10 @@ def describe_validation(errors: Iterable[Mapping[str, Any]]) -> str:
     return "; ".join(parts) + f"; expected {REQUEST_EXAMPLE}"
 
 
-def invalid_json(why: str, position: int) -> ApiError:
+def invalid_json(why: str) -> ApiError:
+    """400 for a body that does not parse; ``why`` says where ("EOF while parsing a string at line 1 column 18")."""
     hint = " (a raw line break inside a string? encode with base64 -w0)" if "control character" in why else ""
-    return ApiError(400, "invalid_json", f"the request body is not valid JSON: {why} at character {position}{hint}; "
-                                         f"expected {REQUEST_EXAMPLE}")
+    return ApiError(400, "invalid_json", f"the request body is not valid JSON: {why}{hint}; expected {REQUEST_EXAMPLE}")
 
 
 def unsupported_media_type(content_type: str | None) -> ApiError:
@@ -94,7 +94,7 @@ async def validation_error(request: Request, exc: RequestValidationError) -> JSO
     for e in errors:
         if e.get("type") == "json_invalid":
             why = str((e.get("ctx") or {}).get("error", "JSON decode error")).removesuffix(" at")
-            err = invalid_json(why, e["loc"][-1])
+            err = invalid_json(f"{why} at character {e['loc'][-1]}")
             return error_response(err.status_code, err.error, err.detail)
     ctype = request.headers.get("content-type")
     if "json" not in (ctype or "").lower():

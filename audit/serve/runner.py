@@ -83,7 +83,7 @@ def rank(proba: np.ndarray, labels: tuple[str, ...], top_k: int) -> list[tuple[s
 class Calibration:
     """What the self-check measured: the model's own time and the decode's time per pixel."""
 
-    model_ms: float  # median batch-1 session time of the check image
+    model_ms: float  # fastest batch-1 run of the check image
     prepare_ms_per_pixel: float  # decode + resize + normalise of a noise PNG, per source pixel
 
     def cost_ms(self, pixels: int) -> float:
@@ -116,27 +116,28 @@ def self_check(runner: ModelRunner, max_batch: int, limits: imaging.Limits) -> C
     return Calibration(_time_model(runner, x), _time_prepare(pre, limits))
 
 
-def _time_model(runner: ModelRunner, x: np.ndarray, repeats: int = 5) -> float:
-    times = []
+def _fastest_ms(fn, repeats: int = 7) -> float:
+    """The fastest of ``repeats`` timed calls after one untimed call: robust to other load on the machine."""
+    fn()
+    best = float("inf")
     for _ in range(repeats):
         t0 = time.perf_counter()
-        runner.run(x)
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times)) * 1000.0
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best * 1000.0
 
 
-def _time_prepare(pre, limits: imaging.Limits, repeats: int = 3) -> float:
+def _time_model(runner: ModelRunner, x: np.ndarray) -> float:
+    return _fastest_ms(lambda: runner.run(x))
+
+
+def _time_prepare(pre, limits: imaging.Limits) -> float:
     h, w = max(pre.size[0], 32), max(pre.size[1], 32)
     noise = np.random.default_rng(0).integers(0, 256, (h, w, 3), dtype=np.uint8)
     buf = io.BytesIO()
     Image.fromarray(noise, "RGB").convert(pre.color).save(buf, format="PNG")
     data = buf.getvalue()
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        prepare(data, pre, limits)
-        best = min(best, time.perf_counter() - t0)
-    return best * 1000.0 / (h * w)
+    return _fastest_ms(lambda: prepare(data, pre, limits)) / (h * w)
 
 
 def prepare(data: bytes, pre, limits: imaging.Limits) -> np.ndarray:
