@@ -21,8 +21,8 @@ Models: see ``serve_models.py`` (quick-start baseline, colour model and ResNet-1
 from __future__ import annotations
 
 import argparse
-import base64
 import contextlib
+import http.client
 import json
 import os
 import re
@@ -115,7 +115,14 @@ def poster(client, expect: int):
     from audit.loadgen import request
 
     def post(body: bytes) -> None:
-        status, data = client.post(body) if isinstance(client, RawClient) else request(client, "POST", "/predict", body)
+        if isinstance(client, RawClient):
+            status, data = client.post(body)
+        else:
+            try:
+                status, data = request(client, "POST", "/predict", body)
+            except (ConnectionError, http.client.HTTPException):  # an idle keep-alive connection was closed
+                client.close()
+                status, data = request(client, "POST", "/predict", body)
         json.loads(data)
         if status != expect:
             sys.exit(f"/predict answered {status}: {data[:200]!r}")
@@ -123,49 +130,59 @@ def poster(client, expect: int):
     return post
 
 
-def parse_cost_ms(bodies: list[bytes], repeats: int = 200) -> float:
-    """JSON + pydantic + base64 of one request body, in process (p50)."""
-    from audit.serve.schema import PredictRequest
+def parse_cost_ms(bodies: list[bytes], limits, repeats: int = 200) -> dict[str, float]:
+    """CPU ms (p50, in process) of what the server does to a body before decoding: JSON + pydantic, base64, header."""
+    from audit.serve.endpoint import parse_request
+    from audit.serve.images import check_header, decode_base64
 
-    times = []
+    parts: dict[str, list[float]] = {"json": [], "base64": [], "header": []}
     for i in range(repeats):
-        t0 = time.perf_counter()
-        req = PredictRequest.model_validate(json.loads(bodies[i % len(bodies)]))
-        base64.b64decode(req.image_b64, validate=True)
-        times.append(time.perf_counter() - t0)
-    return round(float(np.median(times)) * 1000, 4)
+        c0 = time.process_time()
+        req = parse_request(bodies[i % len(bodies)], "application/json")
+        c1 = time.process_time()
+        data = decode_base64(req.image_b64, limits.max_image_bytes)
+        c2 = time.process_time()
+        check_header(data, limits)
+        c3 = time.process_time()
+        for k, a, b in zip(parts, (c0, c1, c2), (c1, c2, c3)):
+            parts[k].append((b - a) * 1000.0)
+    return {k: round(float(np.median(v)), 3) for k, v in parts.items()}
 
 
 def interleave(calls: dict, pids: dict, args) -> tuple[dict, dict, dict]:
     """Every arm sends one request per turn, the order rotating, so load spikes hit all arms alike.
 
-    Returns per arm: wall ms per request (list per round), server CPU ms per request (per round),
-    client CPU ms per request (all requests).
+    Returns per arm: wall ms per request (list per round), server CPU ms per request (per round; for
+    the floor, this process's CPU over all threads, ORT's included), client CPU ms per request.
     """
     arms = list(calls)
     wall = {a: [] for a in arms}
     server = {a: [] for a in arms}
-    client = {a: [] for a in arms}
+    client: dict[str, list[float]] = {a: [] for a in arms}
     for _ in range(args.runs):
+        floor_cpu: list[float] = []
         rnd = {a: [] for a in arms}
         cpu0 = {a: cpu_ms(pids[a]) for a in arms if a != FLOOR}
         for i in range(args.block):
             k = i % len(arms)
             for a in arms[k:] + arms[:k]:
-                c0, t0 = time.thread_time(), time.perf_counter()
+                c0, p0, t0 = time.thread_time(), time.process_time(), time.perf_counter()
                 calls[a](i)
                 rnd[a].append((time.perf_counter() - t0) * 1000.0)
-                client[a].append((time.thread_time() - c0) * 1000.0)
+                if a == FLOOR:
+                    floor_cpu.append((time.process_time() - p0) * 1000.0)
+                else:
+                    client[a].append((time.thread_time() - c0) * 1000.0)
         for a in arms:
             wall[a].append(rnd[a])
-            if a != FLOOR:
-                server[a].append((cpu_ms(pids[a]) - cpu0[a]) / args.block)
+            server[a].append(float(np.median(floor_cpu)) if a == FLOOR else (cpu_ms(pids[a]) - cpu0[a]) / args.block)
     return wall, server, client
 
 
 def measure(case: Case, args) -> dict:
     from audit.loadgen import connect, request, request_body, running_server
     from audit.model import OnnxClassifier
+    from audit.serve import ServeLimits
 
     bodies = [request_body(b) for b in case.images]
     clf = OnnxClassifier.load(case.model, threads=args.threads)
@@ -188,15 +205,15 @@ def measure(case: Case, args) -> dict:
             scheduling = json.loads(request(conn, "GET", "/model")[1])["scheduling"]
     floor = np.concatenate(wall[FLOOR])
     out = {"model": case.name, "images": len(case.images), "mean_body_bytes": int(np.mean([len(b) for b in bodies])),
-           "scheduling": scheduling, "parse_p50_ms": parse_cost_ms(bodies), "arms": {}}
+           "scheduling": scheduling, "before_decode_cpu_ms": parse_cost_ms(bodies, ServeLimits()), "arms": {}}
     for arm, rounds in wall.items():
         ms = np.concatenate(rounds)
         out["arms"][arm] = {
             "p50": pct(ms, 50), "p99": pct(ms, 99), "round_p50s": [pct(r, 50) for r in rounds],
             "ratio_p50": round(float(np.median(ms) / np.median(floor)), 2),
             "ratio_p99": round(float(np.percentile(ms, 99) / np.percentile(floor, 99)), 2),
-            "server_cpu_ms": round(float(np.median(server[arm])), 3) if server[arm] else None,
-            "client_cpu_ms": round(float(np.median(client[arm])), 3)}
+            "server_cpu_ms": round(float(np.median(server[arm])), 3),
+            "client_cpu_ms": round(float(np.median(client[arm])), 3) if client[arm] else None}
     return out
 
 
@@ -216,12 +233,14 @@ def markdown(result: dict) -> str:
                "| arm | p50 | p99 | ratio p50 | ratio p99 | p50 per round | server CPU / req | client CPU / req |",
                "|---|---|---|---|---|---|---|---|"]
         for arm, a in c["arms"].items():
-            srv = "—" if a["server_cpu_ms"] is None else f"{a['server_cpu_ms']:.3f}"
+            cli = "—" if a["client_cpu_ms"] is None else f"{a['client_cpu_ms']:.3f}"
             md.append(f"| {arm} | {a['p50']:.3f} | {a['p99']:.3f} | {a['ratio_p50']:.2f}× | {a['ratio_p99']:.2f}× | "
-                      f"{', '.join(f'{x:.2f}' for x in a['round_p50s'])} | {srv} | {a['client_cpu_ms']:.3f} |")
+                      f"{', '.join(f'{x:.2f}' for x in a['round_p50s'])} | {a['server_cpu_ms']:.3f} | {cli} |")
         m = c["scheduling"]["measured"]
-        md += ["", f"Parsing the body in process (JSON + pydantic + base64): {c['parse_p50_ms']:.3f} ms. The "
-                   f"server's start-up measurement: model {m['model_ms']:.3f} ms, decode "
+        b = c["before_decode_cpu_ms"]
+        md += ["", f"Before decoding, per request (CPU, in process): JSON + pydantic {b['json']:.3f} ms, base64 "
+                   f"{b['base64']:.3f} ms, header check {b['header']:.3f} ms. The server's start-up measurement: "
+                   f"model {m['model_ms']:.3f} ms, decode "
                    f"{m['prepare_us_per_kpixel']:.1f} µs per 1,000 pixels (requests predicted under "
                    f"{c['scheduling']['inline_below_ms']:g} ms run inline).", ""]
     md += [f"Command: `{result['command']}`", ""]

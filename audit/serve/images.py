@@ -6,6 +6,7 @@ decompression bomb or a format outside the allow-list is refused before it can a
 
 from __future__ import annotations
 
+import base64
 import binascii
 import io
 import warnings
@@ -34,8 +35,7 @@ def decode_base64(text: str, max_bytes: int) -> bytes:
         raise ApiError(413, "payload_too_large", f"image_b64 holds about {len(text) // 4 * 3:,} bytes; the limit is "
                                                  f"{max_bytes:,}")
     try:
-        # strict_mode validates the alphabet and padding in C; b64decode(validate=True) runs a regex first (3x slower)
-        return binascii.a2b_base64(text, strict_mode=True)
+        return base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError) as e:
         raise ApiError(422, "invalid_base64", f"image_b64 is not valid base64 ({e}); encode the file's bytes "
                                               "with the standard alphabet (e.g. base64 -w0 image.png)") from None
