@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from audit import __version__
-
-EXIT_PASS, EXIT_FAIL, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
+from audit.checks import CHECKS
+from audit.errors import EXIT_FAIL, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_PASS, EXIT_USAGE
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
@@ -31,42 +31,56 @@ def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="python -m audit", description="Audit an ONNX image classifier against acceptance criteria.")
     p.add_argument("--version", action="version", version=f"audit {__version__}")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
-
-    run = sub.add_parser("run", help="audit a model on a data folder and write the report")
-    run.add_argument("--model", required=True, type=Path, help="the .onnx model file")
-    run.add_argument("--data", required=True, type=Path,
-                     help="ImageFolder DIR/<class>/<image> (optional DIR/metadata.csv) or a path,label CSV manifest")
-    run.add_argument("--out", type=Path, help="output folder (default: reports/<model name>/)")
-    run.add_argument("--config", type=Path, help="audit.toml ([audit] table) or pyproject.toml ([tool.audit])")
-    _add_card_args(run)
-    opts = run.add_argument_group("run options (override the config file)")
-    opts.add_argument("--seed", type=int)
-    opts.add_argument("--n-boot", type=int, help="bootstrap resamples per CI (default 1000)")
-    opts.add_argument("--batch-size", type=int)
-    opts.add_argument("--workers", type=int, help="decode threads (default: one per core)")
-    opts.add_argument("--min-accuracy", type=float, help="override the accuracy threshold")
-    opts.add_argument("--judge-on", choices=["value", "ci"],
-                      help="judge the point estimate (default) or the pessimistic CI bound")
-    opts.add_argument("--no-pdf", action="store_true", help="skip report.pdf")
-    opts.add_argument("--no-progress", action="store_true", help="no progress bar")
-    opts.add_argument("--no-thumbnails", action="store_true",
-                      help="embed no image of the data in the report (for data whose licence forbids copies)")
-    ana = run.add_argument_group("analyses (override the config file)")
-    ana.add_argument("--sensitive", metavar="COL[,COL]", help="sensitive metadata columns for the fairness check")
-    ana.add_argument("--torch-model", metavar="FILE", help="model.safetensors for ONNX/PyTorch parity (arch from audit.arch)")
-    ana.add_argument("--train", metavar="DIR", help="training ImageFolder: check train/test duplicates (leakage)")
-    ana.add_argument("--baseline", metavar="FILE", help="verdict.json of an earlier run: fail on regressions")
-    ana.add_argument("--invariance", action=argparse.BooleanOptionalAction,
-                     help="re-run on transformed images (default: on; see [audit.invariance])")
-    ana.add_argument("--latency", action=argparse.BooleanOptionalAction,
-                     help="measure /predict latency on a local server (default: on; see [audit.latency])")
-    run.add_argument("--debug", action="store_true", help="show tracebacks")
-
-    _add_serve_parser(sub)
+    _run_parser(sub)
+    _serve_parser(sub)
     return p
 
 
-def _add_serve_parser(sub) -> None:
+def _run_parser(sub) -> None:
+    run = sub.add_parser("run", help="audit a model on a data folder and write the report")
+    run.add_argument("--model", required=True, type=Path, help="the .onnx model file")
+    run.add_argument("--data", required=True, type=Path,
+                     help="ImageFolder DIR/<class>/<image> (optional DIR/metadata.csv), or a path,label manifest "
+                          "(.csv or .parquet)")
+    run.add_argument("--out", type=Path, help="output folder (default: reports/<model name>/)")
+    run.add_argument("--config", type=Path, help="audit.toml ([audit] table) or pyproject.toml ([tool.audit])")
+    run.add_argument("--templates", type=Path, help="a folder of report templates searched before the packaged ones")
+    _add_card_args(run)
+    opts = run.add_argument_group("run options (override the config file)")
+    for flag, (key, kind, text) in RUN_FLAGS.items():
+        if kind is bool:
+            opts.add_argument(flag, action="store_true", help=text)
+        else:
+            opts.add_argument(flag, type=kind, help=text, **({"choices": ["value", "ci"]} if key.endswith("on") else {}))
+    opts.add_argument("--no-progress", action="store_true", help="no progress bar or progress lines")
+    ana = run.add_argument_group("checks (override the config file)")
+    for spec in CHECKS:
+        for o in spec.options:
+            ana.add_argument(o.flag, metavar=o.metavar, help=o.help, dest=_dest(o.key))
+        if spec.toggle:
+            ana.add_argument(f"--{spec.name}", action=argparse.BooleanOptionalAction, dest=_dest(f"{spec.name}.enabled"),
+                             help=f"the {spec.name} check (default: on; see [audit.{spec.name}])")
+    run.add_argument("--debug", action="store_true", help="show tracebacks")
+
+# flag -> (config key, type, help); store_true flags (type bool) set the key to False ("--no-pdf" -> pdf = false)
+RUN_FLAGS: dict[str, tuple[str, type, str]] = {
+    "--seed": ("seed", int, "random seed of every resample and sample (default 0)"),
+    "--n-boot": ("n_boot", int, "bootstrap resamples per CI (default 1000)"),
+    "--batch-size": ("batch_size", int, "images per model call (default 64)"),
+    "--workers": ("workers", int, "decode threads (default: one per core)"),
+    "--min-accuracy": ("criteria.min_accuracy", float, "override the accuracy threshold"),
+    "--judge-on": ("criteria.judge_on", str, "judge the point estimate (value, default) or the pessimistic CI bound"),
+    "--no-pdf": ("pdf", bool, "skip report.pdf"),
+    "--no-thumbnails": ("thumbnails", bool,
+                        "embed no image of the data in the report (for data whose licence forbids copies)"),
+}
+
+
+def _dest(key: str) -> str:
+    return "cfg__" + key.replace(".", "__")
+
+
+def _serve_parser(sub) -> None:
     srv = sub.add_parser("serve", help="serve a model over HTTP: POST /predict, GET /health, GET /model, /docs")
     srv.add_argument("--model", required=True, type=Path, help="the .onnx model file")
     srv.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")
@@ -144,25 +158,32 @@ def default_out(model: Path) -> Path:
     return Path("reports") / name
 
 
+def config_overrides(a: argparse.Namespace) -> dict[str, Any]:
+    """Dotted config keys set by the command line (unset flags are None and left out by the loader)."""
+    out: dict[str, Any] = {}
+    for flag, (key, kind, _) in RUN_FLAGS.items():
+        value = getattr(a, flag.lstrip("-").replace("-", "_"))
+        out[key] = (False if value else None) if kind is bool else value
+    for spec in CHECKS:
+        for o in spec.options:
+            value = getattr(a, _dest(o.key))
+            out[o.key] = o.parse(value) if (o.parse and value is not None) else value
+        if spec.toggle:
+            out[f"{spec.name}.enabled"] = getattr(a, _dest(f"{spec.name}.enabled"))
+    return out
+
+
 def cmd_run(a: argparse.Namespace) -> int:
     from audit.config import load_config
     from audit.pipeline import run_audit
     from audit.render.outputs import write_outputs
     from audit.render.text import describe
 
-    config = load_config(a.config, {
-        "seed": a.seed, "n_boot": a.n_boot, "batch_size": a.batch_size, "workers": a.workers,
-        "criteria.min_accuracy": a.min_accuracy, "criteria.judge_on": a.judge_on,
-        "fairness.sensitive": [x.strip() for x in a.sensitive.split(",") if x.strip()] if a.sensitive else None,
-        "parity.torch_model": a.torch_model, "integrity.train": a.train, "baseline.path": a.baseline,
-        "invariance.enabled": a.invariance,
-        "pdf": False if a.no_pdf else None, "thumbnails": False if a.no_thumbnails else None,
-        "latency.enabled": a.latency,
-    })
+    config = load_config(a.config, config_overrides(a))
     result = run_audit(a.model, a.data, config, card_overrides=card_overrides(a),
                        progress=False if a.no_progress else None)
     out = a.out or default_out(a.model)
-    write_outputs(result, out, pdf=config.pdf)
+    write_outputs(result, out, pdf=config.pdf, templates=a.templates)
     for c in result.verdict.criteria:
         print("  " + describe(c))
     d = result.data
@@ -226,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
         return e.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
     except Exception as e:  # an internal error: ours to fix, so say so and keep the details
         if debug:
             traceback.print_exc()

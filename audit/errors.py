@@ -6,11 +6,14 @@ one line, anything else is an internal error (exit 3).
 
 from __future__ import annotations
 
+EXIT_PASS, EXIT_FAIL, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3  # DESIGN §7
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports it
+
 
 class AuditError(Exception):
     """A failure the user can fix. ``str(err)`` is one line: what is wrong, then the hint."""
 
-    exit_code = 2
+    exit_code = EXIT_USAGE
 
     def __init__(self, message: str, *, hint: str | None = None) -> None:
         super().__init__(message)

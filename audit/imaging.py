@@ -11,7 +11,6 @@ from __future__ import annotations
 import io
 import warnings
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -41,16 +40,6 @@ class ImageRejected(Exception):
 class Limits:
     max_bytes: int = DEFAULT_MAX_BYTES
     max_pixels: int = DEFAULT_MAX_PIXELS
-
-
-def read_bytes(path: Path, limits: Limits) -> bytes:
-    """The file's bytes, refusing empty and oversized files before reading them."""
-    size = path.stat().st_size
-    if size == 0:
-        raise ImageRejected("empty file (0 bytes)")
-    if size > limits.max_bytes:
-        raise ImageRejected(f"file too large ({size:,} bytes > {limits.max_bytes:,})")
-    return path.read_bytes()
 
 
 def decode(data: bytes, color: str, limits: Limits = Limits()) -> tuple[Image.Image, tuple[int, int]]:

@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from audit.errors import AuditError
+from audit.errors import EXIT_INTERNAL, AuditError
 
 HOST = "127.0.0.1"
 SKIP_HINT = "in an audit, pass --no-latency to skip the latency check"
@@ -44,7 +44,7 @@ SKIP_HINT = "in an audit, pass --no-latency to skip the latency check"
 class ServerError(AuditError):
     """The server could not be started or reached, so nothing was measured."""
 
-    exit_code = 3
+    exit_code = EXIT_INTERNAL
 
 
 def request_body(image: bytes, top_k: int | None = None) -> bytes:

@@ -15,6 +15,7 @@ Example::
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -142,11 +143,13 @@ def read_metadata(path: str | Path, proto=None) -> dict[str, Any]:
     return out
 
 
-def _load_proto(path: str | Path):
+def _load_proto(path: str | Path, data: bytes | None = None):
     import onnx
     from google.protobuf.message import DecodeError
 
     try:
+        if data is not None:
+            return onnx.load_model_from_string(data)
         return onnx.load(str(path), load_external_data=False)
     except (DecodeError, ValueError, OSError) as e:
         raise ModelError(f"cannot load {path} as an ONNX model: {str(e).splitlines()[0][:120]}",
@@ -221,10 +224,15 @@ class OnnxClassifier:
     """An ONNX Runtime session plus its card: batches of preprocessed images in, probabilities out."""
 
     def __init__(self, path: str | Path, card: ModelCard | Mapping[str, Any], *, threads: int = 0,
-                 proto=None) -> None:
+                 proto=None, data: bytes | None = None) -> None:
         import onnxruntime as ort
 
         self.path = Path(path)
+        self.threads = threads
+        if data is None:
+            data = self.path.read_bytes()
+        self.sha256 = hashlib.sha256(data).hexdigest()
+        self.size_bytes = len(data)
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
         opts.log_severity_level = 3
@@ -232,10 +240,10 @@ class OnnxClassifier:
         # 10k Fashion-MNIST images 7.0-9.5 s spinning vs 5.5 s not) and inflates /predict tail latency.
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
-            self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+            self.session = ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
         except Exception as e:  # ORT raises its own Fail/InvalidGraph types
             raise ModelError(f"cannot load {path} with ONNX Runtime: {str(e).splitlines()[0]}") from None
-        self.graph = inspect_graph(self.session, proto if proto is not None else _load_proto(path))
+        self.graph = inspect_graph(self.session, proto if proto is not None else _load_proto(path, data))
         self.card = _reconcile(card, self.graph, path)
         self.output_name = self.session.get_outputs()[0].name
 
@@ -246,9 +254,13 @@ class OnnxClassifier:
         path = Path(path)
         if not path.is_file():
             raise ModelError(f"model file not found: {path}", hint="pass --model path/to/model.onnx")
-        proto = _load_proto(path)
+        data = path.read_bytes()  # read once: the card, the session and the hash all come from these bytes
+        proto = _load_proto(path, data)
         card = resolve_card(path, overrides or {}, proto)
-        return cls(path, card, threads=threads, proto=proto)
+        return cls(path, card, threads=threads, proto=proto, data=data)
+
+    def __reduce__(self):  # rebuilt from the file in another process (an engine's worker)
+        return (_rebuild, (self.path, self.card, self.threads))
 
     @property
     def labels(self) -> tuple[str, ...]:
@@ -271,6 +283,10 @@ class OnnxClassifier:
 
     def _run(self, batch: np.ndarray) -> np.ndarray:
         return self.session.run([self.output_name], {self.graph.input_name: batch})[0]
+
+
+def _rebuild(path: Path, card: ModelCard, threads: int) -> OnnxClassifier:
+    return OnnxClassifier(path, card, threads=threads)
 
 
 def _softmax(x: np.ndarray) -> np.ndarray:

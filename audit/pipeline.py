@@ -1,39 +1,34 @@
-"""The audit pipeline (DESIGN §5): scan -> inference -> checks -> verdict -> AuditResult.
+"""The audit pipeline (DESIGN §5): load -> prepare checks -> inference -> checks -> verdict -> AuditResult.
 
-``run_audit`` is the library call behind ``python -m audit run``; renderers only read the
-finished ``AuditResult``.
+``run_audit`` is the library call behind ``python -m audit run``; it is a loop over the check
+registry (``audit.checks.CHECKS``). Renderers only read the finished ``AuditResult``.
 
 Example::
 
     result = run_audit(Path("model.onnx"), Path("test/"), AuditConfig())
-    result.verdict.passed
+    result.verdict.passed, result.metrics.accuracy
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
-import hashlib
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from audit import __version__, imaging
-from audit.checks import baseline as baseline_check
-from audit.checks import calibration as calibration_check
-from audit.checks import fairness as fairness_check
-from audit.checks import integrity as integrity_check
-from audit.checks import invariance as invariance_check
-from audit.checks import latency as latency_check
-from audit.checks import metrics as metrics_check
-from audit.checks import parity as parity_check
-from audit.checks import slices as slices_check
-from audit.config import AuditConfig
-from audit.data import Dataset, Skipped, scan
-from audit.inference import Predictions, predict
+from audit import __version__
+from audit.checks import CHECKS
+from audit.context import AuditContext
+from audit.engines import Engine, make_engine
+from audit.errors import DataError
 from audit.model import ModelCard, OnnxClassifier
-from audit.verdict import Criterion, Verdict, judge
+from audit.predictions import Predictions
+from audit.sources import DataSource, Skipped, open_source
+from audit.thumbnails import capture_thumbnails
+from audit.verdict import Verdict
 
 
 @dataclass(frozen=True)
@@ -45,6 +40,7 @@ class DataSummary:
     class_counts: tuple[tuple[str, int], ...]  # processed images per model label
     attribute_names: tuple[str, ...]
     notes: tuple[str, ...]
+    kind: str = "ImageFolder"
 
     @property
     def accounted(self) -> bool:
@@ -67,181 +63,111 @@ class AuditResult:
     created: str
     model: ModelSummary
     data: DataSummary
-    config: AuditConfig
+    config: Any  # AuditConfig
     predictions: Predictions
-    metrics: metrics_check.MetricsResult
-    calibration: calibration_check.CalibrationResult
     verdict: Verdict
-    timings: tuple[tuple[str, float], ...] = field(default=())
-    slices: slices_check.SliceResult | None = None
-    fairness: fairness_check.FairnessResult | None = None
-    invariance: invariance_check.InvarianceResult | None = None
-    parity: parity_check.ParityResult | None = None
-    integrity: integrity_check.IntegrityResult | None = None
-    baseline: baseline_check.BaselineResult | None = None
-    latency: latency_check.LatencyResult | None = None
+    results: Mapping[str, Any]  # check name -> its frozen result, in registry order (enabled checks only)
+    timings: tuple[tuple[str, float], ...] = ()
+    thumbnails: Mapping[str, str] = field(default_factory=dict)  # "role:path" -> inline image, see thumbnails.py
+    engine: str = "local"
+
+    def __getattr__(self, name: str) -> Any:
+        """A check's result by name (``result.metrics``); None when the check did not run."""
+        if name in _CHECK_NAMES:
+            return self.results.get(name)
+        raise AttributeError(name)
 
 
-def run_audit(
-    model_path: Path,
-    data_path: Path,
-    config: AuditConfig,
-    *,
-    card_overrides: Mapping[str, Any] | None = None,
-    progress: bool | None = None,
-) -> AuditResult:
-    """Audit the model at ``model_path`` on the data at ``data_path`` under ``config``."""
-    timings = []
-    t0 = time.perf_counter()
-    clf = OnnxClassifier.load(model_path, overrides=card_overrides, threads=config.threads)
-    dataset = scan(data_path, clf.labels)
-    timings.append(("load + scan", time.perf_counter() - t0))
+_CHECK_NAMES = frozenset(s.name for s in CHECKS)
 
-    t0 = time.perf_counter()
-    limits = imaging.Limits(max_bytes=config.max_file_bytes, max_pixels=config.max_pixels)
-    preds, rejected = predict(clf, dataset.samples, batch_size=config.batch_size, workers=config.workers,
-                              limits=limits, progress=progress)
-    timings.append(("inference", time.perf_counter() - t0))
-    data = summarize_data(dataset, preds, rejected, data_path)
-    if len(preds) == 0:
-        from audit.errors import DataError
 
-        raise DataError(f"none of the {data.found} file(s) in {data_path} could be decoded",
-                        hint="see the skipped reasons with --debug; every image was rejected")
+class _Timer:
+    def __init__(self) -> None:
+        self.timings: list[tuple[str, float]] = []
 
-    t0 = time.perf_counter()
-    metrics = metrics_check.classification_metrics(preds, n_boot=config.n_boot, seed=config.seed,
-                                                   top_k=config.top_k)
-    cal = calibration_check.calibration(preds, n_bins=config.ece_bins, n_boot=config.n_boot, seed=config.seed)
-    timings.append(("metrics + bootstrap", time.perf_counter() - t0))
+    @contextlib.contextmanager
+    def __call__(self, stage: str) -> Iterator[None]:
+        t0 = time.perf_counter()
+        yield
+        self.timings.append((stage, time.perf_counter() - t0))
 
-    criteria = [*metric_criteria(metrics, config), *calibration_criteria(cal, config)]
-    slices = None
-    if config.slices.enabled:
-        t0 = time.perf_counter()
-        slices = slices_check.find_slices(preds, config.slices, n_boot=config.n_boot, seed=config.seed)
-        criteria += slices_check.slice_criteria(slices, config.slices)
-        timings.append(("slices", time.perf_counter() - t0))
-    fairness = None
-    if config.fairness.sensitive:
-        t0 = time.perf_counter()
-        fairness = fairness_check.fairness(preds, config.fairness, n_boot=config.n_boot, seed=config.seed)
-        criteria += fairness_check.fairness_criteria(fairness, config.fairness, config.criteria.judge_on)
-        timings.append(("fairness", time.perf_counter() - t0))
-    run_kw = dict(batch_size=config.batch_size, workers=config.workers, limits=limits, n_boot=config.n_boot,
-                  seed=config.seed)
-    invariance = None
-    if config.invariance.enabled:
-        t0 = time.perf_counter()
-        invariance = invariance_check.invariance(clf, dataset.samples, preds, config.invariance, **run_kw)
-        criteria += invariance_check.invariance_criteria(invariance, config.invariance, config.criteria.judge_on)
-        timings.append(("invariance", time.perf_counter() - t0))
-    parity = None
-    if config.parity.torch_model:
-        t0 = time.perf_counter()
-        parity = parity_check.parity(clf, dataset.samples, preds, config.parity, **run_kw)
-        criteria += parity_check.parity_criteria(parity, config.parity)
-        timings.append(("parity (PyTorch)", time.perf_counter() - t0))
-    integrity = None
-    if config.integrity.enabled:
-        t0 = time.perf_counter()
-        train = scan(Path(config.integrity.train), clf.labels, flag="--train").samples if config.integrity.train else None
-        integrity = integrity_check.integrity(preds, config.integrity, root=dataset.root, train=train,
-                                              train_source=config.integrity.train, workers=config.workers,
-                                              limits=limits)
-        criteria += integrity_check.integrity_criteria(integrity, config.integrity)
-        timings.append(("integrity", time.perf_counter() - t0))
-    baseline = None
-    if config.baseline.path:
-        numbers = baseline_check.comparable_numbers(metrics, cal, slices, fairness, invariance, parity)
-        baseline = baseline_check.compare(baseline_check.load_baseline(Path(config.baseline.path)), numbers,
-                                          config.baseline)
-        criteria += baseline_check.baseline_criteria(baseline, config.baseline)
-    latency = None
-    if config.latency.enabled:
-        t0 = time.perf_counter()
-        files = {s.path: s.file for s in dataset.samples}
-        latency = latency_check.measure_latency(model_path, preds, files, config.latency, threads=config.threads,
-                                                card_overrides=card_overrides, n_boot=config.n_boot, seed=config.seed)
-        criteria += latency_check.criteria(latency, config)
-        timings.append(("latency (server)", time.perf_counter() - t0))
-    verdict = Verdict.of(criteria, config.criteria.judge_on)
+
+def run_audit(model_path: Path, data_path: Path, config, *, card_overrides: Mapping[str, Any] | None = None,
+              engine: Engine | None = None, progress: bool | None = None) -> AuditResult:
+    """Audit the model at ``model_path`` on the data at ``data_path`` under ``config`` (an ``AuditConfig``)."""
+    timed = _Timer()
+    with timed("load + scan"):
+        ctx = open_context(model_path, data_path, config, card_overrides=card_overrides, engine=engine,
+                           progress=progress)
+    with timed("inference"):
+        ctx, data = infer(ctx)
+    results, criteria = {}, []
+    for spec in active_checks(config):
+        with timed(spec.title):
+            res = spec.run(ctx) if spec.probe else spec.run(ctx.predictions, config)
+        results[spec.name] = res
+        criteria += spec.criteria(res, config)
+        ctx = replace(ctx, measures=ctx.measures + tuple(spec.comparable(res)))
+    with timed("thumbnails"):
+        ran = [(s, results[s.name]) for s in active_checks(config)]
+        thumbs = capture_thumbnails(ctx, ran) if config.thumbnails else {}
     return AuditResult(
         tool_version=__version__,
         created=dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat(),
-        model=summarize_model(clf),
-        data=data,
-        config=config,
-        predictions=preds,
-        metrics=metrics,
-        calibration=cal,
-        verdict=verdict,
-        timings=tuple(timings),
-        slices=slices,
-        fairness=fairness,
-        invariance=invariance,
-        parity=parity,
-        integrity=integrity,
-        baseline=baseline,
-        latency=latency,
+        model=summarize_model(ctx.classifier), data=data, config=config, predictions=ctx.predictions,
+        verdict=Verdict.of(criteria, config.criteria.judge_on), results=results,
+        timings=tuple(timed.timings), thumbnails=thumbs, engine=ctx.engine.name,
     )
 
 
-def metric_criteria(m: metrics_check.MetricsResult, config: AuditConfig) -> list[Criterion]:
-    c = config.criteria
-    n_classes = len(m.per_class)
-    out = [judge("accuracy", f"Accuracy ({n_classes} classes)", m.accuracy, ">", c.accuracy_threshold(n_classes),
-                 judge_on=c.judge_on)]
-    judged = [pc for pc in m.per_class if pc.support > 0]
-    if c.fail_on_zero_f1:
-        zero = [pc.label for pc in judged if pc.f1.value == 0]
-        out.append(Criterion(
-            "no_zero_f1", "Classes with F1 = 0", len(zero), None, None, "<=", 0, not zero,
-            detail="classes with F1 = 0: " + (", ".join(zero) if zero else "none"),
-        ))
-    if c.min_class_f1 is not None:
-        for pc in judged:
-            out.append(judge(f"class_f1.{pc.label}", f"F1 of class {pc.label}", pc.f1, ">=", c.min_class_f1,
-                             judge_on=c.judge_on))
-    return out
+def active_checks(config) -> list:
+    return [s for s in CHECKS if s.enabled(config)]
 
 
-def calibration_criteria(cal: calibration_check.CalibrationResult, config: AuditConfig) -> list[Criterion]:
-    c = config.criteria
-    if c.max_ece is None:
-        return []
-    return [judge("ece", "Expected calibration error", cal.ece, "<=", c.max_ece, judge_on=c.judge_on)]
+def open_context(model_path: Path, data_path: Path, config, *, card_overrides: Mapping[str, Any] | None = None,
+                 engine: Engine | None = None, progress: bool | None = None) -> AuditContext:
+    """Load the model, scan the data and prepare every enabled check: all input errors surface here,
+    before the first image is decoded."""
+    clf = OnnxClassifier.load(model_path, overrides=card_overrides, threads=config.threads)
+    source = open_source(Path(data_path), clf.labels)
+    ctx = AuditContext(config, clf, source, engine or make_engine(config, progress), Path(model_path),
+                       dict(card_overrides or {}))
+    return replace(ctx, prepared={s.name: s.prepare(ctx) for s in active_checks(config) if s.prepare})
 
 
-def summarize_data(dataset: Dataset, preds: Predictions, rejected: list[Skipped], source: Path) -> DataSummary:
+def infer(ctx: AuditContext) -> tuple[AuditContext, DataSummary]:
+    """The inference pass over every sample of the source: the context with its predictions, and the data summary."""
+    preds, rejected = ctx.engine.predict(ctx.classifier, ctx.source)
+    data = summarize_data(ctx.source, preds, rejected)
+    if len(preds) == 0:
+        raise DataError(f"none of the {data.found} file(s) in {ctx.source.description} could be decoded",
+                        hint="see skipped.csv or rerun with --debug; every image was rejected")
+    return replace(ctx, predictions=preds), data
+
+
+def summarize_data(source: DataSource, preds: Predictions, rejected: list[Skipped]) -> DataSummary:
     counts = dict.fromkeys(preds.labels, 0)
     for i in preds.y_true:
         counts[preds.labels[i]] += 1
-    notes = list(dataset.notes)
-    empty = [c for c in dataset.classes if counts.get(c, 0) == 0]
+    notes = list(source.notes)
+    empty = [c for c in source.classes if counts.get(c, 0) == 0]
     if empty:
         notes.append("class folder(s) with no usable image: " + ", ".join(empty))
-    missing = [lab for lab in preds.labels if lab not in dataset.classes]
+    missing = [lab for lab in preds.labels if lab not in source.classes]
     if missing:
         notes.append("model label(s) with no folder in the data: " + ", ".join(missing))
     return DataSummary(
-        source=str(source),
-        found=dataset.found,
+        source=source.description,
+        found=source.found,
         processed=len(preds),
-        skipped=tuple(sorted([*dataset.skipped, *rejected], key=lambda s: s.path)),
+        skipped=tuple(sorted([*source.skipped, *rejected], key=lambda s: s.path)),
         class_counts=tuple(counts.items()),
-        attribute_names=dataset.attribute_names,
+        attribute_names=source.attribute_names,
         notes=tuple(notes),
+        kind=source.kind,
     )
 
 
 def summarize_model(clf: OnnxClassifier) -> ModelSummary:
-    data = clf.path.read_bytes()
-    return ModelSummary(
-        path=str(clf.path),
-        sha256=hashlib.sha256(data).hexdigest(),
-        size_bytes=len(data),
-        card=clf.card,
-        fixed_batch=clf.graph.fixed_batch,
-        input_shape=clf.graph.input_shape,
-    )
+    return ModelSummary(path=str(clf.path), sha256=clf.sha256, size_bytes=clf.size_bytes, card=clf.card,
+                        fixed_batch=clf.graph.fixed_batch, input_shape=clf.graph.input_shape)

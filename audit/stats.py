@@ -39,7 +39,10 @@ class Estimate:
 
 
 def _num(x: float) -> float | None:
-    return None if x is None or not math.isfinite(x) else float(x)
+    """A JSON-ready number: None when undefined, ints stay ints (counts)."""
+    if x is None or not math.isfinite(x):
+        return None
+    return int(x) if isinstance(x, (int, np.integer)) and not isinstance(x, bool) else float(x)
 
 
 def resample_indices(n: int, n_boot: int, seed: int):

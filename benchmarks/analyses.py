@@ -31,10 +31,9 @@ sys.path.insert(0, str(HERE.parent / "tests"))
 import builders  # noqa: E402
 
 from audit.checks import fairness, integrity, invariance, metrics, slices  # noqa: E402
-from audit.config import FairnessConfig, IntegrityConfig, InvarianceConfig, SlicesConfig  # noqa: E402
-from audit.data import scan  # noqa: E402
-from audit.inference import predict  # noqa: E402
-from audit.model import OnnxClassifier  # noqa: E402
+from audit.checks.fairness import FairnessConfig  # noqa: E402
+from audit.checks.integrity import IntegrityConfig  # noqa: E402
+from audit.checks.slices import SlicesConfig  # noqa: E402
 
 
 def timed(fn, repeat: int = 1):
@@ -68,17 +67,17 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        clf = OnnxClassifier.load(builders.colour_model(tmp / "m.onnx", size=28))
         root = builders.sliced_folder(tmp / "data", 334, weak=None)
-        samples = scan(root, clf.labels).samples[:1000]
-        t_plain, (preds, _) = timed(lambda: predict(clf, samples, progress=False), 2)
-        cfg = InvarianceConfig()
-        t_inv, inv = timed(lambda: invariance.invariance(clf, samples, preds, cfg, n_boot=1000))
+        ctx = builders.context(builders.colour_model(tmp / "m.onnx", size=28), root)
+        samples = ctx.source.samples[:1000]
+        t_plain, _ = timed(lambda: ctx.rerun(samples), 2)
+        t_inv, inv = timed(lambda: invariance.invariance(ctx))
         runs = len(inv.runs)
-        res["invariance_1k"] = {"images": len(samples), "plain_inference_s": t_plain, "transforms": list(inv.transforms),
-                                "severities": list(cfg.severities), "reruns": runs, "invariance_s": t_inv,
-                                "per_rerun_s": t_inv / runs, "per_rerun_vs_plain": t_inv / runs / t_plain}
-        t_hash, _ = timed(lambda: integrity.hash_samples(samples))
+        res["invariance_1k"] = {"images": inv.n_images, "plain_inference_s": t_plain, "transforms": list(inv.transforms),
+                                "severities": list(ctx.config.invariance.severities), "reruns": runs,
+                                "invariance_s": t_inv, "per_rerun_s": t_inv / runs,
+                                "per_rerun_vs_plain": t_inv / runs / t_plain}
+        t_hash, _ = timed(lambda: integrity.hash_source(ctx.source))
         res["integrity"] = {"hash_1k_files_s": t_hash}
 
     rng = np.random.default_rng(0)

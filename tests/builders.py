@@ -148,7 +148,7 @@ def sliced_folder(
 def predictions(n: int, c: int = 3, *, seed: int = 0, error: float = 0.1, weak: np.ndarray | None = None,
                 weak_error: float = 0.5, attributes: dict | None = None, properties: dict | None = None):
     """A Predictions table without a model: errors at random (rate ``error``), or ``weak_error`` where ``weak``."""
-    from audit.inference import Predictions
+    from audit.predictions import Predictions
 
     rng = np.random.default_rng(seed)
     y = rng.integers(0, c, n)
@@ -278,3 +278,13 @@ def leaky_split(root: Path, n_per_class: int = 10, classes=tuple(COLOURS)) -> tu
                     f"{classes[1]}/jpeg.jpg": "jpeg"})
     (test / classes[2] / "copy.png").write_bytes((test / classes[2] / "000.png").read_bytes())
     return train, test, planted
+
+
+def context(model: Path, data: Path, overrides: dict | None = None, config=None):
+    """An audit context after the inference pass (what probe checks receive), built like ``run_audit`` does."""
+    from audit.config import load_config
+    from audit.pipeline import infer, open_context
+
+    cfg = config if config is not None else load_config(None, overrides or {})
+    ctx, _ = infer(open_context(model, data, cfg, progress=False))
+    return ctx

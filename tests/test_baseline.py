@@ -1,21 +1,17 @@
 """Baseline: a run compared with itself has no regression; a worse model fails the verdict with the regressions
 named; the verdict.json alone is enough to compare against."""
 
-import dataclasses
 import json
 import re
 
-import numpy as np
 import pytest
 
 import builders
-from audit.checks.baseline import Baseline, compare, load_baseline
+from audit.checks.baseline import Baseline, BaselineConfig, compare, load_baseline
 from audit.cli import main
-from audit.config import AuditConfig, BaselineConfig
-
-# The latency check (when present) starts a server; these tests are about the comparison.
-QUIET = ["--no-latency"] if "latency" in {f.name for f in dataclasses.fields(AuditConfig)} else []
 from audit.errors import UsageError
+
+QUIET = ["--no-latency"]  # the latency check starts a server; these tests are about the comparison
 
 
 def run(model, data, out, *extra):
@@ -41,7 +37,8 @@ def test_same_model_no_regression(runs, capsys):
     crit = {c["id"]: c for c in v["criteria"]}
     assert crit["baseline.regressions"]["passed"] and crit["baseline.regressions"]["value"] == 0
     assert v["baseline"]["compared"] >= 10 and code == (0 if v["passed"] else 1)
-    assert "metrics.accuracy" in v["comparable"] and any(k.startswith("slices.") for k in v["comparable"])
+    assert "accuracy" in v["comparable"] and any(k.startswith("slices.") for k in v["comparable"])
+    assert set(v["comparable"]) >= {c["id"] for c in v["criteria"] if c["id"] in ("accuracy", "ece")} | {"accuracy"}
     assert "Comparison with the baseline" in (tmp / "new" / "report.html").read_text()
 
 
@@ -53,8 +50,8 @@ def test_worse_model_fails_with_regressions_named(runs, capsys):
     crit = {c["id"]: c for c in v["criteria"]}
     assert not crit["baseline.regressions"]["passed"]
     keys = {r["key"] for r in v["baseline"]["regressions"]}
-    assert {"metrics.accuracy", "metrics.macro_f1", "metrics.f1.blue"} <= keys
-    assert "metrics.f1.red" not in keys  # red is as good as before
+    assert {"accuracy", "macro_f1", "class_f1.blue"} <= keys
+    assert "class_f1.red" not in keys  # red is as good as before
     assert re.search(r"Regressions against the baseline.*-> FAIL", capsys.readouterr().out)
 
 
@@ -77,11 +74,15 @@ def test_bad_baseline_files_are_usage_errors(tmp_path):
         load_baseline(tmp_path / "y.json")
 
 
-def test_older_verdict_without_comparable_gives_headline_metrics(tmp_path):
+def test_schema_v1_verdicts_compare_under_todays_measure_ids(tmp_path):
+    """A verdict written before measures had one id (``metrics.accuracy``) still serves as a baseline."""
+    comparable = {"metrics.accuracy": (0.9, True), "metrics.top_3_accuracy": (0.97, True),
+                  "metrics.f1.Bag": (0.8, True), "calibration.ece": (0.02, False),
+                  "slices.site = a.accuracy": (0.7, True), "invariance.hflip.1.flip_rate": (0.03, False)}
     (tmp_path / "v.json").write_text(json.dumps({
         "schema": "audit.verdict/v1", "passed": True,
-        "metrics": {"accuracy": {"value": 0.9}, "per_class": {"a": {"support": 3, "f1": {"value": 0.5}}}},
-        "calibration": {"ece": {"value": 0.1}}}))
+        "comparable": {k: {"value": v, "higher_is_better": h} for k, (v, h) in comparable.items()}}))
     b = load_baseline(tmp_path / "v.json")
-    assert b.numbers == {"metrics.accuracy": (0.9, True), "metrics.f1.a": (0.5, True), "calibration.ece": (0.1, False)}
-    assert np.isfinite(b.numbers["metrics.accuracy"][0])
+    assert b.numbers == {"accuracy": (0.9, True), "top_3_accuracy": (0.97, True), "class_f1.Bag": (0.8, True),
+                         "ece": (0.02, False), "slices.site = a.accuracy": (0.7, True),
+                         "invariance.hflip.1.flip_rate": (0.03, False)}

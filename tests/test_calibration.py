@@ -45,7 +45,7 @@ def test_perfectly_calibrated_model_has_small_ece():
     y = np.zeros(n, int)
     pred = np.where(correct, 0, 1)
     proba = np.where(pred[:, None] == 0, np.column_stack([conf, 1 - conf]), np.column_stack([1 - conf, conf]))
-    from audit.inference import Predictions
+    from audit.predictions import Predictions
 
     p = Predictions(("a", "b"), tuple(map(str, range(n))), y, proba.astype(np.float32))
     assert calibration(p, n_boot=50).ece.value < 0.02

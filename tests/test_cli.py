@@ -38,7 +38,7 @@ def test_passing_run_exits_0_and_writes_every_output(audited):
                  "config.json", "skipped.csv"):
         assert (out / name).stat().st_size > 0, name
     v = json.loads((out / "verdict.json").read_text())
-    assert v["schema"] == "audit.verdict/v1" and v["passed"] is True and v["exit_code"] == 0
+    assert v["schema"] == "audit.verdict/v2" and v["passed"] is True and v["exit_code"] == 0
     assert v["data"]["found"] == v["data"]["processed"] + v["data"]["skipped"] == 31
     acc = v["metrics"]["accuracy"]
     assert acc["low"] <= acc["value"] <= acc["high"] and acc["value"] == pytest.approx(27 / 30)

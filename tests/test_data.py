@@ -9,9 +9,9 @@ from PIL import Image
 
 import builders
 from audit.config import load_config
-from audit.data import scan
 from audit.errors import DataError
 from audit.pipeline import run_audit
+from audit.sources import open_source
 
 LABELS = ("red", "green", "blue")
 
@@ -88,23 +88,51 @@ def test_unknown_class_folder_is_an_error(tmp_path):
     (root / "purple").mkdir()
     builders.colour_image("red").save(root / "purple" / "x.png")
     with pytest.raises(DataError, match="class 'purple' .* not one of the model's labels"):
-        scan(root, LABELS)
+        open_source(root, LABELS)
 
 
 def test_empty_folder_is_an_error(tmp_path):
     (tmp_path / "d").mkdir()
     with pytest.raises(DataError, match="no images to audit"):
-        scan(tmp_path / "d", LABELS)
+        open_source(tmp_path / "d", LABELS)
 
 
 def test_metadata_and_manifest(tmp_path):
     root = builders.image_folder(tmp_path / "d", 4, metadata=True)
-    ds = scan(root, LABELS)
+    ds = open_source(root, LABELS)
     assert ds.attribute_names == ("site",)
     assert dict(ds.samples[0].attributes)["site"] in ("a", "b")
     manifest = root / "list.csv"
     manifest.write_text("path,label,lighting\nred/000.png,red,dim\nblue/001.png,blue,bright\nmissing.png,red,dim\n")
-    ds = scan(manifest, LABELS)
+    ds = open_source(manifest, LABELS)
     assert [s.label for s in ds.samples] == ["red", "blue"]
     assert ds.attribute_names == ("lighting",) and ds.found == 3
     assert ds.skipped[0].reason == "listed in the manifest but not found"
+
+
+def test_parquet_manifest_audits_to_the_same_verdict_as_the_folder(tmp_path):
+    """The same images through an ImageFolder (+ metadata.csv) and through a Parquet manifest with relative paths."""
+    import pandas as pd
+
+    from audit.render.json import verdict_dict
+
+    root = builders.image_folder(tmp_path / "d", 12, metadata=True, confusers=2)
+    model = builders.colour_model(tmp_path / "m.onnx")
+    config = load_config(None, {"n_boot": 100, "latency.enabled": False})
+    a = verdict_dict(run_audit(model, root, config, progress=False))
+    folder = open_source(root, LABELS)
+    rows = [{"path": s.path, "label": s.label, **dict(s.attributes)} for s in folder.samples]
+    manifest = root / "manifest.parquet"  # beside the class folders: the same relative paths
+    pd.DataFrame(rows).to_parquet(manifest)
+    src = open_source(manifest, LABELS)
+    assert src.kind == "Parquet manifest" and src.found == len(folder.samples) and not src.skipped
+    b = verdict_dict(run_audit(model, manifest, config, progress=False))
+    for d in (a, b):
+        d.pop("created"), d.pop("data")
+    assert a == b
+
+
+def test_a_broken_parquet_manifest_is_a_clear_error(tmp_path):
+    (tmp_path / "m.parquet").write_bytes(b"not parquet at all")
+    with pytest.raises(DataError, match="cannot read m.parquet as Parquet"):
+        open_source(tmp_path / "m.parquet", LABELS)

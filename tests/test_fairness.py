@@ -5,8 +5,7 @@ import pytest
 from fairlearn.metrics import demographic_parity_ratio, equal_opportunity_difference
 
 import builders
-from audit.checks.fairness import fairness, fairness_criteria
-from audit.config import FairnessConfig
+from audit.checks.fairness import FairnessConfig, fairness, fairness_criteria
 from audit.errors import DataError
 
 

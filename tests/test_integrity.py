@@ -8,19 +8,15 @@ from PIL import Image
 
 import builders
 from audit import imaging
-from audit.checks.integrity import _near_pairs, integrity, integrity_criteria
-from audit.config import IntegrityConfig
-from audit.data import scan
-from audit.inference import predict
-from audit.model import OnnxClassifier
+from audit.checks.integrity import IntegrityConfig, _near_pairs, integrity, integrity_criteria
 
 LABELS = tuple(builders.COLOURS)
 
 
-def predictions(folder):
+def context(folder, **overrides):
     """The test side's hashes come from the inference pass, as in a real audit."""
-    clf = OnnxClassifier.load(builders.colour_model(folder.parent / "hash-model.onnx"))
-    return predict(clf, scan(folder, LABELS).samples, progress=False)[0], folder
+    model = builders.colour_model(folder.parent / "hash-model.onnx")
+    return builders.context(model, folder, {f"integrity.{k}": v for k, v in overrides.items()})
 
 
 @pytest.mark.parametrize("seed", range(3))
@@ -34,9 +30,7 @@ def test_batched_phash_is_imagehash_phash(seed):
 
 def test_planted_train_test_duplicates_are_found(tmp_path):
     train, test, planted = builders.leaky_split(tmp_path)
-    preds, root = predictions(test)
-    res = integrity(preds, IntegrityConfig(), root=root, train=scan(train, LABELS).samples,
-                    train_source=str(train))
+    res = integrity(context(test, train=str(train)))
     leaked = {p.a: p for p in res.leak_pairs}
     assert set(leaked) == set(planted), leaked
     assert leaked["red/exact.png"].kind == "exact" and leaked["red/exact.png"].distance == 0
@@ -50,8 +44,7 @@ def test_planted_train_test_duplicates_are_found(tmp_path):
 
 def test_duplicates_inside_test_and_imbalance(tmp_path):
     _, test, _ = builders.leaky_split(tmp_path)
-    preds, root = predictions(test)
-    res = integrity(preds, IntegrityConfig(max_test_duplicates=0), root=root)
+    res = integrity(context(test, max_test_duplicates=0))
     pairs = {(p.a, p.b, p.kind) for p in res.test_pairs}
     assert ("blue/000.png", "blue/copy.png", "exact") in pairs
     assert res.n_train is None and res.leaked == 0
@@ -66,8 +59,7 @@ def test_no_false_duplicates_among_distinct_pictures(tmp_path):
     for i in range(40):
         (tmp_path / "red").mkdir(exist_ok=True)
         builders.pattern_image(500 + i).save(tmp_path / "red" / f"{i}.png")
-    preds, root = predictions(tmp_path)
-    res = integrity(preds, IntegrityConfig(), root=root)
+    res = integrity(context(tmp_path))
     assert res.n_test_pairs == 0
 
 
@@ -94,9 +86,10 @@ def test_hash_candidates_need_matching_pixels(tmp_path):
     base.save(tmp_path / "red" / "a.png")
     textured.save(tmp_path / "red" / "b.png")
     base.resize((40, 40), Image.Resampling.BILINEAR).save(tmp_path / "red" / "c.png")
-    preds, root = predictions(tmp_path)
+    ctx = context(tmp_path)
+    preds = ctx.predictions
     i = {p: k for k, p in enumerate(preds.paths)}
     candidates = {(int(a), int(b)) for a, b, _ in _near_pairs(preds.phash, preds.phash, 4, same=True)}
     assert (i["red/a.png"], i["red/b.png"]) in candidates  # the hash alone would call it a duplicate
-    res = integrity(preds, IntegrityConfig(), root=root)
+    res = integrity(ctx)
     assert {(p.a, p.b) for p in res.test_pairs} == {("red/a.png", "red/c.png")}

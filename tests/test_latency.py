@@ -14,15 +14,18 @@ import numpy as np
 import pytest
 from builders import COLOURS, colour_model, image_folder
 
-from audit.checks.latency import LatencyResult, PhaseLatency, ServedAnswer, criteria, measure_latency
+from audit.checks.latency import (LatencyConfig, LatencyResult, PhaseLatency, ServedAnswer, latency_criteria,
+                                  measure_latency)
 from audit.cli import main
-from audit.config import AuditConfig, Criteria, LatencyConfig, load_config
-from audit.data import scan
+from audit.config import AuditConfig, Criteria, load_config
 from audit.errors import ConfigError
-from audit.inference import predict
 from audit.loadgen import ServerError, connect, request, running_server
-from audit.model import OnnxClassifier
 from audit.stats import Estimate
+from builders import context
+
+
+def criteria(result, config):
+    return latency_criteria(result, config.latency, config.criteria.judge_on)
 
 CONFIG = LatencyConfig(requests=12, concurrency=3, warmup=1, max_images=6)
 
@@ -32,16 +35,14 @@ def audited(tmp_path_factory):
     root = tmp_path_factory.mktemp("latency")
     model = colour_model(root / "model.onnx")
     data = image_folder(root / "data", 4)
-    clf = OnnxClassifier.load(model)
-    ds = scan(data, clf.labels)
-    preds, _ = predict(clf, ds.samples, progress=False)
-    return model, data, preds, {s.path: s.file for s in ds.samples}
+    ctx = context(model, data)
+    return model, data, ctx.predictions, ctx.source
 
 
 @pytest.fixture(scope="module")
 def result(audited) -> LatencyResult:
-    model, _, preds, files = audited
-    return measure_latency(model, preds, files, CONFIG, n_boot=200, seed=0)
+    model, _, preds, source = audited
+    return measure_latency(model, preds, source, CONFIG, n_boot=200, seed=0)
 
 
 def test_measures_both_phases_against_the_real_server(result):
@@ -215,5 +216,5 @@ def test_html_escapes_paths_in_the_latency_section(tmp_path):
         latency = res
         config = AuditConfig()
 
-    html = _env().get_template("sections/latency.html.j2").render(r=R)
+    html = _env().get_template("sections/latency.html.j2").render(r=R, figure=lambda *a: "")
     assert "<script>x" not in html and "&lt;script&gt;x" in html

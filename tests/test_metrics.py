@@ -7,7 +7,7 @@ import pytest
 from sklearn import metrics as skm
 
 from audit.checks.metrics import classification_metrics, top_k_correct
-from audit.inference import Predictions
+from audit.predictions import Predictions
 
 
 def random_predictions(n: int, c: int, seed: int, skill: float = 2.0, missing_class: bool = False) -> Predictions:

@@ -3,12 +3,8 @@
 import pytest
 
 import builders
-from audit.checks.parity import parity, parity_criteria
-from audit.config import ParityConfig
-from audit.data import scan
+from audit.checks.parity import ParityConfig, parity, parity_criteria
 from audit.errors import ModelError
-from audit.inference import predict
-from audit.model import OnnxClassifier
 
 
 @pytest.fixture(scope="module")
@@ -20,12 +16,11 @@ def exported(tmp_path_factory):
 
 
 def run(onnx_path, weights, data, **cfg):
-    clf = OnnxClassifier.load(onnx_path)
-    samples = scan(data, clf.labels).samples
-    preds, _ = predict(clf, samples)
-    config = ParityConfig(torch_model=str(weights), **cfg)
-    res = parity(clf, samples, preds, config, n_boot=100)
-    return res, {c.id: c for c in parity_criteria(res, config)}
+    """Parity as the audit runs it: the PyTorch model is built before inference (bad files fail there)."""
+    overrides = {"n_boot": 100, "parity.torch_model": str(weights), **{f"parity.{k}": v for k, v in cfg.items()}}
+    ctx = builders.context(onnx_path, data, overrides)
+    res = parity(ctx)
+    return res, {c.id: c for c in parity_criteria(res, ctx.config.parity)}
 
 
 def test_exact_export_passes(exported):

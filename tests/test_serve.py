@@ -19,14 +19,12 @@ from pathlib import Path
 
 import httpx
 import pytest
-from builders import COLOURS, colour_image, colour_model, image_folder
+from builders import COLOURS, colour_image, colour_model, context, image_folder
 from PIL import Image
 
 from audit.loadgen import running_server
 from audit.cli import main
-from audit.data import scan
 from audit.errors import UsageError
-from audit.inference import predict
 from audit.model import OnnxClassifier
 from audit.serve import ServeLimits, bind
 
@@ -107,13 +105,11 @@ def test_model_returns_the_card_and_limits(client):
 
 def test_predict_equals_the_audits_prediction(client, workdir):
     """Same loading and preprocessing: same class, probability within 1e-6, for every test image."""
-    clf = OnnxClassifier.load(workdir / "model.onnx")
-    ds = scan(workdir / "data", clf.labels)
-    preds, rejected = predict(clf, ds.samples, progress=False)
-    assert not rejected and len(preds) == 9
-    files = {s.path: s.file for s in ds.samples}
+    ctx = context(workdir / "model.onnx", workdir / "data")
+    preds = ctx.predictions
+    assert len(preds) == 9
     for i, path in enumerate(preds.paths):
-        r = post_json(client, {"image_b64": b64(files[path].read_bytes())})
+        r = post_json(client, {"image_b64": b64(ctx.source.open(path))})
         assert r.status_code == 200, r.text
         d = r.json()
         assert set(d) == {"class", "prob"}

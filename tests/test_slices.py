@@ -5,17 +5,12 @@ import pytest
 from sklearn import metrics as skm
 
 import builders
-from audit.checks.slices import find_slices, slice_criteria
-from audit.config import SlicesConfig
-from audit.data import scan
-from audit.inference import predict
-from audit.model import OnnxClassifier
+from audit.checks.slices import SlicesConfig, find_slices, slice_criteria
 
 
 def audit_slices(tmp_path, weak, seed, n_boot=1000):
-    clf = OnnxClassifier.load(builders.colour_model(tmp_path / "m.onnx"))
     root = builders.sliced_folder(tmp_path / "data", 80, weak=weak, seed=seed)
-    preds, _ = predict(clf, scan(root, clf.labels).samples)
+    preds = builders.context(builders.colour_model(tmp_path / "m.onnx"), root).predictions
     return find_slices(preds, SlicesConfig(), n_boot=n_boot, seed=0)
 
 

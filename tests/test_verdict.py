@@ -4,27 +4,38 @@ import pytest
 
 from audit.config import Criteria
 from audit.stats import Estimate, benjamini_hochberg
-from audit.verdict import Verdict, judge
+from audit.verdict import Measure, Verdict, judge
+
+EST = Estimate(0.85, 0.78, 0.90)
 
 
-@pytest.mark.parametrize("op,threshold,judge_on,passed", [
-    (">", 0.80, "value", True), (">", 0.80, "ci", False), (">", 0.75, "ci", True),
-    ("<=", 0.86, "value", True), ("<=", 0.86, "ci", False), ("<", 0.85, "value", False),
+@pytest.mark.parametrize("higher,strict,threshold,judge_on,op,passed", [
+    (True, True, 0.80, "value", ">", True), (True, True, 0.80, "ci", ">", False), (True, True, 0.75, "ci", ">", True),
+    (False, False, 0.86, "value", "<=", True), (False, False, 0.86, "ci", "<=", False),
+    (False, True, 0.85, "value", "<", False), (True, False, 0.85, "value", ">=", True),
 ])
-def test_judge_reads_value_or_pessimistic_bound(op, threshold, judge_on, passed):
-    assert judge("x", "x", Estimate(0.85, 0.78, 0.90), op, threshold, judge_on=judge_on).passed is passed
+def test_judge_reads_value_or_pessimistic_bound(higher, strict, threshold, judge_on, op, passed):
+    c = judge(Measure("x", "x", EST, higher_is_better=higher), threshold, strict=strict, judge_on=judge_on)
+    assert c.passed is passed and c.op == op and (c.value, c.low, c.high) == (0.85, 0.78, 0.90)
 
 
 def test_undefined_value_fails():
-    assert not judge("x", "x", Estimate(math.nan, math.nan, math.nan), ">", 0.5).passed
+    assert not judge(Measure("x", "x", Estimate(math.nan, math.nan, math.nan), True), 0.5).passed
+
+
+def test_counts_stay_integers_and_have_no_ci():
+    c = judge(Measure.count("files", "Files", 3, detail="three"), 0)
+    assert (c.value, c.low, c.high, c.op, c.passed, c.detail) == (3, None, None, "<=", False, "three")
+    assert isinstance(c.to_dict()["value"], int)
 
 
 def test_unjudged_criteria_never_fail_the_verdict():
-    bad_info = judge("info", "info", 0.9, "<=", 0.1, judged=False)
-    good = judge("acc", "acc", 0.9, ">", 0.5)
+    bad_info = judge(Measure("info", "info", Estimate(0.9, 0.9, 0.9), False), 0.1, judged=False)
+    good = judge(Measure("acc", "acc", Estimate(0.9, 0.8, 0.95), True), 0.5)
     v = Verdict.of([good, bad_info], "value")
     assert v.passed and v.failed == () and v.judged == (good,)
-    assert not Verdict.of([judge("acc", "acc", 0.4, ">", 0.5), bad_info], "value").passed
+    worse = judge(Measure("acc", "acc", Estimate(0.4, 0.3, 0.5), True), 0.5)
+    assert not Verdict.of([worse, bad_info], "value").passed
 
 
 @pytest.mark.parametrize("classes,expected", [(2, 0.90), (6, 0.825), (10, 0.75), (100, 0.75)])

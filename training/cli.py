@@ -12,7 +12,7 @@ import logging
 import sys
 from pathlib import Path
 
-from audit.errors import AuditError
+from audit.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, AuditError
 from training.errors import TrainingError
 
 log = logging.getLogger("training")
@@ -64,17 +64,17 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO, format="%(message)s")
     try:
         return _run(args)
-    except AuditError as e:  # TrainingError, and config errors raised by audit.config.build
+    except AuditError as e:  # TrainingError, and config errors raised by audit.settings.build
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
     except Exception as e:  # one place turns the unexpected into exit 3
         if args.debug:
             raise
         print(f"internal error: {type(e).__name__}: {e} (rerun with --debug for the traceback)", file=sys.stderr)
-        return 3
+        return EXIT_INTERNAL
 
 
 def _config(args):

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from audit.config import build
+from audit.settings import build, set_dotted
 from training.errors import TrainingError
 
 
@@ -142,11 +142,7 @@ def load_config(path: str | Path | None = None, *, overrides: list[str] | tuple[
             parsed = tomllib.loads(f"v = {value}")["v"]
         except tomllib.TOMLDecodeError:
             parsed = value  # a bare string
-        node = data
-        parts = key.split(".")
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-        node[parts[-1]] = parsed
+        set_dotted(data, key, parsed)
     cfg = build(Config, data, "")  # the audit's loader: unknown keys and wrong types name the key
     _validate(cfg)
     return cfg

@@ -1,14 +1,15 @@
 """Baseline comparison (``--baseline old/verdict.json``): what got worse since an earlier run?
 
-Every run writes its comparable numbers into ``verdict.json`` (key ``comparable``: a flat map of
-``name -> {value, higher_is_better}``: headline metrics, per-class F1, calibration, every
+Every run writes its comparable measures into ``verdict.json`` (key ``comparable``: a flat map of
+measure id -> ``{value, higher_is_better}``: headline metrics, per-class F1, calibration, every
 judged slice's accuracy, fairness ratios, flip rates, parity), so the file alone is enough to
-compare against. A number *regresses* when it moves in the wrong direction by more than
-``baseline.tolerance`` (absolute). Numbers present on only one side are listed, not judged.
+compare against. A measure *regresses* when it moves in the wrong direction by more than
+``baseline.tolerance`` (absolute). Measures present on only one side are listed, not judged.
+Verdicts of schema v1 (measure ids such as ``metrics.accuracy``) are read with their ids translated.
 
 Example::
 
-    res = compare(load_baseline(Path("old/verdict.json")), comparable_numbers(metrics, cal), BaselineConfig())
+    res = compare(load_baseline(Path("old/verdict.json")), measures, BaselineConfig())
     [c.key for c in res.regressions]
 """
 
@@ -16,13 +17,29 @@ from __future__ import annotations
 
 import json
 import math
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from audit.config import BaselineConfig
+from audit.checks import CheckSpec, Option
 from audit.errors import UsageError
-from audit.verdict import SCHEMA, Criterion
+from audit.settings import Section, setting
+from audit.verdict import SCHEMA, Criterion, Measure, judge
+
+SCHEMA_V1 = "audit.verdict/v1"
+_V1_KEYS = [(r"^metrics\.f1\.", "class_f1."), (r"^metrics\.", ""), (r"^calibration\.", "")]
+
+
+@dataclass(frozen=True)
+class BaselineConfig(Section):
+    """Comparison with an earlier run's verdict.json (``--baseline``)."""
+
+    section: ClassVar[str] = "baseline"
+    path: str | None = None
+    tolerance: float = setting(0.01, ge=0.0)  # a measure may get this much worse (absolute) before it regresses
+    max_regressions: int = setting(0, ge=0)
 
 
 @dataclass(frozen=True)
@@ -39,7 +56,7 @@ class Comparison:
 
     @property
     def change(self) -> float:
-        """Positive = better, whatever the direction of the metric."""
+        """Positive = better, whatever the direction of the measure."""
         return self.delta if self.higher_is_better else -self.delta
 
 
@@ -75,79 +92,46 @@ class BaselineResult:
                 "only_in_current": list(self.only_in_current)}
 
 
-def _add(out: dict, key: str, value: float | None, higher: bool) -> None:
-    if value is not None and math.isfinite(value):
-        out[key] = (float(value), higher)
+def numbers(measures: Sequence[Measure]) -> dict[str, tuple[float, bool]]:
+    """``id -> (value, higher_is_better)`` of the measures with a finite value."""
+    return {m.id: (float(m.value), m.higher_is_better) for m in measures
+            if m.value is not None and math.isfinite(m.value)}
 
 
-def comparable_numbers(metrics, calibration, slices=None, fairness=None, invariance=None,
-                       parity=None) -> dict[str, tuple[float, bool]]:
-    """The run's comparable numbers: ``name -> (value, higher_is_better)`` (typed results in, plain values out)."""
-    out: dict[str, tuple[float, bool]] = {}
-    for name in ("accuracy", "balanced_accuracy", "macro_f1", "weighted_f1"):
-        _add(out, f"metrics.{name}", getattr(metrics, name).value, True)
-    for k, e in metrics.top_k:
-        _add(out, f"metrics.top_{k}_accuracy", e.value, True)
-    for pc in metrics.per_class:
-        if pc.support:
-            _add(out, f"metrics.f1.{pc.label}", pc.f1.value, True)
-    if calibration is not None:
-        _add(out, "calibration.ece", calibration.ece.value, False)
-        _add(out, "calibration.brier", calibration.brier.value, False)
-    if slices is not None:
-        for s in slices.slices:
-            if s.judged:
-                _add(out, f"slices.{s.name}.accuracy", s.accuracy.value, True)
-    if fairness is not None:
-        for a in fairness.attributes:
-            for cf in a.per_class:
-                _add(out, f"fairness.{a.attribute}.{cf.target}.disparate_impact", cf.disparate_impact.value, True)
-                _add(out, f"fairness.{a.attribute}.{cf.target}.equal_opportunity_difference",
-                     cf.equal_opportunity_difference.value, False)
-    if invariance is not None:
-        for r in invariance.runs:
-            _add(out, f"invariance.{r.transform}.{r.severity}.flip_rate", r.flip_rate.value, False)
-    if parity is not None:
-        _add(out, "parity.max_abs_diff", parity.max_abs_diff, False)
-        _add(out, "parity.agreement", parity.agreement.value, True)
-    return out
+def numbers_to_json(nums: dict[str, tuple[float, bool]]) -> dict[str, dict[str, Any]]:
+    return {k: {"value": v, "higher_is_better": h} for k, (v, h) in nums.items()}
 
 
-def numbers_to_json(numbers: dict[str, tuple[float, bool]]) -> dict[str, dict[str, Any]]:
-    return {k: {"value": v, "higher_is_better": h} for k, (v, h) in numbers.items()}
+def v1_key(key: str) -> str:
+    """A schema-v1 comparable key as today's measure id (``metrics.f1.cat`` -> ``class_f1.cat``)."""
+    for pattern, repl in _V1_KEYS:
+        if re.match(pattern, key):
+            return re.sub(pattern, repl, key)
+    return key
 
 
 def load_baseline(path: Path) -> Baseline:
-    """Read an earlier ``verdict.json``; older files without ``comparable`` give their headline metrics."""
+    """Read an earlier ``verdict.json`` (schema v1 or v2)."""
     if not path.is_file():
         raise UsageError(f"baseline file not found: {path}", hint="pass --baseline path/to/verdict.json of an earlier run")
     try:
         d = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise UsageError(f"baseline {path} is not valid JSON: {e}") from None
-    if not isinstance(d, dict) or d.get("schema") != SCHEMA:
+    if not isinstance(d, dict) or d.get("schema") not in (SCHEMA, SCHEMA_V1):
         found = d.get("schema") if isinstance(d, dict) else type(d).__name__
         raise UsageError(f"baseline {path} is not an audit verdict (schema {found!r}, expected {SCHEMA!r})",
                          hint="pass the verdict.json written by python -m audit run")
-    if isinstance(d.get("comparable"), dict):
-        numbers = {k: (float(v["value"]), bool(v["higher_is_better"])) for k, v in d["comparable"].items()
-                   if isinstance(v, dict) and isinstance(v.get("value"), (int, float))}
-    else:
-        numbers = {}
-        m = d.get("metrics", {})
-        for name in ("accuracy", "balanced_accuracy", "macro_f1", "weighted_f1"):
-            _add(numbers, f"metrics.{name}", (m.get(name) or {}).get("value"), True)
-        for label, pc in (m.get("per_class") or {}).items():
-            if pc.get("support"):
-                _add(numbers, f"metrics.f1.{label}", (pc.get("f1") or {}).get("value"), True)
-        for name in ("ece", "brier"):
-            _add(numbers, f"calibration.{name}", ((d.get("calibration") or {}).get(name) or {}).get("value"), False)
+    rename = v1_key if d["schema"] == SCHEMA_V1 else str
+    comparable = d.get("comparable") if isinstance(d.get("comparable"), dict) else {}
+    nums = {rename(k): (float(v["value"]), bool(v["higher_is_better"])) for k, v in comparable.items()
+            if isinstance(v, dict) and isinstance(v.get("value"), (int, float))}
     model = d.get("model") or {}
-    return Baseline(str(path), numbers, model.get("sha256"), d.get("created"), d.get("passed"))
+    return Baseline(str(path), nums, model.get("sha256"), d.get("created"), d.get("passed"))
 
 
 def compare(baseline: Baseline, current: dict[str, tuple[float, bool]], config: BaselineConfig) -> BaselineResult:
-    """Every number present in both runs, with a regression flag (wrong direction by more than the tolerance)."""
+    """Every measure present in both runs, with a regression flag (wrong direction by more than the tolerance)."""
     rows = []
     for key in sorted(set(baseline.numbers) & set(current)):
         old, _ = baseline.numbers[key]
@@ -165,9 +149,21 @@ def compare(baseline: Baseline, current: dict[str, tuple[float, bool]], config: 
 
 def baseline_criteria(res: BaselineResult, config: BaselineConfig) -> list[Criterion]:
     reg = res.regressions
-    ex = "; ".join(f"{c.key} {c.old:.3f} -> {c.new:.3f}" for c in reg[:5]) + (f"; and {len(reg) - 5} more" if len(reg) > 5 else "")
-    return [Criterion(
-        "baseline.regressions", f"Regressions against the baseline (tolerance {res.tolerance:g})", len(reg), None,
-        None, "<=", config.max_regressions, len(reg) <= config.max_regressions,
-        (f"{ex}" if reg else f"none of {len(res.comparisons)} numbers got worse by more than {res.tolerance:g}"),
-    )]
+    more = f"; and {len(reg) - 5} more" if len(reg) > 5 else ""
+    ex = "; ".join(f"{c.key} {c.old:.3f} -> {c.new:.3f}" for c in reg[:5]) + more
+    detail = ex if reg else f"none of {len(res.comparisons)} numbers got worse by more than {res.tolerance:g}"
+    m = Measure.count("baseline.regressions", f"Regressions against the baseline (tolerance {res.tolerance:g})",
+                      len(reg), detail=detail)
+    return [judge(m, config.max_regressions)]
+
+
+def _run(ctx) -> BaselineResult:
+    return compare(ctx.state("baseline"), numbers(ctx.measures), ctx.config.baseline)
+
+
+SPEC = CheckSpec(
+    "baseline", "baseline", _run, probe=True, config=BaselineConfig, enabled=lambda c: bool(c.baseline.path),
+    prepare=lambda ctx: load_baseline(Path(ctx.config.baseline.path)),
+    criteria=lambda r, c: baseline_criteria(r, c.baseline),
+    options=(Option("--baseline", "baseline.path", "verdict.json of an earlier run: fail on regressions", "FILE"),),
+)

@@ -17,8 +17,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from audit.inference import Predictions
+from audit.checks import CheckSpec
+from audit.predictions import Predictions
 from audit.stats import Estimate, bootstrap
+from audit.verdict import Criterion, Measure, judge
 
 EPS = 1e-15
 
@@ -38,6 +40,9 @@ class CalibrationResult:
     brier: Estimate
     log_loss: Estimate
     bins: tuple[ReliabilityBin, ...]
+
+    def to_dict(self) -> dict:
+        return {"ece": self.ece.to_dict(), "brier": self.brier.to_dict(), "log_loss": self.log_loss.to_dict()}
 
 
 def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, n_bins: int = 15) -> float:
@@ -91,3 +96,21 @@ def calibration(preds: Predictions, *, n_bins: int = 15, n_boot: int = 1000, see
         log_loss=bootstrap(lambda idx: nll_i[idx].mean(axis=1), n, **kw),
         bins=tuple(rel),
     )
+
+
+def measures(cal: CalibrationResult) -> list[Measure]:
+    return [Measure("ece", "Expected calibration error", cal.ece, higher_is_better=False),
+            Measure("brier", "Brier score", cal.brier, higher_is_better=False)]
+
+
+def criteria(cal: CalibrationResult, config) -> list[Criterion]:
+    """ECE at most ``criteria.max_ece`` (not judged unless configured)."""
+    c = config.criteria
+    return [] if c.max_ece is None else [judge(measures(cal)[0], c.max_ece, judge_on=c.judge_on)]
+
+
+def _run(preds: Predictions, config) -> CalibrationResult:
+    return calibration(preds, n_bins=config.ece_bins, n_boot=config.n_boot, seed=config.seed)
+
+
+SPEC = CheckSpec("calibration", "calibration", _run, criteria=criteria, comparable=measures)

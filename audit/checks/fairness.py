@@ -24,14 +24,30 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 
-from audit.config import FairnessConfig
+from audit.checks import CheckSpec, Option, comma_list
 from audit.errors import DataError
-from audit.inference import Predictions
+from audit.predictions import Predictions
+from audit.settings import Section, setting, unit
+from audit.sources import MISSING
 from audit.stats import Estimate, bootstrap_many
-from audit.verdict import Criterion, judge
+from audit.verdict import Criterion, Measure, judge
+
+
+@dataclass(frozen=True)
+class FairnessConfig(Section):
+    """Fairness (DESIGN §6.3) over the declared sensitive attributes, through fairlearn."""
+
+    section: ClassVar[str] = "fairness"
+    sensitive: tuple[str, ...] = ()  # metadata columns; none declared = no fairness section
+    positive_class: str | None = None  # binary models: the positive label (default: the second label)
+    min_group_size: int = setting(30, ge=1)  # smaller groups are reported as too small, left out of the ratios
+    min_group_positives: int = setting(10, ge=1)  # a group needs this many true positives for its TPR to count
+    min_disparate_impact: float = unit(0.8)
+    max_equal_opportunity_difference: float = unit(0.1)
 
 
 @dataclass(frozen=True)
@@ -105,13 +121,18 @@ def targets(labels: tuple[str, ...], positive_class: str | None) -> list[int]:
     return [1] if len(labels) == 2 else list(range(len(labels)))
 
 
-def fairness(preds: Predictions, config: FairnessConfig, *, n_boot: int = 1000, seed: int = 0) -> FairnessResult:
-    """Per-group rates, disparate impact and equal opportunity difference for each sensitive attribute."""
-    missing = [a for a in config.sensitive if a not in preds.attributes]
+def check_columns(sensitive, columns) -> None:
+    """Every sensitive attribute must be a metadata column (checked before inference)."""
+    missing = [a for a in sensitive if a not in columns]
     if missing:
         raise DataError(f"sensitive attribute {missing[0]!r} is not a metadata column "
-                        f"(columns: {sorted(preds.attributes) or 'none'})",
+                        f"(columns: {sorted(columns) or 'none'})",
                         hint="fix --sensitive or add the column to metadata.csv")
+
+
+def fairness(preds: Predictions, config: FairnessConfig, *, n_boot: int = 1000, seed: int = 0) -> FairnessResult:
+    """Per-group rates, disparate impact and equal opportunity difference for each sensitive attribute."""
+    check_columns(config.sensitive, preds.attributes)
     return FairnessResult(
         config.min_group_size, config.min_group_positives,
         tuple(_attribute(preds, a, config, n_boot, seed) for a in config.sensitive),
@@ -119,74 +140,90 @@ def fairness(preds: Predictions, config: FairnessConfig, *, n_boot: int = 1000, 
 
 
 def _attribute(preds: Predictions, name: str, config: FairnessConfig, n_boot: int, seed: int) -> AttributeFairness:
-    from fairlearn.metrics import (MetricFrame, false_positive_rate, selection_rate, true_positive_rate)
-    from sklearn.metrics import accuracy_score
-
-    groups = np.asarray([str(v) if str(v) != "" else "(missing)" for v in preds.attributes[name]], dtype=object)
+    groups = np.asarray([str(v) if str(v) != "" else MISSING for v in preds.attributes[name]], dtype=object)
     names, codes = np.unique(groups, return_inverse=True)
     names = [str(x) for x in names]
     sizes = np.bincount(codes, minlength=len(names))
     judged = sizes >= config.min_group_size
-    y_true, y_pred = preds.y_true, preds.y_pred
-    c = len(preds.labels)
-    acc = MetricFrame(metrics=accuracy_score, y_true=y_true, y_pred=y_pred, sensitive_features=groups).by_group
-    rates = {"selection_rate": selection_rate,
-             "tpr": functools.partial(true_positive_rate, pos_label=1),
-             "fpr": functools.partial(false_positive_rate, pos_label=1)}
     tlist = targets(preds.labels, config.positive_class)
-    point_rows, tpr_ok = [], []
+    acc = _group_accuracy(preds, groups)
+    point = [_class_rows(preds, groups, names, codes, sizes, judged, acc, t, config) for t in tlist]
+    tpr_ok = np.asarray([ok for _, _, _, ok in point])  # (T, G)
+    ests = _bootstrap(preds, codes, len(names), np.asarray(tlist), judged, tpr_ok, n_boot, seed)
+    nan = Estimate(math.nan, math.nan, math.nan)
     per_class = []
-    for t in tlist:
-        yt, yp = (y_true == t).astype(int), (y_pred == t).astype(int)
-        by = MetricFrame(metrics=rates, y_true=yt, y_pred=yp, sensitive_features=groups).by_group
-        pos = np.bincount(codes, weights=yt, minlength=len(names)).astype(int)
-        ok = judged & (pos >= config.min_group_positives)
-        tpr_ok.append(ok)
-        rows = []
-        for gi, g in enumerate(names):
-            rows.append(GroupRates(
-                group=g, n=int(sizes[gi]), positives=int(pos[gi]),
-                selection_rate=float(by.loc[g, "selection_rate"]),
-                tpr=float(by.loc[g, "tpr"]) if pos[gi] else math.nan,
-                fpr=float(by.loc[g, "fpr"]) if sizes[gi] > pos[gi] else math.nan,
-                accuracy=float(acc.loc[g]), judged=bool(judged[gi]), tpr_judged=bool(ok[gi]),
-            ))
-        sel = by["selection_rate"].to_numpy(float)[judged]
-        tpr = by["tpr"].to_numpy(float)[ok]
-        di = float(sel.min() / sel.max()) if sel.size >= 2 and sel.max() > 0 else math.nan
-        eod = float(tpr.max() - tpr.min()) if tpr.size >= 2 else math.nan
-        point_rows.append((rows, di, eod))
-
-    tidx = np.asarray(tlist)
-    tpr_ok_arr = np.asarray(tpr_ok)  # (T, G)
-
-    def stat(idx: np.ndarray) -> np.ndarray:
-        k, g = idx.shape[0], len(names)
-        code = codes[idx] * (c * c) + y_true[idx] * c + y_pred[idx] + (np.arange(k) * g * c * c)[:, None]
-        cm = np.bincount(code.ravel(), minlength=k * g * c * c).reshape(k, g, c, c).astype(float)
-        n_g = cm.sum(axis=(2, 3))[:, :, None]  # (k, G, 1)
-        predicted = cm.sum(axis=2)[:, :, tidx]  # (k, G, T)
-        positives = cm.sum(axis=3)[:, :, tidx]
-        tp = cm[:, :, tidx, tidx]
-        with np.errstate(invalid="ignore", divide="ignore"):
-            sel = predicted / n_g
-            tpr = tp / positives
-        di = _ratio(sel, judged[None, :, None])
-        eod = _spread(tpr, tpr_ok_arr.T[None])
-        return np.concatenate([di, eod], axis=1)  # (k, 2T)
-
-    ests = bootstrap_many(stat, len(preds), n_boot=n_boot, seed=seed)
-    for j, (t, (rows, di, eod)) in enumerate(zip(tlist, point_rows)):
+    for j, (t, (rows, di, eod, _)) in enumerate(zip(tlist, point)):
         # Point values come from fairlearn's MetricFrame, CIs from the vectorised bootstrap.
         d, e = ests[j], ests[len(tlist) + j]
         per_class.append(ClassFairness(
             target=preds.labels[t], groups=tuple(rows),
-            disparate_impact=Estimate(di, d.low, d.high) if math.isfinite(di) else Estimate(math.nan, math.nan, math.nan),
-            equal_opportunity_difference=(Estimate(eod, e.low, e.high) if math.isfinite(eod)
-                                          else Estimate(math.nan, math.nan, math.nan)),
+            disparate_impact=Estimate(di, d.low, d.high) if math.isfinite(di) else nan,
+            equal_opportunity_difference=Estimate(eod, e.low, e.high) if math.isfinite(eod) else nan,
         ))
     too_small = tuple((g, int(s)) for g, s, j in zip(names, sizes, judged) if not j)
     return AttributeFairness(name, tuple(per_class), too_small)
+
+
+def _group_accuracy(preds, groups):
+    from fairlearn.metrics import MetricFrame
+    from sklearn.metrics import accuracy_score
+
+    return MetricFrame(metrics=accuracy_score, y_true=preds.y_true, y_pred=preds.y_pred,
+                       sensitive_features=groups).by_group
+
+
+def _class_rows(preds, groups, names, codes, sizes, judged, acc, t, config):
+    """fairlearn's per-group rates for target class ``t`` (one-vs-rest): rows, DI, TPR gap, TPR-judged mask."""
+    from fairlearn.metrics import MetricFrame, false_positive_rate, selection_rate, true_positive_rate
+
+    yt, yp = (preds.y_true == t).astype(int), (preds.y_pred == t).astype(int)
+    rates = {"selection_rate": selection_rate,
+             "tpr": functools.partial(true_positive_rate, pos_label=1),
+             "fpr": functools.partial(false_positive_rate, pos_label=1)}
+    by = MetricFrame(metrics=rates, y_true=yt, y_pred=yp, sensitive_features=groups).by_group
+    pos = np.bincount(codes, weights=yt, minlength=len(names)).astype(int)
+    ok = judged & (pos >= config.min_group_positives)
+    rows = [GroupRates(
+        group=g, n=int(sizes[gi]), positives=int(pos[gi]),
+        selection_rate=float(by.loc[g, "selection_rate"]),
+        tpr=float(by.loc[g, "tpr"]) if pos[gi] else math.nan,
+        fpr=float(by.loc[g, "fpr"]) if sizes[gi] > pos[gi] else math.nan,
+        accuracy=float(acc.loc[g]), judged=bool(judged[gi]), tpr_judged=bool(ok[gi]),
+    ) for gi, g in enumerate(names)]
+    sel = by["selection_rate"].to_numpy(float)[judged]
+    tpr = by["tpr"].to_numpy(float)[ok]
+    di = float(sel.min() / sel.max()) if sel.size >= 2 and sel.max() > 0 else math.nan
+    eod = float(tpr.max() - tpr.min()) if tpr.size >= 2 else math.nan
+    return rows, di, eod, ok
+
+
+def _bootstrap(preds, codes, g, tidx, judged, tpr_ok, n_boot, seed) -> list[Estimate]:
+    """CIs of disparate impact and TPR gap per target class, from per-group counts of each resample.
+
+    Counts are (group, class) pairs, so the cost grows with groups x classes, not classes squared.
+    """
+    y_true, y_pred = preds.y_true, preds.y_pred
+    c = len(preds.labels)
+    correct = (y_true == y_pred).astype(float)
+
+    def stat(idx: np.ndarray) -> np.ndarray:
+        k = idx.shape[0]
+        offset = (np.arange(k) * g * c)[:, None]
+        size = k * g * c
+        group_pred = codes[idx] * c + y_pred[idx] + offset
+        group_true = codes[idx] * c + y_true[idx] + offset
+        predicted = np.bincount(group_pred.ravel(), minlength=size).reshape(k, g, c)[:, :, tidx]
+        positives = np.bincount(group_true.ravel(), minlength=size).reshape(k, g, c)[:, :, tidx]
+        tp = np.bincount(group_true.ravel(), weights=correct[idx].ravel(), minlength=size).reshape(k, g, c)[:, :, tidx]
+        n_g = np.bincount((codes[idx] + (np.arange(k) * g)[:, None]).ravel(), minlength=k * g).reshape(k, g, 1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            sel = predicted / n_g
+            tpr = tp / positives
+        di = _ratio(sel, judged[None, :, None])
+        eod = _spread(tpr, tpr_ok.T[None])
+        return np.concatenate([di, eod], axis=1)  # (k, 2T)
+
+    return bootstrap_many(stat, len(preds), n_boot=n_boot, seed=seed)
 
 
 def _ratio(x: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -212,24 +249,32 @@ def fairness_criteria(res: FairnessResult, config: FairnessConfig, judge_on: str
     for a in res.attributes:
         di, eo = a.worst_disparate_impact, a.worst_equal_opportunity
         small = f"; too small to judge: {', '.join(f'{g} ({n})' for g, n in a.too_small)}" if a.too_small else ""
-        if di is None:
-            out.append(Criterion(f"fairness.{a.attribute}.disparate_impact", f"Disparate impact over {a.attribute}",
-                                 None, None, None, ">=", config.min_disparate_impact, False,
-                                 f"cannot be judged: fewer than two groups with >= {res.min_group_size} images{small}"))
-        else:
-            out.append(judge(f"fairness.{a.attribute}.disparate_impact", f"Disparate impact over {a.attribute}",
-                             di.disparate_impact, ">=", config.min_disparate_impact, judge_on=judge_on,
-                             detail=f"worst class {di.target}: {_extremes(di, 'selection_rate', True)}{small}"))
-        if eo is None:
-            out.append(Criterion(f"fairness.{a.attribute}.equal_opportunity", f"Equal opportunity difference over "
-                                 f"{a.attribute}", None, None, None, "<=", config.max_equal_opportunity_difference,
-                                 False, f"cannot be judged: fewer than two groups with >= {res.min_group_size} images "
-                                 f"and >= {res.min_group_positives} of a class{small}"))
-        else:
-            out.append(judge(f"fairness.{a.attribute}.equal_opportunity",
-                             f"Equal opportunity difference over {a.attribute}", eo.equal_opportunity_difference, "<=",
-                             config.max_equal_opportunity_difference, judge_on=judge_on,
-                             detail=f"worst class {eo.target}: {_extremes(eo, 'tpr', False)}{small}"))
+        nan = Estimate(math.nan, math.nan, math.nan)
+        di_detail = (f"worst class {di.target}: {_extremes(di, 'selection_rate', True)}{small}" if di else
+                     f"cannot be judged: fewer than two groups with >= {res.min_group_size} images{small}")
+        eo_detail = (f"worst class {eo.target}: {_extremes(eo, 'tpr', False)}{small}" if eo else
+                     f"cannot be judged: fewer than two groups with >= {res.min_group_size} images "
+                     f"and >= {res.min_group_positives} of a class{small}")
+        out.append(judge(Measure(f"fairness.{a.attribute}.disparate_impact", f"Disparate impact over {a.attribute}",
+                                 di.disparate_impact if di else nan, True, di_detail),
+                         config.min_disparate_impact, judge_on=judge_on))
+        out.append(judge(Measure(f"fairness.{a.attribute}.equal_opportunity",
+                                 f"Equal opportunity difference over {a.attribute}",
+                                 eo.equal_opportunity_difference if eo else nan, False, eo_detail),
+                         config.max_equal_opportunity_difference, judge_on=judge_on))
+    return out
+
+
+def measures(res: FairnessResult) -> list[Measure]:
+    out = []
+    for a in res.attributes:
+        for cf in a.per_class:
+            key = f"fairness.{a.attribute}.{cf.target}"
+            out.append(Measure(f"{key}.disparate_impact", f"Disparate impact over {a.attribute}, class {cf.target}",
+                               cf.disparate_impact, True))
+            out.append(Measure(f"{key}.equal_opportunity_difference",
+                               f"Equal opportunity difference over {a.attribute}, class {cf.target}",
+                               cf.equal_opportunity_difference, False))
     return out
 
 
@@ -239,3 +284,21 @@ def _extremes(cf: ClassFairness, field: str, selection: bool) -> str:
     hi = max(gs, key=lambda g: getattr(g, field))
     name = "selection rate" if selection else "TPR"
     return f"{name} {getattr(lo, field):.3f} ({lo.group}) vs {getattr(hi, field):.3f} ({hi.group})"
+
+
+def _prepare(ctx) -> None:
+    check_columns(ctx.config.fairness.sensitive, ctx.source.attribute_names)
+    targets(ctx.classifier.labels, ctx.config.fairness.positive_class)
+
+
+def _run(preds: Predictions, config) -> FairnessResult:
+    return fairness(preds, config.fairness, n_boot=config.n_boot, seed=config.seed)
+
+
+SPEC = CheckSpec(
+    "fairness", "fairness", _run, config=FairnessConfig, enabled=lambda c: bool(c.fairness.sensitive),
+    prepare=_prepare, criteria=lambda r, c: fairness_criteria(r, c.fairness, c.criteria.judge_on),
+    comparable=measures,
+    options=(Option("--sensitive", "fairness.sensitive", "sensitive metadata columns for the fairness check",
+                    "COL[,COL]", comma_list),),
+)

@@ -10,9 +10,9 @@ that serving and auditing preprocess identically.
 
 Example::
 
-    res = measure_latency(Path("model.onnx"), preds, files, LatencyConfig(requests=50))
+    res = measure_latency(Path("model.onnx"), preds, source, LatencyConfig(requests=50))
     res.sequential.p95          # Estimate, milliseconds
-    criteria(res, AuditConfig())
+    latency_criteria(res, LatencyConfig())
 """
 
 from __future__ import annotations
@@ -21,17 +21,35 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
-from audit.config import AuditConfig, LatencyConfig
-from audit.inference import Predictions
+from audit.checks import CheckSpec
 from audit.loadgen import RequestRun, ServerError, request_body, running_server, send_requests
-from audit.stats import Estimate, bootstrap_many
-from audit.verdict import Criterion, judge
+from audit.predictions import Predictions
+from audit.settings import Section, setting
+from audit.sources import DataSource
+from audit.stats import Estimate, _num, bootstrap_many
+from audit.verdict import Criterion, Measure, judge
 
 MAX_BODY_BYTES = 16 * 1024 * 1024  # the server's default request limit (audit.serve)
+
+
+@dataclass(frozen=True)
+class LatencyConfig(Section):
+    """Latency (DESIGN §6.8): the real ``/predict`` server on 127.0.0.1, real base64 requests."""
+
+    section: ClassVar[str] = "latency"
+    enabled: bool = True
+    requests: int = setting(50, ge=1)  # timed requests per phase (sequential, then concurrent)
+    concurrency: int = setting(4, ge=1, le=256)  # clients in the concurrent phase; 1 = sequential only
+    warmup: int = setting(3, ge=0)  # untimed requests first (the first session.run allocates)
+    max_images: int = setting(16, ge=1)  # distinct test images the requests cycle through
+    max_p95_ms: float = setting(500.0, gt=0.0)  # criterion: p95 latency below this, in each phase
+    max_prob_diff: float = setting(1e-4, gt=0.0)  # criterion: served probabilities equal the audit's within this
+    startup_timeout_s: float = setting(60.0, gt=0.0)  # the server must answer /health within this
+    request_timeout_s: float = setting(30.0, gt=0.0)  # a request slower than this counts as an error
 
 
 @dataclass(frozen=True)
@@ -82,6 +100,11 @@ class LatencyResult:
     phases: tuple[PhaseLatency, ...]
     answers: tuple[ServedAnswer, ...]
     first_error: str | None = None
+    max_p95_ms: float = math.inf  # the criterion's limit, to mark phases that exceed it
+
+    def slow(self, phase: PhaseLatency) -> bool:
+        """The phase failed a request or missed the p95 limit (for highlighting; the criteria decide)."""
+        return bool(phase.errors) or not phase.p95.value < self.max_p95_ms
 
     @property
     def sequential(self) -> PhaseLatency:
@@ -119,17 +142,13 @@ class LatencyResult:
         }
 
 
-def _num(x: float) -> float | None:
-    return float(x) if math.isfinite(x) else None
-
-
 # ---------------------------------------------------------------------------- the check
 
 
 def measure_latency(
     model_path: Path,
     preds: Predictions,
-    files: Mapping[str, Path],
+    source: DataSource,
     config: LatencyConfig = LatencyConfig(),
     *,
     threads: int = 0,
@@ -137,16 +156,15 @@ def measure_latency(
     n_boot: int = 1000,
     seed: int = 0,
 ) -> LatencyResult:
-    """Serve ``model_path`` locally and time ``/predict`` on test images from ``preds``.
+    """Serve ``model_path`` locally and time ``/predict`` on test images from ``preds``, read from ``source``.
 
-    ``files`` maps each ``preds.paths`` entry to its file. ``card_overrides`` must be the ones
-    the audit used, so the server resolves the same card. Raises ``ServerError`` when the
-    server does not come up within ``config.startup_timeout_s``.
+    ``card_overrides`` must be the ones the audit used, so the server resolves the same card.
+    Raises ``ServerError`` when the server does not come up within ``config.startup_timeout_s``.
     """
-    chosen = _choose_images(preds, files, config.max_images)
+    chosen = _choose_images(preds, source, config.max_images)
     if not chosen:
         raise ServerError("latency: no test image small enough to send to /predict",
-                           hint=f"the server accepts bodies up to {MAX_BODY_BYTES:,} bytes; or pass --no-latency")
+                          hint=f"the server accepts bodies up to {MAX_BODY_BYTES:,} bytes; or pass --no-latency")
     rows, bodies = zip(*chosen)
     with running_server(model_path, threads=threads, card_overrides=card_overrides,
                         startup_timeout_s=config.startup_timeout_s) as server:
@@ -168,43 +186,42 @@ def measure_latency(
         phases=phases,
         answers=tuple(_compare(preds, row, seq.answers[i]) for i, row in enumerate(rows)),
         first_error=first_error,
+        max_p95_ms=config.max_p95_ms,
     )
 
 
-def criteria(result: LatencyResult, config: AuditConfig) -> list[Criterion]:
+def latency_criteria(result: LatencyResult, config: LatencyConfig, judge_on: str = "value") -> list[Criterion]:
     """p95 below ``latency.max_p95_ms`` per phase, no failed request, served answers = the audit's."""
-    lc, judge_on = config.latency, config.criteria.judge_on
-    out = [judge("latency.p95", "p95 latency of /predict, one client (ms)", result.sequential.p95, "<",
-                 lc.max_p95_ms, judge_on=judge_on,
-                 detail=f"p50 {result.sequential.p50.value:.1f} ms over {result.sequential.n} requests")]
-    if result.concurrent is not None:
-        c = result.concurrent
-        out.append(judge("latency.p95_concurrent", f"p95 latency of /predict, {c.concurrency} clients (ms)", c.p95,
-                         "<", lc.max_p95_ms, judge_on=judge_on,
-                         detail=f"p50 {c.p50.value:.1f} ms, {c.throughput:.1f} requests/s"))
-    out.append(Criterion(
-        "latency.errors", "Failed /predict requests", result.errors, None, None, "<=", 0, result.errors == 0,
-        detail=f"{result.errors} of {result.requests}" + (f"; first: {result.first_error}" if result.first_error
-                                                          else ""),
-    ))
-    tol = lc.max_prob_diff
+    seq, conc = result.sequential, result.concurrent
+    out = [judge(Measure("latency.p95", "p95 latency of /predict, one client (ms)", seq.p95, False,
+                         f"p50 {seq.p50.value:.1f} ms over {seq.n} requests"),
+                 config.max_p95_ms, strict=True, judge_on=judge_on)]
+    if conc is not None:
+        out.append(judge(Measure("latency.p95_concurrent", f"p95 latency of /predict, {conc.concurrency} clients (ms)",
+                                 conc.p95, False, f"p50 {conc.p50.value:.1f} ms, {conc.throughput:.1f} requests/s"),
+                         config.max_p95_ms, strict=True, judge_on=judge_on))
+    first = f"; first: {result.first_error}" if result.first_error else ""
+    out.append(judge(Measure.count("latency.errors", "Failed /predict requests", result.errors,
+                                   detail=f"{result.errors} of {result.requests}{first}"), 0))
+    tol = config.max_prob_diff
     differ = [a for a in result.answers if not (a.agrees and a.prob_diff <= tol)]  # nan diff: failed, differs
-    out.append(Criterion(
-        "latency.matches_audit", "Served answers that differ from the audit's", len(differ), None, None, "<=", 0,
-        bool(result.answers) and not differ,
-        detail=f"{len(result.answers)} images compared, max |prob diff| {result.max_prob_diff:.1e} (tolerance "
-               f"{tol:g})" + (f"; differ: {', '.join(a.path for a in differ[:5])}" if differ else ""),
-    ))
+    listed = f"; differ: {', '.join(a.path for a in differ[:5])}" if differ else ""
+    detail = (f"{len(result.answers)} images compared, max |prob diff| {result.max_prob_diff:.1e} (tolerance "
+              f"{tol:g}){listed}")
+    title = "Served answers that differ from the audit's"
+    matches = (Measure.count("latency.matches_audit", title, len(differ), detail=detail) if result.answers else
+               Measure("latency.matches_audit", title, Estimate(math.nan, math.nan, math.nan), False, detail))
+    out.append(judge(matches, 0))
     return out
 
 
-def _choose_images(preds: Predictions, files: Mapping[str, Path], k: int) -> list[tuple[int, bytes]]:
+def _choose_images(preds: Predictions, source: DataSource, k: int) -> list[tuple[int, bytes]]:
     """Up to ``k`` test images spread evenly over the table, as ready-to-send JSON bodies."""
     n = len(preds)
     picks = sorted({int(i) for i in np.linspace(0, n - 1, min(n, k)).round()}) if n else []
     out = []
     for i in picks:
-        body = request_body(files[preds.paths[i]].read_bytes())
+        body = request_body(source.open(preds.paths[i]))
         if len(body) <= MAX_BODY_BYTES:
             out.append((i, body))
     return out
@@ -235,3 +252,14 @@ def _phase(name: str, concurrency: int, run: RequestRun, n_boot: int, seed: int)
         throughput=len(lat) / run.wall_s if run.wall_s > 0 else math.nan,
         wall_s=run.wall_s, latencies_ms=lat,
     )
+
+
+def _run(ctx) -> LatencyResult:
+    c = ctx.config
+    return measure_latency(ctx.model_path, ctx.predictions, ctx.source, c.latency, threads=c.threads,
+                           card_overrides=ctx.card_overrides, n_boot=c.n_boot, seed=c.seed)
+
+
+SPEC = CheckSpec("latency", "latency (server)", _run, probe=True, config=LatencyConfig,
+                 enabled=lambda c: c.latency.enabled,
+                 criteria=lambda r, c: latency_criteria(r, c.latency, c.criteria.judge_on), toggle=True)

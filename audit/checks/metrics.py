@@ -18,8 +18,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from audit.inference import Predictions
+from audit.checks import CheckSpec
+from audit.predictions import Predictions
 from audit.stats import Estimate, bootstrap, bootstrap_many, confusion_matrices
+from audit.verdict import Criterion, Measure, judge
 
 
 @dataclass(frozen=True)
@@ -30,6 +32,11 @@ class ClassMetrics:
     precision: Estimate
     recall: Estimate
     f1: Estimate
+
+    @property
+    def zero_f1(self) -> bool:
+        """A class with test images that the model never gets right (what ``no_zero_f1`` counts)."""
+        return self.support > 0 and self.f1.value == 0
 
 
 @dataclass(frozen=True)
@@ -47,6 +54,26 @@ class MetricsResult:
     def confusion_normalized(self) -> np.ndarray:
         rows = self.confusion.sum(axis=1, keepdims=True)
         return np.divide(self.confusion, rows, out=np.zeros(self.confusion.shape), where=rows > 0)
+
+    @property
+    def headline(self) -> tuple[tuple[str, Estimate], ...]:
+        """(name, estimate) of the summary metrics, in report order."""
+        return (("Accuracy", self.accuracy), ("Balanced accuracy", self.balanced_accuracy),
+                ("Macro F1", self.macro_f1), ("Weighted F1", self.weighted_f1),
+                *((f"Top-{k} accuracy", e) for k, e in self.top_k))
+
+    def to_dict(self) -> dict:
+        return {
+            "n": self.n,
+            "accuracy": self.accuracy.to_dict(),
+            "balanced_accuracy": self.balanced_accuracy.to_dict(),
+            "macro_f1": self.macro_f1.to_dict(),
+            "weighted_f1": self.weighted_f1.to_dict(),
+            **{f"top_{k}_accuracy": e.to_dict() for k, e in self.top_k},
+            "per_class": {pc.label: {"support": pc.support, "precision": pc.precision.to_dict(),
+                                     "recall": pc.recall.to_dict(), "f1": pc.f1.to_dict()} for pc in self.per_class},
+            "confusion": self.confusion.tolist(),
+        }
 
 
 def _safe_div(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -119,3 +146,36 @@ def classification_metrics(
         per_class=per_class,
         confusion=cm,
     )
+
+
+def measures(m: MetricsResult) -> list[Measure]:
+    """Every comparable number of the metrics, by the id its criterion (if any) uses."""
+    out = [Measure("accuracy", f"Accuracy ({len(m.per_class)} classes)", m.accuracy, True),
+           Measure("balanced_accuracy", "Balanced accuracy", m.balanced_accuracy, True),
+           Measure("macro_f1", "Macro F1", m.macro_f1, True),
+           Measure("weighted_f1", "Weighted F1", m.weighted_f1, True)]
+    out += [Measure(f"top_{k}_accuracy", f"Top-{k} accuracy", e, True) for k, e in m.top_k]
+    out += [Measure(f"class_f1.{pc.label}", f"F1 of class {pc.label}", pc.f1, True) for pc in m.per_class if pc.support]
+    return out
+
+
+def criteria(m: MetricsResult, config) -> list[Criterion]:
+    """Accuracy above the class-count rule; no class with F1 = 0; optionally every class's F1 above a minimum."""
+    c = config.criteria
+    by_id = {x.id: x for x in measures(m)}
+    out = [judge(by_id["accuracy"], c.accuracy_threshold(len(m.per_class)), strict=True, judge_on=c.judge_on)]
+    judged = [pc for pc in m.per_class if pc.support > 0]
+    if c.fail_on_zero_f1:
+        zero = [pc.label for pc in judged if pc.zero_f1]
+        out.append(judge(Measure.count("no_zero_f1", "Classes with F1 = 0", len(zero),
+                                       detail="classes with F1 = 0: " + (", ".join(zero) if zero else "none")), 0))
+    if c.min_class_f1 is not None:
+        out += [judge(by_id[f"class_f1.{pc.label}"], c.min_class_f1, judge_on=c.judge_on) for pc in judged]
+    return out
+
+
+def _run(preds: Predictions, config) -> MetricsResult:
+    return classification_metrics(preds, n_boot=config.n_boot, seed=config.seed, top_k=config.top_k)
+
+
+SPEC = CheckSpec("metrics", "metrics + bootstrap", _run, criteria=criteria, comparable=measures)

@@ -3,32 +3,46 @@
 The PyTorch side is ``model.safetensors`` (weights only, never a pickle) loaded into
 ``timm.create_model(arch, num_classes=len(labels))``, with ``arch`` from the model card's
 ``audit.arch`` (or ``parity.arch``). Both run on the real test images, decoded and preprocessed
-by the same batched inference path (``audit.inference.predict``), so the only difference left
-is the runtime. Reported: max and p99 absolute probability difference, top-1 agreement, and
-the images that disagree.
+by the same engine (``ctx.rerun(..., classifier=torch_model)``), so the only difference left
+is the runtime. A model exported with test-time augmentation (the card's provenance lists
+``tta`` views: ``hflip``, ``vflip``, ``hvflip``) averages softmax probabilities over the
+identity and those flips of the input tensor; the PyTorch side does the same. Reported: max and
+p99 absolute probability difference, top-1 agreement, and the images that disagree.
 
 Example::
 
-    res = parity(clf, samples, preds, ParityConfig(torch_model="model.safetensors"))
+    res = parity(ctx)
     res.max_abs_diff, res.agreement.value
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
-from audit import imaging
-from audit.config import ParityConfig
-from audit.data import Sample
+from audit.checks import CheckSpec, Option
 from audit.errors import ModelError
-from audit.inference import Predictions, predict
+from audit.settings import Section, setting, unit
 from audit.stats import Estimate, bootstrap
-from audit.verdict import Criterion, judge
+from audit.verdict import Criterion, Measure, judge
+
+TTA_VIEWS = {"hflip": (3,), "vflip": (2,), "hvflip": (2, 3)}  # flipped axes of an NCHW tensor
+
+
+@dataclass(frozen=True)
+class ParityConfig(Section):
+    """Parity (DESIGN §6.5): ONNX Runtime against the PyTorch weights (``--torch-model``)."""
+
+    section: ClassVar[str] = "parity"
+    torch_model: str | None = None  # model.safetensors; None = no parity check
+    arch: str | None = None  # timm model name; default: the card's audit.arch
+    max_images: int = setting(2000, ge=0)  # a seeded sample of the test images; 0 = all
+    max_abs_diff: float = setting(1e-4, ge=0.0)
+    min_agreement: float = unit(1.0)
 
 
 @dataclass(frozen=True)
@@ -64,6 +78,12 @@ class TorchClassifier:
     """A timm model with safetensors weights, shaped like ``OnnxClassifier`` for ``predict``."""
 
     def __init__(self, weights: Path, arch: str, card) -> None:
+        self.weights, self.arch, self.card = weights, arch, card
+        self.tta = tuple(card.provenance.get("tta", ()))
+        unknown = [v for v in self.tta if v not in TTA_VIEWS]
+        if unknown:
+            raise ModelError(f"the card's provenance.tta names unknown view {unknown[0]!r}",
+                             hint=f"known views: {', '.join(TTA_VIEWS)}")
         try:
             import timm
             import torch
@@ -75,7 +95,6 @@ class TorchClassifier:
             raise ModelError(f"--torch-model file not found: {weights}", hint="pass the model.safetensors file")
         if weights.suffix != ".safetensors":
             raise ModelError(f"--torch-model must be a .safetensors file (weights only, never a pickle), got {weights.name}")
-        self.card = card
         self.torch = torch
         # The card says how the network was built: input channels (grey models have a 1-channel stem) and any
         # other constructor arguments the training package recorded (e.g. img_size for a ViT).
@@ -93,38 +112,48 @@ class TorchClassifier:
                              f"{str(e).splitlines()[0]}", hint="check audit.arch and the number of labels") from None
         self.model.eval()
 
+    def __reduce__(self):  # rebuilt from its files in another process (an engine's worker)
+        return (TorchClassifier, (self.weights, self.arch, self.card))
+
     @property
     def labels(self) -> tuple[str, ...]:
         return self.card.labels
 
     def predict_proba(self, batch: np.ndarray) -> np.ndarray:
-        x = self.torch.from_numpy(np.ascontiguousarray(batch))
+        torch = self.torch
+        x = torch.from_numpy(np.ascontiguousarray(batch))
         if self.card.preprocess.layout == "NHWC":
             x = x.permute(0, 3, 1, 2)
-        with self.torch.inference_mode():
-            out = self.model(x.float())
-            if self.card.output == "logits":
-                out = self.torch.softmax(out.double(), dim=1)
+        with torch.inference_mode():
+            x = x.float()
+            if self.tta:  # the exported graph averages softmax probabilities over the views
+                views = [x, *(torch.flip(x, dims=TTA_VIEWS[v]) for v in self.tta)]
+                out = torch.stack([torch.softmax(self.model(v).double(), dim=1) for v in views]).mean(dim=0)
+            else:
+                out = self.model(x)
+                if self.card.output == "logits":
+                    out = torch.softmax(out.double(), dim=1)
         return out.numpy().astype(np.float32)
 
 
-def parity(clf, samples: Sequence[Sample], preds: Predictions, config: ParityConfig, *, batch_size: int = 64,
-           workers: int = 0, limits: imaging.Limits = imaging.Limits(), n_boot: int = 1000, seed: int = 0,
-           max_listed: int = 20) -> ParityResult:
-    """Run the PyTorch model over (a seeded sample of) ``samples`` and compare with the ONNX ``preds``."""
-    arch = config.arch or clf.card.arch
+def torch_classifier(ctx) -> TorchClassifier:
+    """The PyTorch twin of the audited model (built before inference, so a bad file fails early)."""
+    config, card = ctx.config.parity, ctx.classifier.card
+    arch = config.arch or card.arch
     if not arch:
         raise ModelError("parity needs the timm architecture name and the model card has no audit.arch",
                          hint="set parity.arch in the config (e.g. resnet18)")
-    weights = Path(config.torch_model)
-    torch_clf = TorchClassifier(weights, arch, clf.card)
+    return TorchClassifier(Path(config.torch_model), arch, card)
+
+
+def parity(ctx, max_listed: int = 20) -> ParityResult:
+    """Run the PyTorch model over a seeded sample of the processed images and compare with ONNX Runtime."""
+    torch_clf = ctx.state("parity") or torch_classifier(ctx)
+    preds, arch, weights = ctx.predictions, torch_clf.arch, torch_clf.weights
+    usable = ctx.sample(ctx.config.parity.max_images)
+    n_boot, seed = ctx.n_boot, ctx.seed
     row = {p: i for i, p in enumerate(preds.paths)}
-    usable = [s for s in samples if s.path in row]
-    if config.max_images and len(usable) > config.max_images:
-        pick = np.sort(np.random.default_rng(seed).choice(len(usable), config.max_images, replace=False))
-        usable = [usable[i] for i in pick]
-    tp, _ = predict(torch_clf, usable, batch_size=batch_size, workers=workers, limits=limits, progress=False,
-                    desc="parity")
+    tp, _ = ctx.rerun(usable, classifier=torch_clf, desc="parity")
     rows = np.array([row[p] for p in tp.paths], dtype=np.int64)
     onnx_p = preds.proba[rows].astype(np.float64)
     torch_p = tp.proba.astype(np.float64)
@@ -154,10 +183,26 @@ def parity(clf, samples: Sequence[Sample], preds: Predictions, config: ParityCon
 def parity_criteria(res: ParityResult, config: ParityConfig) -> list[Criterion]:
     """Max abs probability difference <= max_abs_diff and top-1 agreement >= min_agreement (judged on values:
     a single disagreeing image is a fact, not a sampling question)."""
+    diff, agree = measures(res)
+    return [judge(diff, config.max_abs_diff), judge(agree, config.min_agreement)]
+
+
+def measures(res: ParityResult) -> list[Measure]:
+    listed = ": " + ", ".join(d.path for d in res.disagreements[:5]) if res.n_disagree else ""
+    nan = math.nan
     return [
-        judge("parity.max_abs_diff", "ONNX vs PyTorch: max abs probability difference", res.max_abs_diff, "<=",
-              config.max_abs_diff, detail=f"max {res.max_abs_diff:.2e}, p99 {res.p99_abs_diff:.2e} over {res.n} images ({res.arch})"),
-        judge("parity.agreement", "ONNX vs PyTorch: top-1 agreement", res.agreement, ">=", config.min_agreement,
-              detail=f"{res.n_disagree} of {res.n} images disagree" +
-                     (": " + ", ".join(d.path for d in res.disagreements[:5]) if res.n_disagree else "")),
+        Measure("parity.max_abs_diff", "ONNX vs PyTorch: max abs probability difference",
+                Estimate(res.max_abs_diff, nan, nan), False,
+                f"max {res.max_abs_diff:.2e}, p99 {res.p99_abs_diff:.2e} over {res.n} images ({res.arch})"),
+        Measure("parity.agreement", "ONNX vs PyTorch: top-1 agreement", res.agreement, True,
+                f"{res.n_disagree} of {res.n} images disagree{listed}"),
     ]
+
+
+SPEC = CheckSpec(
+    "parity", "parity (PyTorch)", parity, probe=True, config=ParityConfig,
+    enabled=lambda c: bool(c.parity.torch_model), prepare=torch_classifier,
+    criteria=lambda r, c: parity_criteria(r, c.parity), comparable=measures,
+    options=(Option("--torch-model", "parity.torch_model",
+                    "model.safetensors for ONNX/PyTorch parity (arch from audit.arch)", "FILE"),),
+)

@@ -25,18 +25,37 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
-from scipy.stats import norm
 
-from audit.checks.metrics import summarize_confusion
-from audit.config import SlicesConfig
-from audit.inference import Predictions
+from audit.checks import CheckSpec
+from audit.predictions import Predictions
+from audit.settings import Section, setting, unit
+from audit.sources import MISSING
 from audit.stats import Estimate, _estimate, benjamini_hochberg, resample_indices
-from audit.verdict import Criterion
+from audit.verdict import Criterion, Measure, judge
 
-MISSING = "(missing)"
 METRICS = ("accuracy", "macro_f1")
+
+
+@dataclass(frozen=True)
+class SlicesConfig(Section):
+    """Slices (DESIGN §6.2): metadata columns and binned image properties, BH-corrected."""
+
+    section: ClassVar[str] = "slices"
+    enabled: bool = True
+    attributes: tuple[str, ...] | None = None  # metadata columns to slice on; None = all of them
+    properties: tuple[str, ...] = ("brightness", "contrast", "sharpness", "ink_coverage", "aspect_ratio",
+                                   "resolution")
+    bins: int = setting(4, ge=2, le=100)  # quantile bins per property
+    metric: str = setting("accuracy", choices=METRICS)  # the gap that ranks and is tested
+    alpha: float = unit(0.05)  # Benjamini-Hochberg false discovery rate
+    min_gap: float = unit(0.02)  # a significant slice must also be this much worse than the rest
+    min_size: int = setting(30, ge=1)  # smaller slices are listed as too small to judge, not tested
+    max_levels: int = setting(50, ge=2)  # columns with more distinct values (ids, file names) are not sliced
+    # "report": name them, never fail; "require": fail if none; "forbid": fail if any
+    criterion: str = setting("report", choices=("report", "require", "forbid"))
 
 
 @dataclass(frozen=True)
@@ -158,14 +177,58 @@ def _g(x: float) -> str:
     return f"{x:.3g}" if abs(x) < 1e4 else f"{x:.3e}"
 
 
-def _slice_metrics(cm: np.ndarray) -> np.ndarray:
-    """(k, L, C, C) confusion matrices -> (k, L, 2): accuracy and macro F1 of every slice."""
-    k, levels, c, _ = cm.shape
-    s = summarize_confusion(cm.reshape(k * levels, c, c))
-    out = s[:, [0, 2]].reshape(k, levels, 2)
-    empty = cm.sum(axis=(2, 3)) == 0
-    out[empty] = np.nan
+def _slice_metrics(tp: np.ndarray, support: np.ndarray, predicted: np.ndarray) -> np.ndarray:
+    """Per-class counts (k, L, C) -> (k, L, 2): accuracy and macro F1 of every slice (nan when empty).
+
+    The same conventions as ``metrics.summarize_confusion`` (macro F1 over the classes present in
+    the slice's truth or predictions), from O(classes) counts instead of a classes x classes matrix.
+    """
+    n = support.sum(axis=2)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        accuracy = tp.sum(axis=2) / n
+        denom = support + predicted
+        f1 = np.where(denom > 0, 2 * tp / np.where(denom > 0, denom, 1), 0.0)
+        present = denom > 0
+        macro = (f1 * present).sum(axis=2) / present.sum(axis=2)
+    out = np.stack([accuracy, macro], axis=2)
+    out[n == 0] = np.nan
     return out
+
+
+def _counts(codes: np.ndarray, levels: int, y: np.ndarray, c: int, idx: np.ndarray,
+            weights: np.ndarray | None = None) -> np.ndarray:
+    """(k, levels, C) counts of (slice level, class) pairs in each resample ``idx``."""
+    k = idx.shape[0]
+    code = codes[idx] * c + y[idx] + (np.arange(k) * levels * c)[:, None]
+    w = None if weights is None else weights[idx].ravel()
+    return np.bincount(code.ravel(), weights=w, minlength=k * levels * c).reshape(k, levels, c)
+
+
+def _replicates(parts: list[_Partition], preds: Predictions, n_boot: int, seed: int):
+    """Point values and bootstrap replicates, per partition (k, L, 4): accuracy, F1, accuracy gap, F1 gap."""
+    n, c = len(preds), len(preds.labels)
+    y_true, y_pred = preds.y_true, preds.y_pred
+    correct = (y_true == y_pred).astype(float)
+    zeros = np.zeros(n, np.int64)
+
+    def stats(idx: np.ndarray) -> list[np.ndarray]:
+        totals = [_counts(zeros, 1, y, c, idx, w) for y, w in ((y_true, correct), (y_true, None), (y_pred, None))]
+        out = []
+        for p in parts:
+            L = len(p.levels)
+            inside = [_counts(p.codes, L, y, c, idx, w) for y, w in ((y_true, correct), (y_true, None), (y_pred, None))]
+            outside = [t - s for t, s in zip(totals, inside)]
+            m_in, m_out = _slice_metrics(*inside), _slice_metrics(*outside)
+            out.append(np.concatenate([m_in, m_out - m_in], axis=2))
+        return out
+
+    point = stats(np.arange(n)[None, :])
+    reps = [[] for _ in parts]
+    for idx in resample_indices(n, n_boot, seed):
+        for j, r in enumerate(stats(idx)):
+            reps[j].append(r)
+    reps = [np.concatenate(r) for r in reps] if n_boot else [np.zeros((0,) + p.shape[1:]) for p in point]
+    return point, reps
 
 
 def find_slices(preds: Predictions, config: SlicesConfig, *, n_boot: int = 1000, seed: int = 0,
@@ -175,48 +238,28 @@ def find_slices(preds: Predictions, config: SlicesConfig, *, n_boot: int = 1000,
     ``max_errors`` misclassified paths are kept per slice for the report's thumbnails.
     """
     parts, skipped = partitions(preds, config)
-    n, c = len(preds), len(preds.labels)
-    y_true, y_pred = preds.y_true, preds.y_pred
-    pair = y_true * c + y_pred
+    n = len(preds)
     metric_col = METRICS.index(config.metric)
-
-    def stats(idx: np.ndarray) -> list[np.ndarray]:
-        """Per partition (k, L, 4): slice accuracy, slice F1, accuracy gap, F1 gap."""
-        k = idx.shape[0]
-        total = np.bincount((pair[idx] + (np.arange(k) * c * c)[:, None]).ravel(), minlength=k * c * c)
-        total = total.reshape(k, 1, c, c)
-        out = []
-        for p in parts:
-            size = len(p.levels) * c * c
-            codes = p.codes[idx] * (c * c) + pair[idx] + (np.arange(k) * size)[:, None]
-            cm = np.bincount(codes.ravel(), minlength=k * size).reshape(k, len(p.levels), c, c)
-            inside, outside = _slice_metrics(cm), _slice_metrics(total - cm)
-            out.append(np.concatenate([inside, outside - inside], axis=2))
-        return out
-
-    point = stats(np.arange(n)[None, :])
-    reps = [[] for _ in parts]
-    for idx in resample_indices(n, n_boot, seed):
-        for j, r in enumerate(stats(idx)):
-            reps[j].append(r)
-    reps = [np.concatenate(r) for r in reps] if n_boot else [np.zeros((0,) + p.shape[1:]) for p in point]
-
-    wrong = y_true != y_pred
+    point, reps = _replicates(parts, preds, n_boot, seed)
+    wrong = preds.y_true != preds.y_pred
     rows = []
     for p, pt, rp in zip(parts, point, reps):
         sizes = np.bincount(p.codes, minlength=len(p.levels))
         for li, level in enumerate(p.levels):
             ests = [_estimate(pt[0, li, m], rp[:, li, m], 0.95) for m in range(4)]
             gap_reps = rp[:, li, 2 + metric_col]
-            gap_reps = gap_reps[np.isfinite(gap_reps)]
             judged = sizes[li] >= config.min_size and sizes[li] <= n - config.min_size
-            gap = pt[0, li, 2 + metric_col]
-            p_value = _wald_p(gap, gap_reps) if judged else math.nan
+            p_value = _wald_p(pt[0, li, 2 + metric_col], gap_reps[np.isfinite(gap_reps)]) if judged else math.nan
             err = np.flatnonzero(wrong & (p.codes == li))[:max_errors]
             rows.append(dict(variable=p.variable, kind=p.kind, level=level, n=int(sizes[li]),
                              accuracy=ests[0], macro_f1=ests[1], accuracy_gap=ests[2], f1_gap=ests[3],
                              p_value=p_value, judged=bool(judged),
                              errors=tuple(preds.paths[i] for i in err)))
+    return _ranked(rows, config, skipped)
+
+
+def _ranked(rows: list[dict], config: SlicesConfig, skipped) -> SliceResult:
+    """BH-correct the tested slices, flag the significant underperformers and sort worst first."""
     tested = [r for r in rows if r["judged"]]
     q = benjamini_hochberg(np.array([r["p_value"] for r in tested]))
     for r, qv in zip(tested, q):
@@ -243,7 +286,7 @@ def _wald_p(gap: float, reps: np.ndarray) -> float:
     se = float(reps.std(ddof=1))
     if se == 0:
         return 1.0 if gap == 0 else 0.0
-    return float(2 * norm.sf(abs(gap) / se))
+    return math.erfc(abs(gap) / se / math.sqrt(2))  # two-sided normal tail, 2 * sf(|z|)
 
 
 def slice_criteria(res: SliceResult, config: SlicesConfig) -> list[Criterion]:
@@ -255,10 +298,27 @@ def slice_criteria(res: SliceResult, config: SlicesConfig) -> list[Criterion]:
         names += f"; and {len(sig) - 5} more"
     detail = (f"significant underperforming slices: {names}" if sig else
               f"no slice underperforms significantly (BH q < {res.alpha:g} over {res.n_tests} slices)")
-    op, threshold = {"report": (">=", 0), "require": (">=", 1), "forbid": ("<=", 0)}[config.criterion]
-    passed = len(sig) >= threshold if op == ">=" else len(sig) <= threshold
-    title = {"report": "Significant underperforming slices (reported, not judged)",
-             "require": "A significant underperforming slice is identified",
-             "forbid": "No significant underperforming slice"}[config.criterion]
-    return [Criterion("slices.significant", title, len(sig), None, None, op, threshold, passed, detail,
-                      judged=config.criterion != "report")]
+    title, higher, threshold = {
+        "report": ("Significant underperforming slices (reported, not judged)", True, 0),
+        "require": ("A significant underperforming slice is identified", True, 1),
+        "forbid": ("No significant underperforming slice", False, 0)}[config.criterion]
+    found = Measure.count("slices.significant", title, len(sig), higher_is_better=higher, detail=detail)
+    return [judge(found, threshold, judged=config.criterion != "report")]
+
+
+def measures(res: SliceResult) -> list[Measure]:
+    return [Measure(f"slices.{s.name}.accuracy", f"Accuracy of slice {s.name}", s.accuracy, True)
+            for s in res.slices if s.judged]
+
+
+def thumbnails(res: SliceResult, ctx) -> list[tuple]:
+    return [(ctx.source, p) for s in res.significant[:6] for p in s.errors]
+
+
+def _run(preds: Predictions, config) -> SliceResult:
+    return find_slices(preds, config.slices, n_boot=config.n_boot, seed=config.seed)
+
+
+SPEC = CheckSpec("slices", "slices", _run, config=SlicesConfig, enabled=lambda c: c.slices.enabled,
+                 criteria=lambda r, c: slice_criteria(r, c.slices), comparable=measures, thumbnails=thumbnails,
+                 toggle=True)

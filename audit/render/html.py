@@ -1,9 +1,10 @@
-"""report.html: one self-contained file (CSS and plots inlined, no request leaves the page).
+"""report.html: one self-contained file (CSS, plots and thumbnails inlined, no request leaves the page).
 
-The template reads the frozen ``AuditResult`` directly; this module only adds formatting
-filters and the plots. Autoescaping is on, so class names and paths render as text.
-Optional analyses add a section template ``templates/sections/<field>.html.j2`` that is
-included when ``AuditResult.<field>`` is set.
+The report is ``templates/report.html.j2`` plus one section template per registered check
+(``templates/sections/<check>.html.j2``), in registry order. Templates read the frozen
+``AuditResult``; plots are drawn by ``audit.render.plots`` on demand and thumbnails were
+captured during the run. Autoescaping is on, so class names and paths render as text.
+A ``--templates DIR`` folder is searched first, to override or add sections.
 """
 
 from __future__ import annotations
@@ -15,63 +16,54 @@ from pathlib import Path
 
 import jinja2
 
+from audit.checks import CHECKS
 from audit.pipeline import AuditResult
 from audit.render import plots
-from audit.render.text import fmt, fmt_ci, fmt_est
+from audit.render.text import fmt, fmt_ci, fmt_est, sci
 
-TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 MAX_SKIPPED_ROWS = 200
-OPTIONAL_SECTIONS: tuple[str, ...] = ("slices", "fairness", "invariance", "parity", "integrity", "baseline", "latency")  # AuditResult fields with a section template, in report order
+
+
+def template_dir() -> Path:
+    """The report templates: ``audit/templates`` in an installed wheel, ``templates/`` in a source checkout."""
+    here = Path(__file__).resolve().parent.parent
+    for d in (here / "templates", here.parent / "templates"):
+        if (d / "report.html.j2").is_file():
+            return d
+    raise FileNotFoundError(f"report templates not found next to {here}")
 
 
 @cache
-def _env() -> jinja2.Environment:
+def _env(extra: str | None = None) -> jinja2.Environment:
+    dirs = [extra] if extra else []
     env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(TEMPLATES),
+        loader=jinja2.FileSystemLoader([*dirs, str(template_dir())]),
         autoescape=True,
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.filters.update(fmt=fmt, est=fmt_est, basename=os.path.basename)
-    env.globals.update(fmt_ci=fmt_ci, figure=plots.figure_uri, thumbnail=plots.thumbnail_uri)
+    env.filters.update(fmt=fmt, est=fmt_est, sci=sci, basename=os.path.basename)
+    env.globals.update(fmt_ci=fmt_ci, figure=plots.figure_uri)
     return env
 
 
-def _no_thumbnail(*_args, **_kwargs) -> None:
-    return None
-
-
-def render_html(r: AuditResult) -> str:
-    """The report as one HTML string."""
-    m = r.metrics
-    headline = [
-        ("Accuracy", m.accuracy),
-        ("Balanced accuracy", m.balanced_accuracy),
-        ("Macro F1", m.macro_f1),
-        ("Weighted F1", m.weighted_f1),
-        *[(f"Top-{k} accuracy", e) for k, e in m.top_k],
-    ]
-    f1_threshold = r.config.criteria.min_class_f1
-    figures = {
-        "f1": plots.f1_bars(m.per_class, f1_threshold),
-        "confusion": plots.confusion_heatmap(m.confusion, r.predictions.labels),
-        "reliability": plots.reliability_diagram(r.calibration.bins),
-    }
-    return _env().get_template("report.html.j2").render(
+def render_html(r: AuditResult, templates: Path | None = None) -> str:
+    """The report as one HTML string (``templates``: a folder searched before the packaged one)."""
+    env = _env(str(templates) if templates else None)
+    css = env.loader.get_source(env, "report.css")[0]
+    return env.get_template("report.html.j2").render(
         r=r,
-        css=(TEMPLATES / "report.css").read_text(encoding="utf-8"),
-        headline=headline,
-        f1_threshold=f1_threshold,
-        plots={k: plots.to_data_uri(f) for k, f in figures.items()},
+        css=css,
+        checks=[s for s in CHECKS if s.name in r.results],
+        criterion={c.id: c for c in r.verdict.criteria}.get,
         skip_reasons=collections.Counter(s.reason for s in r.data.skipped).most_common(),
         max_skipped_rows=MAX_SKIPPED_ROWS,
-        sections=[s for s in OPTIONAL_SECTIONS if getattr(r, s, None) is not None],
-        thumbnail=plots.thumbnail_uri if r.config.thumbnails else _no_thumbnail,
+        thumbnail=lambda source, path: r.thumbnails.get((source, path)),
     )
 
 
-def write_html(r: AuditResult, path: Path) -> str:
-    html = render_html(r)
+def write_html(r: AuditResult, path: Path, templates: Path | None = None) -> str:
+    html = render_html(r, templates)
     path.write_text(html, encoding="utf-8")
     return html

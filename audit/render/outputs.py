@@ -13,7 +13,7 @@ from audit.render.junit import write_junit
 from audit.render.markdown import write_summary
 
 
-def write_outputs(r: AuditResult, out: Path, *, pdf: bool = True) -> list[Path]:
+def write_outputs(r: AuditResult, out: Path, *, pdf: bool = True, templates: Path | None = None) -> list[Path]:
     """Write report.html/.pdf, verdict.json, predictions.csv, junit.xml, summary.md, config.json."""
     out.mkdir(parents=True, exist_ok=True)
     paths = {name: out / name for name in
@@ -28,7 +28,7 @@ def write_outputs(r: AuditResult, out: Path, *, pdf: bool = True) -> list[Path]:
         w = csv.writer(f)
         w.writerow(["path", "reason"])
         w.writerows((s.path, s.reason) for s in r.data.skipped)
-    html = write_html(r, paths["report.html"])
+    html = write_html(r, paths["report.html"], templates)
     if pdf:
         from audit.render.pdf import write_pdf
 

@@ -106,38 +106,11 @@ def _short(s: str, n: int = 24) -> str:
     return s if len(s) <= n else s[: n - 1] + "…"
 
 
-# --- analyses (slices, fairness, invariance, parity) and thumbnails -------------------------------------
-
-MAX_THUMBNAIL = 64
-
+# --- analyses (slices, fairness, invariance, parity, latency) ---------------------------------------------
 
 def figure_uri(name: str, *args, **kwargs) -> str:
     """Draw the plot helper ``name`` of this module and return it as an inline PNG (for templates)."""
     return to_data_uri(globals()[name](*args, **kwargs))
-
-
-def thumbnail_uri(source: str, path: str, size: int = MAX_THUMBNAIL) -> str | None:
-    """A small inline JPEG of the image ``path`` (relative to the data ``source``); None if unreadable.
-
-    Built at render time from the image file, at most ``size`` pixels on a side, so the report
-    stays small (a 64 px JPEG is 1-3 kB).
-    """
-    from pathlib import Path
-
-    from PIL import Image
-
-    root = Path(source)
-    file = (root.parent if root.is_file() else root) / path
-    try:
-        with Image.open(file) as img:
-            img.draft("RGB", (size, size))  # JPEG: decode at reduced scale
-            img = img.convert("RGB")
-            img.thumbnail((min(size, MAX_THUMBNAIL),) * 2)
-            buf = io.BytesIO()
-            img.save(buf, format="JPEG", quality=80)
-    except (OSError, ValueError, Image.DecompressionBombError):
-        return None
-    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
 def slice_forest(slices, metric: str = "accuracy", max_rows: int = 30, ax: Axes | None = None) -> Figure:

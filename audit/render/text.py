@@ -18,6 +18,13 @@ def fmt(x: float | None, digits: int = 3) -> str:
     return f"{x:.{digits}f}"
 
 
+def sci(x: float | None, digits: int = 2) -> str:
+    """Scientific notation for tiny differences (parity, probability gaps): ``2.50e-06``."""
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return "n/a"
+    return f"{x:.{digits}e}"
+
+
 def fmt_ci(low: float | None, high: float | None, digits: int = 3) -> str:
     if low is None or high is None or not (math.isfinite(low) and math.isfinite(high)):
         return "n/a"

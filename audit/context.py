@@ -1,0 +1,75 @@
+"""What a probe check sees (DESIGN §5): one context object instead of a different argument list each.
+
+Table checks take ``(Predictions, config)``. Probe checks (invariance, parity, integrity,
+latency, baseline) take an ``AuditContext``: the classifier, the data source, the engine with
+``rerun`` through the same batched path, the limits, seed and number of bootstrap resamples,
+what each check prepared before inference, and the comparable measures of the checks run so far.
+
+Example::
+
+    def run(ctx: AuditContext) -> MyResult:
+        preds, _ = ctx.rerun(ctx.sample(500), transform=hflip)
+        ...
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from audit import imaging
+from audit.predictions import Predictions
+from audit.sources import DataSource, Sample, Skipped
+from audit.verdict import Measure
+
+
+@dataclass(frozen=True)
+class AuditContext:
+    config: Any  # AuditConfig
+    classifier: Any  # OnnxClassifier
+    source: DataSource
+    engine: Any  # audit.engines.Engine
+    model_path: Path
+    card_overrides: Mapping[str, Any] = field(default_factory=dict)
+    predictions: Predictions | None = None  # None while checks prepare, before inference
+    prepared: Mapping[str, Any] = field(default_factory=dict)  # check name -> what its prepare() returned
+    measures: tuple[Measure, ...] = ()  # comparable measures of the checks run so far
+
+    @property
+    def seed(self) -> int:
+        return self.config.seed
+
+    @property
+    def n_boot(self) -> int:
+        return self.config.n_boot
+
+    @property
+    def limits(self) -> imaging.Limits:
+        return imaging.Limits(max_bytes=self.config.max_file_bytes, max_pixels=self.config.max_pixels)
+
+    def state(self, check: str) -> Any:
+        """What ``check``'s prepare() returned."""
+        return self.prepared.get(check)
+
+    def processed(self) -> list[Sample]:
+        """The source's samples that the inference pass processed, in source order."""
+        done = set(self.predictions.paths)
+        return [s for s in self.source.samples if s.path in done]
+
+    def sample(self, max_images: int) -> list[Sample]:
+        """A seeded sample of at most ``max_images`` processed samples (0 = all), in source order."""
+        usable = self.processed()
+        if max_images and len(usable) > max_images:
+            pick = np.sort(np.random.default_rng(self.seed).choice(len(usable), max_images, replace=False))
+            usable = [usable[i] for i in pick]
+        return usable
+
+    def rerun(self, samples: Sequence[Sample], *, transform=None, classifier=None,
+              desc: str = "probe") -> tuple[Predictions, list[Skipped]]:
+        """Run ``samples`` again through the engine: transformed, or with another classifier (parity)."""
+        return self.engine.predict(classifier or self.classifier, self.source, samples, transform=transform,
+                                   capture=False, desc=desc, progress=False)

@@ -1,0 +1,47 @@
+"""The engine seam (DESIGN §5, §12): an engine turns a data source into a ``Predictions`` table.
+
+Every engine decodes and preprocesses with the same code (``audit.engines.batch``), so pixels,
+probabilities and measurements are identical whichever engine ran them. Probe checks re-run the
+model through the same engine (``AuditContext.rerun``), with a transform or another classifier.
+
+Example::
+
+    engine = LocalEngine(batch_size=64)
+    preds, rejected = engine.predict(classifier, source)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+from audit.engines.batch import Transform
+from audit.engines.local import LocalEngine
+from audit.predictions import Predictions
+from audit.sources import DataSource, Sample, Skipped
+
+
+class Engine(Protocol):
+    name: str
+
+    def predict(self, classifier, source: DataSource, samples: Sequence[Sample] | None = None, *,
+                transform: Transform | None = None, capture: bool = True,
+                desc: str = "inference", progress: bool | None = None) -> tuple[Predictions, list[Skipped]]:
+        """Run ``classifier`` over ``samples`` of ``source``; images that fail come back as ``Skipped``.
+
+        ``transform`` (a picklable image -> image callable) is applied after decoding, before
+        resizing. ``capture`` also takes each original image's hashes (for duplicate checks).
+        ``progress`` overrides the engine's own setting (probes re-run quietly).
+        """
+        ...
+
+
+def make_engine(config, progress: bool | None = None) -> Engine:
+    """The engine the config asks for (today: the local one)."""
+    from audit import imaging
+
+    limits = imaging.Limits(max_bytes=config.max_file_bytes, max_pixels=config.max_pixels)
+    return LocalEngine(batch_size=config.batch_size, workers=config.workers, limits=limits, progress=progress)
+
+
+__all__ = ["Engine", "LocalEngine", "make_engine"]

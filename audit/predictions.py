@@ -1,0 +1,84 @@
+"""The Predictions table (DESIGN §5): one row per processed image, the only thing table checks read.
+
+It is written out next to every report (``predictions.csv``), so anyone can recompute any number;
+``Predictions.from_frame`` reads it back.
+
+Example::
+
+    preds.accuracy  # fraction of rows whose argmax equals the true label
+    preds.to_frame().to_csv("predictions.csv", index=False)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Predictions:
+    """One row per processed image: the only thing the checks read (DESIGN §5)."""
+
+    labels: tuple[str, ...]
+    paths: tuple[str, ...]
+    y_true: np.ndarray  # (N,) int, index into labels
+    proba: np.ndarray  # (N, C) float32
+    attributes: Mapping[str, np.ndarray] = field(default_factory=dict)  # name -> (N,) str
+    properties: Mapping[str, np.ndarray] = field(default_factory=dict)  # name -> (N,) float
+    sha256: tuple[str, ...] = ()  # of each file's bytes (exact duplicates)
+    phash: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint64))  # 64-bit perceptual hashes
+
+    def __post_init__(self) -> None:
+        n = len(self.paths)
+        if self.y_true.shape != (n,) or self.proba.shape != (n, len(self.labels)):
+            raise ValueError(f"inconsistent Predictions: {n} paths, y_true {self.y_true.shape}, "
+                             f"proba {self.proba.shape}, {len(self.labels)} labels")
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    @property
+    def y_pred(self) -> np.ndarray:
+        return self.proba.argmax(axis=1)
+
+    @property
+    def confidence(self) -> np.ndarray:
+        return self.proba.max(axis=1)
+
+    def to_frame(self):
+        """A pandas DataFrame with every column needed to recompute every number."""
+        import pandas as pd
+
+        y_pred = self.y_pred
+        cols = {
+            "path": list(self.paths),
+            "label": [self.labels[i] for i in self.y_true],
+            "predicted": [self.labels[i] for i in y_pred],
+            "correct": self.y_true == y_pred,
+            "confidence": self.confidence,
+        }
+        cols.update({f"attr:{k}": v for k, v in self.attributes.items()})
+        cols.update({f"prop:{k}": v for k, v in self.properties.items()})
+        if self.sha256:
+            cols["sha256"] = list(self.sha256)
+            cols["phash"] = [f"{h:016x}" for h in self.phash.tolist()]
+        cols.update({f"p:{lab}": self.proba[:, i] for i, lab in enumerate(self.labels)})
+        return pd.DataFrame(cols)
+
+    @classmethod
+    def from_frame(cls, df, labels: Sequence[str]) -> Predictions:
+        """Rebuild from ``to_frame()`` output (e.g. a predictions.csv read back)."""
+        index = {lab: i for i, lab in enumerate(labels)}
+        return cls(
+            labels=tuple(labels),
+            paths=tuple(df["path"].astype(str)),
+            y_true=np.array([index[str(v)] for v in df["label"]], dtype=np.int64),
+            proba=df[[f"p:{lab}" for lab in labels]].to_numpy(np.float32),
+            attributes={c[5:]: df[c].astype(str).to_numpy() for c in df.columns if c.startswith("attr:")},
+            properties={c[5:]: df[c].to_numpy(float) for c in df.columns if c.startswith("prop:")},
+            sha256=tuple(df["sha256"].astype(str)) if "sha256" in df else (),
+            phash=np.array([int(h, 16) for h in df["phash"].astype(str)], np.uint64) if "phash" in df
+            else np.zeros(0, np.uint64),
+        )

@@ -1,0 +1,82 @@
+"""ImageFolder sources: ``DIR/<class name>/<image>`` plus an optional ``DIR/metadata.csv``.
+
+``metadata.csv`` has a ``path`` column (relative to DIR) and any attribute columns (``site``,
+``lighting``, ...); a ``label`` column restates the folder and is not an attribute. Every file
+under DIR is accounted for: hidden files and folders, files outside a class folder, the
+metadata file itself and unknown extensions are skipped with their reason.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+
+from audit.errors import DataError
+from audit.sources import DataSource, Sample, Skipped
+
+METADATA_FILE = "metadata.csv"
+IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm"}
+
+
+def scan_folder(root: Path, flag: str = "--data") -> DataSource:
+    """Walk ``root`` once: every file becomes a ``Sample`` or a ``Skipped`` record."""
+    meta, attr_names = read_metadata(root / METADATA_FILE)
+    samples: list[Sample] = []
+    skipped: list[Skipped] = []
+    classes: list[str] = []
+    found = 0
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        rel_dir = Path(dirpath).relative_to(root)
+        found += len(filenames)
+        if rel_dir.parts and rel_dir.parts[0].startswith("."):
+            skipped += [Skipped((rel_dir / f).as_posix(), "hidden folder") for f in sorted(filenames)]
+            continue
+        if len(rel_dir.parts) == 1:
+            classes.append(rel_dir.parts[0])
+        for name in sorted(filenames):
+            rel = (rel_dir / name).as_posix()
+            why = _skip_reason(rel_dir, name)
+            if why:
+                skipped.append(Skipped(rel, why))
+            else:
+                samples.append(Sample(rel, rel_dir.parts[0], tuple(meta.pop(rel, {}).items())))
+    notes = ()
+    if meta:
+        notes = (f"{len(meta)} row(s) of {METADATA_FILE} name no image in the folder (e.g. {next(iter(meta))!r})",)
+    return DataSource("ImageFolder", str(root), root, tuple(samples), tuple(skipped), tuple(classes), attr_names,
+                      found, notes)
+
+
+def _skip_reason(rel_dir: Path, name: str) -> str | None:
+    if not rel_dir.parts:
+        return "metadata file (read as attributes)" if name == METADATA_FILE else "not inside a class folder"
+    if name.startswith("."):
+        return "hidden file"
+    if Path(name).suffix.lower() not in IMAGE_EXTENSIONS:
+        return f"not an image file extension ({Path(name).suffix or 'none'})"
+    return None
+
+
+def read_metadata(path: Path) -> tuple[dict[str, dict[str, str]], tuple[str, ...]]:
+    """``metadata.csv`` as {relative path: {attribute: value}} and the attribute names."""
+    if not path.exists():
+        return {}, ()
+    rows, columns = read_csv(path)
+    if "path" not in columns:
+        raise DataError(f"{METADATA_FILE} has no 'path' column (columns: {columns})",
+                        hint="add a path column with image paths relative to the data folder")
+    attr_names = tuple(c for c in columns if c not in ("path", "label"))
+    return {Path(r["path"]).as_posix(): {a: r[a] for a in attr_names} for r in rows}, attr_names
+
+
+def read_csv(path: Path) -> tuple[list[dict[str, str]], list[str]]:
+    """Rows of a UTF-8 CSV with a header, as strings (missing cells are empty)."""
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as f:
+            reader = csv.DictReader(f)
+            rows = [{k: (v or "") for k, v in r.items() if k is not None} for r in reader]
+            return rows, list(reader.fieldnames or [])
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise DataError(f"cannot read {path.name}: {e}", hint="it must be a UTF-8 CSV with a header row") from None
