@@ -149,7 +149,7 @@ def parse_cost_ms(bodies: list[bytes], limits, repeats: int = 200) -> dict[str, 
     return {k: round(float(np.median(v)), 3) for k, v in parts.items()}
 
 
-def interleave(calls: dict, pids: dict, args) -> tuple[dict, dict, dict]:
+def interleave(calls: dict, pids: dict, runs: int, block: int) -> tuple[dict, dict, dict]:
     """Every arm sends one request per turn, the order rotating, so load spikes hit all arms alike.
 
     Returns per arm: wall ms per request (list per round), server CPU ms per request (per round; for
@@ -159,11 +159,11 @@ def interleave(calls: dict, pids: dict, args) -> tuple[dict, dict, dict]:
     wall = {a: [] for a in arms}
     server = {a: [] for a in arms}
     client: dict[str, list[float]] = {a: [] for a in arms}
-    for _ in range(args.runs):
+    for _ in range(runs):
         floor_cpu: list[float] = []
         rnd = {a: [] for a in arms}
         cpu0 = {a: cpu_ms(pids[a]) for a in arms if a != FLOOR}
-        for i in range(args.block):
+        for i in range(block):
             k = i % len(arms)
             for a in arms[k:] + arms[:k]:
                 c0, p0, t0 = time.thread_time(), time.process_time(), time.perf_counter()
@@ -175,7 +175,7 @@ def interleave(calls: dict, pids: dict, args) -> tuple[dict, dict, dict]:
                     client[a].append((time.thread_time() - c0) * 1000.0)
         for a in arms:
             wall[a].append(rnd[a])
-            server[a].append(float(np.median(floor_cpu)) if a == FLOOR else (cpu_ms(pids[a]) - cpu0[a]) / args.block)
+            server[a].append(float(np.median(floor_cpu)) if a == FLOOR else (cpu_ms(pids[a]) - cpu0[a]) / block)
     return wall, server, client
 
 
@@ -197,14 +197,18 @@ def measure(case: Case, args) -> dict:
             post = poster(c, 422 if arm == EMPTY else 200)
             calls[arm] = (lambda i, post=post: post(b'{"image_b64": ""}')) if arm == EMPTY else (
                 lambda i, post=post: post(bodies[i % len(bodies)]))
+        t0 = time.perf_counter()
         for i in range(20):  # warm-up (allocations, page cache), taking turns so no connection idles
             for call in calls.values():
                 call(i)
-        wall, server, client = interleave(calls, {a: s.pid for a, s in servers.items()}, args)
+        turn_s = (time.perf_counter() - t0) / 20
+        block = max(20, min(args.block, int(args.seconds / (args.runs * turn_s))))  # slow models: fewer requests
+        wall, server, client = interleave(calls, {a: s.pid for a, s in servers.items()}, args.runs, block)
         with contextlib.closing(connect(servers["ours (default)"].url)) as conn:
             scheduling = json.loads(request(conn, "GET", "/model")[1])["scheduling"]
     floor = np.concatenate(wall[FLOOR])
     out = {"model": case.name, "images": len(case.images), "mean_body_bytes": int(np.mean([len(b) for b in bodies])),
+           "runs": args.runs, "block": block,
            "scheduling": scheduling, "before_decode_cpu_ms": parse_cost_ms(bodies, ServeLimits()), "arms": {}}
     for arm, rounds in wall.items():
         ms = np.concatenate(rounds)
@@ -222,14 +226,15 @@ def markdown(result: dict) -> str:
           f"{result['ort_threads'] or 'default'})", "",
           "The floor is decode + preprocess + bare `session.run` in this process, same ORT threads. Each server arm "
           "is its own `python -m audit serve` process with one keep-alive client (a raw-socket client unless the "
-          "arm says http.client). Arms take turns request by request, the order rotating, "
-          f"{result['runs']} rounds of {result['block']} requests each, so machine load hits all arms alike. "
-          "Wall milliseconds on the client; CPU milliseconds per request of the server process (all threads) and "
-          f"of the client thread. 1-min load average {result['load_before']} before and {result['load_after']} "
-          "after: other jobs share the 2 cores, so wall times are noisy (see the per-round p50s); CPU times are not "
-          "inflated by waiting.", ""]
+          "arm says http.client). Arms take turns request by request, the order rotating, so machine load hits "
+          "all arms alike. Wall milliseconds on the client; CPU milliseconds per request of the server process "
+          "(all threads; it includes uvicorn's 10 Hz housekeeping, visible only when requests are slow) and of "
+          f"the client thread. 1-min load average {result['load_before']} before and {result['load_after']} "
+          "after: other jobs share the 2 cores, so wall times are noisy (see the per-round p50s); CPU times are "
+          "not inflated by waiting.", ""]
     for c in result["cases"]:
         md += [f"## {c['model']}, mean body {c['mean_body_bytes']:,} B", "",
+               f"{c['runs']} rounds of {c['block']} requests per arm.", "",
                "| arm | p50 | p99 | ratio p50 | ratio p99 | p50 per round | server CPU / req | client CPU / req |",
                "|---|---|---|---|---|---|---|---|"]
         for arm, a in c["arms"].items():
@@ -251,7 +256,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n-images", type=int, default=32, help="distinct images the requests cycle through")
     ap.add_argument("--runs", type=int, default=5, help="rounds (a p50 per round shows the noise)")
-    ap.add_argument("--block", type=int, default=200, help="requests per arm per round")
+    ap.add_argument("--block", type=int, default=200, help="requests per arm per round (at most)")
+    ap.add_argument("--seconds", type=float, default=300, help="time budget per model: fewer requests for slow ones")
     ap.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads, servers and floor")
     ap.add_argument("--only", choices=["quickstart", "colour224", "resnet18"], action="append",
                     help="measure only these models (repeatable)")
@@ -270,8 +276,8 @@ def main() -> None:
             if case is not None:
                 cases.append(measure(case, args))
                 print(json.dumps(cases[-1]), flush=True)
-    result = {"cores": len(os.sched_getaffinity(0)), "ort_threads": args.threads, "runs": args.runs,
-              "block": args.block, "load_before": load_before, "load_after": round(os.getloadavg()[0], 2),
+    result = {"cores": len(os.sched_getaffinity(0)), "ort_threads": args.threads, "load_before": load_before,
+              "load_after": round(os.getloadavg()[0], 2),
               "command": "python benchmarks/serve_latency.py " + " ".join(sys.argv[1:]), "cases": cases}
     out = HERE / "results"
     out.mkdir(exist_ok=True)

@@ -1,8 +1,10 @@
 """Throughput at concurrency 8 vs one client, with and without micro-batching (``--max-batch``).
 
-Two servers of the same model run side by side: the default (``--max-batch 1``) and a
-micro-batching one (``--max-batch 8 --max-wait-ms 2``). Arms alternate round by round (order
-rotating): 1 client and 8 clients on each server. Clients are raw-socket keep-alive threads
+Three servers of the same model run side by side: the default (``--max-batch 1``), a
+micro-batching one (``--max-batch 8 --max-wait-ms 2``) and one whose ONNX Runtime uses one
+thread per call (``--threads 1``: concurrent requests then run side by side instead of sharing
+the cores inside each call). Arms alternate round by round (order rotating): 1 client and 8
+clients on each server. Clients are raw-socket keep-alive threads
 (``serve_latency.RawClient``), so the benchmark process spends little of the shared CPU. The
 in-process floor (decode + preprocess + ``session.run``, batch 1 and batch 8) gives the ceiling
 the model and decoder allow on this machine.
@@ -31,7 +33,8 @@ sys.path.insert(0, str(HERE))
 from serve_latency import RawClient, cpu_ms, pct  # noqa: E402
 from serve_models import Case, colour224, quickstart, resnet18_224  # noqa: E402
 
-SERVERS = {"batch 1": [], "max-batch 8": ["--max-batch", "8", "--max-wait-ms", "2"]}
+SERVERS = {"batch 1": [], "max-batch 8": ["--max-batch", "8", "--max-wait-ms", "2"],
+           "batch 1, ORT threads 1": ["--threads", "1"]}
 ARMS = [(server, clients) for server in SERVERS for clients in (1, 8)]
 
 
@@ -70,16 +73,20 @@ def load(url: str, bodies: list[bytes], n: int, clients: int) -> tuple[float, np
     return n / wall, lat
 
 
-def floor_rps(clf, images: list[bytes], n: int, batch: int) -> float:
+def floor_rps(clf, images: list[bytes], n: int, batch: int) -> tuple[float, float]:
+    """In process: (images per second, CPU ms per image of session.run alone, all threads)."""
     from audit import imaging
 
     pre = clf.card.preprocess
+    run_cpu = 0.0
     t0 = time.perf_counter()
     for start in range(0, n, batch):
         xs = [imaging.to_tensor(imaging.resize(imaging.decode(images[i % len(images)], pre.color)[0], pre), pre)
               for i in range(start, min(n, start + batch))]
+        c0 = time.process_time()
         clf.session.run([clf.output_name], {clf.graph.input_name: np.stack(xs)})
-    return n / (time.perf_counter() - t0)
+        run_cpu += time.process_time() - c0
+    return n / (time.perf_counter() - t0), run_cpu * 1000.0 / n
 
 
 def measure(case: Case, args) -> dict:
@@ -114,13 +121,16 @@ def measure(case: Case, args) -> dict:
             "p50_ms": pct(lat, 50), "p99_ms": pct(lat, 99),
             "server_cpu_ms_per_request": round(float(np.median([c for _, _, c in rr])), 3)}
     return {"model": case.name, "requests_per_run": n, "runs": args.runs, "arms": rows,
-            "floor_rps": {f"in process, batch {b}": round(float(np.median(v)), 1) for b, v in floors.items()},
-            "floor_rps_runs": {f"batch {b}": [round(x, 1) for x in v] for b, v in floors.items()}}
+            "floor_rps": {f"batch {b}": round(float(np.median([r for r, _ in v])), 1) for b, v in floors.items()},
+            "floor_rps_runs": {f"batch {b}": [round(r, 1) for r, _ in v] for b, v in floors.items()},
+            "model_cpu_ms_per_image": {f"batch {b}": round(float(np.median([c for _, c in v])), 2)
+                                       for b, v in floors.items()}}
 
 
 def markdown(result: dict) -> str:
     md = [f"# /predict throughput: concurrency 8 vs 1, micro-batching ({result['cores']} cores, shared)", "",
-          "Two servers of each model side by side (`--max-batch 1`, and `--max-batch 8 --max-wait-ms 2`); 1 or 8 "
+          "Three servers of each model side by side (`--max-batch 1`; `--max-batch 8 --max-wait-ms 2`; `--threads 1`); "
+          "1 or 8 "
           f"raw-socket keep-alive clients; arms alternate round by round, {result['runs']} rounds of "
           f"{result['requests']} requests. Median requests/s over rounds (all rounds listed), latency percentiles "
           f"over all requests. 1-min load average {result['load_before']} before, {result['load_after']} after.", ""]
@@ -131,8 +141,9 @@ def markdown(result: dict) -> str:
             md.append(f"| {arm} | {a['rps']:.1f} | {a['vs_sequential']:.2f}× | "
                       f"{', '.join(f'{x:.0f}' for x in a['rps_runs'])} | {a['p50_ms']:.1f} | {a['p99_ms']:.1f} | "
                       f"{a['server_cpu_ms_per_request']:.2f} |")
-        md += ["", "In-process floor (decode + preprocess + `session.run`, one thread of Python): " + ", ".join(
-            f"{k} {v:.1f} req/s" for k, v in c["floor_rps"].items()) + ".", ""]
+        md += ["", "In-process floor (decode + preprocess + `session.run`, one Python thread): " + ", ".join(
+            f"{k} {v:.1f} images/s" for k, v in c["floor_rps"].items()) + "; CPU of `session.run` per image (all "
+            "threads): " + ", ".join(f"{k} {v:.2f} ms" for k, v in c["model_cpu_ms_per_image"].items()) + ".", ""]
     md += [f"Command: `{result['command']}`", ""]
     return "\n".join(md)
 

@@ -65,6 +65,11 @@ class MicroBatcher:
             self._worker = loop.create_task(self._drain())
         return await fut
 
+    @property
+    def idle(self) -> bool:
+        """Nothing queued, running or on its way: a request now would form a batch of one."""
+        return not self._queue and self._upstream == 0 and (self._worker is None or self._worker.done())
+
     def _notify(self) -> None:
         if self._changed is not None:
             self._changed.set()
