@@ -123,10 +123,11 @@ def _read_until_closed(s: socket.socket) -> bytes:
     return data
 
 
-@pytest.mark.parametrize("how", ["nothing", "part-of-headers", "headers", "part-of-body"])
-def test_a_request_that_does_not_arrive_whole_gets_408_and_is_closed(tmp_path, how):
+@pytest.mark.parametrize(("how", "http"), [("nothing", "auto"), ("part-of-headers", "auto"), ("headers", "auto"),
+                                           ("part-of-body", "auto"), ("part-of-body", "h11")])
+def test_a_request_that_does_not_arrive_whole_gets_408_and_is_closed(tmp_path, how, http):
     model = colour_model(tmp_path / "m.onnx")
-    with running_server(model, extra_args=["--read-timeout", "0.5"]) as server:
+    with running_server(model, extra_args=["--read-timeout", "0.5", "--http", http]) as server:
         port = int(server.url.rsplit(":", 1)[1])
         with _stall(port, how) as s:
             data = _read_until_closed(s)
@@ -243,6 +244,18 @@ def test_self_check_refuses_probabilities_that_do_not_sum_to_one(tmp_path, capsy
     assert "sum to" in err and "--output-kind logits" in err
 
 
+def test_self_check_refuses_micro_batching_for_a_model_that_only_runs_one_image(tmp_path, capsys):
+    """The batch axis is declared dynamic, but a Reshape to [1, 3] only works for one image."""
+    nodes = [helper.make_node("GlobalAveragePool", ["input"], ["pooled"]),
+             helper.make_node("Reshape", ["pooled", "one_row"], ["flat"]),
+             helper.make_node("Gemm", ["flat", "W", "B"], ["output"])]
+    shape = numpy_helper.from_array(np.array([1, 3], np.int64), "one_row")
+    model = model_with(tmp_path / "one.onnx", nodes, [io_value("input")], [io_value("output", shape=("N", 3))],
+                       colour_initializers() + [shape])
+    err = _refusal(capsys, model, "--max-batch", "8")
+    assert "batch of 2" in err and "--max-batch 1" in err
+
+
 def test_self_check_refuses_an_integer_input(tmp_path, capsys):
     nodes = [helper.make_node("Cast", ["input"], ["x"], to=TensorProto.FLOAT),
              *pooled_colour_nodes()]
@@ -267,6 +280,7 @@ def test_self_check_refuses_an_integer_input(tmp_path, capsys):
     (["--read-timeout", "0"], ["--read-timeout"]),
     (["--queue-timeout", "-1"], ["--queue-timeout"]),
     (["--max-connections", "0"], ["--max-connections"]),
+    (["--max-connections", str(10**9)], ["--max-connections", "open-file limit", "ulimit -n"]),
     (["--max-pixels", "100", "--pixel-budget", "50"], ["--pixel-budget", "at least one image"]),
     (["--max-request-bytes", "0"], ["--max-request-bytes"]),
     (["--http", "spdy"], ["--http", "httptools"]),

@@ -94,13 +94,17 @@ class ServeLimits:
         return imaging.Limits(max_bytes=self.max_image_bytes, max_pixels=self.max_pixels)
 
     def connection_limit(self) -> int:
-        """``max_connections``, or what the process's open-file limit allows."""
-        if self.max_connections is not None:
-            return self.max_connections
+        """``max_connections``, or what the process's open-file limit allows (``UsageError`` past it)."""
         soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-        if soft == resource.RLIM_INFINITY:
-            return 4096
-        return max(8, min(4096, soft - OPEN_FILES_RESERVE))
+        allowed = 4096 if soft == resource.RLIM_INFINITY else max(8, soft - OPEN_FILES_RESERVE)
+        if self.max_connections is None:
+            return min(4096, allowed)
+        if self.max_connections > allowed:
+            raise UsageError(f"serve option max_connections (--max-connections) is {self.max_connections}, but the "
+                             f"open-file limit ({soft}) leaves room for {allowed}",
+                             hint=f"raise it (ulimit -n {self.max_connections + OPEN_FILES_RESERVE}) or pass a "
+                                  "smaller --max-connections")
+        return self.max_connections
 
     def to_dict(self) -> dict[str, Any]:
         d = {f.name: getattr(self, f.name) for f in fields(self)}

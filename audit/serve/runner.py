@@ -101,11 +101,13 @@ def self_check(runner: ModelRunner, max_batch: int, limits: imaging.Limits) -> C
     where = f"self-check of {clf.path.name} on one grey {pre.size[0]}x{pre.size[1]} image"
     try:
         proba = runner.run(x)
-        if max_batch > 1:
-            runner.run(np.concatenate([x, x]))
     except ModelFault as e:
-        hint = "serve it with --max-batch 1" if max_batch > 1 and "batch" in e.detail.lower() else None
-        raise ModelError(f"{where}: {e.detail}", hint=hint or "check the model with python -m audit run") from None
+        raise ModelError(f"{where}: {e.detail}", hint="check the model with python -m audit run") from None
+    if max_batch > 1:
+        try:
+            runner.run(np.concatenate([x, x]))
+        except ModelFault as e:
+            raise ModelError(f"{where}, as a batch of 2: {e.detail}", hint="serve it with --max-batch 1") from None
     if not np.isfinite(proba).all():
         raise ModelError(f"{where}: the model outputs NaN/Inf; refusing to serve a model that cannot answer",
                          hint="check the export (fp16 overflow, a division by zero) with python -m audit run")
