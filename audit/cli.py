@@ -107,7 +107,7 @@ def _serve_parser(sub) -> None:
                      help="group up to N concurrent requests into one model call (default 1: off)")
     sch.add_argument("--max-wait-ms", type=float, help="how long a batch waits for requests still decoding (default 2)")
     sch.add_argument("--inline-below-ms", type=float,
-                     help="run requests measured to cost less than this on the event loop, not a thread (default 1)")
+                     help="run requests measured to cost less than this on the event loop, not a thread (default 2)")
     sch.add_argument("--http", default="auto", help="uvicorn HTTP parser: auto, httptools or h11 (default auto)")
     sch.add_argument("--loop", default="auto", help="event loop: auto, uvloop or asyncio (default auto)")
     srv.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])

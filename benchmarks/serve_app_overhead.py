@@ -153,7 +153,7 @@ def main() -> None:
             for k in kinds}
     result = {"cores": len(os.sched_getaffinity(0)), "runs": args.runs, "block": args.block,
               "load_before": load_before, "load_after": round(os.getloadavg()[0], 2), "arms": rows,
-              "command": "python benchmarks/serve_app_overhead.py " + " ".join(sys.argv[1:])}
+              "command": " ".join(["python", "benchmarks/serve_app_overhead.py", *sys.argv[1:]])}
     md = [f"# POST /predict framework overhead ({result['cores']} cores, shared)", "",
           "A 1 kB JSON body validated by `PredictRequest`, a fixed answer, no image work; each arm its own uvicorn "
           f"process (httptools + uvloop); arms take turns request by request, {args.runs} rounds of {args.block}. "

@@ -278,7 +278,7 @@ def main() -> None:
                 print(json.dumps(cases[-1]), flush=True)
     result = {"cores": len(os.sched_getaffinity(0)), "ort_threads": args.threads, "load_before": load_before,
               "load_after": round(os.getloadavg()[0], 2),
-              "command": "python benchmarks/serve_latency.py " + " ".join(sys.argv[1:]), "cases": cases}
+              "command": " ".join(["python", "benchmarks/serve_latency.py", *sys.argv[1:]]), "cases": cases}
     out = HERE / "results"
     out.mkdir(exist_ok=True)
     (out / f"{args.out}.json").write_text(json.dumps(result, indent=2) + "\n")
