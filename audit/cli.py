@@ -63,7 +63,6 @@ def _run_parser(sub) -> None:
                              help=f"the {spec.name} check (default: on; see [audit.{spec.name}])")
     run.add_argument("--debug", action="store_true", help="show tracebacks")
 
-
 # flag -> (config key, type, help); store_true flags (type bool) set the key to False ("--no-pdf" -> pdf = false)
 RUN_FLAGS: dict[str, tuple[str, type, str]] = {
     "--seed": ("seed", int, "random seed of every resample and sample (default 0)"),
@@ -108,8 +107,26 @@ def _serve_parser(sub) -> None:
     _add_card_args(srv)
     lim = srv.add_argument_group("request limits")
     lim.add_argument("--max-request-bytes", type=int, help="largest JSON body accepted (default 16 MiB)")
-    lim.add_argument("--max-pixels", type=int, help="largest decoded image, width x height (default 40,000,000)")
-    lim.add_argument("--formats", help="allowed image formats, comma-separated (default PNG,JPEG,WEBP,BMP,GIF,TIFF,PPM)")
+    lim.add_argument("--max-pixels", type=int, help="largest image, width x height (default 64,000,000, as the audit)")
+    lim.add_argument("--formats", help="allowed image formats, comma-separated "
+                                       "(default PNG,JPEG,WEBP,BMP,GIF,TIFF,PPM)")
+    lim.add_argument("--pixel-budget", type=int,
+                     help="decoded pixels of all requests in flight together; bounds memory (default: --max-pixels)")
+    lim.add_argument("--queue-timeout", type=float, help="seconds a request may wait for the pixel budget before 503 "
+                                                         "(default 10)")
+    lim.add_argument("--read-timeout", type=float, help="seconds a request may take to arrive whole, else 408 "
+                                                        "(default 30)")
+    lim.add_argument("--max-connections", type=int,
+                     help="open connections; past it the one waiting longest for its client is closed "
+                          "(default: the open-file limit - 64)")
+    sch = srv.add_argument_group("scheduling")
+    sch.add_argument("--max-batch", type=int,
+                     help="group up to N concurrent requests into one model call (default 1: off)")
+    sch.add_argument("--max-wait-ms", type=float, help="how long a batch waits for requests still decoding (default 2)")
+    sch.add_argument("--inline-below-ms", type=float,
+                     help="run requests measured to cost less than this on the event loop, not a thread (default 2)")
+    sch.add_argument("--http", default="auto", help="uvicorn HTTP parser: auto, httptools or h11 (default auto)")
+    sch.add_argument("--loop", default="auto", help="event loop: auto, uvloop or asyncio (default auto)")
     srv.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     srv.add_argument("--no-access-log", action="store_true", help="do not log one line per request")
     srv.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -211,14 +228,18 @@ def cmd_compare(a: argparse.Namespace) -> int:
 
 
 def cmd_serve(a: argparse.Namespace) -> int:
-    from audit.serve import ServeLimits, serve
+    from audit.serve import Scheduling, ServeLimits, serve
 
     limits = {"max_request_bytes": a.max_request_bytes, "max_pixels": a.max_pixels,
-              "formats": tuple(a.formats.split(",")) if a.formats is not None else None}
+              "formats": tuple(a.formats.split(",")) if a.formats is not None else None,
+              "pixel_budget": a.pixel_budget, "queue_timeout_s": a.queue_timeout, "read_timeout_s": a.read_timeout,
+              "max_connections": a.max_connections}
+    scheduling = {"max_batch": a.max_batch, "max_wait_ms": a.max_wait_ms, "inline_below_ms": a.inline_below_ms}
     serve(a.model, host=a.host, port=a.port, threads=a.threads,
           limits=ServeLimits(**{k: v for k, v in limits.items() if v is not None}),
+          scheduling=Scheduling(**{k: v for k, v in scheduling.items() if v is not None}),
           card_overrides=_with_card_file(a.card, card_overrides(a)),
-          log_level=a.log_level, access_log=not a.no_access_log)
+          log_level=a.log_level, access_log=not a.no_access_log, http=a.http, loop=a.loop)
     return EXIT_PASS
 
 

@@ -55,12 +55,19 @@ def request_body(image: bytes, top_k: int | None = None) -> bytes:
     return json.dumps(d).encode()
 
 
-
 @dataclass(frozen=True)
 class RunningServer:
     url: str
     pid: int
     startup_s: float
+    log: Path  # the server's stdout and stderr
+
+    def peak_rss_bytes(self) -> int:
+        """The server process's peak resident memory so far (Linux ``VmHWM``)."""
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+        raise ServerError(f"no VmHWM in /proc/{self.pid}/status")
 
 
 def free_port(host: str = HOST) -> int:
@@ -77,11 +84,13 @@ def running_server(
     card_overrides: Mapping[str, Any] | None = None,
     extra_args: Sequence[str] = (),
     startup_timeout_s: float = 60.0,
+    open_files: int | None = None,
 ) -> Iterator[RunningServer]:
     """``python -m audit serve`` on 127.0.0.1 at a free port, stopped on exit from the block.
 
     Waits (at most ``startup_timeout_s``) until ``GET /health`` answers 200; raises
     ``ServerError`` with the server's last stderr line when it exits or never answers.
+    ``open_files`` lowers the server's open-file limit (RLIMIT_NOFILE), as a small container has.
 
     Example::
 
@@ -97,12 +106,12 @@ def running_server(
             args += ["--card", str(card_file)]
         for attempt in range(3):  # another process may take the free port between probe and bind
             port = free_port()
-            proc, log = _spawn(model_path, port, args, Path(tmp) / f"server{attempt}.log")
+            proc, log = _spawn(model_path, port, args, Path(tmp) / f"server{attempt}.log", open_files)
             try:
                 started = _wait_healthy(proc, log, f"http://{HOST}:{port}", startup_timeout_s)
                 if started is None:
                     continue
-                yield RunningServer(f"http://{HOST}:{port}", proc.pid, started)
+                yield RunningServer(f"http://{HOST}:{port}", proc.pid, started, Path(log.name))
                 return
             finally:
                 _stop(proc)
@@ -110,7 +119,7 @@ def running_server(
         raise ServerError(f"the server could not listen on {HOST} after 3 attempts", hint=SKIP_HINT)
 
 
-def _spawn(model_path: Path, port: int, args: Sequence[str], log_path: Path):
+def _spawn(model_path: Path, port: int, args: Sequence[str], log_path: Path, open_files: int | None = None):
     import audit
 
     env = dict(os.environ)
@@ -118,8 +127,12 @@ def _spawn(model_path: Path, port: int, args: Sequence[str], log_path: Path):
     root = str(Path(audit.__file__).resolve().parent.parent)
     env["PYTHONPATH"] = os.pathsep.join([root, *filter(None, [env.get("PYTHONPATH")])])
     log = open(log_path, "w+b")  # a file, not a pipe: a chatty server can never block on a full pipe
-    cmd = [sys.executable, "-m", "audit", "serve", "--model", str(model_path), "--host", HOST, "--port", str(port),
-           *args]
+    python = [sys.executable, "-m", "audit"]
+    if open_files is not None:
+        python = [sys.executable, "-c", "import resource, sys; from audit.cli import main; "
+                  f"resource.setrlimit(resource.RLIMIT_NOFILE, ({open_files}, {open_files})); "
+                  "sys.exit(main(sys.argv[1:]))"]
+    cmd = [*python, "serve", "--model", str(model_path), "--host", HOST, "--port", str(port), *args]
     proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env)
     return proc, log
 

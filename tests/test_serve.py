@@ -95,7 +95,12 @@ def test_model_returns_the_card_and_limits(client):
     assert d["preprocess"]["size"] == [16, 16] and d["preprocess"]["mean"] == [0.5] * 3
     assert d["output"] == "logits" and d["provenance"] == {"dataset": "synthetic colours"}
     assert d["input_shape"] == ["N", 3, 16, 16]
-    assert d["limits"] == {"max_request_bytes": MAX_BODY, "max_pixels": MAX_PIXELS, "formats": list(ServeLimits().formats)}
+    assert d["input_type"] == "tensor(float)"
+    assert d["limits"] == {"max_request_bytes": MAX_BODY, "max_pixels": MAX_PIXELS,
+                           "formats": list(ServeLimits().formats),
+                           "pixel_budget": MAX_PIXELS, "queue_timeout_s": 10.0, "read_timeout_s": 30.0,
+                           "max_connections": ServeLimits().connection_limit()}
+    assert d["scheduling"]["max_batch"] == 1 and d["scheduling"]["measured"]["model_ms"] > 0
 
 
 def test_predict_equals_the_audits_prediction(client, workdir):
