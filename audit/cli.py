@@ -71,6 +71,7 @@ RUN_FLAGS: dict[str, tuple[str, type, str]] = {
     "--workers": ("workers", int, "decode threads (default: one per core)"),
     "--min-accuracy": ("criteria.min_accuracy", float, "override the accuracy threshold"),
     "--judge-on": ("criteria.judge_on", str, "judge the point estimate (value, default) or the pessimistic CI bound"),
+    "--data-root": ("data_root", str, "a folder a manifest's paths may point into besides the manifest's own folder"),
     "--no-pdf": ("pdf", bool, "skip report.pdf"),
     "--no-thumbnails": ("thumbnails", bool,
                         "embed no image of the data in the report (for data whose licence forbids copies)"),

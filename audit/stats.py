@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from statistics import NormalDist
 
 import numpy as np
 
@@ -116,3 +117,27 @@ def benjamini_hochberg(p_values: np.ndarray) -> np.ndarray:
     out = np.empty(m)
     out[order] = np.minimum(q, 1.0)
     return out
+
+
+def proportion_ci(k: int, n: int, *, level: float = 0.95, method: str = "wilson") -> Estimate:
+    """``k / n`` with a Wilson score (default) or Clopper–Pearson ("exact") interval.
+
+    Closed forms, so no resampling; ``nan`` everywhere when ``n == 0``. (scipy's
+    ``binomtest(k, n).proportion_ci`` gives the same bounds but computes an exact p-value first,
+    about 4 ms a call, which adds up over slices.)
+    """
+    if n == 0:
+        return Estimate(math.nan, math.nan, math.nan, level)
+    p = k / n
+    if method == "exact":
+        from scipy.stats import beta
+
+        low = float(beta.ppf((1 - level) / 2, k, n - k + 1)) if k > 0 else 0.0
+        high = float(beta.ppf((1 + level) / 2, k + 1, n - k)) if k < n else 1.0
+        return Estimate(p, low, high, level)
+    if method != "wilson":
+        raise ValueError(f"method must be 'wilson' or 'exact', got {method!r}")
+    z = NormalDist().inv_cdf((1 + level) / 2)
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return Estimate(p, max(0.0, centre - half), min(1.0, centre + half), level)

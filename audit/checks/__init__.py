@@ -67,10 +67,11 @@ class CheckSpec:
 
 
 def _registry() -> tuple[CheckSpec, ...]:
-    from audit.checks import (baseline, calibration, fairness, integrity, invariance, latency, metrics, parity,
-                              slices)
+    from audit.checks import (baseline, calibration, evidence, fairness, integrity, invariance, latency, metrics,
+                              parity, slices)
 
     return (
+        evidence.SPEC,
         metrics.SPEC,
         calibration.SPEC,
         slices.SPEC,
