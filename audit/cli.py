@@ -160,13 +160,14 @@ def config_overrides(a: argparse.Namespace) -> dict[str, Any]:
 def cmd_run(a: argparse.Namespace) -> int:
     from audit.config import load_config
     from audit.pipeline import run_audit
-    from audit.render.outputs import write_outputs
+    from audit.render.outputs import check_out, write_outputs
     from audit.render.text import describe
 
     config = load_config(a.config, config_overrides(a))
+    out = a.out or default_out(a.model)
+    check_out(out, a.data)  # before the first image is decoded
     result = run_audit(a.model, a.data, config, card_overrides=card_overrides(a),
                        progress=False if a.no_progress else None)
-    out = a.out or default_out(a.model)
     write_outputs(result, out, pdf=config.pdf, templates=a.templates)
     for c in result.verdict.criteria:
         print("  " + describe(c))

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import io
+import unicodedata
 from collections.abc import Sequence
 
 import numpy as np
@@ -103,6 +104,7 @@ def reliability_diagram(bins: Sequence[ReliabilityBin], ax: Axes | None = None) 
 
 
 def _short(s: str, n: int = 24) -> str:
+    s = "".join(repr(ch)[1:-1] if unicodedata.category(ch) == "Cc" else ch for ch in s)  # "\r", not a missing glyph
     return s if len(s) <= n else s[: n - 1] + "…"
 
 
