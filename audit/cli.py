@@ -7,16 +7,21 @@ no traceback) · 3 internal error (traceback with --debug).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
+import signal
 import sys
+import threading
 import traceback
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from audit import __version__
 from audit.checks import CHECKS
-from audit.errors import EXIT_FAIL, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_PASS, EXIT_USAGE
+from audit.errors import (EXIT_FAIL, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_PASS, EXIT_TERMINATED, EXIT_USAGE,
+                          Terminated)
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
@@ -212,6 +217,26 @@ def _with_card_file(path: Path | None, flags: dict[str, Any]) -> dict[str, Any]:
 COMMANDS = {"run": cmd_run, "serve": cmd_serve}
 
 
+@contextlib.contextmanager
+def _sigterm_as_interrupt(enabled: bool) -> Iterator[None]:
+    """SIGTERM raises ``Terminated`` (a KeyboardInterrupt) in the main thread, so a run cleans up as on Ctrl-C:
+    the latency server is stopped, temporary folders are removed, the previous outputs stay as they were.
+    (``serve`` keeps uvicorn's own handling.)"""
+    if not enabled or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the clean-up short
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv: list[str] | None = None) -> int:
     from audit.errors import AuditError
 
@@ -220,12 +245,16 @@ def main(argv: list[str] | None = None) -> int:
     debug = getattr(a, "debug", False)
     logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
-        return COMMANDS[a.command](a)
+        with _sigterm_as_interrupt(a.command == "run"):
+            return COMMANDS[a.command](a)
     except AuditError as e:
         if debug:
             traceback.print_exc()
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code
+    except Terminated:
+        print("terminated (SIGTERM)", file=sys.stderr)
+        return EXIT_TERMINATED
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
