@@ -156,19 +156,43 @@ def config_overrides(a: argparse.Namespace) -> dict[str, Any]:
     for spec in CHECKS:
         for o in spec.options:
             value = getattr(a, _dest(o.key))
-            out[o.key] = o.parse(value) if (o.parse and value is not None) else value
+            try:
+                out[o.key] = o.parse(value) if (o.parse and value is not None) else value
+            except ValueError:
+                from audit.errors import UsageError
+
+                raise UsageError(f"{o.flag} expects {o.metavar or 'a value'}, got {value!r}") from None
         if spec.toggle:
             out[f"{spec.name}.enabled"] = getattr(a, _dest(f"{spec.name}.enabled"))
     return out
 
 
-def cmd_run(a: argparse.Namespace) -> int:
+def _load_config(a: argparse.Namespace):
+    """The config file plus the flags; a flag's bad value is reported with the flag in front of the key."""
     from audit.config import load_config
+    from audit.errors import ConfigError
+
+    overrides = config_overrides(a)
+    try:
+        return load_config(a.config, overrides)
+    except ConfigError as e:
+        flags = {key: flag for flag, (key, _, _) in RUN_FLAGS.items()}
+        flags.update({o.key: o.flag for spec in CHECKS for o in spec.options})
+        for key, value in overrides.items():
+            if key in flags and value is not None and not isinstance(value, bool):
+                try:
+                    load_config(None, {key: value})
+                except ConfigError as own:
+                    raise ConfigError(f"{flags[key]} {value}: {own.message}", hint=own.hint) from None
+        raise
+
+
+def cmd_run(a: argparse.Namespace) -> int:
     from audit.pipeline import run_audit
     from audit.render.outputs import check_out, write_outputs
     from audit.render.text import describe
 
-    config = load_config(a.config, config_overrides(a))
+    config = _load_config(a)
     out = a.out or default_out(a.model)
     check_out(out, a.data)  # before the first image is decoded
     result = run_audit(a.model, a.data, config, card_overrides=card_overrides(a),

@@ -141,3 +141,14 @@ def test_config_bounds_of_the_evidence_section():
     with pytest.raises(Exception, match=r"config key 'evidence.min_images_per_label' must be >= 0"):
         load_config(None, {"evidence.min_images_per_label": -1})
     assert np.isfinite(load_config(None, {}).evidence.min_processed_share)
+
+
+@pytest.mark.parametrize("method", ["wilson", "exact"])
+def test_proportion_ci_contains_its_estimate_even_at_zero_and_all(method):
+    """At k = 0 and k = n the Wilson bounds are exactly 0 and 1; rounding once put them past the estimate
+    (2.8e-17 above 0/10), which crashed the error bars of the flip-rate plot."""
+    for n in (1, 7, 10, 13, 100, 999):
+        for k in {0, 1, n // 2, n - 1, n}:
+            e = proportion_ci(k, n, method=method)
+            assert e.low <= e.value <= e.high, (k, n, e)
+        assert proportion_ci(0, n, method=method).low == 0.0 and proportion_ci(n, n, method=method).high == 1.0
