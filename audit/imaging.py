@@ -42,8 +42,14 @@ class Limits:
     max_pixels: int = DEFAULT_MAX_PIXELS
 
 
-def decode(data: bytes, color: str, limits: Limits = Limits()) -> tuple[Image.Image, tuple[int, int]]:
-    """Decode ``data`` to a Pillow image in mode ``color`` ("RGB" or "L").
+GREY_MODES = ("1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "F")
+
+
+def decode(data: bytes, color: str | None, limits: Limits = Limits()) -> tuple[Image.Image, tuple[int, int]]:
+    """Decode ``data`` to a Pillow image in mode ``color`` ("RGB" or "L"; None: "L" for grey files, else "RGB").
+
+    ``decode(data, None)[0].convert(color)`` gives the same pixels as ``decode(data, color)``
+    (tested for every mode the audit reads), so one decode serves the colour thumbnail and the model.
 
     Returns the image and its original (width, height). The header is checked against
     ``limits.max_pixels`` before any pixel is decoded (decompression bombs never allocate).
@@ -76,7 +82,9 @@ def decode(data: bytes, color: str, limits: Limits = Limits()) -> tuple[Image.Im
     return _to_mode(img, color), (w, h)
 
 
-def _to_mode(img: Image.Image, color: str) -> Image.Image:
+def _to_mode(img: Image.Image, color: str | None) -> Image.Image:
+    if color is None:
+        color = "L" if img.mode in GREY_MODES else "RGB"
     if img.mode in ("I;16", "I;16B", "I;16L", "I"):
         # 16/32-bit greyscale: scale to 8 bits by the type's range, not by clipping.
         arr = np.asarray(img, dtype=np.float64)

@@ -5,7 +5,7 @@ It is written out next to every report (``predictions.csv``), so anyone can reco
 
 Example::
 
-    preds.accuracy  # fraction of rows whose argmax equals the true label
+    (preds.y_pred == preds.y_true).mean()  # accuracy: argmax of each probability row vs the label
     preds.to_frame().to_csv("predictions.csv", index=False)
 """
 
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -29,6 +30,9 @@ class Predictions:
     properties: Mapping[str, np.ndarray] = field(default_factory=dict)  # name -> (N,) float
     sha256: tuple[str, ...] = ()  # of each file's bytes (exact duplicates)
     phash: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint64))  # 64-bit perceptual hashes
+    # colour thumbnails of the originals, one row per image, on disk (audit.duplicates.ThumbnailStore); None
+    # when the table was not made by an inference pass that captured them (e.g. read back from a CSV)
+    thumbnails: Any = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         n = len(self.paths)

@@ -376,3 +376,163 @@ def dynamic_size(path: Path) -> Path:
     dims[2].dim_param, dims[3].dim_param = "H", "W"
     onnx.save(model, str(path))
     return path
+
+
+def _luma(rgb) -> float:
+    return 0.299 * rgb[0] + 0.587 * rgb[1] + 0.114 * rgb[2]  # Pillow's RGB -> L
+
+
+def _same_grey_colours(rng: np.random.Generator, n: int) -> list[tuple[int, int, int]]:
+    """``n`` colours of one grey level and hues at least 90 degrees apart: grey pHash cannot tell them apart."""
+    import colorsys
+
+    luma = rng.uniform(70, 170)
+    hues = rng.uniform() + np.cumsum(np.r_[0, rng.uniform(0.25, 0.5, n - 1)])
+    dirs = [np.array(colorsys.hsv_to_rgb(h % 1, 1, 1)) * 255 for h in hues]
+    dirs = [d - _luma(d) for d in dirs]  # luma-free directions
+    # the largest chroma that keeps every colour inside [0, 255]
+    room = min(min((255 - luma) / v if v > 0 else np.inf, -luma / v if v < 0 else np.inf) for d in dirs for v in d)
+    k = room * rng.uniform(0.6, 1.0)
+    return [tuple(int(round(v)) for v in np.clip(luma + k * d, 0, 255)) for d in dirs]
+
+
+def _shape_picture(layout: list[dict], size: int, background, scale: float = 1.0, colour_key: str = "colour"):
+    from PIL import ImageDraw
+
+    img = Image.new("RGB", (size, size), background)
+    draw = ImageDraw.Draw(img)
+    for s in layout:
+        cx, cy, rx, ry = s["cx"] * size, s["cy"] * size, s["rx"] * size * scale, s["ry"] * size * scale
+        box = [cx - rx, cy - ry, cx + rx, cy + ry]
+        if s["kind"] == "ellipse":
+            draw.ellipse(box, fill=s[colour_key])
+        elif s["kind"] == "rectangle":
+            draw.rectangle(box, fill=s[colour_key])
+        else:
+            draw.polygon([(cx, cy - ry), (cx + rx, cy + ry), (cx - rx, cy + ry)], fill=s[colour_key])
+    return img
+
+
+def _shape_layout(rng: np.random.Generator) -> list[dict]:
+    layout = []
+    for k in range(int(rng.integers(1, 3))):
+        big = k == 0
+        r = rng.uniform(0.2, 0.32) if big else rng.uniform(0.1, 0.16)
+        colour, other = _same_grey_colours(rng, 2)
+        layout.append({"kind": str(rng.choice(["ellipse", "rectangle", "triangle"])),
+                       "cx": rng.uniform(0.35, 0.65) if big else rng.uniform(0.2, 0.8),
+                       "cy": rng.uniform(0.35, 0.65) if big else rng.uniform(0.2, 0.8),
+                       "rx": r, "ry": r * rng.uniform(0.7, 1.3), "colour": colour, "other": other})
+    return layout
+
+
+def _copy_of(img: Image.Image, kind: str, rng: np.random.Generator, path: Path) -> Path:
+    """Save a real copy of ``img``: JPEG re-encode, resize, crop 2-5% (split between sides), or crop + JPEG."""
+    w, h = img.size
+    if kind == "resized":
+        f = rng.choice([rng.uniform(0.5, 0.8), rng.uniform(1.25, 1.6)])
+        img = img.resize((round(w * f), round(h * f)), Image.Resampling.BICUBIC)
+    if kind.startswith("cropped"):
+        cw, ch = (round(v * rng.uniform(0.02, 0.05)) for v in (w, h))
+        left, top = int(rng.integers(0, cw + 1)), int(rng.integers(0, ch + 1))
+        img = img.crop((left, top, w - (cw - left), h - (ch - top)))
+    if kind in ("jpeg", "cropped+jpeg"):
+        path = path.with_suffix(".jpg")
+        img.save(path, quality=int(rng.integers(50, 91)))
+    else:
+        img.save(path)
+    return path
+
+
+COPY_KINDS = ("jpeg", "resized", "cropped", "cropped+jpeg")
+
+
+def colour_lookalike_split(root: Path, n: int = 60, n_copies: int = 24, n_distinct: int = 20,
+                           seed: int = 0) -> tuple[Path, Path, dict[str, str], dict[str, str]]:
+    """train/ and test/ ImageFolders of synthetic coloured shapes with planted copies and look-alikes.
+
+    train/ holds ``n`` pictures (one or two filled shapes on a plain background). test/ holds
+    ``n_copies`` real copies of training pictures (``COPY_KINDS`` in turn: JPEG quality 50-90,
+    resized x0.5-0.8 or x1.25-1.6, cropped 2-5% of each side length, cropped + JPEG), one look-alike
+    of every training picture (the same shapes recoloured at the same grey level with the hue turned
+    90-180 degrees, and scaled by 0.9-0.96 or 1.04-1.1 about their centres: the same pHash, a
+    different picture) and ``n_distinct`` unrelated pictures. Returns (train, test, copies,
+    lookalikes), the last two mapping a test path to its training original (paths relative to
+    train/ and test/).
+    """
+    rng = np.random.default_rng(seed)
+    train, test = root / "train", root / "test"
+    classes = tuple(COLOURS)
+    for d in (train, test):
+        for cls in classes:
+            (d / cls).mkdir(parents=True, exist_ok=True)
+    copies, lookalikes, originals = {}, {}, []
+    for k in range(n):
+        size, layout = int(rng.integers(64, 97)), _shape_layout(rng)
+        background = tuple(int(v) for v in rng.integers(0, 256, 3))
+        cls = classes[k % len(classes)]
+        rel = f"{cls}/{k:03d}.png"
+        original = _shape_picture(layout, size, background)
+        original.save(train / rel)
+        originals.append((rel, original))
+        scale = rng.choice([rng.uniform(0.9, 0.96), rng.uniform(1.04, 1.1)])
+        _shape_picture(layout, size, background, scale, "other").save(test / cls / f"lookalike_{k:03d}.png")
+        lookalikes[f"{cls}/lookalike_{k:03d}.png"] = rel
+    for c, k in enumerate(rng.choice(n, n_copies, replace=False)):
+        rel, img = originals[k]
+        cls = rel.split("/")[0]
+        path = _copy_of(img, COPY_KINDS[c % len(COPY_KINDS)], rng, test / cls / f"copy_{c:03d}.png")
+        copies[f"{cls}/{path.name}"] = rel
+    for k in range(n_distinct):
+        size, layout = int(rng.integers(64, 97)), _shape_layout(rng)
+        background = tuple(int(v) for v in rng.integers(0, 256, 3))
+        _shape_picture(layout, size, background).save(test / classes[k % 3] / f"distinct_{k:03d}.png")
+    return train, test, copies, lookalikes
+
+
+def _garment(rng: np.random.Generator, kind: int, size: int) -> np.ndarray:
+    """One light garment-like shape (shirt, trousers, shoe, bag) with its own proportions,
+    brightness and stripes, on black."""
+    from PIL import ImageDraw
+
+    img = Image.new("L", (size, size), 0)
+    draw = ImageDraw.Draw(img)
+    u = lambda lo, hi: float(rng.uniform(lo, hi)) * size  # noqa: E731
+    fill, mid = int(rng.integers(130, 256)), size / 2
+    if kind == 0:  # shirt: body and sleeves
+        w, top, bottom = u(0.3, 0.45), u(0.08, 0.2), u(0.8, 0.95)
+        draw.rectangle([mid - w / 2, top, mid + w / 2, bottom], fill=fill)
+        for side in (-1, 1):
+            draw.polygon([(mid + side * w / 2, top), (mid + side * (mid - u(0.02, 0.12)), u(0.45, 0.7)),
+                          (mid + side * w / 2, u(0.35, 0.5))], fill=fill)
+    elif kind == 1:  # trousers: two legs
+        gap, w = u(0.02, 0.1), u(0.12, 0.22)
+        for side in (-1, 1):
+            x0 = mid + side * gap / 2
+            draw.rectangle([min(x0, x0 + side * w), u(0.05, 0.15), max(x0, x0 + side * w), u(0.85, 0.97)], fill=fill)
+    elif kind == 2:  # shoe: sole and upper
+        y = u(0.6, 0.75)
+        draw.rectangle([u(0.03, 0.1), y, u(0.88, 0.97), y + u(0.08, 0.15)], fill=fill)
+        draw.polygon([(u(0.05, 0.2), y), (u(0.3, 0.5), u(0.25, 0.45)), (u(0.6, 0.8), y)], fill=fill)
+    else:  # bag: body and handle
+        draw.rectangle([u(0.08, 0.2), u(0.35, 0.5), u(0.8, 0.92), u(0.85, 0.95)], fill=fill)
+        draw.arc([u(0.25, 0.35), u(0.1, 0.2), u(0.6, 0.75), u(0.5, 0.6)], 180, 360, fill=fill, width=2)
+    period, phase = int(rng.integers(2, 6)), int(rng.integers(0, 6))
+    stripes = 1 - rng.uniform(0.15, 0.5) * ((np.arange(size)[:, None] + phase) // period % 2)
+    return (np.asarray(img) * stripes).astype(np.uint8)
+
+
+def clothes_like(n: int, seed: int = 0, size: int = 28, min_difference: float = 16.0) -> list[Image.Image]:
+    """``n`` distinct small grey pictures in the manner of Fashion-MNIST: four kinds of garment-like
+    shapes on black (``_garment``). Pictures of one kind share a silhouette, so their pHashes often
+    match; yet every two differ by at least ``min_difference`` grey levels on average (drawn again
+    until they do), so none is a copy of another."""
+    rng = np.random.default_rng(seed)
+    kept: list[list[np.ndarray]] = [[], [], [], []]
+    for k in range(n):
+        while True:
+            arr = _garment(rng, k % 4, size)
+            if all(np.abs(arr.astype(np.float32) - other).mean() >= min_difference for other in kept[k % 4]):
+                break
+        kept[k % 4].append(arr.astype(np.float32))
+    return [Image.fromarray(kept[k % 4][k // 4].astype(np.uint8), "L") for k in range(n)]

@@ -1,8 +1,8 @@
 """What every engine does per image and per batch, so all engines produce the same numbers.
 
 ``decode_sample`` turns a sample's bytes into the model input and, on the original pass, the
-measurements taken in the same decode: image properties (for slices), SHA-256 and the pHash
-input (for duplicates). ``Collector`` gathers batches of decoded images and their probabilities
+measurements taken in the same decode: image properties (for slices), SHA-256, the pHash input
+and a small colour thumbnail (for duplicates; kept on disk, ``audit.duplicates.ThumbnailStore``). ``Collector`` gathers batches of decoded images and their probabilities
 into a ``Predictions`` table. An engine only decides *where* these run (threads, Ray actors).
 """
 
@@ -16,6 +16,7 @@ import numpy as np
 from PIL import Image
 
 from audit import imaging
+from audit.duplicates import ThumbnailStore, colour_thumbnail
 from audit.model import Preprocess
 from audit.predictions import Predictions
 from audit.sources import NON_FINITE, Sample, Skipped
@@ -30,19 +31,24 @@ class Decoded:
     size: tuple[int, int]  # original (width, height)
     sha256: str  # of the file's bytes; "" on a transformed pass
     phash_pixels: np.ndarray | None  # 32x32 grey pHash input; None on a transformed pass
+    thumbnail: np.ndarray | None = None  # colour thumbnail for duplicate confirmation; None on a transformed pass
 
 
 def decode_sample(data: bytes, pre: Preprocess, limits: imaging.Limits, transform: Transform | None = None,
                   capture: bool = True) -> Decoded:
     """Decode, optionally transform, resize and normalise one image; raises ``imaging.ImageRejected``."""
-    img, size = imaging.decode(data, pre.color, limits)
-    sha, ph = "", None
-    if capture and transform is None:  # hashes describe the original file, not a transformed copy
+    capture = capture and transform is None  # hashes describe the original file, not a transformed copy
+    # The capture pass decodes in the file's own colours (the thumbnail must see them), then converts.
+    img, size = imaging.decode(data, None if capture else pre.color, limits)
+    sha, ph, thumb = "", None, None
+    if capture:
         sha, ph = hashlib.sha256(data).hexdigest(), imaging.phash_input(img)
+        thumb = colour_thumbnail(img, ph)
+        img = img.convert(pre.color) if img.mode != pre.color else img
     if transform is not None:
         img = transform(img)
     img = imaging.resize(img, pre)
-    return Decoded(imaging.to_tensor(img, pre), imaging.grey(img), size, sha, ph)
+    return Decoded(imaging.to_tensor(img, pre), imaging.grey(img), size, sha, ph, thumb)
 
 
 class Collector:
@@ -60,6 +66,7 @@ class Collector:
         self.props: dict[str, list[np.ndarray]] = {k: [] for k in imaging.PROPERTY_NAMES}
         self.shas: list[str] = []
         self.phashes: list[np.ndarray] = []
+        self.thumbnails = ThumbnailStore() if capture else None
         self.rejected: list[Skipped] = []
 
     def reject(self, sample: Sample, reason: str) -> None:
@@ -85,6 +92,7 @@ class Collector:
         if self.capture:
             self.phashes.append(imaging.batch_phash(np.stack([d.phash_pixels for d in decoded])))
             self.shas += [d.sha256 for d in decoded]
+            self.thumbnails.append(np.stack([d.thumbnail for d in decoded]))
         for s in samples:
             self.paths.append(s.path)
             self.y_true.append(self.index[s.label])
@@ -103,5 +111,6 @@ class Collector:
             properties={k: np.concatenate(v).astype(float) if v else np.zeros(0) for k, v in self.props.items()},
             sha256=tuple(self.shas),
             phash=np.concatenate(self.phashes) if self.phashes else np.zeros(0, np.uint64),
+            thumbnails=self.thumbnails,
         )
         return preds, self.rejected

@@ -1,0 +1,400 @@
+"""Near-duplicate search over 64-bit perceptual hashes, and colour confirmation of the candidates.
+
+``near_pairs`` returns exactly the pairs within ``max_distance`` bits that an all-pairs search
+returns, in near-linear time: multi-index hashing (``max_distance + 1`` bands of bits; two hashes
+within d bits agree on one band at least, so candidates come from band buckets and a popcount
+verifies them). Identical hashes are grouped first: a thousand blank images are one bucket entry.
+
+pHash works on grey, so the same shape in another colour has the same hash: a hash match is a
+candidate, confirmed by ``thumbnail_distance`` on small colour thumbnails (``colour_thumbnail``)
+taken in the inference pass and kept on disk (``ThumbnailStore``). No image file is opened here:
+``pair_distances(test_store, train_store, pairs.i, pairs.j) <= DEFAULT_MAX_COLOUR_DISTANCE``.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import weakref
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+from audit import imaging
+
+BITS = 64
+CHUNK = 1 << 22  # candidate pairs verified at once (about 100 MB of temporaries)
+# A multi-index candidate costs ~6x a brute-force comparison (gathers vs a dense XOR, measured); with
+# more than pairs / BRUTE_FORCE_RATIO candidates (crowded buckets) the blocked all-pairs search is faster.
+BRUTE_FORCE_RATIO = 6
+
+
+@dataclass(frozen=True)
+class NearPairs:
+    """Index pairs within ``max_distance`` bits, sorted by (distance, i, j). ``total`` counts every
+    matching pair; it exceeds ``len(self)`` only when ``max_pairs`` cut the list (closest kept)."""
+
+    i: np.ndarray  # int64 rows of a
+    j: np.ndarray  # int64 rows of b (of a, with i < j, when b was None)
+    distance: np.ndarray  # uint8 Hamming distance
+    total: int
+
+    def __len__(self) -> int:
+        return len(self.i)
+
+    @property
+    def truncated(self) -> bool:
+        return self.total > len(self.i)
+
+
+def _check_hashes(name: str, h) -> np.ndarray:
+    h = np.asarray(h)
+    if h.ndim != 1 or h.dtype != np.uint64:
+        raise ValueError(f"{name} must be a 1-D array of 64-bit hashes (dtype uint64), got shape {h.shape} and "
+                         f"dtype {h.dtype}; convert with np.asarray(hashes, dtype=np.uint64)")
+    return h
+
+
+def near_pairs(a, b=None, max_distance: int = 4, *, max_pairs: int | None = None,
+               method: str = "auto") -> NearPairs:
+    """All pairs (i, j) with popcount(a[i] ^ b[j]) <= ``max_distance``; within ``a`` (i < j) when b is None.
+
+    Exactly the pairs an all-pairs search returns. ``max_pairs`` bounds the memory of degenerate
+    inputs (thousands of identical blank images make millions of true pairs): the count is exact,
+    the list is cut. ``method``: "index" (multi-index), "all" (blocked all-pairs) or "auto" (the
+    index unless its buckets are too crowded to pay off); all three return the same pairs.
+
+    >>> a = np.array([0b1011, 0b0011, 0xFF00], np.uint64)
+    >>> p = near_pairs(a, None, 1)
+    >>> p.i.tolist(), p.j.tolist(), p.distance.tolist(), p.total
+    ([0], [1], [1], 1)
+    """
+    a = _check_hashes("a", a)
+    same = b is None
+    b = a if same else _check_hashes("b", b)
+    if not isinstance(max_distance, (int, np.integer)) or not 0 <= max_distance <= BITS:
+        raise ValueError(f"max_distance must be an integer in [0, {BITS}], got {max_distance!r}")
+    if method not in ("auto", "index", "all"):
+        raise ValueError(f'method must be "auto", "index" or "all", got {method!r}')
+    if max_pairs is not None and max_pairs < 0:
+        raise ValueError(f"max_pairs must be None (no limit) or >= 0, got {max_pairs}")
+    ga, gb = _Groups.of(a), (None if same else _Groups.of(b))
+    sink = _Sink(ga, gb, max_pairs)
+    _unique_pairs(ga.values, ga.values if same else gb.values, int(max_distance), same, method, sink)
+    if same:  # members of one group are 0 bits apart
+        many = np.flatnonzero(ga.counts > 1)
+        sink.add(many, many, np.zeros(len(many), np.uint8))
+    return _expand(*_concat(sink.parts), ga, gb, max_pairs, sink.total)
+
+
+@dataclass(frozen=True)
+class _Groups:
+    """Identical hashes grouped: members of values[k] are order[start[k] : start[k] + counts[k]]."""
+
+    values: np.ndarray
+    counts: np.ndarray
+    order: np.ndarray
+    start: np.ndarray
+
+    @classmethod
+    def of(cls, h: np.ndarray) -> _Groups:
+        values, inverse, counts = np.unique(h, return_inverse=True, return_counts=True)
+        order = np.argsort(inverse, kind="stable")
+        return cls(values, counts.astype(np.int64), order.astype(np.int64), np.cumsum(counts) - counts)
+
+
+class _Sink:
+    """Pairs of hash groups as found, counting the row pairs they stand for; with a cap, only the
+    ``cap`` closest are held (each stands for one row pair at least), so memory stays bounded."""
+
+    def __init__(self, ga: _Groups, gb: _Groups | None, cap: int | None) -> None:
+        self.ga, self.gb, self.cap, self.total, self.parts, self.held = ga, gb, cap, 0, [], 0
+
+    def add(self, x: np.ndarray, y: np.ndarray, dist: np.ndarray) -> None:
+        if self.gb is None:  # one set: x < y, or x == y for a group with itself
+            x, y = np.minimum(x, y), np.maximum(x, y)
+            ca, cb = self.ga.counts[x], self.ga.counts[y]
+            self.total += int(np.where(x == y, ca * (ca - 1) // 2, ca * cb).sum())
+        else:
+            self.total += int((self.ga.counts[x] * self.gb.counts[y]).sum())
+        self.parts.append((x, y, dist))
+        self.held += len(x)
+        if self.cap is not None and self.held > max(2 * self.cap, CHUNK):
+            x, y, dist = _concat(self.parts)
+            o = np.lexsort((y, x, dist))[:self.cap]
+            self.parts, self.held = [(x[o], y[o], dist[o])], len(o)
+
+
+def _bands(ua: np.ndarray, ub: np.ndarray, max_distance: int) -> list[np.uint64]:
+    """Bit masks of max_distance + 1 bands partitioning the 64 bits. Any partition works (pigeonhole), but
+    pHashes have near-constant bits (the DC term) that would crowd contiguous bands into few buckets:
+    bits are dealt, most informative first, to the band with the least entropy so far."""
+    m = min(max_distance + 1, BITS)
+    p = np.zeros(BITS)
+    for h in (ua, ub):  # bit k of every hash: column k of the little-endian bytes, unpacked
+        p += np.unpackbits(h.astype("<u8").view(np.uint8), bitorder="little").reshape(-1, BITS).sum(axis=0)
+    p /= max(len(ua) + len(ub), 1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        entropy = np.nan_to_num(-(p * np.log2(p) + (1 - p) * np.log2(1 - p)))
+    masks, load = [0] * m, np.zeros(m)
+    for bit in np.argsort(-entropy, kind="stable"):
+        k = int(np.argmin(load))
+        masks[k], load[k] = masks[k] | 1 << int(bit), load[k] + entropy[bit]
+    return [np.uint64(v) for v in masks]
+
+
+def _bucket_ranges(ka: np.ndarray, kb: np.ndarray, same: bool):
+    """For each key of ka, the equal keys of kb: ``order[lo:lo + count]`` (within one set, those after it)."""
+    order = np.argsort(kb, kind="stable")
+    sb = kb[order]
+    hi, lo = np.searchsorted(sb, ka, "right"), np.searchsorted(sb, ka, "left")
+    if same:  # only the keys after x's own place
+        lo[order] = np.arange(1, len(order) + 1)
+    return order, lo, hi - lo
+
+
+def _unique_pairs(ua: np.ndarray, ub: np.ndarray, d: int, same: bool, method: str, sink: _Sink) -> None:
+    """Pairs of distinct values within d bits into ``sink``: multi-index, or blocked all-pairs."""
+    if method != "all" and d < BITS:  # d + 1 bands need d < 64 (at 64 bits every pair matches anyway)
+        masks = _bands(ua, ub, d)
+        ranges = [_bucket_ranges(ua & m, ub & m, same) for m in masks]
+        n_candidates = sum(int(c.sum()) for _, _, c in ranges)
+        pairs = len(ua) * (len(ua) - 1) // 2 if same else len(ua) * len(ub)
+        if method == "index" or n_candidates * BRUTE_FORCE_RATIO <= pairs:
+            for k, (order, lo, counts) in enumerate(ranges):
+                _band_matches(ua, ub, order, lo, counts, d, masks[:k], sink)
+            return
+    _all_pairs(ua, ub, d, same, sink)
+
+
+def _band_matches(ua, ub, order, lo, counts, d: int, earlier: list, sink: _Sink) -> None:
+    """Verify each x against its bucket, CHUNK candidates at a time; a pair counts in its first equal band only."""
+    sorted_b = ub[order]
+    ends = np.cumsum(counts)
+    cuts = np.searchsorted(ends, np.arange(CHUNK, int(ends[-1]) if len(ends) else 0, CHUNK), "right")
+    for start, stop in zip(np.r_[0, cuts], np.r_[cuts, len(counts)]):
+        c = counts[start:stop]
+        if (total := int(c.sum())) == 0:
+            continue
+        first = np.cumsum(c) - c  # where each x's run starts among this chunk's candidates
+        pos = np.arange(total) + np.repeat(lo[start:stop] - first, c)  # into sorted_b
+        xor = np.repeat(ua[start:stop], c) ^ sorted_b[pos]
+        dist = np.bitwise_count(xor)
+        hit = np.flatnonzero(dist <= d)
+        for m in earlier:
+            hit = hit[(xor[hit] & m) != 0]
+        x = start + np.searchsorted(first, hit, "right") - 1
+        sink.add(x, order[pos[hit]], dist[hit])
+
+
+def _all_pairs(ua: np.ndarray, ub: np.ndarray, d: int, same: bool, sink: _Sink) -> None:
+    """The blocked all-pairs search: XOR a block of rows against every column, count bits."""
+    rows = max(1, CHUNK // max(len(ub), 1))
+    for start in range(0, len(ua), rows):
+        off = start + 1 if same else 0  # within one set, only the columns after the row
+        dist = np.bitwise_count(ua[start:start + rows, None] ^ ub[None, off:])
+        keep = dist <= d
+        if same:
+            keep &= np.arange(keep.shape[0])[:, None] <= np.arange(keep.shape[1])[None, :]
+        x, y = np.nonzero(keep)
+        sink.add(x + start, y + off, dist[x, y])
+
+
+def _concat(parts):
+    empty = (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.uint8))
+    return tuple(np.concatenate([e] + [p[k] for p in parts]).astype(e.dtype) for k, e in enumerate(empty))
+
+
+def _expand(x, y, d, ga: _Groups, gb: _Groups | None, max_pairs: int | None, total: int) -> NearPairs:
+    """Pairs of hash groups to pairs of rows: every member of x with every member of y."""
+    same, gb = gb is None, ga if gb is None else gb
+    diag = (x == y) if same else np.zeros(len(x), bool)  # one group with itself: r < s only
+    ca, cb = ga.counts[x], gb.counts[y]
+    w = np.where(diag, ca * (ca - 1) // 2, ca * cb)
+    if max_pairs is not None and total > max_pairs:  # keep the closest groups, cut the last one
+        o = np.lexsort((y, x, d))
+        x, y, d, w, diag, cb = x[o], y[o], d[o], w[o], diag[o], cb[o]
+        w = np.clip(max_pairs - (np.cumsum(w) - w), 0, w)
+    p = np.repeat(np.arange(len(w)), w)
+    t = np.arange(int(w.sum()), dtype=np.int64) - np.repeat(np.cumsum(w) - w, w)
+    r, s = t // cb[p], t % cb[p]
+    on_diag = diag[p]
+    if on_diag.any():
+        r[on_diag], s[on_diag] = _unrank_triangle(t[on_diag])
+    i, j = ga.order[ga.start[x[p]] + r], gb.order[gb.start[y[p]] + s]
+    if same:
+        i, j = np.minimum(i, j), np.maximum(i, j)
+    o = np.lexsort((j, i, d[p]))
+    return NearPairs(i[o], j[o], d[p][o], total)
+
+
+def _unrank_triangle(t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The t-th pair (r, s), r < s, in the order (0,1), (0,2), (1,2), (0,3), ..."""
+    s = np.floor((1 + np.sqrt(1 + 8 * t.astype(np.float64))) / 2).astype(np.int64)
+    s -= s * (s - 1) // 2 > t  # float rounding, either way
+    s += (s + 1) * s // 2 <= t
+    return t - s * (s - 1) // 2, s
+
+
+LUMA_SIZE, CHROMA_SIZE = imaging.PHASH_INPUT, 16  # grey 32 x 32 (the pHash input), Cb and Cr 16 x 16 (as 4:2:0)
+THUMBNAIL_BYTES = LUMA_SIZE**2 + 2 * CHROMA_SIZE**2  # 1,536 bytes an image: 768 MB on disk at 500k
+CHROMA_QUANTILE = 0.1  # chroma is judged on the tenth of the thumbnail that differs most
+CHROMA_WEIGHT = 0.7  # puts chroma on the luma scale, so one threshold serves both
+DEFAULT_MAX_COLOUR_DISTANCE = 8.0  # measured on copies vs colour look-alikes: benchmarks/near_duplicates.py
+_PAIRS_AT_ONCE = 4096  # about 40 MB of float32 temporaries
+
+
+def colour_thumbnail(img: Image.Image, phash_pixels: np.ndarray | None = None) -> np.ndarray:
+    """A (1536,) uint8 thumbnail of a decoded image: 32x32 grey levels, then 16x16 (Cb, Cr) pairs.
+
+    The grey part is ``imaging.phash_input`` (pass ``phash_pixels`` when computed), the colour part a
+    box-filtered 16x16 YCbCr (128 for grey images). Taken in the inference pass: no file is decoded again.
+
+    >>> t = colour_thumbnail(Image.new("RGB", (40, 30), (200, 10, 10)))
+    >>> t.shape, t[0], t[1024:1026].tolist()
+    ((1536,), np.uint8(67), [95, 223])
+    """
+    grey = np.asarray(imaging.phash_input(img) if phash_pixels is None else phash_pixels, np.uint8).ravel()
+    if img.mode == "L":
+        return np.concatenate([grey, np.full(2 * CHROMA_SIZE**2, 128, np.uint8)])
+    small = (img if img.mode == "RGB" else img.convert("RGB")).resize((CHROMA_SIZE, CHROMA_SIZE), Image.Resampling.BOX)
+    return np.concatenate([grey, np.asarray(small.convert("YCbCr"))[..., 1:].ravel()])
+
+
+def colour_differences(ta: np.ndarray, tb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(luma, chroma) differences of thumbnail pairs ``ta[k]``, ``tb[k]`` (P, 1536) uint8, in levels 0-255.
+
+    luma: mean absolute difference of the 32x32 grey levels (the old grey check, unchanged). chroma: how
+    far each pixel's Cb, Cr lie outside the range of the other thumbnail's 3x3 neighbourhood (a shifted
+    edge mixes colours that are there, a recoloured shape brings new ones), over the worst tenth of pixels.
+    """
+    return _luma(ta, tb), _chroma(ta, tb)
+
+
+def _luma(ta: np.ndarray, tb: np.ndarray) -> np.ndarray:
+    g = LUMA_SIZE**2
+    return (np.abs(ta[:, :g].astype(np.int16) - tb[:, :g]).sum(axis=1, dtype=np.int32) / g).astype(np.float32)
+
+
+def _chroma(ta: np.ndarray, tb: np.ndarray) -> np.ndarray:
+    ca, cb = (t[:, LUMA_SIZE**2:].reshape(len(t), CHROMA_SIZE, CHROMA_SIZE, 2) for t in (ta, tb))
+    return np.maximum(_outside(ca, cb), _outside(cb, ca))
+
+
+def _outside(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Mean over a's worst CHROMA_QUANTILE pixels of the distance to b's local 3x3 [min, max] range."""
+    p = np.pad(b, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="edge")
+    lo, hi = _local(np.minimum, p).astype(np.int16), _local(np.maximum, p).astype(np.int16)
+    d = np.maximum(np.maximum(a - hi, lo - a), 0)  # int16: uint8 with int16
+    d = (d[..., 0] + d[..., 1]).reshape(len(a), CHROMA_SIZE**2)  # Cb + Cr, halved below
+    k = max(1, round(d.shape[1] * CHROMA_QUANTILE))
+    return np.partition(d, d.shape[1] - k, axis=1)[:, -k:].sum(axis=1, dtype=np.int32) / np.float32(2 * k)
+
+
+def _local(f, p: np.ndarray) -> np.ndarray:
+    r = f(f(p[:, :-2], p[:, 1:-1]), p[:, 2:])  # 3 rows, then 3 columns
+    return f(f(r[:, :, :-2], r[:, :, 1:-1]), r[:, :, 2:])
+
+
+def thumbnail_distance(ta: np.ndarray, tb: np.ndarray, limit: float | None = None) -> np.ndarray:
+    """Confirmation distance of many thumbnail pairs at once: max(luma, CHROMA_WEIGHT * chroma), float32.
+
+    At most ``DEFAULT_MAX_COLOUR_DISTANCE``: the same picture (re-encodes, resizes and 2-5% crops stay
+    under it; the same shape in another colour does not). Parts: ``colour_differences``. With ``limit``,
+    a pair whose luma alone exceeds it skips the chroma part and its distance is that luma (over anyway).
+
+    >>> red, green = (colour_thumbnail(Image.new("RGB", (8, 8), c))[None] for c in ((200, 0, 0), (0, 102, 0)))
+    >>> red[0, 0] == green[0, 0], [round(float(thumbnail_distance(red, t)[0]), 1) for t in (red, green)]
+    (np.True_, [0.0, 50.0])
+    """
+    ta, tb = np.asarray(ta), np.asarray(tb)
+    if ta.shape != tb.shape or ta.shape[1:] != (THUMBNAIL_BYTES,) or ta.dtype != np.uint8 or tb.dtype != np.uint8:
+        raise ValueError(f"ta and tb must be uint8 arrays of shape (pairs, {THUMBNAIL_BYTES}), got {ta.shape} "
+                         f"{ta.dtype} and {tb.shape} {tb.dtype}; stack colour_thumbnail() outputs")
+    out = np.empty(len(ta), np.float32)
+    for s in range(0, len(ta), _PAIRS_AT_ONCE):
+        a, b = ta[s:s + _PAIRS_AT_ONCE], tb[s:s + _PAIRS_AT_ONCE]
+        dist = _luma(a, b)
+        todo = np.flatnonzero(dist <= limit) if limit is not None else np.arange(len(a))
+        dist[todo] = np.maximum(dist[todo], CHROMA_WEIGHT * _chroma(a[todo], b[todo]))
+        out[s:s + _PAIRS_AT_ONCE] = dist
+    return out
+
+
+def pair_distances(source_a, source_b, i, j, *, limit: float | None = None, chunk: int = 65_536) -> np.ndarray:
+    """``thumbnail_distance`` of ``source_a[i[k]]`` and ``source_b[j[k]]``, ``chunk`` pairs at a time.
+
+    Sources are ``ThumbnailStore`` objects or thumbnail arrays; memory is bounded by ``chunk``.
+    """
+    i, j, out = np.asarray(i, np.int64), np.asarray(j, np.int64), np.empty(len(i), np.float32)
+    for s in range(0, len(i), chunk):
+        a, b = _rows(source_a, i[s:s + chunk]), _rows(source_b, j[s:s + chunk])
+        out[s:s + chunk] = thumbnail_distance(a, b, limit)
+    return out
+
+
+def _rows(source, idx: np.ndarray) -> np.ndarray:
+    return source.read(idx) if isinstance(source, ThumbnailStore) else np.asarray(source)[idx]
+
+
+class ThumbnailStore:
+    """Append-only thumbnails in an anonymous temporary file, so memory does not grow with N.
+
+    ``append`` writes with ``os.pwrite`` (one writer at a time); ``read`` uses ``os.pread``,
+    nearby rows in one read. The file is gone once the store is closed or collected.
+
+    >>> with ThumbnailStore() as store:
+    ...     store.append(np.zeros((3, THUMBNAIL_BYTES), np.uint8)), store.read([2, 0]).shape
+    (range(0, 3), (2, 1536))
+    """
+
+    GAP, RUN = 64, 8192  # rows: wanted rows this close share a read; no read spans more rows
+
+    def __init__(self, shape: tuple[int, ...] = (THUMBNAIL_BYTES,), *, dir: str | None = None) -> None:
+        self.shape, self.row_bytes, self._n = tuple(shape), int(np.prod(shape)), 0
+        self._file = tempfile.TemporaryFile(dir=dir)
+        self._close = weakref.finalize(self, self._file.close)  # closed with the store, even if never closed
+
+    def __len__(self) -> int:
+        return self._n
+
+    @property
+    def nbytes(self) -> int:
+        return self._n * self.row_bytes
+
+    def append(self, batch: np.ndarray) -> range:
+        """Write a batch (B, *shape) of uint8 after the last row; returns the rows it took."""
+        batch = np.asarray(batch)
+        if batch.dtype != np.uint8 or batch.shape[1:] != self.shape:
+            raise ValueError(f"batch must be uint8 of shape (rows, {', '.join(map(str, self.shape))}), "
+                             f"got {batch.dtype} {batch.shape}; pass stacked colour_thumbnail() outputs")
+        data, offset = memoryview(np.ascontiguousarray(batch).reshape(-1)), self.nbytes
+        while data:
+            written = os.pwrite(self._file.fileno(), data, offset)
+            data, offset = data[written:], offset + written
+        start, self._n = self._n, self._n + len(batch)
+        return range(start, self._n)
+
+    def read(self, rows) -> np.ndarray:
+        """The thumbnails at ``rows`` (any order, repeats allowed), shape (len(rows), *shape)."""
+        rows = np.asarray(rows, np.int64).ravel()
+        if len(rows) and (rows.min() < 0 or rows.max() >= self._n):
+            raise IndexError(f"rows must be in [0, {self._n}) (rows stored), got {rows.min()}..{rows.max()}")
+        wanted, inverse = np.unique(rows, return_inverse=True)
+        out = np.empty((len(wanted), self.row_bytes), np.uint8)
+        breaks = np.flatnonzero((np.diff(wanted) > self.GAP) | (np.diff(wanted // self.RUN) != 0)) + 1
+        for lo, hi in zip(np.r_[0, breaks], np.r_[breaks, len(wanted)]) if len(wanted) else ():
+            first, count = int(wanted[lo]), int(wanted[hi - 1] - wanted[lo]) + 1
+            buf = os.pread(self._file.fileno(), count * self.row_bytes, first * self.row_bytes)
+            out[lo:hi] = np.frombuffer(buf, np.uint8).reshape(count, self.row_bytes)[wanted[lo:hi] - first]
+        return out[inverse].reshape(len(rows), *self.shape)
+
+    def close(self) -> None:
+        self._close()
+
+    def __enter__(self) -> ThumbnailStore:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._close()
