@@ -81,8 +81,6 @@ def test_many_classes_use_per_class_counts_not_a_matrix_per_resample():
     """1,000 classes: the bootstrap's memory is O(resamples x classes), the plots stay readable."""
     import tracemalloc
 
-    from audit.render.plots import MAX_BARS, confusion_heatmap, f1_bars
-
     p = random_predictions(2000, 1000, 5)
     tracemalloc.start()
     m = classification_metrics(p, n_boot=200, seed=0)
@@ -90,5 +88,7 @@ def test_many_classes_use_per_class_counts_not_a_matrix_per_resample():
     tracemalloc.stop()
     assert peak < 200 * 2**20  # one 1000 x 1000 matrix per resample would need 800 MB per chunk of 100
     assert m.confusion.shape == (1000, 1000) and m.confusion.sum() == 2000
+    from audit.render.plots import MAX_BARS, confusion_heatmap, f1_bars
+
     assert len(f1_bars(m.per_class).axes[0].patches) == MAX_BARS
     assert len(confusion_heatmap(m.confusion, p.labels).axes[0].get_xticks()) < 20  # not one name per class

@@ -175,3 +175,11 @@ def test_every_csv_written_round_trips_through_pandas_and_csv(tmp_path):
     assert all(preds.loc[preds["path"] == p, "attr:site"].item() == site[p] for p in names)
     skipped = pd.read_csv(out / "skipped.csv", keep_default_na=False, dtype=str)
     assert {f"green/{n}.png" for n in HOSTILE_NAMES} <= set(skipped["path"])
+
+
+def test_an_out_that_is_a_link_to_a_folder_stays_a_link(setup, tmp_path):
+    model, data, out = setup
+    link = tmp_path / "latest"
+    link.symlink_to(out, target_is_directory=True)
+    assert audit(model, data, link) == 0
+    assert link.is_symlink() and (link / "verdict.json").is_file() and not leftovers(out)

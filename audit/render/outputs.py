@@ -47,7 +47,7 @@ class OutputError(UsageError):
 def write_outputs(r: AuditResult, out: Path, *, pdf: bool = True, templates: Path | None = None) -> list[Path]:
     """Write report.html/.pdf, verdict.json, predictions.csv, junit.xml, summary.md, config.json, skipped.csv
     into ``out``, replacing the previous run's outputs in one step."""
-    out = Path(os.path.abspath(out))
+    out = Path(os.path.realpath(out))  # a symbolic link to a folder: swap the folder, keep the link
     check_out(out, Path(r.data.source))
     out.parent.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.audit-", dir=out.parent))
