@@ -175,7 +175,7 @@ def _load_config(a: argparse.Namespace):
     overrides = config_overrides(a)
     try:
         return load_config(a.config, overrides)
-    except ConfigError as e:
+    except ConfigError:
         flags = {key: flag for flag, (key, _, _) in RUN_FLAGS.items()}
         flags.update({o.key: o.flag for spec in CHECKS for o in spec.options})
         for key, value in overrides.items():
