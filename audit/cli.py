@@ -7,16 +7,21 @@ no traceback) · 3 internal error (traceback with --debug).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
+import signal
 import sys
+import threading
 import traceback
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from audit import __version__
 from audit.checks import CHECKS
-from audit.errors import EXIT_FAIL, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_PASS, EXIT_USAGE
+from audit.errors import (EXIT_FAIL, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_PASS, EXIT_TERMINATED, EXIT_USAGE,
+                          Terminated)
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
@@ -71,6 +76,7 @@ RUN_FLAGS: dict[str, tuple[str, type, str]] = {
     "--workers": ("workers", int, "decode threads (default: one per core)"),
     "--min-accuracy": ("criteria.min_accuracy", float, "override the accuracy threshold"),
     "--judge-on": ("criteria.judge_on", str, "judge the point estimate (value, default) or the pessimistic CI bound"),
+    "--data-root": ("data_root", str, "a folder a manifest's paths may point into besides the manifest's own folder"),
     "--no-pdf": ("pdf", bool, "skip report.pdf"),
     "--no-thumbnails": ("thumbnails", bool,
                         "embed no image of the data in the report (for data whose licence forbids copies)"),
@@ -184,22 +190,47 @@ def config_overrides(a: argparse.Namespace) -> dict[str, Any]:
     for spec in CHECKS:
         for o in spec.options:
             value = getattr(a, _dest(o.key))
-            out[o.key] = o.parse(value) if (o.parse and value is not None) else value
+            try:
+                out[o.key] = o.parse(value) if (o.parse and value is not None) else value
+            except ValueError:
+                from audit.errors import UsageError
+
+                raise UsageError(f"{o.flag} expects {o.metavar or 'a value'}, got {value!r}") from None
         if spec.toggle:
             out[f"{spec.name}.enabled"] = getattr(a, _dest(f"{spec.name}.enabled"))
     return out
 
 
-def cmd_run(a: argparse.Namespace) -> int:
+def _load_config(a: argparse.Namespace):
+    """The config file plus the flags; a flag's bad value is reported with the flag in front of the key."""
     from audit.config import load_config
+    from audit.errors import ConfigError
+
+    overrides = config_overrides(a)
+    try:
+        return load_config(a.config, overrides)
+    except ConfigError:
+        flags = {key: flag for flag, (key, _, _) in RUN_FLAGS.items()}
+        flags.update({o.key: o.flag for spec in CHECKS for o in spec.options})
+        for key, value in overrides.items():
+            if key in flags and value is not None and not isinstance(value, bool):
+                try:
+                    load_config(None, {key: value})
+                except ConfigError as own:
+                    raise ConfigError(f"{flags[key]} {value}: {own.message}", hint=own.hint) from None
+        raise
+
+
+def cmd_run(a: argparse.Namespace) -> int:
     from audit.pipeline import run_audit
-    from audit.render.outputs import write_outputs
+    from audit.render.outputs import check_out, write_outputs
     from audit.render.text import describe
 
-    config = load_config(a.config, config_overrides(a))
+    config = _load_config(a)
+    out = a.out or default_out(a.model)
+    check_out(out, a.data)  # before the first image is decoded
     result = run_audit(a.model, a.data, config, card_overrides=card_overrides(a),
                        progress=False if a.no_progress else None)
-    out = a.out or default_out(a.model)
     write_outputs(result, out, pdf=config.pdf, templates=a.templates)
     for c in result.verdict.criteria:
         print("  " + describe(c))
@@ -264,6 +295,26 @@ def _with_card_file(path: Path | None, flags: dict[str, Any]) -> dict[str, Any]:
 COMMANDS = {"run": cmd_run, "compare": cmd_compare, "serve": cmd_serve}
 
 
+@contextlib.contextmanager
+def _sigterm_as_interrupt(enabled: bool) -> Iterator[None]:
+    """SIGTERM raises ``Terminated`` (a KeyboardInterrupt) in the main thread, so a run cleans up as on Ctrl-C:
+    the latency server is stopped, temporary folders are removed, the previous outputs stay as they were.
+    (``serve`` keeps uvicorn's own handling.)"""
+    if not enabled or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the clean-up short
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv: list[str] | None = None) -> int:
     from audit.errors import AuditError
 
@@ -272,12 +323,16 @@ def main(argv: list[str] | None = None) -> int:
     debug = getattr(a, "debug", False)
     logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
-        return COMMANDS[a.command](a)
+        with _sigterm_as_interrupt(a.command == "run"):
+            return COMMANDS[a.command](a)
     except AuditError as e:
         if debug:
             traceback.print_exc()
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code
+    except Terminated:
+        print("terminated (SIGTERM)", file=sys.stderr)
+        return EXIT_TERMINATED
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED

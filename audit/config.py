@@ -61,6 +61,7 @@ class RunConfig(Section):
     ece_bins: int = setting(15, ge=1, le=1000)
     max_file_bytes: int = setting(imaging.DEFAULT_MAX_BYTES, ge=1)
     max_pixels: int = setting(imaging.DEFAULT_MAX_PIXELS, ge=1)
+    data_root: str | None = None  # a folder a manifest may point into besides its own (--data-root)
     pdf: bool = True
     thumbnails: bool = True  # False: no image of the data is embedded in the report (licences, privacy)
     criteria: Criteria = field(default_factory=Criteria)

@@ -38,6 +38,7 @@ class AuditContext:
     predictions: Predictions | None = None  # None while checks prepare, before inference
     prepared: Mapping[str, Any] = field(default_factory=dict)  # check name -> what its prepare() returned
     measures: tuple[Measure, ...] = ()  # comparable measures of the checks run so far
+    rejected: tuple[Skipped, ...] = ()  # samples the inference pass set aside (undecodable, non-finite output)
 
     @property
     def seed(self) -> int:

@@ -227,9 +227,10 @@ def send_requests(url: str, bodies: Sequence[bytes], n: int, concurrency: int = 
     errors: list[str] = []
     counter = itertools.count()
     lock = threading.Lock()
+    stop = threading.Event()  # set when the caller is interrupted: clients stop sending
 
     def worker(conn: http.client.HTTPConnection) -> None:
-        while True:
+        while not stop.is_set():
             with lock:
                 i = next(counter)
             if i >= n:
@@ -258,8 +259,12 @@ def send_requests(url: str, bodies: Sequence[bytes], n: int, concurrency: int = 
             worker(conns[0])
         else:
             with ThreadPoolExecutor(max_workers=len(conns)) as pool:
-                for f in [pool.submit(worker, c) for c in conns]:
-                    f.result()
+                try:
+                    for f in [pool.submit(worker, c) for c in conns]:
+                        f.result()
+                except BaseException:  # Ctrl-C or SIGTERM: do not wait for the remaining requests
+                    stop.set()
+                    raise
         wall = time.perf_counter() - t0
     finally:
         for c in conns:

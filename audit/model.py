@@ -24,14 +24,16 @@ from typing import Any
 
 import numpy as np
 
+from audit.card_schema import CHOICES, MAX_SIDE, OUTPUTS, check_card, check_preprocess_is_object
 from audit.errors import ModelError
 
 CARD_PREFIX = "audit."
-RESIZE_MODES = ("resize", "shorter_side_then_center_crop")
-INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "lanczos")
-COLORS = ("RGB", "L")
-LAYOUTS = ("NCHW", "NHWC")
-OUTPUTS = ("logits", "probabilities")
+RESIZE_MODES = CHOICES["resize"]
+INTERPOLATIONS = CHOICES["interpolation"]
+COLORS = CHOICES["color"]
+LAYOUTS = CHOICES["layout"]
+# ONNX tensor types the classifier can feed and read; other float widths are cast at the boundary
+FLOAT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64}
 
 
 @dataclass(frozen=True)
@@ -56,8 +58,8 @@ class Preprocess:
         _check_choice("interpolation", self.interpolation, INTERPOLATIONS)
         _check_choice("color", self.color, COLORS)
         _check_choice("layout", self.layout, LAYOUTS)
-        if len(self.size) != 2 or min(self.size) < 1:
-            raise ModelError(f"preprocess size must be [H, W] with positive values, got {list(self.size)}")
+        if len(self.size) != 2 or min(self.size) < 1 or max(self.size) > MAX_SIDE:
+            raise ModelError(f"preprocess size must be [H, W] with values from 1 to {MAX_SIDE}, got {list(self.size)}")
         if any(s <= 0 for s in self.std):
             raise ModelError(f"preprocess std must be positive, got {list(self.std)}")
         if not 0 < self.crop_pct <= 1:
@@ -113,13 +115,11 @@ class ModelCard:
                              hint="expected labels, preprocess, output, arch, invariances, provenance")
         if "labels" not in d or "preprocess" not in d:
             raise ModelError(f"{source}: needs 'labels' and 'preprocess'")
-        pre = d["preprocess"]
-        if not isinstance(pre, Mapping) or "size" not in pre:
-            raise ModelError(f"{source}: 'preprocess' must be an object with at least 'size'")
-        try:
-            preprocess = Preprocess(**{k: tuple(v) if isinstance(v, list) else v for k, v in pre.items()})
-        except TypeError as e:
-            raise ModelError(f"{source}: bad 'preprocess': {e}") from None
+        check_card(d, source)
+        pre = dict(d["preprocess"])
+        if isinstance(pre["size"], int):
+            pre["size"] = [pre["size"]] * 2  # one side: a square input
+        preprocess = Preprocess(**{k: tuple(v) if isinstance(v, list) else v for k, v in pre.items()})
         return cls(
             labels=tuple(d["labels"]),
             preprocess=preprocess,
@@ -245,7 +245,14 @@ class OnnxClassifier:
             raise ModelError(f"cannot load {path} with ONNX Runtime: {str(e).splitlines()[0]}") from None
         self.graph = inspect_graph(self.session, proto if proto is not None else _load_proto(path, data))
         self.card = _reconcile(card, self.graph, path)
-        self.output_name = self.session.get_outputs()[0].name
+        self.input_dtype = _float_type(self.session.get_inputs()[0], "input")
+        output = self.session.get_outputs()[0]
+        _float_type(output, "output")
+        if len(output.shape) == 2 and isinstance(output.shape[1], int) and output.shape[1] != len(self.labels):
+            raise ModelError(f"model output has shape {list(output.shape)} but the card lists "
+                             f"{len(self.labels)} labels",
+                             hint="check --labels or audit.labels")
+        self.output_name = output.name
 
     @classmethod
     def load(cls, path: str | Path, *, overrides: Mapping[str, Any] | None = None,
@@ -282,7 +289,16 @@ class OnnxClassifier:
         return out.astype(np.float32, copy=False)
 
     def _run(self, batch: np.ndarray) -> np.ndarray:
-        return self.session.run([self.output_name], {self.graph.input_name: batch})[0]
+        feed = {self.graph.input_name: batch.astype(self.input_dtype, copy=False)}
+        return self.session.run([self.output_name], feed)[0]
+
+
+def _float_type(arg, role: str) -> type:
+    """The numpy type of a float ONNX input or output; other types are refused at load."""
+    if arg.type not in FLOAT_TYPES:
+        raise ModelError(f"model {role} {arg.name!r} has type {arg.type}; the audit works with float tensors "
+                         f"(float32, float16 or float64)", hint="export the model with a float input and output")
+    return FLOAT_TYPES[arg.type]
 
 
 def _rebuild(path: Path, card: ModelCard, threads: int) -> OnnxClassifier:
@@ -290,9 +306,10 @@ def _rebuild(path: Path, card: ModelCard, threads: int) -> OnnxClassifier:
 
 
 def _softmax(x: np.ndarray) -> np.ndarray:
-    x = x.astype(np.float64) - x.max(axis=1, keepdims=True)
-    e = np.exp(x)
-    return e / e.sum(axis=1, keepdims=True)
+    with np.errstate(invalid="ignore", over="ignore"):  # NaN/Inf logits give NaN rows, which the engine sets aside
+        x = x.astype(np.float64) - x.max(axis=1, keepdims=True)
+        e = np.exp(x)
+        return e / e.sum(axis=1, keepdims=True)
 
 
 def resolve_card(path: Path, overrides: Mapping[str, Any], proto=None) -> dict[str, Any]:
@@ -302,6 +319,7 @@ def resolve_card(path: Path, overrides: Mapping[str, Any], proto=None) -> dict[s
     it from the graph (size) or fails with a message naming the missing flag.
     """
     d: dict[str, Any] = read_metadata(path, proto)
+    check_preprocess_is_object(d, str(path))
     sidecar = path.with_suffix(".json")
     if not sidecar.exists():
         sidecar = path.parent / "model.json"
@@ -310,6 +328,9 @@ def resolve_card(path: Path, overrides: Mapping[str, Any], proto=None) -> dict[s
             extra = json.loads(sidecar.read_text())
         except json.JSONDecodeError as e:
             raise ModelError(f"sidecar {sidecar} is not valid JSON: {e}") from None
+        if not isinstance(extra, dict):
+            raise ModelError(f"sidecar {sidecar} must be a JSON object like the card (labels, preprocess, ...)")
+        check_preprocess_is_object(extra, str(sidecar))
         d = _merge(d, extra)
     return _merge(d, overrides)
 

@@ -11,6 +11,7 @@ Example::
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import datetime as dt
 import time
@@ -23,11 +24,11 @@ from audit import __version__, findings
 from audit.checks import CHECKS
 from audit.context import AuditContext
 from audit.engines import Engine, make_engine
-from audit.errors import DataError
+from audit.errors import ConfigError, DataError, ModelError
 from audit.findings import Finding
 from audit.model import ModelCard, OnnxClassifier
 from audit.predictions import Predictions
-from audit.sources import DataSource, Skipped, open_source
+from audit.sources import NON_FINITE, DataSource, Skipped, open_source
 from audit.thumbnails import capture_thumbnails
 from audit.verdict import Verdict
 
@@ -135,7 +136,7 @@ def open_context(model_path: Path, data_path: Path, config, *, card_overrides: M
     """Load the model, scan the data and prepare every enabled check: all input errors surface here,
     before the first image is decoded."""
     clf = OnnxClassifier.load(model_path, overrides=card_overrides, threads=config.threads)
-    source = open_source(Path(data_path), clf.labels)
+    source = open_source(Path(data_path), clf.labels, data_root=data_root(config))
     ctx = AuditContext(config, clf, source, engine or make_engine(config, progress), Path(model_path),
                        dict(card_overrides or {}))
     return replace(ctx, prepared={s.name: s.prepare(ctx) for s in active_checks(config) if s.prepare})
@@ -146,9 +147,26 @@ def infer(ctx: AuditContext) -> tuple[AuditContext, DataSummary]:
     preds, rejected = ctx.engine.predict(ctx.classifier, ctx.source)
     data = summarize_data(ctx.source, preds, rejected)
     if len(preds) == 0:
-        raise DataError(f"none of the {data.found} file(s) in {ctx.source.description} could be decoded",
-                        hint="see skipped.csv or rerun with --debug; every image was rejected")
-    return replace(ctx, predictions=preds), data
+        non_finite = [s.path for s in rejected if s.reason == NON_FINITE]
+        if non_finite and len(non_finite) == len(rejected):
+            raise ModelError(f"the model output NaN or Inf for every one of the {len(non_finite)} image(s) "
+                             f"(e.g. {non_finite[0]!r}), so nothing can be scored",
+                             hint="check the export (fp16 overflow, a division by zero) and --mean/--std")
+        reasons = collections.Counter(s.reason for s in data.skipped).most_common(2)
+        raise DataError(f"none of the {data.found} file(s) in {ctx.source.description} could be used ("
+                        + "; ".join(f"{n} {r}" for r, n in reasons) + ")", hint="every image was rejected")
+    return replace(ctx, predictions=preds, rejected=tuple(rejected)), data
+
+
+def data_root(config) -> Path | None:
+    """The extra folder a manifest may point into (``--data-root``), checked to exist."""
+    if config.data_root is None:
+        return None
+    root = Path(config.data_root)
+    if not root.is_dir():
+        raise ConfigError(f"config key 'data_root' must be an existing folder, got {config.data_root!r}",
+                          hint="pass --data-root DIR with the folder that holds the manifest's images")
+    return root
 
 
 def summarize_data(source: DataSource, preds: Predictions, rejected: list[Skipped]) -> DataSummary:

@@ -140,7 +140,10 @@ def proportion_ci(k: int, n: int, *, level: float = 0.95, method: str = "wilson"
     z = NormalDist().inv_cdf((1 + level) / 2)
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
-    return Estimate(p, max(0.0, centre - half), min(1.0, centre + half), level)
+    # At k = 0 and k = n the bounds are exactly 0 and 1; rounding must not put them past the estimate.
+    low = 0.0 if k == 0 else max(0.0, centre - half)
+    high = 1.0 if k == n else min(1.0, centre + half)
+    return Estimate(p, low, high, level)
 
 
 def paired_difference_ci(table: np.ndarray, *, level: float = 0.95) -> Estimate:

@@ -290,6 +290,94 @@ def context(model: Path, data: Path, overrides: dict | None = None, config=None)
     return ctx
 
 
+def class_labels(n: int) -> tuple[str, ...]:
+    return tuple(f"c{i}" for i in range(n))
+
+
+def nan_model(path: Path, *, everywhere: bool = False, inf: bool = False) -> Path:
+    """The colour model whose logits are NaN (or +Inf) for images that are not red, or for every image.
+
+    ``log(mean red channel)`` is NaN where the normalised red mean is negative (green and blue
+    images); multiplied by zero it is 0 for red images and NaN elsewhere, and added to the logits.
+    """
+    w, b = colour_weights(3)
+    poison = np.array([np.inf if inf else np.nan], np.float32)
+    nodes = [
+        helper.make_node("GlobalAveragePool", ["input"], ["pooled"]),
+        helper.make_node("Flatten", ["pooled"], ["flat"]),
+        helper.make_node("Gemm", ["flat", "W", "B"], ["logits"]),
+    ]
+    inits = [numpy_helper.from_array(w, "W"), numpy_helper.from_array(b, "B")]
+    if everywhere:
+        inits.append(numpy_helper.from_array(poison, "poison"))
+        nodes.append(helper.make_node("Add", ["logits", "poison"], ["output"]))
+    else:
+        inits += [numpy_helper.from_array(np.array([v], np.int64), name) for name, v in
+                  (("start", 0), ("end", 1), ("axis", 1))]
+        inits += [numpy_helper.from_array(np.zeros(1, np.float32), "zero"), numpy_helper.from_array(poison, "poison")]
+        nodes += [
+            helper.make_node("Slice", ["flat", "start", "end", "axis"], ["red"]),
+            helper.make_node("Log", ["red"], ["logred"]),
+            helper.make_node("IsNaN", ["logred"], ["bad"]),
+            helper.make_node("Where", ["bad", "poison", "zero"], ["shift"]),
+            helper.make_node("Add", ["logits", "shift"], ["output"]),
+        ]
+    graph = helper.make_graph(
+        nodes, "nan", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, 16, 16])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["N", 3])], initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    write_card(path, ModelCard(labels=tuple(COLOURS), preprocess=Preprocess(size=(16, 16), mean=(MEAN,), std=(STD,))))
+    return path
+
+
+def fp16_model(path: Path, size: int = 16) -> Path:
+    """The colour model with float16 input and output (Cast at both ends), as fp16 exports have."""
+    w, b = colour_weights(3)
+    nodes = [
+        helper.make_node("Cast", ["input"], ["x32"], to=TensorProto.FLOAT),
+        helper.make_node("GlobalAveragePool", ["x32"], ["pooled"]),
+        helper.make_node("Flatten", ["pooled"], ["flat"]),
+        helper.make_node("Gemm", ["flat", "W", "B"], ["logits"]),
+        helper.make_node("Cast", ["logits"], ["output"], to=TensorProto.FLOAT16),
+    ]
+    graph = helper.make_graph(
+        nodes, "fp16", [helper.make_tensor_value_info("input", TensorProto.FLOAT16, ["N", 3, size, size])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT16, ["N", 3])],
+        initializer=[numpy_helper.from_array(w, "W"), numpy_helper.from_array(b, "B")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    write_card(path, ModelCard(labels=tuple(COLOURS),
+                               preprocess=Preprocess(size=(size, size), mean=(MEAN,), std=(STD,))))
+    return path
+
+
+def set_metadata(path: Path, **values: str) -> Path:
+    """Overwrite raw ``audit.<key>`` metadata strings (to write cards the ModelCard class would refuse)."""
+    model = onnx.load(str(path))
+    keys = {f"audit.{k}" for k in values}
+    kept = [p for p in model.metadata_props if p.key not in keys]
+    del model.metadata_props[:]
+    model.metadata_props.extend(kept)
+    for k, v in values.items():
+        model.metadata_props.add(key=f"audit.{k}", value=v)
+    onnx.save(model, str(path))
+    return path
+
+
+def dynamic_size(path: Path) -> Path:
+    """Make the model's input height and width symbolic, so the card alone decides the input size."""
+    model = onnx.load(str(path))
+    dims = model.graph.input[0].type.tensor_type.shape.dim
+    dims[2].dim_param, dims[3].dim_param = "H", "W"
+    onnx.save(model, str(path))
+    return path
+
+
 def _luma(rgb) -> float:
     return 0.299 * rgb[0] + 0.587 * rgb[1] + 0.114 * rgb[2]  # Pillow's RGB -> L
 

@@ -22,7 +22,7 @@ def random_predictions(n: int, c: int, seed: int, skill: float = 2.0, missing_cl
 
 
 @pytest.mark.parametrize("n,c,seed,missing", [(200, 2, 0, False), (500, 5, 1, False), (300, 10, 2, True),
-                                              (50, 4, 3, False)])
+                                              (50, 4, 3, False), (3000, 1000, 4, True)])
 def test_metrics_equal_sklearn(n, c, seed, missing):
     p = random_predictions(n, c, seed, missing_class=missing)
     m = classification_metrics(p, n_boot=50, seed=0, top_k=(3, 5))
@@ -75,3 +75,20 @@ def test_same_seed_same_intervals():
     a = classification_metrics(p, n_boot=200, seed=3)
     b = classification_metrics(p, n_boot=200, seed=3)
     assert a.accuracy == b.accuracy and a.per_class == b.per_class
+
+
+def test_many_classes_use_per_class_counts_not_a_matrix_per_resample():
+    """1,000 classes: the bootstrap's memory is O(resamples x classes), the plots stay readable."""
+    import tracemalloc
+
+    p = random_predictions(2000, 1000, 5)
+    tracemalloc.start()
+    m = classification_metrics(p, n_boot=200, seed=0)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 200 * 2**20  # one 1000 x 1000 matrix per resample would need 800 MB per chunk of 100
+    assert m.confusion.shape == (1000, 1000) and m.confusion.sum() == 2000
+    from audit.render.plots import MAX_BARS, confusion_heatmap, f1_bars
+
+    assert len(f1_bars(m.per_class).axes[0].patches) == MAX_BARS
+    assert len(confusion_heatmap(m.confusion, p.labels).axes[0].get_xticks()) < 20  # not one name per class

@@ -150,6 +150,7 @@ def test_compare_input_errors_exit_2(audits, tmp_path, capsys, case, pattern):
         shutil.rmtree(few / "red")
         cand = str(tmp_path / "few_out")
         assert main(["run", "--model", str(good), "--data", str(few), "--out", cand, "--min-accuracy", "0",
+                     "--min-images-per-label", "0",
                      *FAST]) == 0
         capsys.readouterr()
     assert exit_code(["compare", "--candidate", cand, "--baseline", base, "--out", str(tmp_path / "c"), *extra]) == 2

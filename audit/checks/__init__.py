@@ -75,10 +75,11 @@ class CheckSpec:
 
 
 def _registry() -> tuple[CheckSpec, ...]:
-    from audit.checks import (baseline, calibration, fairness, integrity, invariance, label_errors, latency, metrics,
-                              paired, parity, slices)
+    from audit.checks import (baseline, calibration, evidence, fairness, integrity, invariance, label_errors, latency,
+                              metrics, paired, parity, slices)
 
     return (
+        evidence.SPEC,
         metrics.SPEC,
         calibration.SPEC,
         slices.SPEC,

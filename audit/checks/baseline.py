@@ -40,6 +40,7 @@ class BaselineConfig(Section):
     path: str | None = None
     tolerance: float = setting(0.01, ge=0.0)  # a measure may get this much worse (absolute) before it regresses
     max_regressions: int = setting(0, ge=0)
+    min_compared: int = setting(1, ge=0)  # a comparison of nothing proves nothing: at least this many numbers
 
 
 @dataclass(frozen=True)
@@ -154,7 +155,13 @@ def baseline_criteria(res: BaselineResult, config: BaselineConfig) -> list[Crite
     detail = ex if reg else f"none of {len(res.comparisons)} numbers got worse by more than {res.tolerance:g}"
     m = Measure.count("baseline.regressions", f"Regressions against the baseline (tolerance {res.tolerance:g})",
                       len(reg), detail=detail)
-    return [judge(m, config.max_regressions)]
+    only = len(res.only_in_baseline)
+    compared = Measure.count("baseline.compared", "Numbers compared with the baseline", len(res.comparisons),
+                             higher_is_better=True,
+                             detail=f"{len(res.comparisons)} measure(s) in both runs" + (
+                                 f"; {only} only in the baseline" if only else "") + (
+                                 "" if res.comparisons else "; the baseline shares no measure id with this run"))
+    return [judge(m, config.max_regressions), judge(compared, config.min_compared)]
 
 
 def _run(ctx) -> BaselineResult:

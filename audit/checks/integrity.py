@@ -259,7 +259,8 @@ def thumbnails(res: IntegrityResult, ctx) -> list[tuple]:
 
 def _open_train(ctx) -> DataSource | None:
     train = ctx.config.integrity.train
-    return None if train is None else open_source(Path(train), ctx.classifier.labels, flag="--train")
+    root = Path(ctx.config.data_root) if ctx.config.data_root else None
+    return None if train is None else open_source(Path(train), ctx.classifier.labels, flag="--train", data_root=root)
 
 
 SPEC = CheckSpec(

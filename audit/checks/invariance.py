@@ -4,8 +4,9 @@ The model is re-run on transformed copies of (a seeded sample of) the test image
 severities, through the same engine and batched path as the audit itself (``ctx.rerun(...,
 transform=...)``; the transform acts on the decoded image, before resizing). Per transform and
 severity: the *flip rate* (share of images whose top-1 prediction changes) and the *accuracy
-drop* (accuracy on the originals minus on the copies), overall and per true class, with
-bootstrap CIs.
+drop* (accuracy on the originals minus on the copies), overall and per true class. Flip rates and
+accuracies are proportions with Wilson intervals (no flip in 30 images is [0, 0.11], not [0, 0]);
+the accuracy drop, a difference, has a percentile-bootstrap CI.
 
 Which transforms run: ``invariance.transforms`` from the config, else the model card's
 ``audit.invariances``, else ``DEFAULT_TRANSFORMS``; minus ``invariance.exclude`` (e.g. a
@@ -33,7 +34,7 @@ from audit.errors import ConfigError
 from audit.findings import Finding
 from audit.predictions import Predictions
 from audit.settings import Section, setting, unit
-from audit.stats import Estimate, _num, bootstrap, bootstrap_many
+from audit.stats import Estimate, _num, bootstrap, proportion_ci
 from audit.transforms import DEFAULT_TRANSFORMS, TRANSFORMS, TransformSpec
 from audit.verdict import Criterion, Measure, judge
 
@@ -169,8 +170,7 @@ def invariance(ctx, max_flipped: int = 8) -> InvarianceResult:
             run = _compare(spec, sev, usable, y, base, base_ok, p2, preds.labels, ctx, max_flipped)
             runs.append(dataclasses.replace(run, limit=config.limit(name)))
     n = len(rows)
-    acc = bootstrap(lambda idx: base_ok[idx].mean(axis=1), n, n_boot=ctx.n_boot, seed=ctx.seed) if n else Estimate(
-        math.nan, math.nan, math.nan)
+    acc = proportion_ci(int(base_ok.sum()), n)
     return InvarianceResult(source, n, len(preds), acc, tuple(runs), tuple(config.exclude), tuple(unknown))
 
 
@@ -188,9 +188,10 @@ def _compare(spec: TransformSpec, sev, usable, y, base, base_ok, p2: Predictions
     flips = (new != base).astype(float)
     new_ok = (new == y).astype(float)
     n = len(flips)
-    stats = np.column_stack([flips, new_ok, base_ok - new_ok])
-    ests = bootstrap_many(lambda idx: stats[idx].mean(axis=1), n, n_boot=ctx.n_boot, seed=ctx.seed) if n else [
-        Estimate(math.nan, math.nan, math.nan)] * 3
+    drop = base_ok - new_ok
+    ests = [proportion_ci(int(flips.sum()), n), proportion_ci(int(new_ok.sum()), n),
+            bootstrap(lambda idx: drop[idx].mean(axis=1), n, n_boot=ctx.n_boot, seed=ctx.seed) if n else
+            Estimate(math.nan, math.nan, math.nan)]
     per_class = []
     for ci, lab in enumerate(labels):
         m = y == ci

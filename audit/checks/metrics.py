@@ -1,10 +1,17 @@
-"""Classification metrics with bootstrap CIs (DESIGN §6.1).
+"""Classification metrics with confidence intervals (DESIGN §6.1).
 
-Everything derives from confusion matrices, which are computed for all bootstrap resamples at
-once (``stats.confusion_matrices``), so 1,000 replicates over 10,000 predictions take a
-fraction of a second. Conventions follow scikit-learn: precision/recall/F1 of a class with no
-predicted/true samples is 0; macro averages run over the classes present in ``y_true`` or
-``y_pred``; balanced accuracy is the mean recall over classes present in ``y_true``.
+Proportions get a Wilson score interval (``stats.proportion_ci``): accuracy (correct / images),
+top-k accuracy, and per class precision (true positives / predicted) and recall (true positives /
+support). Unlike the percentile bootstrap, it does not collapse to a point on a small or perfect
+sample: 12 of 12 correct is [0.76, 1], not [1, 1]. The numbers that are not one proportion
+(balanced accuracy, macro and weighted F1, per-class F1) keep the percentile bootstrap.
+
+The bootstrap works on per-class counts (true positives, support, predicted: O(classes) per
+resample, all resamples of a chunk in three ``bincount`` calls), never on a classes x classes
+matrix per resample, so 1,000 replicates stay cheap at 1,000 classes. Conventions follow
+scikit-learn: precision/recall/F1 of a class with no predicted/true samples is 0 (its interval is
+undefined); macro averages run over the classes present in ``y_true`` or ``y_pred``; balanced
+accuracy is the mean recall over classes present in ``y_true``.
 
 Example::
 
@@ -21,7 +28,7 @@ import numpy as np
 from audit.checks import CheckSpec
 from audit.findings import Finding
 from audit.predictions import Predictions
-from audit.stats import Estimate, bootstrap, bootstrap_many, confusion_matrices
+from audit.stats import Estimate, bootstrap_many, proportion_ci
 from audit.verdict import Criterion, Measure, judge
 
 
@@ -50,6 +57,7 @@ class MetricsResult:
     top_k: tuple[tuple[int, Estimate], ...]
     per_class: tuple[ClassMetrics, ...]
     confusion: np.ndarray  # (C, C) counts, rows = true label
+    top_k_not_computed: tuple[int, ...] = ()  # configured k that are not below the number of classes
 
     @property
     def confusion_normalized(self) -> np.ndarray:
@@ -71,6 +79,7 @@ class MetricsResult:
             "macro_f1": self.macro_f1.to_dict(),
             "weighted_f1": self.weighted_f1.to_dict(),
             **{f"top_{k}_accuracy": e.to_dict() for k, e in self.top_k},
+            "top_k_not_computed": list(self.top_k_not_computed),
             "per_class": {pc.label: {"support": pc.support, "precision": pc.precision.to_dict(),
                                      "recall": pc.recall.to_dict(), "f1": pc.f1.to_dict()} for pc in self.per_class},
             "confusion": self.confusion.tolist(),
@@ -81,27 +90,38 @@ def _safe_div(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.divide(a, b, out=np.zeros(np.broadcast(a, b).shape), where=b > 0)
 
 
-def summarize_confusion(cm: np.ndarray) -> np.ndarray:
-    """Metrics of (k, C, C) confusion matrices as (k, 4 + 3C) columns.
+def class_counts(y_true: np.ndarray, y_pred: np.ndarray, idx: np.ndarray, n_classes: int) -> np.ndarray:
+    """Per-class counts of the k resamples in ``idx``: (3, k, C) true positives, support, predicted."""
+    k = idx.shape[0]
+    offset = (np.arange(k) * n_classes)[:, None]
+    yt, yp = y_true[idx], y_pred[idx]
+    size = k * n_classes
+    support = np.bincount((yt + offset).ravel(), minlength=size)
+    predicted = np.bincount((yp + offset).ravel(), minlength=size)
+    tp = np.bincount((yt + offset).ravel(), weights=(yt == yp).ravel(), minlength=size)
+    return np.stack([tp, support, predicted]).reshape(3, k, n_classes).astype(float)
 
-    Columns: accuracy, balanced accuracy, macro F1, weighted F1, then per class precision,
-    recall, F1 (C each).
+
+def summarize_counts(counts: np.ndarray) -> np.ndarray:
+    """Metrics of per-class counts (3, k, C) as (k, 3 + C) columns.
+
+    Columns: balanced accuracy, macro F1, weighted F1, then per class F1 (C).
     """
-    cm = cm.astype(float)
-    tp = np.diagonal(cm, axis1=1, axis2=2)
-    support = cm.sum(axis=2)
-    predicted = cm.sum(axis=1)
+    tp, support, predicted = counts
     n = support.sum(axis=1)
-    precision = _safe_div(tp, predicted)
     recall = _safe_div(tp, support)
     f1 = _safe_div(2 * tp, support + predicted)
     present = (support > 0) | (predicted > 0)
     in_true = support > 0
-    accuracy = _safe_div(tp.sum(axis=1), n)
     balanced = _safe_div((recall * in_true).sum(axis=1), in_true.sum(axis=1))
     macro_f1 = _safe_div((f1 * present).sum(axis=1), present.sum(axis=1))
     weighted_f1 = _safe_div((f1 * support).sum(axis=1), n)
-    return np.column_stack([accuracy, balanced, macro_f1, weighted_f1, precision, recall, f1])
+    return np.column_stack([balanced, macro_f1, weighted_f1, f1])
+
+
+def _share(k: int, n: int) -> Estimate:
+    """A proportion with its Wilson interval; scikit-learn's 0 (and no interval) when ``n`` is 0."""
+    return proportion_ci(k, n) if n else Estimate(0.0, float("nan"), float("nan"))
 
 
 def top_k_correct(y_true: np.ndarray, proba: np.ndarray, k: int) -> np.ndarray:
@@ -114,38 +134,36 @@ def top_k_correct(y_true: np.ndarray, proba: np.ndarray, k: int) -> np.ndarray:
 def classification_metrics(
     preds: Predictions, *, n_boot: int = 1000, seed: int = 0, top_k: tuple[int, ...] = (1, 3, 5)
 ) -> MetricsResult:
-    """Accuracy, balanced accuracy, macro/weighted F1, per-class P/R/F1 and top-k, each with a CI."""
+    """Accuracy, balanced accuracy, macro/weighted F1, per-class P/R/F1 and top-k, each with a CI.
+
+    Top-k accuracies are computed for ``1 < k < classes``; larger k are listed in ``top_k_not_computed``.
+    """
     c = len(preds.labels)
     y_true, y_pred = preds.y_true, preds.y_pred
     n = len(y_true)
-    ests = bootstrap_many(
-        lambda idx: summarize_confusion(confusion_matrices(y_true, y_pred, idx, c)), n, n_boot=n_boot, seed=seed
-    )
-    cm = confusion_matrices(y_true, y_pred, np.arange(n)[None, :], c)[0]
+    ests = bootstrap_many(lambda idx: summarize_counts(class_counts(y_true, y_pred, idx, c)), n, n_boot=n_boot,
+                          seed=seed)
+    cm = np.bincount(y_true * c + y_pred, minlength=c * c).reshape(c, c)
+    tp, support, predicted = np.diagonal(cm), cm.sum(axis=1), cm.sum(axis=0)
     per_class = tuple(
-        ClassMetrics(
-            label=preds.labels[i],
-            support=int(cm[i].sum()),
-            predicted=int(cm[:, i].sum()),
-            precision=ests[4 + i],
-            recall=ests[4 + c + i],
-            f1=ests[4 + 2 * c + i],
-        )
+        ClassMetrics(label=preds.labels[i], support=int(support[i]), predicted=int(predicted[i]),
+                     precision=_share(int(tp[i]), int(predicted[i])), recall=_share(int(tp[i]), int(support[i])),
+                     f1=ests[3 + i])
         for i in range(c)
     )
     tops = []
     for k in sorted({k for k in top_k if 1 < k < c}):
-        correct = top_k_correct(y_true, preds.proba, k)
-        tops.append((k, bootstrap(lambda idx: correct[idx].mean(axis=1), n, n_boot=n_boot, seed=seed)))
+        tops.append((k, _share(int(top_k_correct(y_true, preds.proba, k).sum()), n)))
     return MetricsResult(
         n=n,
-        accuracy=ests[0],
-        balanced_accuracy=ests[1],
-        macro_f1=ests[2],
-        weighted_f1=ests[3],
+        accuracy=_share(int(tp.sum()), n),
+        balanced_accuracy=ests[0],
+        macro_f1=ests[1],
+        weighted_f1=ests[2],
         top_k=tuple(tops),
         per_class=per_class,
         confusion=cm,
+        top_k_not_computed=tuple(sorted({k for k in top_k if k >= c})),
     )
 
 

@@ -27,7 +27,7 @@ import numpy as np
 from audit.checks import CheckSpec, Option
 from audit.errors import ModelError
 from audit.settings import Section, setting, unit
-from audit.stats import Estimate, bootstrap
+from audit.stats import Estimate, proportion_ci
 from audit.verdict import Criterion, Measure, judge
 
 TTA_VIEWS = {"hflip": (3,), "vflip": (2,), "hvflip": (2, 3)}  # flipped axes of an NCHW tensor
@@ -151,7 +151,6 @@ def parity(ctx, max_listed: int = 20) -> ParityResult:
     torch_clf = ctx.state("parity") or torch_classifier(ctx)
     preds, arch, weights = ctx.predictions, torch_clf.arch, torch_clf.weights
     usable = ctx.sample(ctx.config.parity.max_images)
-    n_boot, seed = ctx.n_boot, ctx.seed
     row = {p: i for i, p in enumerate(preds.paths)}
     tp, _ = ctx.rerun(usable, classifier=torch_clf, desc="parity")
     rows = np.array([row[p] for p in tp.paths], dtype=np.int64)
@@ -173,8 +172,7 @@ def parity(ctx, max_listed: int = 20) -> ParityResult:
         max_abs_diff=float(diff.max()) if n else math.nan,
         p99_abs_diff=float(np.quantile(diff, 0.99)) if n else math.nan,
         mean_abs_diff=float(diff.mean()) if n else math.nan,
-        agreement=bootstrap(lambda idx: agree[idx].mean(axis=1), n, n_boot=n_boot, seed=seed) if n else Estimate(
-            math.nan, math.nan, math.nan),
+        agreement=proportion_ci(int(agree.sum()), n),  # Wilson: 100% agreement on n images is not [1, 1]
         disagreements=tuple(rec(i) for i in dis[:max_listed]), n_disagree=int(dis.size),
         worst=tuple(rec(i) for i in worst), per_image_diff=diff.astype(np.float32),
     )

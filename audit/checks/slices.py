@@ -4,7 +4,8 @@ A *slicing variable* is a metadata column (each value is a slice) or an image pr
 (brightness, contrast, ... binned into quantiles; each bin is a slice). For every slice we
 report accuracy and macro F1 and the gap to its complement (the rest of the data):
 ``accuracy_gap = accuracy(complement) - accuracy(slice)``, so a positive gap means the slice
-is worse. Gaps carry a percentile-bootstrap CI; the p-value of "gap = 0" is a two-sided Wald
+is worse. A slice's accuracy, a proportion, has a Wilson interval; its macro F1 and the gaps carry
+a percentile-bootstrap CI; the p-value of "gap = 0" is a two-sided Wald
 test with the bootstrap standard error (unlike a bootstrap tail count it is not floored at
 1/n_boot, which matters once Benjamini–Hochberg divides alpha by the number of slices). The
 p-values of all judged slices are corrected together (BH). A slice is a *significant
@@ -34,7 +35,7 @@ from audit.findings import Finding
 from audit.predictions import Predictions
 from audit.settings import Section, setting, unit
 from audit.sources import MISSING
-from audit.stats import Estimate, _estimate, benjamini_hochberg, resample_indices
+from audit.stats import Estimate, _estimate, benjamini_hochberg, proportion_ci, resample_indices
 from audit.verdict import Criterion, Measure, judge
 
 METRICS = ("accuracy", "macro_f1")
@@ -181,7 +182,7 @@ def _g(x: float) -> str:
 def _slice_metrics(tp: np.ndarray, support: np.ndarray, predicted: np.ndarray) -> np.ndarray:
     """Per-class counts (k, L, C) -> (k, L, 2): accuracy and macro F1 of every slice (nan when empty).
 
-    The same conventions as ``metrics.summarize_confusion`` (macro F1 over the classes present in
+    The same conventions as ``metrics.summarize_counts`` (macro F1 over the classes present in
     the slice's truth or predictions), from O(classes) counts instead of a classes x classes matrix.
     """
     n = support.sum(axis=2)
@@ -246,8 +247,10 @@ def find_slices(preds: Predictions, config: SlicesConfig, *, n_boot: int = 1000,
     rows = []
     for p, pt, rp in zip(parts, point, reps):
         sizes = np.bincount(p.codes, minlength=len(p.levels))
+        right = np.bincount(p.codes, weights=(~wrong).astype(float), minlength=len(p.levels)).round().astype(int)
         for li, level in enumerate(p.levels):
             ests = [_estimate(pt[0, li, m], rp[:, li, m], 0.95) for m in range(4)]
+            ests[0] = proportion_ci(int(right[li]), int(sizes[li]))
             gap_reps = rp[:, li, 2 + metric_col]
             judged = sizes[li] >= config.min_size and sizes[li] <= n - config.min_size
             p_value = _wald_p(pt[0, li, 2 + metric_col], gap_reps[np.isfinite(gap_reps)]) if judged else math.nan

@@ -19,7 +19,7 @@ from audit import imaging
 from audit.duplicates import ThumbnailStore, colour_thumbnail
 from audit.model import Preprocess
 from audit.predictions import Predictions
-from audit.sources import Sample, Skipped
+from audit.sources import NON_FINITE, Sample, Skipped
 
 Transform = Callable[[Image.Image], Image.Image]
 
@@ -73,7 +73,16 @@ class Collector:
         self.rejected.append(Skipped(sample.path, reason))
 
     def add(self, samples: Sequence[Sample], decoded: Sequence[Decoded], proba: np.ndarray) -> None:
-        """One batch of successfully decoded samples and their (n, C) probabilities."""
+        """One batch of successfully decoded samples and their (n, C) probabilities.
+
+        Rows whose probabilities are not finite (the model output NaN or Inf) are set aside as
+        skipped, never scored: an argmax over NaN would silently say class 0.
+        """
+        finite = np.isfinite(proba).all(axis=1)
+        if not finite.all():
+            self.rejected += [Skipped(s.path, NON_FINITE) for s, ok in zip(samples, finite) if not ok]
+            keep = np.flatnonzero(finite)
+            samples, decoded, proba = [samples[i] for i in keep], [decoded[i] for i in keep], proba[keep]
         if not samples:
             return
         self.probas.append(proba)

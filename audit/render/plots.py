@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import io
+import unicodedata
 from collections.abc import Sequence
 
 import numpy as np
@@ -33,6 +34,10 @@ def to_data_uri(fig: Figure) -> str:
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
+MAX_TICK_LABELS = 40  # beyond this many classes the axes show positions, not names (names cost seconds each 100)
+MAX_BARS = 40  # per-class bar charts show the worst classes only
+
+
 def confusion_heatmap(confusion: np.ndarray, labels: Sequence[str], ax: Axes | None = None) -> Figure:
     """Row-normalised confusion matrix; cells show the share of the true class (and the count)."""
     c = len(labels)
@@ -40,11 +45,15 @@ def confusion_heatmap(confusion: np.ndarray, labels: Sequence[str], ax: Axes | N
     fig, ax = _axes(ax, (side + 1.0, side))
     rows = confusion.sum(axis=1, keepdims=True)
     norm = np.divide(confusion, rows, out=np.zeros(confusion.shape), where=rows > 0)
-    im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
-    ax.set_xticks(range(c), [_short(x) for x in labels], rotation=45, ha="right", fontsize=8)
-    ax.set_yticks(range(c), [_short(x) for x in labels], fontsize=8)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
+    im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1, interpolation="nearest")
+    if c <= MAX_TICK_LABELS:
+        ax.set_xticks(range(c), [_short(x) for x in labels], rotation=45, ha="right", fontsize=8)
+        ax.set_yticks(range(c), [_short(x) for x in labels], fontsize=8)
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("true")
+    else:
+        ax.set_xlabel("predicted (class index, label order)")
+        ax.set_ylabel("true (class index)")
     if c <= 20:
         for i in range(c):
             for j in range(c):
@@ -56,8 +65,8 @@ def confusion_heatmap(confusion: np.ndarray, labels: Sequence[str], ax: Axes | N
 
 
 def f1_bars(per_class: Sequence[ClassMetrics], threshold: float | None = None, ax: Axes | None = None) -> Figure:
-    """Per-class F1 with 95% CI error bars, worst class first."""
-    items = sorted(per_class, key=lambda pc: pc.f1.value)
+    """Per-class F1 with 95% CI error bars, worst class first (the ``MAX_BARS`` worst)."""
+    items = sorted(per_class, key=lambda pc: pc.f1.value)[:MAX_BARS]
     fig, ax = _axes(ax, (7.0, 1.0 + 0.28 * len(items)))
     y = np.arange(len(items))
     vals = np.array([pc.f1.value for pc in items])
@@ -103,6 +112,7 @@ def reliability_diagram(bins: Sequence[ReliabilityBin], ax: Axes | None = None) 
 
 
 def _short(s: str, n: int = 24) -> str:
+    s = "".join(repr(ch)[1:-1] if unicodedata.category(ch) == "Cc" else ch for ch in s)  # "\r", not a missing glyph
     return s if len(s) <= n else s[: n - 1] + "…"
 
 

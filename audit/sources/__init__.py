@@ -23,6 +23,10 @@ from audit import imaging
 from audit.errors import DataError
 
 MISSING = "(missing)"  # the slice/group name of an empty attribute value
+DUPLICATE = "duplicate row: this image is listed earlier (counted once)"
+NON_FINITE = "model output is NaN or Inf (not scored)"
+# Skipped files that were never candidate images: they do not count against the processed share.
+NOT_DATA = frozenset({"metadata file (read as attributes)", "hidden file", "hidden folder", DUPLICATE})
 
 
 @dataclass(frozen=True)
@@ -70,6 +74,11 @@ class DataSource:
         return file.read_bytes()
 
     @property
+    def candidates(self) -> int:
+        """Files found that could be test images: all but the metadata file, hidden files and duplicate rows."""
+        return self.found - sum(1 for s in self.skipped if s.reason in NOT_DATA)
+
+    @property
     def class_counts(self) -> dict[str, int]:
         counts = dict.fromkeys(self.classes, 0)
         for s in self.samples:
@@ -77,11 +86,17 @@ class DataSource:
         return counts
 
 
-def open_source(location: Path, labels: Sequence[str], *, flag: str = "--data") -> DataSource:
+def open_source(location: Path, labels: Sequence[str], *, flag: str = "--data",
+                data_root: Path | None = None) -> DataSource:
     """Scan an ImageFolder directory, a CSV manifest or a Parquet manifest against ``labels``.
 
-    Raises ``DataError`` when nothing can be audited: missing source, no images, or a class
-    the model does not know (a typo there would silently mis-score every image of it).
+    A manifest may only name files inside its own folder, or inside ``data_root`` when given
+    (``--data-root``): a path that leads elsewhere (``../../x``, ``/etc/shadow``) is refused
+    before any file is opened.
+
+    Raises ``DataError`` when nothing can be audited: missing source, no images, a path outside
+    the allowed folders, or a class the model does not know (a typo there would silently
+    mis-score every image of it).
     """
     from audit.sources.folder import scan_folder
     from audit.sources.manifest import scan_manifest
@@ -93,7 +108,7 @@ def open_source(location: Path, labels: Sequence[str], *, flag: str = "--data") 
         if location.suffix.lower() not in (".csv", ".parquet"):
             raise DataError(f"{flag} {location} is a file but not a .csv or .parquet manifest",
                             hint="pass an ImageFolder directory or a manifest with path,label columns")
-        src = scan_manifest(location, flag)
+        src = scan_manifest(location, flag, data_root)
     else:
         src = scan_folder(location, flag)
     _check_labels(src, labels, flag)

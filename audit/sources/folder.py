@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import csv
 import os
+import posixpath
+from collections.abc import Callable
 from pathlib import Path
 
 from audit.errors import DataError
@@ -21,7 +23,7 @@ IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".
 
 def scan_folder(root: Path, flag: str = "--data") -> DataSource:
     """Walk ``root`` once: every file becomes a ``Sample`` or a ``Skipped`` record."""
-    meta, attr_names = read_metadata(root / METADATA_FILE)
+    meta, attr_names, notes = read_metadata(root / METADATA_FILE)
     samples: list[Sample] = []
     skipped: list[Skipped] = []
     classes: list[str] = []
@@ -42,9 +44,8 @@ def scan_folder(root: Path, flag: str = "--data") -> DataSource:
                 skipped.append(Skipped(rel, why))
             else:
                 samples.append(Sample(rel, rel_dir.parts[0], tuple(meta.pop(rel, {}).items())))
-    notes = ()
     if meta:
-        notes = (f"{len(meta)} row(s) of {METADATA_FILE} name no image in the folder (e.g. {next(iter(meta))!r})",)
+        notes += (f"{len(meta)} row(s) of {METADATA_FILE} name no image in the folder (e.g. {next(iter(meta))!r})",)
     return DataSource("ImageFolder", str(root), root, tuple(samples), tuple(skipped), tuple(classes), attr_names,
                       found, notes)
 
@@ -59,16 +60,49 @@ def _skip_reason(rel_dir: Path, name: str) -> str | None:
     return None
 
 
-def read_metadata(path: Path) -> tuple[dict[str, dict[str, str]], tuple[str, ...]]:
-    """``metadata.csv`` as {relative path: {attribute: value}} and the attribute names."""
+def read_metadata(path: Path) -> tuple[dict[str, dict[str, str]], tuple[str, ...], tuple[str, ...]]:
+    """``metadata.csv`` as {relative path: {attribute: value}}, the attribute names and notes.
+
+    Repeated rows of one path are merged when identical (and said in a note); a path listed
+    twice with different values is an error, never "the last row wins".
+    """
     if not path.exists():
-        return {}, ()
+        return {}, (), ()
+    if not path.is_file():
+        raise DataError(f"{path} is not a file", hint=f"{METADATA_FILE} must be a CSV file with a path column")
     rows, columns = read_csv(path)
     if "path" not in columns:
         raise DataError(f"{METADATA_FILE} has no 'path' column (columns: {columns})",
                         hint="add a path column with image paths relative to the data folder")
     attr_names = tuple(c for c in columns if c not in ("path", "label"))
-    return {Path(r["path"]).as_posix(): {a: r[a] for a in attr_names} for r in rows}, attr_names
+    unique, repeated = unique_rows(rows, lambda r: posixpath.normpath(Path(r["path"]).as_posix()), METADATA_FILE)
+    meta = {key: {a: r[a] for a in attr_names} for key, _, r in unique}
+    notes = (f"{len(repeated)} duplicate row(s) of {METADATA_FILE} repeat an earlier row of the same image and were "
+             f"merged (e.g. {repeated[0][0]!r})",) if repeated else ()
+    return meta, attr_names, notes
+
+
+def unique_rows(rows: list[dict[str, str]], key: Callable[[dict[str, str]], str], name: str,
+                first_row: int = 2) -> tuple[list[tuple[str, int, dict]], list[tuple[str, int]]]:
+    """(key, row number, row) of each key's first row, and (key, row number) of identical repeats.
+
+    A repeat whose other values differ raises ``DataError`` naming both rows (numbered from
+    ``first_row``: 2 in a CSV, whose header is row 1).
+    """
+    first: dict[str, tuple[int, dict]] = {}
+    unique, repeated = [], []
+    for i, row in enumerate(rows, start=first_row):
+        k = key(row)
+        if k not in first:
+            first[k] = (i, row)
+            unique.append((k, i, row))
+            continue
+        j, prev = first[k]
+        if {c: v for c, v in prev.items() if c != "path"} != {c: v for c, v in row.items() if c != "path"}:
+            raise DataError(f"{name} lists {k!r} twice with different values (rows {j} and {i})",
+                            hint="keep one row per image")
+        repeated.append((k, i))
+    return unique, repeated
 
 
 def read_csv(path: Path) -> tuple[list[dict[str, str]], list[str]]:
@@ -80,3 +114,5 @@ def read_csv(path: Path) -> tuple[list[dict[str, str]], list[str]]:
             return rows, list(reader.fieldnames or [])
     except (UnicodeDecodeError, csv.Error) as e:
         raise DataError(f"cannot read {path.name}: {e}", hint="it must be a UTF-8 CSV with a header row") from None
+    except OSError as e:
+        raise DataError(f"cannot read {path}: {e.strerror or e}", hint="it must be a readable CSV file") from None

@@ -1,20 +1,29 @@
 """Manifest sources: a CSV or Parquet table with ``path`` and ``label`` columns and any attributes.
 
 Relative paths resolve against the manifest's folder. A listed file that does not exist is
-skipped with its reason; every row is accounted for.
+skipped with its reason; every row is accounted for. Two policies keep a manifest honest:
+
+* **paths stay inside the data**: a path must lead into the manifest's folder, or into the
+  folder named by ``--data-root`` (config ``data_root``); ``../../x`` or ``/etc/shadow`` is refused
+  before any file is opened. The check is on the normalised path; a symbolic link placed inside
+  the allowed folder is followed (putting it there is the data owner's decision);
+* **each image once**: a row that repeats an earlier row's image with the same label and
+  attributes is skipped as a duplicate (counted once, and said in a note); one that repeats it
+  with different values is refused.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from audit.errors import DataError
-from audit.sources import DataSource, Sample, Skipped
-from audit.sources.folder import read_csv
+from audit.sources import DUPLICATE, DataSource, Sample, Skipped
+from audit.sources.folder import read_csv, unique_rows
 
 
-def scan_manifest(manifest: Path, flag: str = "--data") -> DataSource:
-    """Rows of ``manifest`` (.csv or .parquet) as samples; missing files are skipped."""
+def scan_manifest(manifest: Path, flag: str = "--data", data_root: Path | None = None) -> DataSource:
+    """Rows of ``manifest`` (.csv or .parquet) as samples; missing files and repeated rows are skipped."""
     parquet = manifest.suffix.lower() == ".parquet"
     rows, columns = read_parquet(manifest) if parquet else read_csv(manifest)
     missing = {"path", "label"} - set(columns)
@@ -22,18 +31,45 @@ def scan_manifest(manifest: Path, flag: str = "--data") -> DataSource:
         raise DataError(f"manifest {manifest.name} lacks column(s) {sorted(missing)}",
                         hint="a manifest needs path,label columns (paths relative to the manifest)")
     root = manifest.parent
+    allowed = AllowedPaths(root, data_root, f"{flag} {manifest}")
+    unique, repeated = unique_rows(rows, lambda r: allowed.sample_path(r["path"]), manifest.name,
+                                   first_row=1 if parquet else 2)
     attr_names = tuple(c for c in columns if c not in ("path", "label"))
     samples, skipped, classes = [], [], {}
-    for row in rows:
-        rel, label = row["path"], row["label"]
-        classes.setdefault(label, None)
-        if not (root / rel).is_file():
-            skipped.append(Skipped(rel, "listed in the manifest but not found"))
+    for path, _, row in unique:
+        classes.setdefault(row["label"], None)
+        if not (root / path).is_file():
+            skipped.append(Skipped(path, "listed in the manifest but not found"))
             continue
-        samples.append(Sample(rel, label, tuple((a, row[a]) for a in attr_names)))
+        samples.append(Sample(path, row["label"], tuple((a, row[a]) for a in attr_names)))
+    skipped += [Skipped(path, DUPLICATE) for path, _ in repeated]
+    notes = (f"{len(repeated)} duplicate row(s) of {manifest.name} list an image listed earlier; each image is "
+             f"counted once (e.g. {repeated[0][0]!r})",) if repeated else ()
     kind = "Parquet manifest" if parquet else "CSV manifest"
     return DataSource(kind, str(manifest), root, tuple(samples), tuple(skipped), tuple(classes), attr_names,
-                      len(rows))
+                      len(rows), notes)
+
+
+class AllowedPaths:
+    """Where a manifest may point: its own folder, plus ``data_root`` when given."""
+
+    def __init__(self, root: Path, data_root: Path | None, where: str) -> None:
+        self.root = os.path.abspath(root)
+        self.allowed = [self.root] + ([os.path.abspath(data_root)] if data_root is not None else [])
+        self.where = where
+
+    def sample_path(self, text: str) -> str:
+        """The normalised path of a manifest entry: relative to the manifest's folder when inside it,
+        else absolute (inside ``data_root``). Raises ``DataError`` for a path outside both."""
+        full = os.path.normpath(os.path.join(self.root, text))
+        if not any(full == a or full.startswith(a.rstrip(os.sep) + os.sep) for a in self.allowed):
+            roots = " or ".join(self.allowed)
+            raise DataError(f"{self.where} lists {text!r}, which is outside {roots}",
+                            hint="paths must stay inside the manifest's folder; to allow another folder, pass "
+                                 "--data-root DIR (config key data_root)")
+        if full == self.root or full.startswith(self.root.rstrip(os.sep) + os.sep):
+            return Path(os.path.relpath(full, self.root)).as_posix()
+        return full
 
 
 def read_parquet(path: Path) -> tuple[list[dict[str, str]], list[str]]:

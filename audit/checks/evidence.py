@@ -1,0 +1,118 @@
+"""Evidence: is there enough of it for the other criteria to mean anything?
+
+A verdict is only as good as the data under it. Three criteria, judged by default:
+
+* **images per label**: every label of the model has at least ``min_images_per_label`` processed
+  test images. Default 10: with 10 images of a class all classified correctly, the 95% Wilson
+  lower bound of its recall is 0.72 (with 5 it is 0.57, with 1 it is 0.21), so fewer images say
+  almost nothing about that class; 10 is also the fairness check's minimum of positives per group.
+  A model audited on a subset of its classes sets it to 0 (``--min-images-per-label 0``).
+* **processed share**: processed images / candidate files >= ``min_processed_share`` (default 0.9).
+  Candidates are the files found minus the metadata file, hidden files and duplicate manifest
+  rows; empty, undecodable, missing or non-finite-output files count against it.
+* **finite outputs**: at most ``max_non_finite`` (default 0) images for which the model output NaN
+  or Inf. Such rows are never scored (the engine sets them aside as skipped); this criterion
+  names them.
+
+The baseline's own evidence criterion (at least one number compared) lives in ``baseline``.
+
+Example::
+
+    res = evidence(ctx)
+    res.short_labels   # (("c9", 0), ...) labels below the minimum
+"""
+
+from __future__ import annotations
+
+import collections
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+
+from audit.checks import CheckSpec, Option
+from audit.settings import Section, setting, unit
+from audit.sources import NON_FINITE, NOT_DATA
+from audit.stats import Estimate
+from audit.verdict import Criterion, Measure, judge
+
+SHOWN = 8  # labels or files named in a criterion's detail
+
+
+@dataclass(frozen=True)
+class EvidenceConfig(Section):
+    """Evidence criteria: enough images per label, most files usable, finite model outputs."""
+
+    section: ClassVar[str] = "evidence"
+    min_images_per_label: int = setting(10, ge=0)  # every model label needs this many processed test images
+    min_processed_share: float = unit(0.9)  # processed images / candidate files
+    max_non_finite: int = setting(0, ge=0)  # images whose model output is NaN or Inf
+
+
+@dataclass(frozen=True)
+class EvidenceResult:
+    min_images_per_label: int
+    label_counts: tuple[tuple[str, int], ...]  # processed images per model label, in label order
+    found: int
+    candidates: int  # found minus the metadata file, hidden files and duplicate rows
+    processed: int
+    skip_reasons: tuple[tuple[str, int], ...]  # (reason, files) of skipped candidates, most frequent first
+    non_finite: tuple[str, ...]  # paths of images whose model output was NaN or Inf
+
+    @property
+    def short_labels(self) -> tuple[tuple[str, int], ...]:
+        return tuple((lab, n) for lab, n in self.label_counts if n < self.min_images_per_label)
+
+    @property
+    def processed_share(self) -> float:
+        return self.processed / self.candidates if self.candidates else float("nan")
+
+    def to_dict(self) -> dict:
+        return {"min_images_per_label": self.min_images_per_label, "short_labels": dict(self.short_labels),
+                "found": self.found, "candidates": self.candidates, "processed": self.processed,
+                "skip_reasons": dict(self.skip_reasons), "non_finite": list(self.non_finite)}
+
+
+def evidence(ctx) -> EvidenceResult:
+    """Coverage of the model's labels and of the files found, from the inference pass."""
+    preds, source = ctx.predictions, ctx.source
+    counts = np.bincount(preds.y_true, minlength=len(preds.labels))
+    skipped = [s for s in (*source.skipped, *ctx.rejected) if s.reason not in NOT_DATA]
+    return EvidenceResult(
+        min_images_per_label=ctx.config.evidence.min_images_per_label,
+        label_counts=tuple((lab, int(n)) for lab, n in zip(preds.labels, counts)),
+        found=source.found, candidates=source.candidates, processed=len(preds),
+        skip_reasons=tuple(collections.Counter(s.reason for s in skipped).most_common()),
+        non_finite=tuple(s.path for s in ctx.rejected if s.reason == NON_FINITE),
+    )
+
+
+def criteria(res: EvidenceResult, config) -> list[Criterion]:
+    c = config.evidence
+    short = res.short_labels
+    fewest = min((n for _, n in res.label_counts), default=0)
+    listed = ", ".join(f"{lab} ({n})" for lab, n in short[:SHOWN]) + (f", and {len(short) - SHOWN} more"
+                                                                      if len(short) > SHOWN else "")
+    detail = (f"{len(short)} of {len(res.label_counts)} labels below {c.min_images_per_label}: {listed} "
+              f"(add test images, or lower evidence.min_images_per_label)" if short else
+              f"every one of the {len(res.label_counts)} labels has at least {c.min_images_per_label}")
+    per_label = Measure.count("evidence.images_per_label", "Fewest test images of a model label", fewest,
+                              higher_is_better=True, detail=detail)
+    reasons = "; ".join(f"{n} {r}" for r, n in res.skip_reasons[:3])
+    share = Measure("evidence.processed_share", "Share of the files found that were processed",
+                    Estimate(res.processed_share, float("nan"), float("nan")), True,
+                    f"{res.processed} of {res.candidates} candidate files"
+                    + (f"; skipped: {reasons}" if reasons else ""))
+    bad = res.non_finite
+    files = ", ".join(bad[:SHOWN]) + (f", and {len(bad) - SHOWN} more" if len(bad) > SHOWN else "")
+    finite = Measure.count("evidence.non_finite", "Images with NaN or Inf model outputs (not scored)", len(bad),
+                           detail=f"{len(bad)} image(s): {files}" if bad else "every output is finite")
+    return [judge(per_label, c.min_images_per_label), judge(share, c.min_processed_share),
+            judge(finite, c.max_non_finite)]
+
+
+SPEC = CheckSpec(
+    "evidence", "evidence", evidence, probe=True, config=EvidenceConfig, criteria=criteria,
+    options=(Option("--min-images-per-label", "evidence.min_images_per_label",
+                    "test images every model label needs (default 10; 0 accepts labels without images)", "N", int),),
+)
