@@ -20,7 +20,7 @@ import numpy as np
 
 from audit.checks import CheckSpec
 from audit.predictions import Predictions
-from audit.stats import Estimate, bootstrap, bootstrap_many, confusion_matrices
+from audit.stats import Estimate, bootstrap_many, confusion_matrices
 from audit.verdict import Criterion, Measure, judge
 
 
@@ -117,9 +117,16 @@ def classification_metrics(
     c = len(preds.labels)
     y_true, y_pred = preds.y_true, preds.y_pred
     n = len(y_true)
-    ests = bootstrap_many(
-        lambda idx: summarize_confusion(confusion_matrices(y_true, y_pred, idx, c)), n, n_boot=n_boot, seed=seed
-    )
+    ks = sorted({k for k in top_k if 1 < k < c})
+    top = [top_k_correct(y_true, preds.proba, k) for k in ks]
+    cells = y_true * c + y_pred
+
+    def statistic(idx: np.ndarray) -> np.ndarray:  # one pass over each resample for every number
+        cm = np.bincount((cells[idx] + (np.arange(len(idx)) * c * c)[:, None]).ravel(), minlength=len(idx) * c * c)
+        hits = [np.count_nonzero(t[idx], axis=1) / n for t in top]  # top-k accuracy of each resample
+        return np.column_stack([summarize_confusion(cm.reshape(-1, c, c)), *hits])
+
+    ests = bootstrap_many(statistic, n, n_boot=n_boot, seed=seed)
     cm = confusion_matrices(y_true, y_pred, np.arange(n)[None, :], c)[0]
     per_class = tuple(
         ClassMetrics(
@@ -132,10 +139,7 @@ def classification_metrics(
         )
         for i in range(c)
     )
-    tops = []
-    for k in sorted({k for k in top_k if 1 < k < c}):
-        correct = top_k_correct(y_true, preds.proba, k)
-        tops.append((k, bootstrap(lambda idx: correct[idx].mean(axis=1), n, n_boot=n_boot, seed=seed)))
+    tops = [(k, ests[4 + 3 * c + j]) for j, k in enumerate(ks)]
     return MetricsResult(
         n=n,
         accuracy=ests[0],
