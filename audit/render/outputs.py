@@ -19,7 +19,7 @@ def write_outputs(r: AuditResult, out: Path, *, pdf: bool = True, templates: Pat
     paths = {name: out / name for name in
              ("report.html", "report.pdf", "verdict.json", "predictions.csv", "junit.xml", "summary.md",
               "config.json", "skipped.csv")}
-    r.predictions.to_frame().to_csv(paths["predictions.csv"], index=False, float_format="%.9g")
+    r.predictions.write_csv(paths["predictions.csv"])
     write_verdict(r, paths["verdict.json"])
     write_junit(r.verdict, paths["junit.xml"])
     write_summary(r, paths["summary.md"])
