@@ -111,11 +111,16 @@ def resize(img: Image.Image, pre: Preprocess) -> Image.Image:
 
 def to_tensor(img: Image.Image, pre: Preprocess) -> np.ndarray:
     """A resized image as one float32 model input (C,H,W or H,W,C per ``pre.layout``)."""
-    arr = np.asarray(img, dtype=np.float32) * (1.0 / 255.0)
-    if arr.ndim == 2:
-        arr = arr[:, :, None]
+    return batch_tensor(np.asarray(img)[None], pre)[0]
+
+
+def batch_tensor(pixels: np.ndarray, pre: Preprocess) -> np.ndarray:
+    """Resized uint8 images (B, H, W) or (B, H, W, C) as one float32 model input batch, normalised per channel."""
+    arr = pixels.astype(np.float32) * (1.0 / 255.0)
+    if arr.ndim == 3:
+        arr = arr[..., None]
     arr = (arr - np.asarray(pre.mean, np.float32)) / np.asarray(pre.std, np.float32)
-    return np.ascontiguousarray(arr.transpose(2, 0, 1) if pre.layout == "NCHW" else arr)
+    return np.ascontiguousarray(arr.transpose(0, 3, 1, 2) if pre.layout == "NCHW" else arr)
 
 
 def preprocess(data: bytes, pre: Preprocess, limits: Limits = Limits()) -> np.ndarray:
@@ -132,8 +137,13 @@ PHASH_INPUT = 32  # pHash: DCT of a 32x32 grey image, 8x8 low frequencies (image
 
 def phash_input(img: Image.Image) -> np.ndarray:
     """The 32x32 grey pixels a perceptual hash is computed from (as ``imagehash.phash``)."""
+    return np.asarray(phash_image(img))
+
+
+def phash_image(img: Image.Image) -> Image.Image:
+    """``phash_input`` as a Pillow image."""
     g = img if img.mode == "L" else img.convert("L")
-    return np.asarray(g.resize((PHASH_INPUT, PHASH_INPUT), Image.Resampling.LANCZOS))
+    return g.resize((PHASH_INPUT, PHASH_INPUT), Image.Resampling.LANCZOS)
 
 
 def batch_phash(pixels: np.ndarray) -> np.ndarray:
