@@ -46,12 +46,13 @@ def reference(clf, source, batch_size, transform=None):
     return rows, proba, props, phash, rejected
 
 
-@pytest.mark.parametrize("workers", [0, 1, 2])
+@pytest.mark.parametrize(("workers", "on_caller"), [(0, False), (1, False), (1, True), (2, False), (2, True)])
 @pytest.mark.parametrize("batch_size", [1, 4, 64])
-def test_engine_equals_image_by_image(folder, workers, batch_size):
+def test_engine_equals_image_by_image(folder, workers, on_caller, batch_size):
     root, clf = folder
     source = open_source(root, clf.labels)
-    preds, rejected = LocalEngine(batch_size=batch_size, workers=workers, progress=False).predict(clf, source)
+    engine = LocalEngine(batch_size=batch_size, workers=workers, vectorise_on_caller=on_caller, progress=False)
+    preds, rejected = engine.predict(clf, source)
     rows, proba, props, phash, want_rejected = reference(clf, source, batch_size)
     assert preds.paths == tuple(r[0].path for r in rows)
     assert [(s.path, s.reason) for s in rejected] == want_rejected

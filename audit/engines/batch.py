@@ -70,6 +70,21 @@ class DecodedBatch:
 def decode_batch(source: DataSource, samples: Sequence[Sample], pre: Preprocess, limits: imaging.Limits,
                  transform: Transform | None = None, capture: bool = True) -> DecodedBatch:
     """Read, decode and preprocess ``samples``; images that fail are returned as ``rejected``, never raised."""
+    return assemble(read_batch(source, samples, pre, limits, transform, capture), pre)
+
+
+@dataclass(frozen=True)
+class ReadBatch:
+    """The per-image half of ``decode_batch``: each image decoded and resized, not yet stacked."""
+
+    samples: tuple[Sample, ...]
+    decoded: tuple[Decoded, ...]
+    rejected: tuple[Skipped, ...]
+    captured: bool
+
+
+def read_batch(source: DataSource, samples: Sequence[Sample], pre: Preprocess, limits: imaging.Limits,
+               transform: Transform | None = None, capture: bool = True) -> ReadBatch:
     ok: list[Sample] = []
     decoded: list[Decoded] = []
     rejected: list[Skipped] = []
@@ -81,21 +96,26 @@ def decode_batch(source: DataSource, samples: Sequence[Sample], pre: Preprocess,
             rejected.append(Skipped(s.path, e.reason))
         except OSError as e:  # unreadable file (permissions, vanished)
             rejected.append(Skipped(s.path, f"unreadable file ({e.strerror or e})"))
+    return ReadBatch(tuple(ok), tuple(decoded), tuple(rejected), capture and transform is None)
+
+
+def assemble(raw: ReadBatch, pre: Preprocess) -> DecodedBatch:
+    """The vectorised half of ``decode_batch``: stack, normalise, measure and hash the batch at once."""
+    decoded = raw.decoded
     if not decoded:
-        return DecodedBatch((), np.zeros(0, np.float32), {}, (), np.zeros(0, np.uint64), tuple(rejected))
-    captured = capture and transform is None
+        return DecodedBatch((), np.zeros(0, np.float32), {}, (), np.zeros(0, np.uint64), raw.rejected)
     h, w = pre.size
     pixels = _stack([d.pixels for d in decoded], (h, w) if pre.color == "L" else (h, w, 3))
     grey = pixels if pre.color == "L" else _stack([d.grey for d in decoded], (h, w))
     side = imaging.PHASH_INPUT
     return DecodedBatch(
-        samples=tuple(ok),
+        samples=raw.samples,
         tensor=imaging.batch_tensor(pixels, pre),
         properties=imaging.batch_properties(grey, np.array([d.size for d in decoded])),
-        sha256=tuple(d.sha256 for d in decoded) if captured else (),
-        phash=imaging.batch_phash(_stack([d.phash_pixels for d in decoded], (side, side))) if captured
+        sha256=tuple(d.sha256 for d in decoded) if raw.captured else (),
+        phash=imaging.batch_phash(_stack([d.phash_pixels for d in decoded], (side, side))) if raw.captured
         else np.zeros(0, np.uint64),
-        rejected=tuple(rejected),
+        rejected=raw.rejected,
     )
 
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from functools import partial
 
 from audit import imaging
-from audit.engines.batch import Collector, DecodedBatch, Transform, decode_batch
+from audit.engines.batch import Collector, DecodedBatch, Transform, assemble, read_batch
 from audit.predictions import Predictions
 from audit.progress import progress_bar
 from audit.sources import DataSource, Sample, Skipped
@@ -41,6 +41,7 @@ class LocalEngine:
     batch_size: int = 64
     workers: int | None = None  # decode threads; None = DEFAULT_THREADS; 0 = decode on the calling thread
     limits: imaging.Limits = imaging.Limits()
+    vectorise_on_caller: bool = False  # stack, measure and hash each batch on the calling thread, not the decoder's
     progress: bool | None = None  # None: a bar when stderr is a terminal
     name: str = "local"
 
@@ -52,27 +53,30 @@ class LocalEngine:
         capture = capture and transform is None  # hashes describe the original files
         out = Collector(classifier.labels, samples, capture)
         show = self.progress if progress is None else progress
-        decode = partial(decode_batch, source, pre=classifier.card.preprocess, limits=self.limits,
-                         transform=transform, capture=capture)
+        pre = classifier.card.preprocess
+        read = partial(read_batch, source, pre=pre, limits=self.limits, transform=transform, capture=capture)
         with progress_bar(len(samples), desc, show) as bar:
-            for batch in self._decoded(decode, samples):
+            for batch in self._decoded(read, partial(assemble, pre=pre), samples):
                 out.add(batch, classifier.predict_proba(batch.tensor) if batch.samples else None)
                 bar.update(len(batch.samples) + len(batch.rejected))
         return out.result()
 
-    def _decoded(self, decode, samples: Sequence[Sample]) -> Iterator[DecodedBatch]:
+    def _decoded(self, read, vectorise, samples: Sequence[Sample]) -> Iterator[DecodedBatch]:
         """Decoded batches in order, ``workers`` of them decoding ahead of the one being run."""
         size = self.batch_size
         batches = [samples[i : i + size] for i in range(0, len(samples), size)]
         threads = DEFAULT_THREADS if self.workers is None else self.workers
         if threads == 0:
-            yield from map(decode, batches)
+            yield from (vectorise(read(b)) for b in batches)
             return
+        on_caller = self.vectorise_on_caller
+        task = read if on_caller else (lambda b: vectorise(read(b)))
         with ThreadPoolExecutor(max_workers=threads) as pool:
-            pending = deque(pool.submit(decode, b) for b in batches[:threads])
+            pending = deque(pool.submit(task, b) for b in batches[:threads])
             for b in batches[threads:]:
                 done = pending.popleft().result()
-                pending.append(pool.submit(decode, b))
-                yield done
+                pending.append(pool.submit(task, b))
+                yield vectorise(done) if on_caller else done
             while pending:
-                yield pending.popleft().result()
+                done = pending.popleft().result()
+                yield vectorise(done) if on_caller else done
