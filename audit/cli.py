@@ -68,7 +68,7 @@ RUN_FLAGS: dict[str, tuple[str, type, str]] = {
     "--seed": ("seed", int, "random seed of every resample and sample (default 0)"),
     "--n-boot": ("n_boot", int, "bootstrap resamples per CI (default 1000)"),
     "--batch-size": ("batch_size", int, "images per model call (default 64)"),
-    "--workers": ("workers", int, "decode threads (default: the fastest measured, see the README)"),
+    "--workers": ("workers", int, "decode threads (default: one per core)"),
     "--min-accuracy": ("criteria.min_accuracy", float, "override the accuracy threshold"),
     "--judge-on": ("criteria.judge_on", str, "judge the point estimate (value, default) or the pessimistic CI bound"),
     "--no-pdf": ("pdf", bool, "skip report.pdf"),

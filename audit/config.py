@@ -53,7 +53,7 @@ class RunConfig(Section):
     """How the audit runs; the checks' own sections are added from the registry (``AuditConfig``)."""
 
     batch_size: int = setting(64, ge=1, le=65536)
-    workers: int = setting(0, ge=0, le=256)  # decode threads; 0 = the measured default (audit.engines.local)
+    workers: int = setting(0, ge=0, le=256)  # decode threads; 0 = one per core (max 8)
     threads: int = setting(0, ge=0, le=1024)  # ONNX Runtime intra-op threads; 0 = ORT's default
     n_boot: int = setting(1000, ge=1, le=100_000)
     seed: int = setting(0, ge=0, le=2**32 - 1)

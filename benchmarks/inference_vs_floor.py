@@ -22,7 +22,7 @@ from pathlib import Path
 import common
 import floor
 
-from audit.engines.local import DEFAULT_THREADS, LocalEngine
+from audit.engines.local import LocalEngine, default_workers
 from audit.model import OnnxClassifier
 from audit.sources import open_source
 
@@ -71,7 +71,7 @@ def main() -> None:
     rows = {name: {"wall": common.stats(wall[name]), "cpu": common.stats(cpu[name]),
                    "wall_ratio": common.ratios(wall[name], wall[base]),
                    "cpu_ratio": common.ratios(cpu[name], cpu[base])} for name in runs}
-    result = {"images": len(files), "model": str(model.name), "default_decode_threads": DEFAULT_THREADS,
+    result = {"images": len(files), "model": str(model.name), "default_decode_threads": default_workers(),
               "repeats": a.repeats, "machine": common.machine(), "runs": rows}
     md = [f"# Inference stage vs the floor ({len(files):,} images, {a.repeats} alternating rounds)", "",
           "| path | wall median (min–max) s | wall ÷ floor | CPU median s | CPU ÷ floor |", "|---|---|---|---|---|"]
@@ -80,7 +80,7 @@ def main() -> None:
         md.append(f"| {name} | {w['median_s']:.2f} ({w['min_s']:.2f}–{w['max_s']:.2f}) | "
                   f"{r['wall_ratio']['per_round_median']:.2f}× | {r['cpu']['median_s']:.2f} | "
                   f"{r['cpu_ratio']['per_round_median']:.2f}× |")
-    md += ["", f"Default: {DEFAULT_THREADS} decode thread(s) ahead of ONNX Runtime, batch 64. Ratios are medians of "
+    md += ["", f"Default: {default_workers()} decode thread(s) (one per core) ahead of ONNX Runtime, batch 64. Ratios are medians of "
            "per-round ratios (each round runs every path once, in this order). Load average (1 min) at the end: "
            f"{result['machine']['load_average_1min_at_end']:.1f} on {result['machine']['cores']} cores.", "",
            "Command: `.venv/bin/python benchmarks/inference_vs_floor.py`"]

@@ -22,15 +22,13 @@ from audit.predictions import Predictions
 from audit.progress import progress_bar
 from audit.sources import DataSource, Sample, Skipped
 
-DEFAULT_THREADS = 1  # decode threads when none are asked for: the fastest measured (benchmarks/inference_vs_floor.py)
-
-
 def cpu_count() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def default_workers() -> int:
-    """Threads for file-bound work outside the engine (hashing ``--train``): one per core, at most 8."""
+    """Decode threads when none are asked for: one per core, at most 8. With a whole batch per task this was
+    the fastest placement measured on two cores (``benchmarks/inference_vs_floor.py``)."""
     return max(1, min(8, cpu_count()))
 
 
@@ -39,7 +37,7 @@ class LocalEngine:
     """Batched decode ahead of batched inference, in this process (the default engine)."""
 
     batch_size: int = 64
-    workers: int | None = None  # decode threads; None = DEFAULT_THREADS; 0 = decode on the calling thread
+    workers: int | None = None  # decode threads; None = default_workers(); 0 = decode on the calling thread
     limits: imaging.Limits = imaging.Limits()
     vectorise_on_caller: bool = False  # stack, measure and hash each batch on the calling thread, not the decoder's
     progress: bool | None = None  # None: a bar when stderr is a terminal
@@ -65,7 +63,7 @@ class LocalEngine:
         """Decoded batches in order, ``workers`` of them decoding ahead of the one being run."""
         size = self.batch_size
         batches = [samples[i : i + size] for i in range(0, len(samples), size)]
-        threads = DEFAULT_THREADS if self.workers is None else self.workers
+        threads = default_workers() if self.workers is None else self.workers
         if threads == 0:
             yield from (vectorise(read(b)) for b in batches)
             return
