@@ -8,6 +8,7 @@ ink coverage).
 
 from __future__ import annotations
 
+import functools
 import io
 import warnings
 from dataclasses import dataclass
@@ -149,16 +150,28 @@ def phash_image(img: Image.Image) -> Image.Image:
 def batch_phash(pixels: np.ndarray) -> np.ndarray:
     """64-bit perceptual hashes of a batch of ``phash_input`` arrays (B, 32, 32), as uint64.
 
-    Bit for bit ``imagehash.phash``: DCT over both axes, the 8x8 lowest frequencies compared
-    with their median, bits packed row-major, most significant first.
+    ``imagehash.phash``: the 8x8 lowest frequencies of the 2-D DCT-II (scipy's unnormalised
+    convention) compared with their median, bits packed row-major, most significant first. The DCT
+    is two small matrix products instead of scipy's FFT (importing scipy cost more CPU than the
+    rest of a small audit's imports); coefficients are compared after rounding to 1e-9 of their
+    largest, so coefficients that tie exactly (flat or symmetric images) tie whatever the rounding
+    noise. Tested equal to ``imagehash.phash`` on photos, patterns, flat and symmetric images.
     """
-    from scipy.fftpack import dct
-
     if len(pixels) == 0:
         return np.zeros(0, np.uint64)
-    coeffs = dct(dct(pixels.astype(float), axis=1), axis=2)[:, :8, :8].reshape(len(pixels), 64)
+    basis = _dct_basis()
+    coeffs = (basis @ pixels.astype(np.float64) @ basis.T).reshape(len(pixels), 64)
+    scale = np.maximum(np.abs(coeffs).max(axis=1, keepdims=True), np.finfo(float).tiny)
+    coeffs = np.round(coeffs / scale, 9)
     bits = coeffs > np.median(coeffs, axis=1, keepdims=True)
     return np.packbits(bits, axis=1).view(">u8").ravel().astype(np.uint64)
+
+
+@functools.cache
+def _dct_basis(n: int = PHASH_INPUT, k: int = 8) -> np.ndarray:
+    """(k, n): row f is 2 cos(pi f (2i + 1) / 2n), so ``basis @ x`` is the DCT-II of x's first k frequencies."""
+    i = np.arange(n)
+    return 2 * np.cos(np.pi * np.arange(k)[:, None] * (2 * i[None, :] + 1) / (2 * n))
 
 
 def grey(img: Image.Image) -> np.ndarray:
