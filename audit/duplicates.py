@@ -13,6 +13,7 @@ taken in the inference pass and kept on disk (``ThumbnailStore``). No image file
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 import weakref
@@ -371,7 +372,15 @@ class ThumbnailStore:
                              f"got {batch.dtype} {batch.shape}; pass stacked colour_thumbnail() outputs")
         data, offset = memoryview(np.ascontiguousarray(batch).reshape(-1)), self.nbytes
         while data:
-            written = os.pwrite(self._file.fileno(), data, offset)
+            try:
+                written = os.pwrite(self._file.fileno(), data, offset)
+            except OSError as e:
+                if e.errno not in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+                    raise
+                from audit.errors import UsageError
+
+                raise UsageError(f"cannot store image thumbnails in {tempfile.gettempdir()}: {e.strerror}",
+                                 hint="free some space there or point TMPDIR at a larger disk") from None
             data, offset = data[written:], offset + written
         start, self._n = self._n, self._n + len(batch)
         return range(start, self._n)

@@ -162,13 +162,15 @@ def bootstrap_side_by_side(y: np.ndarray, yp: np.ndarray, c: int, n_boot: int) -
     return out
 
 
-def csv_side_by_side(frame, tmp: Path) -> dict:
-    """predictions.csv written by pyarrow (ours) and by pandas' to_csv (before), same frame."""
-    from audit.render.outputs import write_csv
+def csv_side_by_side(frame, labels, tmp: Path) -> dict:
+    """predictions.csv written by ``Predictions.write_csv`` (ours) and by pandas' to_csv (before), same rows."""
+    from audit.predictions import Predictions
 
+    preds = Predictions.from_frame(frame, labels)
     out = {}
-    for name, write in (("pyarrow", lambda p: write_csv(frame, p)),
-                        ("pandas_to_csv", lambda p: frame.to_csv(p, index=False, float_format="%.9g"))):
+    for name, write in (("csv_module", preds.write_csv),
+                        ("pandas_to_csv", lambda p: preds.to_frame().to_csv(p, index=False, float_format="%.9g",
+                                                                             lineterminator="\r\n"))):
         t0 = time.perf_counter()
         write(tmp / f"{name}.csv")
         out[name] = round(time.perf_counter() - t0, 2)
@@ -192,7 +194,7 @@ def main() -> None:
         index = {f"class{i:04d}": i for i in range(args.classes)}
         y, yp = pred["label"].map(index).to_numpy(), pred["predicted"].map(index).to_numpy()
         boot = bootstrap_side_by_side(y, yp, args.classes, args.n_boot)
-        csv_times = csv_side_by_side(pred, tmp)
+        csv_times = csv_side_by_side(pred, list(index), tmp)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     result = {"classes": args.classes, "images": args.images, "n_boot": args.n_boot,

@@ -22,8 +22,13 @@ def context(folder, **overrides):
 
 @pytest.mark.parametrize("seed", range(3))
 def test_batched_phash_is_imagehash_phash(seed):
+    rng = np.random.default_rng(seed)
+    half = rng.integers(0, 256, (32, 16)).astype(np.uint8)
     imgs = [builders.pattern_image(seed * 10 + i) for i in range(5)]
-    imgs.append(Image.new("RGB", (40, 30), "white"))
+    imgs += [Image.new("RGB", (40, 30), "white"), Image.new("L", (20 + seed, 20), 17 * seed),  # flat
+             Image.fromarray(np.concatenate([half, half[:, ::-1]], axis=1), "L"),  # mirror-symmetric: exact ties
+             Image.fromarray(((np.indices((32, 32)).sum(0) % 2) * 255).astype(np.uint8), "L"),
+             Image.fromarray(rng.integers(0, 256, (28, 28)).astype(np.uint8), "L")]
     got = imaging.batch_phash(np.stack([imaging.phash_input(im) for im in imgs]))
     want = [int(str(imagehash.phash(im)), 16) for im in imgs]
     assert got.tolist() == want

@@ -185,7 +185,7 @@ def test_audit_run_reports_latency_end_to_end(audited, tmp_path, capsys):
     assert code == (0 if verdict["passed"] else 1)
     html = (out / "report.html").read_text()
     assert 'id="latency"' in html and "Served answers against the audit" in html
-    assert html.count("data:image/png;base64,") >= 4  # the latency histogram is inlined too
+    assert html.count("data:image/svg+xml;base64,") >= 4  # the latency histogram is inlined too
 
 
 def test_no_latency_flag_skips_the_server(audited, tmp_path):

@@ -5,7 +5,8 @@ import pytest
 from sklearn import metrics as skm
 
 import builders
-from audit.checks.slices import SlicesConfig, find_slices, slice_criteria
+from audit.checks.slices import SlicesConfig, _replicates, find_slices, partitions, slice_criteria
+from audit.stats import resample_indices
 
 
 def audit_slices(tmp_path, weak, seed, n_boot=1000):
@@ -110,3 +111,21 @@ def test_criterion_modes(mode, with_weak, passed):
 def test_same_seed_same_result():
     p = builders.predictions(400, seed=4, attributes={"s": np.array(list("ab") * 200, dtype=object)})
     assert find_slices(p, SlicesConfig(), n_boot=200, seed=1) == find_slices(p, SlicesConfig(), n_boot=200, seed=1)
+
+
+def test_bootstrap_replicates_equal_sklearn_on_each_resample():
+    n, c = 400, 5
+    rng = np.random.default_rng(1)
+    site = rng.choice(list("abc"), n).astype(object)
+    p = builders.predictions(n, c=c, seed=2, error=0.3, attributes={"site": site})
+    parts, _ = partitions(p, SlicesConfig())
+    _, reps = _replicates(parts, p, n_boot=7, seed=5)
+    y, yp = p.y_true, p.y_pred
+    for k, idx in enumerate(np.concatenate(list(resample_indices(n, 7, 5)))):
+        for li, level in enumerate(parts[0].levels):
+            m = site[idx] == level
+            acc = skm.accuracy_score(y[idx][m], yp[idx][m])
+            f1 = skm.f1_score(y[idx][m], yp[idx][m], average="macro", zero_division=0)
+            rest = skm.accuracy_score(y[idx][~m], yp[idx][~m])
+            f1_rest = skm.f1_score(y[idx][~m], yp[idx][~m], average="macro", zero_division=0)
+            assert reps[0][k, li] == pytest.approx([acc, f1, rest - acc, f1_rest - f1])

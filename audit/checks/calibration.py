@@ -19,7 +19,7 @@ import numpy as np
 
 from audit.checks import CheckSpec
 from audit.predictions import Predictions
-from audit.stats import Estimate, bootstrap
+from audit.stats import Estimate, bootstrap_many
 from audit.verdict import Criterion, Measure, judge
 
 EPS = 1e-15
@@ -71,15 +71,15 @@ def calibration(preds: Predictions, *, n_bins: int = 15, n_boot: int = 1000, see
     onehot = np.eye(len(preds.labels))[preds.y_true]
     brier_i = ((preds.proba.astype(float) - onehot) ** 2).sum(axis=1)
     nll_i = -np.log(np.clip(preds.proba[np.arange(n), preds.y_true].astype(float), EPS, 1.0))
+    gap = correct - conf
 
-    def ece(idx: np.ndarray) -> np.ndarray:
+    def statistic(idx: np.ndarray) -> np.ndarray:  # ECE, Brier and log loss of each resample in one pass
         k = idx.shape[0]
         code = (bins[idx] + (np.arange(k) * n_bins)[:, None]).ravel()
-        size = k * n_bins
-        gap = np.bincount(code, weights=(correct[idx] - conf[idx]).ravel(), minlength=size)
-        return np.abs(gap).reshape(k, n_bins).sum(axis=1) / n  # |sum(correct - conf)| per bin / n
+        per_bin = np.bincount(code, weights=gap[idx].ravel(), minlength=k * n_bins)
+        ece = np.abs(per_bin).reshape(k, n_bins).sum(axis=1) / n  # |sum(correct - conf)| per bin / n
+        return np.column_stack([ece, brier_i[idx].mean(axis=1), nll_i[idx].mean(axis=1)])
 
-    kw = dict(n_boot=n_boot, seed=seed)
     rel = []
     for i in range(n_bins):
         m = bins == i
@@ -90,12 +90,8 @@ def calibration(preds: Predictions, *, n_bins: int = 15, n_boot: int = 1000, see
             confidence=float(conf[m].mean()) if m.any() else float("nan"),
             accuracy=float(correct[m].mean()) if m.any() else float("nan"),
         ))
-    return CalibrationResult(
-        ece=bootstrap(ece, n, **kw),
-        brier=bootstrap(lambda idx: brier_i[idx].mean(axis=1), n, **kw),
-        log_loss=bootstrap(lambda idx: nll_i[idx].mean(axis=1), n, **kw),
-        bins=tuple(rel),
-    )
+    ece, brier, log_loss = bootstrap_many(statistic, n, n_boot=n_boot, seed=seed)
+    return CalibrationResult(ece=ece, brier=brier, log_loss=log_loss, bins=tuple(rel))
 
 
 def measures(cal: CalibrationResult) -> list[Measure]:

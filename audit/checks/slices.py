@@ -12,9 +12,10 @@ p-values of all judged slices are corrected together (BH). A slice is a *signifi
 underperformer* when its q-value is below ``alpha``, its gap is positive and at least
 ``min_gap``.
 
-Speed: one partition (all slices of a variable) costs one ``bincount`` per chunk of 100
-bootstrap replicates: it counts (slice, true, predicted) triples, giving every slice's
-confusion matrix in every replicate at once; complements are the total minus the slice.
+Speed: one partition (all slices of a variable) costs one ``bincount`` over the rows per chunk
+of 100 bootstrap replicates: it counts the rows of each (slice, true, predicted) cell present
+in the data, which gives every slice's per-class counts in every replicate at once;
+complements are the total minus the slice.
 
 Example::
 
@@ -197,29 +198,48 @@ def _slice_metrics(tp: np.ndarray, support: np.ndarray, predicted: np.ndarray) -
     return out
 
 
-def _counts(codes: np.ndarray, levels: int, y: np.ndarray, c: int, idx: np.ndarray,
-            weights: np.ndarray | None = None) -> np.ndarray:
-    """(k, levels, C) counts of (slice level, class) pairs in each resample ``idx``."""
-    k = idx.shape[0]
-    code = codes[idx] * c + y[idx] + (np.arange(k) * levels * c)[:, None]
-    w = None if weights is None else weights[idx].ravel()
-    return np.bincount(code.ravel(), weights=w, minlength=k * levels * c).reshape(k, levels, c)
+@dataclass(frozen=True)
+class _Cells:
+    """A partition's rows grouped by (level, true class, predicted class): the only thing its metrics need."""
+
+    levels: int
+    cells: np.ndarray  # (N,) index of each row's cell among the cells present
+    true_lc: np.ndarray  # (m,) level * C + true class of each cell
+    pred_lc: np.ndarray  # (m,) level * C + predicted class of each cell
+    diagonal: np.ndarray  # (m,) bool: the cell's rows are correct
+
+    @classmethod
+    def of(cls, p: _Partition, y_true: np.ndarray, y_pred: np.ndarray, c: int) -> _Cells:
+        present, cells = np.unique((p.codes * c + y_true) * c + y_pred, return_inverse=True)
+        level, yt, yp = present // (c * c), present // c % c, present % c
+        return cls(len(p.levels), cells.ravel().astype(np.intp), level * c + yt, level * c + yp, yt == yp)
+
+    def counts(self, idx: np.ndarray, c: int) -> list[np.ndarray]:
+        """(k, levels, C) counts of correct, true and predicted classes per level, in each resample ``idx``."""
+        k, m, lc = idx.shape[0], len(self.true_lc), self.levels * c
+        per_cell = np.bincount((self.cells[idx] + (np.arange(k) * m)[:, None]).ravel(), minlength=k * m)
+        per_cell = per_cell.reshape(k, m).astype(float)
+        off = (np.arange(k) * lc)[:, None]
+
+        def spread(lc_of_cell: np.ndarray, cols) -> np.ndarray:
+            code = (lc_of_cell[None, :] + off).ravel()
+            return np.bincount(code, weights=per_cell[:, cols].ravel(), minlength=k * lc).reshape(k, self.levels, c)
+
+        every = slice(None)
+        return [spread(self.true_lc[self.diagonal], self.diagonal), spread(self.true_lc, every),
+                spread(self.pred_lc, every)]
 
 
 def _replicates(parts: list[_Partition], preds: Predictions, n_boot: int, seed: int):
     """Point values and bootstrap replicates, per partition (k, L, 4): accuracy, F1, accuracy gap, F1 gap."""
     n, c = len(preds), len(preds.labels)
-    y_true, y_pred = preds.y_true, preds.y_pred
-    correct = (y_true == y_pred).astype(float)
-    zeros = np.zeros(n, np.int64)
+    cells = [_Cells.of(p, preds.y_true, preds.y_pred, c) for p in parts]
 
     def stats(idx: np.ndarray) -> list[np.ndarray]:
-        totals = [_counts(zeros, 1, y, c, idx, w) for y, w in ((y_true, correct), (y_true, None), (y_pred, None))]
         out = []
-        for p in parts:
-            L = len(p.levels)
-            inside = [_counts(p.codes, L, y, c, idx, w) for y, w in ((y_true, correct), (y_true, None), (y_pred, None))]
-            outside = [t - s for t, s in zip(totals, inside)]
+        for cell in cells:
+            inside = cell.counts(idx, c)  # correct, true, predicted per (level, class)
+            outside = [x.sum(axis=1, keepdims=True) - x for x in inside]  # every row falls in one level
             m_in, m_out = _slice_metrics(*inside), _slice_metrics(*outside)
             out.append(np.concatenate([m_in, m_out - m_in], axis=2))
         return out

@@ -41,7 +41,7 @@ def make_engine(config, progress: bool | None = None) -> Engine:
     from audit import imaging
 
     limits = imaging.Limits(max_bytes=config.max_file_bytes, max_pixels=config.max_pixels)
-    return LocalEngine(batch_size=config.batch_size, workers=config.workers, limits=limits, progress=progress)
+    return LocalEngine(batch_size=config.batch_size, workers=config.workers or None, limits=limits, progress=progress)
 
 
 __all__ = ["Engine", "LocalEngine", "make_engine"]

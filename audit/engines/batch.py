@@ -1,9 +1,12 @@
-"""What every engine does per image and per batch, so all engines produce the same numbers.
+"""What every engine does per batch, so all engines produce the same numbers.
 
-``decode_sample`` turns a sample's bytes into the model input and, on the original pass, the
-measurements taken in the same decode: image properties (for slices), SHA-256, the pHash input
-and a small colour thumbnail (for duplicates; kept on disk, ``audit.duplicates.ThumbnailStore``). ``Collector`` gathers batches of decoded images and their probabilities
-into a ``Predictions`` table. An engine only decides *where* these run (threads, Ray actors).
+``decode_batch`` reads a batch of samples through the data source, decodes and resizes each
+image and normalises the batch into the model input in one vectorised step. On the original pass
+it also takes the measurements of the same decode: image properties (for slices), SHA-256, the
+perceptual hash and a small colour thumbnail (for duplicates; kept on disk,
+``audit.duplicates.ThumbnailStore``). ``Collector`` gathers decoded batches and their
+probabilities into a ``Predictions`` table. An engine only decides *where* batches are decoded
+(the calling thread, a thread pool, Ray actors).
 """
 
 from __future__ import annotations
@@ -19,24 +22,27 @@ from audit import imaging
 from audit.duplicates import ThumbnailStore, colour_thumbnail
 from audit.model import Preprocess
 from audit.predictions import Predictions
-from audit.sources import NON_FINITE, Sample, Skipped
+from audit.sources import NON_FINITE, DataSource, Sample, Skipped
 
 Transform = Callable[[Image.Image], Image.Image]
 
 
 @dataclass(frozen=True)
 class Decoded:
-    tensor: np.ndarray  # the model input, in the card's layout
-    grey: np.ndarray  # the resized image as uint8 grey (for properties)
+    """One decoded image. Pixels travel as raw bytes: ``tobytes`` per image and one ``frombuffer`` per
+    batch cost a third of ``np.asarray`` per image (measured), and every image of a batch has one shape."""
+
+    pixels: bytes  # the resized image as uint8, in the card's colour mode
+    grey: bytes | None  # the resized image as uint8 grey (for properties); None when ``pixels`` is grey
     size: tuple[int, int]  # original (width, height)
     sha256: str  # of the file's bytes; "" on a transformed pass
-    phash_pixels: np.ndarray | None  # 32x32 grey pHash input; None on a transformed pass
+    phash_pixels: bytes | None  # 32x32 grey pHash input; None on a transformed pass
     thumbnail: np.ndarray | None = None  # colour thumbnail for duplicate confirmation; None on a transformed pass
 
 
 def decode_sample(data: bytes, pre: Preprocess, limits: imaging.Limits, transform: Transform | None = None,
                   capture: bool = True) -> Decoded:
-    """Decode, optionally transform, resize and normalise one image; raises ``imaging.ImageRejected``."""
+    """Decode, optionally transform, and resize one image; raises ``imaging.ImageRejected``."""
     capture = capture and transform is None  # hashes describe the original file, not a transformed copy
     # The capture pass decodes in the file's own colours (the thumbnail must see them), then converts.
     img, size = imaging.decode(data, None if capture else pre.color, limits)
@@ -47,12 +53,92 @@ def decode_sample(data: bytes, pre: Preprocess, limits: imaging.Limits, transfor
         img = img.convert(pre.color) if img.mode != pre.color else img
     if transform is not None:
         img = transform(img)
+        img = img.convert(pre.color) if img.mode != pre.color else img
     img = imaging.resize(img, pre)
-    return Decoded(imaging.to_tensor(img, pre), imaging.grey(img), size, sha, ph, thumb)
+    return Decoded(img.tobytes(), None if img.mode == "L" else img.convert("L").tobytes(), size, sha,
+                   None if ph is None else ph.tobytes(), thumb)
+
+
+def _stack(raw: list[bytes], shape: tuple[int, ...]) -> np.ndarray:
+    return np.frombuffer(b"".join(raw), np.uint8).reshape(len(raw), *shape)
+
+
+@dataclass(frozen=True)
+class DecodedBatch:
+    """One batch after decoding: the model input of the samples that decoded, and the ones that did not."""
+
+    samples: tuple[Sample, ...]  # decoded, in input order
+    tensor: np.ndarray  # (n, ...) model input in the card's layout
+    properties: dict[str, np.ndarray]  # image properties, (n,) each
+    sha256: tuple[str, ...]  # empty unless captured
+    phash: np.ndarray  # (n,) uint64 when captured, else empty
+    rejected: tuple[Skipped, ...]
+    thumbnails: np.ndarray | None = None  # (n, 1536) uint8 when captured
+
+    def take(self, keep: np.ndarray, rejected: Sequence[Skipped]) -> DecodedBatch:
+        """The batch restricted to the rows ``keep``, with ``rejected`` added to its rejects."""
+        return DecodedBatch(tuple(self.samples[i] for i in keep), self.tensor[keep],
+                            {k: v[keep] for k, v in self.properties.items()},
+                            tuple(self.sha256[i] for i in keep) if self.sha256 else (),
+                            self.phash[keep] if len(self.phash) else self.phash, (*self.rejected, *rejected),
+                            None if self.thumbnails is None else self.thumbnails[keep])
+
+
+def decode_batch(source: DataSource, samples: Sequence[Sample], pre: Preprocess, limits: imaging.Limits,
+                 transform: Transform | None = None, capture: bool = True) -> DecodedBatch:
+    """Read, decode and preprocess ``samples``; images that fail are returned as ``rejected``, never raised."""
+    return assemble(read_batch(source, samples, pre, limits, transform, capture), pre)
+
+
+@dataclass(frozen=True)
+class ReadBatch:
+    """The per-image half of ``decode_batch``: each image decoded and resized, not yet stacked."""
+
+    samples: tuple[Sample, ...]
+    decoded: tuple[Decoded, ...]
+    rejected: tuple[Skipped, ...]
+    captured: bool
+
+
+def read_batch(source: DataSource, samples: Sequence[Sample], pre: Preprocess, limits: imaging.Limits,
+               transform: Transform | None = None, capture: bool = True) -> ReadBatch:
+    ok: list[Sample] = []
+    decoded: list[Decoded] = []
+    rejected: list[Skipped] = []
+    for s in samples:
+        try:
+            decoded.append(decode_sample(source.open(s.path, limits), pre, limits, transform, capture))
+            ok.append(s)
+        except imaging.ImageRejected as e:
+            rejected.append(Skipped(s.path, e.reason))
+        except OSError as e:  # unreadable file (permissions, vanished)
+            rejected.append(Skipped(s.path, f"unreadable file ({e.strerror or e})"))
+    return ReadBatch(tuple(ok), tuple(decoded), tuple(rejected), capture and transform is None)
+
+
+def assemble(raw: ReadBatch, pre: Preprocess) -> DecodedBatch:
+    """The vectorised half of ``decode_batch``: stack, normalise, measure and hash the batch at once."""
+    decoded = raw.decoded
+    if not decoded:
+        return DecodedBatch((), np.zeros(0, np.float32), {}, (), np.zeros(0, np.uint64), raw.rejected)
+    h, w = pre.size
+    pixels = _stack([d.pixels for d in decoded], (h, w) if pre.color == "L" else (h, w, 3))
+    grey = pixels if pre.color == "L" else _stack([d.grey for d in decoded], (h, w))
+    side = imaging.PHASH_INPUT
+    return DecodedBatch(
+        samples=raw.samples,
+        tensor=imaging.batch_tensor(pixels, pre),
+        properties=imaging.batch_properties(grey, np.array([d.size for d in decoded])),
+        sha256=tuple(d.sha256 for d in decoded) if raw.captured else (),
+        phash=imaging.batch_phash(_stack([d.phash_pixels for d in decoded], (side, side))) if raw.captured
+        else np.zeros(0, np.uint64),
+        rejected=raw.rejected,
+        thumbnails=np.stack([d.thumbnail for d in decoded]) if raw.captured else None,
+    )
 
 
 class Collector:
-    """Accumulates per-batch outputs into one ``Predictions`` table plus the rejected samples."""
+    """Accumulates decoded batches and their probabilities into one ``Predictions`` table plus the rejected samples."""
 
     def __init__(self, labels: Sequence[str], samples: Sequence[Sample], capture: bool) -> None:
         self.labels = tuple(labels)
@@ -69,36 +155,35 @@ class Collector:
         self.thumbnails = ThumbnailStore() if capture else None
         self.rejected: list[Skipped] = []
 
-    def reject(self, sample: Sample, reason: str) -> None:
-        self.rejected.append(Skipped(sample.path, reason))
-
-    def add(self, samples: Sequence[Sample], decoded: Sequence[Decoded], proba: np.ndarray) -> None:
-        """One batch of successfully decoded samples and their (n, C) probabilities.
+    def add(self, batch: DecodedBatch, proba: np.ndarray | None) -> None:
+        """One decoded batch and the (n, C) probabilities of its decoded samples.
 
         Rows whose probabilities are not finite (the model output NaN or Inf) are set aside as
         skipped, never scored: an argmax over NaN would silently say class 0.
         """
-        finite = np.isfinite(proba).all(axis=1)
-        if not finite.all():
-            self.rejected += [Skipped(s.path, NON_FINITE) for s, ok in zip(samples, finite) if not ok]
-            keep = np.flatnonzero(finite)
-            samples, decoded, proba = [samples[i] for i in keep], [decoded[i] for i in keep], proba[keep]
-        if not samples:
+        if proba is not None and len(proba):
+            finite = np.isfinite(proba).all(axis=1)
+            if not finite.all():
+                batch = batch.take(np.flatnonzero(finite),
+                                   [Skipped(s.path, NON_FINITE) for s, ok in zip(batch.samples, finite) if not ok])
+                proba = proba[finite]
+        self.rejected += batch.rejected
+        if not batch.samples:
             return
         self.probas.append(proba)
-        batch_props = imaging.batch_properties(np.stack([d.grey for d in decoded]), np.array([d.size for d in decoded]))
-        for k, v in batch_props.items():
+        for k, v in batch.properties.items():
             self.props[k].append(v)
         if self.capture:
-            self.phashes.append(imaging.batch_phash(np.stack([d.phash_pixels for d in decoded])))
-            self.shas += [d.sha256 for d in decoded]
-            self.thumbnails.append(np.stack([d.thumbnail for d in decoded]))
-        for s in samples:
-            self.paths.append(s.path)
-            self.y_true.append(self.index[s.label])
-            a = dict(s.attributes)
+            self.phashes.append(batch.phash)
+            self.shas += batch.sha256
+            self.thumbnails.append(batch.thumbnails)
+        index = self.index
+        self.paths += [s.path for s in batch.samples]
+        self.y_true += [index[s.label] for s in batch.samples]
+        if self.attr_names:
+            attrs = [dict(s.attributes) for s in batch.samples]
             for name in self.attr_names:
-                self.attrs[name].append(a.get(name, ""))
+                self.attrs[name] += [a.get(name, "") for a in attrs]
 
     def result(self) -> tuple[Predictions, list[Skipped]]:
         c = len(self.labels)

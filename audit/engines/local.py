@@ -1,37 +1,45 @@
-"""The local engine: a thread pool decodes the next batch while ONNX Runtime runs the current one.
+"""The local engine: batches are decoded ahead of ONNX Runtime, which runs on the calling thread.
 
-Pillow and ONNX Runtime release the GIL, so decoding overlaps inference, and at most two batches
-of pixels are alive at any time: memory is flat in the number of images.
+Each decode task is a whole batch (``batch.decode_batch``): reading, decoding, resizing, the
+vectorised normalisation, image properties and hashes. With ``workers`` decode threads, that many
+batches are decoded while ONNX Runtime (which releases the GIL) runs the current one, so at most
+``workers + 1`` batches of pixels are alive: memory is flat in the number of images. With
+``workers = 0`` every batch is decoded on the calling thread, then run.
 """
 
 from __future__ import annotations
 
 import os
+from collections import deque
 from collections.abc import Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-
-import numpy as np
+from functools import partial
 
 from audit import imaging
-from audit.engines.batch import Collector, Decoded, Transform, decode_sample
+from audit.engines.batch import Collector, DecodedBatch, Transform, assemble, read_batch
 from audit.predictions import Predictions
 from audit.progress import progress_bar
 from audit.sources import DataSource, Sample, Skipped
 
+def cpu_count() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
 
 def default_workers() -> int:
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return max(1, min(8, cpus))
+    """Decode threads when none are asked for: one per core, at most 8. With a whole batch per task this was
+    the fastest placement measured on two cores (``benchmarks/inference_vs_floor.py``)."""
+    return max(1, min(8, cpu_count()))
 
 
 @dataclass(frozen=True)
 class LocalEngine:
-    """Threaded decode + batched inference in this process (the default engine)."""
+    """Batched decode ahead of batched inference, in this process (the default engine)."""
 
     batch_size: int = 64
-    workers: int = 0  # decode threads; 0 = one per core (max 8)
+    workers: int | None = None  # decode threads; None = default_workers(); 0 = decode on the calling thread
     limits: imaging.Limits = imaging.Limits()
+    vectorise_on_caller: bool = False  # stack, measure and hash each batch on the calling thread, not the decoder's
     progress: bool | None = None  # None: a bar when stderr is a terminal
     name: str = "local"
 
@@ -40,43 +48,33 @@ class LocalEngine:
                 desc: str = "inference", progress: bool | None = None) -> tuple[Predictions, list[Skipped]]:
         """Run ``classifier`` over ``samples`` (default: all of the source's); failures come back as skipped."""
         samples = source.samples if samples is None else samples
+        capture = capture and transform is None  # hashes describe the original files
         out = Collector(classifier.labels, samples, capture)
         show = self.progress if progress is None else progress
+        pre = classifier.card.preprocess
+        read = partial(read_batch, source, pre=pre, limits=self.limits, transform=transform, capture=capture)
         with progress_bar(len(samples), desc, show) as bar:
-            for batch, items in self._decoded_batches(classifier, source, samples, transform, capture):
-                ok = []
-                for s, item in zip(batch, items):
-                    if isinstance(item, imaging.ImageRejected):
-                        out.reject(s, item.reason)
-                    else:
-                        ok.append((s, item))
-                if ok:
-                    proba = classifier.predict_proba(np.stack([d.tensor for _, d in ok]))
-                    out.add([s for s, _ in ok], [d for _, d in ok], proba)
-                bar.update(len(batch))
+            for batch in self._decoded(read, partial(assemble, pre=pre), samples):
+                out.add(batch, classifier.predict_proba(batch.tensor) if batch.samples else None)
+                bar.update(len(batch.samples) + len(batch.rejected))
         return out.result()
 
-    def _decoded_batches(self, classifier, source: DataSource, samples: Sequence[Sample],
-                         transform: Transform | None, capture: bool) -> Iterator[tuple[Sequence[Sample], list]]:
-        """Yield (samples, decoded items) per batch, decoding the next batch while this one runs."""
-        pre, limits = classifier.card.preprocess, self.limits
-
-        def load(s: Sample) -> Decoded | imaging.ImageRejected:
-            try:
-                return decode_sample(source.open(s.path, limits), pre, limits, transform, capture)
-            except imaging.ImageRejected as e:
-                return e
-            except OSError as e:  # unreadable file (permissions, vanished)
-                return imaging.ImageRejected(f"unreadable file ({e.strerror or e})")
-
+    def _decoded(self, read, vectorise, samples: Sequence[Sample]) -> Iterator[DecodedBatch]:
+        """Decoded batches in order, ``workers`` of them decoding ahead of the one being run."""
         size = self.batch_size
         batches = [samples[i : i + size] for i in range(0, len(samples), size)]
-        with ThreadPoolExecutor(max_workers=self.workers or default_workers()) as pool:
-            pending: list[tuple[Sequence[Sample], list[Future]]] = []
-            for b in batches:
-                pending.append((b, [pool.submit(load, s) for s in b]))
-                if len(pending) == 2:  # one batch ahead
-                    done, futures = pending.pop(0)
-                    yield done, [f.result() for f in futures]
-            for done, futures in pending:
-                yield done, [f.result() for f in futures]
+        threads = default_workers() if self.workers is None else self.workers
+        if threads == 0:
+            yield from (vectorise(read(b)) for b in batches)
+            return
+        on_caller = self.vectorise_on_caller
+        task = read if on_caller else (lambda b: vectorise(read(b)))
+        with ThreadPoolExecutor(max_workers=threads) as pool:
+            pending = deque(pool.submit(task, b) for b in batches[:threads])
+            for b in batches[threads:]:
+                done = pending.popleft().result()
+                pending.append(pool.submit(task, b))
+                yield vectorise(done) if on_caller else done
+            while pending:
+                done = pending.popleft().result()
+                yield vectorise(done) if on_caller else done

@@ -15,6 +15,7 @@ Example::
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,13 +66,13 @@ class DataSource:
 
         Raises ``imaging.ImageRejected`` (with a reason for the report) or ``OSError``.
         """
-        file = self.root / path
-        size = file.stat().st_size
-        if size == 0:
-            raise imaging.ImageRejected("empty file (0 bytes)")
-        if size > limits.max_bytes:
-            raise imaging.ImageRejected(f"file too large ({size:,} bytes > {limits.max_bytes:,})")
-        return file.read_bytes()
+        with open(os.path.join(self.root, path), "rb") as f:  # one open, then its size: no pathlib per image
+            size = os.fstat(f.fileno()).st_size
+            if size == 0:
+                raise imaging.ImageRejected("empty file (0 bytes)")
+            if size > limits.max_bytes:
+                raise imaging.ImageRejected(f"file too large ({size:,} bytes > {limits.max_bytes:,})")
+            return f.read()
 
     @property
     def candidates(self) -> int:

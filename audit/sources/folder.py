@@ -37,8 +37,9 @@ def scan_folder(root: Path, flag: str = "--data") -> DataSource:
             continue
         if len(rel_dir.parts) == 1:
             classes.append(rel_dir.parts[0])
+        prefix = f"{rel_dir.as_posix()}/" if rel_dir.parts else ""  # strings, not a Path per file (10k files)
         for name in sorted(filenames):
-            rel = (rel_dir / name).as_posix()
+            rel = prefix + name
             why = _skip_reason(rel_dir, name)
             if why:
                 skipped.append(Skipped(rel, why))
@@ -55,8 +56,10 @@ def _skip_reason(rel_dir: Path, name: str) -> str | None:
         return "metadata file (read as attributes)" if name == METADATA_FILE else "not inside a class folder"
     if name.startswith("."):
         return "hidden file"
-    if Path(name).suffix.lower() not in IMAGE_EXTENSIONS:
-        return f"not an image file extension ({Path(name).suffix or 'none'})"
+    dot = name.rfind(".")
+    suffix = name[dot:] if 0 < dot < len(name) - 1 else ""  # Path(name).suffix, without a Path per file
+    if suffix.lower() not in IMAGE_EXTENSIONS:
+        return f"not an image file extension ({suffix or 'none'})"
     return None
 
 

@@ -1,0 +1,125 @@
+"""What the speed benchmarks share: the model and data they locate or build, alternating runs, results files.
+
+The model is the Fashion-MNIST baseline CNN of the quick start, ``models/fashion_mnist_baseline/model.onnx``.
+When it is missing it is built with the documented commands (a few minutes on two cores)::
+
+    .venv/bin/python -m training prepare fashion-mnist --out data/fashion-mnist
+    .venv/bin/python -m training fit --config configs/fashion_mnist_baseline.toml
+
+Timings alternate A and B in one process (A, B, A, B, ...) so that load from other work on the
+machine hits both alike; results report the median and the spread of each.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+MODEL = ROOT / "models/fashion_mnist_baseline/model.onnx"
+DATA = ROOT / "data/fashion-mnist"
+RESULTS = HERE / "results"
+
+
+def _python(*args: str) -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "NO_ALBUMENTATIONS_UPDATE": "1"}
+    subprocess.run([sys.executable, *args], cwd=ROOT, env=env, check=True)
+
+
+def fashion_mnist_test() -> Path:
+    """The 10,000-image Fashion-MNIST test split, prepared if missing."""
+    if not (DATA / "test").is_dir():
+        _python("-m", "training", "prepare", "fashion-mnist", "--out", str(DATA))
+    return DATA / "test"
+
+
+def fashion_mnist_model(model: Path | None = None) -> Path:
+    """``model`` if given, else the quick start's baseline CNN, trained if missing."""
+    if model is not None:
+        return model
+    if not MODEL.is_file():
+        fashion_mnist_test()
+        print(f"no model at {MODEL}: training the baseline CNN (configs/fashion_mnist_baseline.toml)", flush=True)
+        _python("-m", "training", "fit", "--config", "configs/fashion_mnist_baseline.toml")
+    return MODEL
+
+
+def linked_copies(src: Path, copies: int, dst: Path) -> Path:
+    """An ImageFolder of ``copies`` x the images of ``src``, hard-linked under new names (no bytes copied)."""
+    for f in sorted(src.rglob("*.png")):
+        rel = f.relative_to(src)
+        (dst / rel.parent).mkdir(parents=True, exist_ok=True)
+        for i in range(copies):
+            target = dst / rel.parent / f"{rel.stem}_{i}{rel.suffix}"
+            if not target.exists():
+                os.link(f, target)
+    return dst
+
+
+def alternate(runs: dict[str, Callable[[], object]], repeats: int) -> dict[str, list]:
+    """Call every run once per round, in order, ``repeats`` rounds; each returns its seconds (or wall, CPU)."""
+    out: dict[str, list] = {name: [] for name in runs}
+    for _ in range(repeats):
+        for name, run in runs.items():
+            out[name].append(run())
+    return out
+
+
+def timed(fn: Callable[[], object]) -> Callable[[], float]:
+    def run() -> float:
+        t0 = time.perf_counter()
+        fn()
+        return time.perf_counter() - t0
+
+    return run
+
+
+def timed_cpu(fn: Callable[[], object]) -> Callable[[], tuple[float, float]]:
+    """Wall and process CPU seconds (all threads of this process) of one call."""
+    def run() -> tuple[float, float]:
+        c0, t0 = time.process_time(), time.perf_counter()
+        fn()
+        return time.perf_counter() - t0, time.process_time() - c0
+
+    return run
+
+
+def child_cpu() -> float:
+    """User + system seconds of every finished child process so far."""
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def stats(seconds: list[float]) -> dict[str, float]:
+    return {"median_s": round(statistics.median(seconds), 3), "min_s": round(min(seconds), 3),
+            "max_s": round(max(seconds), 3), "runs_s": [round(s, 3) for s in seconds]}
+
+
+def ratios(a: list[float], b: list[float]) -> dict[str, float]:
+    """a / b per round (the rounds alternate, so each pair saw similar load), and the ratio of medians."""
+    per_round = [x / y for x, y in zip(a, b)]
+    return {"of_medians": round(statistics.median(a) / statistics.median(b), 3),
+            "per_round_median": round(statistics.median(per_round), 3),
+            "per_round_min": round(min(per_round), 3), "per_round_max": round(max(per_round), 3)}
+
+
+def machine() -> dict[str, object]:
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    return {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+            "python": platform.python_version(), "load_average_1min_at_end": load}
+
+
+def write(name: str, result: dict, markdown: list[str]) -> None:
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
+    (RESULTS / f"{name}.md").write_text("\n".join(markdown) + "\n")
+    print("\n".join(markdown))

@@ -1,0 +1,91 @@
+"""The audit's inference stage vs the floor, and the choices behind the local engine's defaults.
+
+Floor: ``benchmarks/floor.py`` (Pillow decode, the card's preprocessing, ONNX Runtime at batch 64,
+the tool's session options), decoding on the main thread. Ours: ``LocalEngine.predict``, which
+also accounts for every file, measures the image properties and takes each file's SHA-256 and
+perceptual hash. Variants: decode placement (the calling thread, 1 or 2 decode threads ahead of
+ONNX Runtime), where each batch is stacked, measured and hashed (in its decode thread, or on the
+calling thread between ONNX Runtime calls), batch size, and the pass without hashes (what the
+hashing costs). All runs
+alternate in one process; each records wall time and process CPU time (all threads), since on a
+shared machine a run with more threads can win wall time by taking a larger share of the cores.
+
+    .venv/bin/python benchmarks/inference_vs_floor.py [--model M --data DIR --repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import common
+import floor
+
+from audit.engines.local import LocalEngine, default_workers
+from audit.model import OnnxClassifier
+from audit.sources import open_source
+
+
+def _run(fn) -> tuple[float, float]:
+    c0, t0 = time.process_time(), time.perf_counter()
+    fn()
+    return time.perf_counter() - t0, time.process_time() - c0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", type=Path)
+    ap.add_argument("--data", type=Path)
+    ap.add_argument("--repeats", type=int, default=3)
+    a = ap.parse_args()
+    model, data = common.fashion_mnist_model(a.model), a.data or common.fashion_mnist_test()
+    clf = OnnxClassifier.load(model)
+    source = open_source(data, clf.labels)
+    files, pre, sess = floor.image_files(data), floor.preprocess_of(model), floor.session(model)
+
+    def engine(**kw):
+        return lambda: LocalEngine(progress=False, **kw).predict(clf, source)
+
+    runs = {
+        "floor (main-thread decode)": lambda: floor.run_floor(sess, pre, files),
+        "floor (2 decode threads)": lambda: floor.run_floor(sess, pre, files, decode="pool", workers=2),
+        "ours, decode on the calling thread": engine(workers=0),
+        "ours, 1 decode thread": engine(workers=1),
+        "ours, 1 decode thread, batch vectorised on the caller": engine(workers=1, vectorise_on_caller=True),
+        "ours, 2 decode threads": engine(workers=2),
+        "ours, default, batch 32": engine(batch_size=32),
+        "ours, default, batch 128": engine(batch_size=128),
+        "ours, default, batch 256": engine(batch_size=256),
+        "ours, default, no hashes": lambda: LocalEngine(progress=False).predict(clf, source, capture=False),
+    }
+    engine(workers=0)()  # warm-up: page cache, lazy imports
+    wall: dict[str, list[float]] = {k: [] for k in runs}
+    cpu: dict[str, list[float]] = {k: [] for k in runs}
+    for _ in range(a.repeats):
+        for name, fn in runs.items():
+            w, c = _run(fn)
+            wall[name].append(w)
+            cpu[name].append(c)
+    base = "floor (main-thread decode)"
+    rows = {name: {"wall": common.stats(wall[name]), "cpu": common.stats(cpu[name]),
+                   "wall_ratio": common.ratios(wall[name], wall[base]),
+                   "cpu_ratio": common.ratios(cpu[name], cpu[base])} for name in runs}
+    result = {"images": len(files), "model": str(model.name), "default_decode_threads": default_workers(),
+              "repeats": a.repeats, "machine": common.machine(), "runs": rows}
+    md = [f"# Inference stage vs the floor ({len(files):,} images, {a.repeats} alternating rounds)", "",
+          "| path | wall median (min–max) s | wall ÷ floor | CPU median s | CPU ÷ floor |", "|---|---|---|---|---|"]
+    for name, r in rows.items():
+        w = r["wall"]
+        md.append(f"| {name} | {w['median_s']:.2f} ({w['min_s']:.2f}–{w['max_s']:.2f}) | "
+                  f"{r['wall_ratio']['per_round_median']:.2f}× | {r['cpu']['median_s']:.2f} | "
+                  f"{r['cpu_ratio']['per_round_median']:.2f}× |")
+    md += ["", f"Default: {default_workers()} decode thread(s) (one per core) ahead of ONNX Runtime, batch 64. Ratios are medians of "
+           "per-round ratios (each round runs every path once, in this order). Load average (1 min) at the end: "
+           f"{result['machine']['load_average_1min_at_end']:.1f} on {result['machine']['cores']} cores.", "",
+           "Command: `.venv/bin/python benchmarks/inference_vs_floor.py`"]
+    common.write("inference_vs_floor", result, md)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,78 @@
+"""The local engine computes, whatever its decode placement and batch size, exactly what the one-image
+functions compute image by image: the same probabilities, properties, hashes and rejections."""
+
+import hashlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import builders
+from audit import imaging
+from audit.engines.local import LocalEngine
+from audit.model import OnnxClassifier
+from audit.sources import open_source
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    root = builders.image_folder(tmp_path_factory.mktemp("data") / "data", 9, confusers=2, metadata=True)
+    builders.colour_image("red", size=40, mode="L").save(root / "red" / "grey.png")  # converted to RGB
+    Image.new("RGBA", (20, 30), (0, 0, 255, 128)).save(root / "blue" / "alpha.png")  # other size, alpha
+    (root / "green" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    (root / "green" / "empty.png").write_bytes(b"")
+    model = builders.colour_model(root.parent / "model.onnx")
+    return root, OnnxClassifier.load(model)
+
+
+def reference(clf, source, batch_size, transform=None):
+    """Image by image with the single-image functions, then the model on the same batches."""
+    pre, limits = clf.card.preprocess, imaging.Limits()
+    rows, rejected = [], []
+    for s in source.samples:
+        try:
+            data = source.open(s.path, limits)
+            img, size = imaging.decode(data, pre.color, limits)
+        except imaging.ImageRejected as e:
+            rejected.append((s.path, e.reason))
+            continue
+        sha, ph = hashlib.sha256(data).hexdigest(), imaging.phash_input(img)
+        resized = imaging.resize(transform(img) if transform else img, pre)
+        rows.append((s, imaging.to_tensor(resized, pre), imaging.grey(resized), size, sha, ph))
+    proba = np.concatenate([clf.predict_proba(np.stack([r[1] for r in rows[i:i + batch_size]]))
+                            for i in range(0, len(rows), batch_size)])
+    props = imaging.batch_properties(np.stack([r[2] for r in rows]), np.array([r[3] for r in rows]))
+    phash = imaging.batch_phash(np.stack([r[5] for r in rows]))
+    return rows, proba, props, phash, rejected
+
+
+@pytest.mark.parametrize(("workers", "on_caller"), [(0, False), (1, False), (1, True), (2, False), (2, True)])
+@pytest.mark.parametrize("batch_size", [1, 4, 64])
+def test_engine_equals_image_by_image(folder, workers, on_caller, batch_size):
+    root, clf = folder
+    source = open_source(root, clf.labels)
+    engine = LocalEngine(batch_size=batch_size, workers=workers, vectorise_on_caller=on_caller, progress=False)
+    preds, rejected = engine.predict(clf, source)
+    rows, proba, props, phash, want_rejected = reference(clf, source, batch_size)
+    assert preds.paths == tuple(r[0].path for r in rows)
+    assert [(s.path, s.reason) for s in rejected] == want_rejected
+    assert {p for p, _ in want_rejected} == {"green/broken.png", "green/empty.png"}
+    assert np.array_equal(preds.proba, proba)
+    assert preds.properties.keys() == props.keys()
+    assert all(np.array_equal(preds.properties[k], props[k].astype(float)) for k in props)
+    assert preds.sha256 == tuple(r[4] for r in rows)
+    assert np.array_equal(preds.phash, phash)
+    assert list(preds.attributes["site"]) == [dict(r[0].attributes).get("site", "") for r in rows]
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_transformed_pass_equals_image_by_image(folder, workers):
+    root, clf = folder
+    source = open_source(root, clf.labels)
+    flip = Image.Image.transpose
+    transform = lambda im: flip(im, Image.Transpose.FLIP_LEFT_RIGHT)  # noqa: E731
+    preds, _ = LocalEngine(batch_size=5, workers=workers, progress=False).predict(clf, source, transform=transform)
+    rows, proba, props, _, _ = reference(clf, source, 5, transform)
+    assert np.array_equal(preds.proba, proba)
+    assert all(np.array_equal(preds.properties[k], props[k].astype(float)) for k in props)
+    assert preds.sha256 == () and len(preds.phash) == 0  # hashes describe original files only

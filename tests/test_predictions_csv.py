@@ -1,0 +1,34 @@
+"""predictions.csv is written without pandas; the file is byte for byte the one pandas writes."""
+
+from dataclasses import replace
+
+import numpy as np
+import pandas as pd
+
+import builders
+from audit.predictions import Predictions
+
+
+def test_write_csv_equals_pandas_to_csv(tmp_path):
+    n = 300
+    rng = np.random.default_rng(0)
+    site = rng.choice(["a", "b,c", 'say "x"', "", "ü", "line\nbreak"], n).astype(object)
+    odd = np.where(rng.random(n) < 0.1, np.nan, rng.random(n) * 1e7)
+    odd[:3] = [np.inf, 1e-12, 0.0]
+    p = builders.predictions(n, c=4, seed=1, attributes={"site": site},
+                             properties={"brightness": rng.random(n), "odd": odd})
+    p = replace(p, sha256=tuple(f"{i:064x}" for i in range(n)), phash=np.arange(n, dtype=np.uint64) * 2**40)
+    p.write_csv(tmp_path / "ours.csv")
+    p.to_frame().to_csv(tmp_path / "pandas.csv", index=False, float_format="%.9g", lineterminator="\r\n")
+    assert (tmp_path / "ours.csv").read_bytes() == (tmp_path / "pandas.csv").read_bytes()
+    back = Predictions.from_frame(pd.read_csv(tmp_path / "ours.csv", keep_default_na=False, na_values=[""]), p.labels)
+    assert back.paths == p.paths and np.array_equal(back.phash, p.phash)
+    assert np.allclose(back.proba, p.proba, rtol=1e-8, atol=0)
+
+
+def test_write_csv_of_no_rows_is_the_header(tmp_path):
+    p = builders.predictions(5, c=3)
+    empty = Predictions(p.labels, (), np.zeros(0, np.int64), np.zeros((0, 3), np.float32))
+    empty.write_csv(tmp_path / "ours.csv")
+    empty.to_frame().to_csv(tmp_path / "pandas.csv", index=False, float_format="%.9g", lineterminator="\r\n")
+    assert (tmp_path / "ours.csv").read_bytes() == (tmp_path / "pandas.csv").read_bytes()
