@@ -1,9 +1,11 @@
 """What every engine does per image and per batch, so all engines produce the same numbers.
 
-``decode_sample`` turns a sample's bytes into the model input and, on the original pass, the
-measurements taken in the same decode: image properties (for slices), SHA-256, the pHash input
-and a small colour thumbnail (for duplicates; kept on disk, ``audit.duplicates.ThumbnailStore``). ``Collector`` gathers batches of decoded images and their probabilities
-into a ``Predictions`` table. An engine only decides *where* these run (threads, Ray actors).
+``load_sample`` reads a sample through its data source and ``decode_sample`` turns the bytes into
+the model input and, on the original pass, the inputs of the measurements: image properties (for
+slices), SHA-256, the pHash input and a small colour thumbnail (for duplicates). ``measure``
+computes those for a batch of decoded images, and ``Collector`` gathers batches of samples,
+probabilities and measurements into a ``Predictions`` table (thumbnails kept on disk,
+``audit.duplicates.ThumbnailStore``). An engine only decides *where* these run (threads, Ray actors).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from audit import imaging
 from audit.duplicates import ThumbnailStore, colour_thumbnail
 from audit.model import Preprocess
 from audit.predictions import Predictions
-from audit.sources import Sample, Skipped
+from audit.sources import DataSource, Sample, Skipped
 
 Transform = Callable[[Image.Image], Image.Image]
 
@@ -51,6 +53,36 @@ def decode_sample(data: bytes, pre: Preprocess, limits: imaging.Limits, transfor
     return Decoded(imaging.to_tensor(img, pre), imaging.grey(img), size, sha, ph, thumb)
 
 
+def load_sample(source: DataSource, path: str, pre: Preprocess, limits: imaging.Limits,
+                transform: Transform | None = None, capture: bool = True) -> Decoded | imaging.ImageRejected:
+    """Read and decode one sample; a file that cannot be used comes back as ``ImageRejected`` with its reason."""
+    try:
+        return decode_sample(source.open(path, limits), pre, limits, transform, capture)
+    except imaging.ImageRejected as e:
+        return e
+    except OSError as e:  # unreadable file (permissions, vanished)
+        return imaging.ImageRejected(f"unreadable file ({e.strerror or e})")
+
+
+@dataclass(frozen=True)
+class Measured:
+    """The measurements of one batch of decoded images, row for row."""
+
+    properties: dict[str, np.ndarray]  # imaging.PROPERTY_NAMES -> (n,)
+    sha256: tuple[str, ...]  # empty unless capturing
+    phash: np.ndarray  # (n,) uint64; empty unless capturing
+    thumbnails: np.ndarray | None = None  # (n, THUMBNAIL_BYTES) uint8 colour thumbnails when capturing
+
+
+def measure(decoded: Sequence[Decoded], capture: bool) -> Measured:
+    """Image properties for every decoded image, and its hashes and thumbnail when ``capture`` (the original pass)."""
+    props = imaging.batch_properties(np.stack([d.grey for d in decoded]), np.array([d.size for d in decoded]))
+    if not capture:
+        return Measured(props, (), np.zeros(0, np.uint64))
+    phash = imaging.batch_phash(np.stack([d.phash_pixels for d in decoded]))
+    return Measured(props, tuple(d.sha256 for d in decoded), phash, np.stack([d.thumbnail for d in decoded]))
+
+
 class Collector:
     """Accumulates per-batch outputs into one ``Predictions`` table plus the rejected samples."""
 
@@ -74,16 +106,20 @@ class Collector:
 
     def add(self, samples: Sequence[Sample], decoded: Sequence[Decoded], proba: np.ndarray) -> None:
         """One batch of successfully decoded samples and their (n, C) probabilities."""
+        if samples:
+            self.add_measured(samples, proba, measure(decoded, self.capture))
+
+    def add_measured(self, samples: Sequence[Sample], proba: np.ndarray, measured: Measured) -> None:
+        """Samples with their probabilities and measurements, taken where they were decoded."""
         if not samples:
             return
         self.probas.append(proba)
-        batch_props = imaging.batch_properties(np.stack([d.grey for d in decoded]), np.array([d.size for d in decoded]))
-        for k, v in batch_props.items():
+        for k, v in measured.properties.items():
             self.props[k].append(v)
         if self.capture:
-            self.phashes.append(imaging.batch_phash(np.stack([d.phash_pixels for d in decoded])))
-            self.shas += [d.sha256 for d in decoded]
-            self.thumbnails.append(np.stack([d.thumbnail for d in decoded]))
+            self.phashes.append(measured.phash)
+            self.shas += measured.sha256
+            self.thumbnails.append(measured.thumbnails)
         for s in samples:
             self.paths.append(s.path)
             self.y_true.append(self.index[s.label])

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from audit import imaging
-from audit.engines.batch import Collector, Decoded, Transform, decode_sample
+from audit.engines.batch import Collector, Decoded, Transform, load_sample
 from audit.predictions import Predictions
 from audit.progress import progress_bar
 from audit.sources import DataSource, Sample, Skipped
@@ -62,12 +62,7 @@ class LocalEngine:
         pre, limits = classifier.card.preprocess, self.limits
 
         def load(s: Sample) -> Decoded | imaging.ImageRejected:
-            try:
-                return decode_sample(source.open(s.path, limits), pre, limits, transform, capture)
-            except imaging.ImageRejected as e:
-                return e
-            except OSError as e:  # unreadable file (permissions, vanished)
-                return imaging.ImageRejected(f"unreadable file ({e.strerror or e})")
+            return load_sample(source, s.path, pre, limits, transform, capture)
 
         size = self.batch_size
         batches = [samples[i : i + size] for i in range(0, len(samples), size)]
