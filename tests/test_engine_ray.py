@@ -84,11 +84,23 @@ def test_ray_gives_the_local_verdict_on_one_node(local_ray, tmp_path):
     assert engine.runs[0].images == 123 and sum(n for _, n in engine.runs[0].rows_per_node) == 123
 
 
-def test_ray_rows_are_bit_identical_with_another_model_and_batching(local_ray, tmp_path):
-    """A convolutional timm model, greyscale at 32 px, different batch sizes in each engine."""
+def test_parity_runs_pytorch_on_the_actors_and_gives_the_local_result(local_ray, tmp_path):
+    """A convolutional timm model (greyscale, 32 px); parity re-runs its PyTorch weights through the engine."""
+    data = with_broken_files(builders.image_folder(tmp_path / "data", 25, confusers=3))
+    onnx_path, weights = builders.timm_export(tmp_path / "timm", size=32, color="L")
+    config = load_config(None, {**CONFIG, "batch_size": 16, "parity.torch_model": str(weights)})
+    local = run_audit(onnx_path, data, config, engine=make_engine(config, progress=False), progress=False)
+    engine = RayEngine(batch_size=16, progress=False)
+    remote = run_audit(onnx_path, data, config, engine=engine, progress=False)
+    assert_same_audit(local, remote)
+    assert remote.parity is not None and remote.parity.n == 75
+    assert len(engine.runs) == 4  # main pass, parity, two invariance transforms
+
+
+def test_rows_do_not_depend_on_batching(local_ray, tmp_path):
+    """ONNX Runtime gives the same rows whatever the batch size (7 on Ray, 64 locally)."""
     data = builders.image_folder(tmp_path / "data", 25, confusers=3)
-    onnx_path, _ = builders.timm_export(tmp_path / "timm", size=32, color="L")
-    clf = OnnxClassifier.load(onnx_path)
+    clf = OnnxClassifier.load(builders.timm_export(tmp_path / "timm", size=32)[0])
     src = open_source(data, clf.labels)
     lp, lr = LocalEngine(batch_size=64, progress=False).predict(clf, src)
     rp, rr = RayEngine(batch_size=7, progress=False).predict(clf, src)

@@ -33,6 +33,7 @@ import math
 import os
 import socket
 import time
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -48,7 +49,7 @@ from audit.sources import DataSource, Sample, Skipped
 
 RESERVED_CPUS = 1.0  # of the cluster's CPUs, left to Ray's own tasks
 MIN_ACTOR_CPUS = 0.1
-MAX_BLOCK_ROWS = 1024  # rows per input block: the unit Ray schedules, retries and reports progress on
+MAX_BLOCK_ROWS = 1024  # rows per input block (the unit Ray schedules, retries and reports progress on)
 BLOCKS_PER_ACTOR = 4  # at least this many blocks per actor, so the pool stays busy to the end
 INSTALL_HINT = 'install the extra: pip install "model-audit[ray]"'
 
@@ -106,17 +107,19 @@ class RayEngine:
         import pyarrow as pa
         from ray.data import ActorPoolStrategy
 
-        n = len(samples)
-        rows = min(MAX_BLOCK_ROWS, max(self.batch_size, math.ceil(n / (actors * BLOCKS_PER_ACTOR))))
+        n, size = len(samples), self.batch_size
+        # whole batches per block, so every model call gets the local engine's batch, image for image
+        rows = size * max(1, min(MAX_BLOCK_ROWS // size, math.ceil(n / (actors * BLOCKS_PER_ACTOR * size))))
         paths = [s.path for s in samples]
         blocks = [pa.table({"index": pa.array(range(i, min(i + rows, n)), pa.int64()), "path": paths[i : i + rows]})
                   for i in range(0, n, rows)]
         decode = _Decode(_portable(source), classifier.card.preprocess, self.limits, transform, capture)
         threads = self.threads or max(1, math.floor(cpus))
         ds = ray.data.from_arrow(blocks)
-        ds = ds.map_batches(decode, batch_size=self.batch_size, num_cpus=cpus, batch_format="numpy")
-        return ds.map_batches(_infer_class(_portable_model(classifier, threads)), batch_size=self.batch_size,
-                              num_cpus=cpus, batch_format="numpy", compute=ActorPoolStrategy(size=actors))
+        ds = ds.map_batches(decode, batch_size=size, num_cpus=cpus, batch_format="numpy")
+        return ds.map_batches(_Infer, fn_constructor_args=(_portable_model(classifier, threads),),
+                              batch_size=size, num_cpus=cpus, batch_format="numpy",
+                              compute=ActorPoolStrategy(size=actors))
 
 
 def pool_size(cluster_cpus: float, actors: int = 0) -> tuple[int, float]:
@@ -144,8 +147,14 @@ def connect(address: str = "", cpus: int = 0):
         where = {"address": address} if address else {"num_cpus": cpus or None, "include_dashboard": False}
         try:
             ray.init(log_to_driver=False, logging_level=logging.WARNING, **where)
-        except (ConnectionError, ValueError, RuntimeError) as e:
-            raise _unreachable(address, str(e).splitlines()[0][:160]) from None
+        except Exception as e:  # Ray raises bare Exception, RuntimeError, ConnectionError, ValueError
+            why = str(e).splitlines()[0][:160]
+            if address:
+                raise _unreachable(address, why) from None
+            ray.shutdown()  # whatever part of the local Ray did start
+            raise UsageError(f"could not start a local Ray ({why})",
+                             hint="Ray gives its processes 30 s to start; on a busy machine retry, "
+                                  "or use --engine local") from None
     ray.data.DataContext.get_current().enable_progress_bars = False  # ours shows images/s and time left
     logging.getLogger("ray.data").setLevel(logging.WARNING)  # no per-dataset "execution finished" lines
     return ray
@@ -241,12 +250,10 @@ class _Decode:
 class _Infer:
     """One ONNX Runtime session per actor, loaded once; maps a decoded batch to probabilities."""
 
-    model = None  # set by ``_infer_class``
-
-    def __init__(self) -> None:
+    def __init__(self, model) -> None:
         import ray
 
-        self.classifier = self.model.load() if isinstance(self.model, _OnnxModel) else self.model
+        self.classifier = model.load() if isinstance(model, _OnnxModel) else model
         self.node = ray.get_runtime_context().get_node_id()
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -258,28 +265,24 @@ class _Infer:
         return {**batch, "proba": proba, "node": np.full(len(ok), self.node, dtype=object)}
 
 
-def _infer_class(model) -> type[_Infer]:
-    """``_Infer`` bound to ``model``. The model travels with the class, not as constructor arguments in
-    the object store, so Ray can restart a lost actor whatever happened to those."""
-    return type("Infer", (_Infer,), {"model": model})
-
-
 class _Rows:
     """Output blocks as they stream in; ``collect`` puts them back in source order."""
 
     def __init__(self) -> None:
         self.blocks: list[dict[str, np.ndarray]] = []
+        self.nodes: Counter[str] = Counter()
 
     def add(self, batch: dict[str, np.ndarray]) -> None:
+        nodes, counts = np.unique(batch.pop("node").astype(str), return_counts=True)
+        self.nodes.update(dict(zip(nodes.tolist(), counts.tolist())))
         self.blocks.append(batch)
 
     def per_node(self) -> tuple[tuple[str, int], ...]:
-        nodes, counts = np.unique(np.concatenate([b["node"] for b in self.blocks]).astype(str), return_counts=True)
-        return tuple(zip(nodes.tolist(), counts.tolist()))
+        return tuple(sorted(self.nodes.items()))
 
     def collect(self, labels: Sequence[str], samples: Sequence[Sample],
                 capture: bool) -> tuple[Predictions, list[Skipped]]:
-        cols = {k: np.concatenate([b[k] for b in self.blocks]) for k in self.blocks[0] if k != "node"}
+        cols = {k: np.concatenate([b[k] for b in self.blocks]) for k in self.blocks[0]}
         _, first = np.unique(cols["index"], return_index=True)  # sorted; a retried batch may come twice
         cols = {k: v[first] for k, v in cols.items()}
         if not np.array_equal(cols["index"], np.arange(len(samples))):
