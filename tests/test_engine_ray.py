@@ -14,6 +14,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import builders
+import numpy as np
 import pytest
 
 ray = pytest.importorskip("ray")  # the dev extra installs it
@@ -65,6 +66,8 @@ def assert_same_audit(local, remote) -> None:
     pa, pb = local.predictions.to_frame(), remote.predictions.to_frame()
     assert list(pa["path"]) == list(pb["path"])
     assert pa.equals(pb)  # probabilities, properties and hashes, bit for bit
+    rows = range(len(local.predictions))
+    assert np.array_equal(local.predictions.thumbnails.read(rows), remote.predictions.thumbnails.read(rows))
 
 
 def test_ray_gives_the_local_verdict_on_one_node(local_ray, tmp_path):

@@ -40,6 +40,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from audit import imaging
+from audit.duplicates import THUMBNAIL_BYTES, ThumbnailStore
 from audit.engines.batch import Collector, Measured, Transform, load_sample, measure
 from audit.errors import AuditError, UsageError
 from audit.model import ModelCard, OnnxClassifier, Preprocess
@@ -236,6 +237,7 @@ class _Decode:
                "reason": np.array([getattr(d, "reason", "") for d in items], dtype=object)}
         props = {f"prop:{k}": np.full(len(items), np.nan) for k in imaging.PROPERTY_NAMES}
         sha, phash = np.full(len(items), "", dtype=object), np.zeros(len(items), np.uint64)
+        thumbs = np.zeros((len(items), THUMBNAIL_BYTES if self.capture else 0), np.uint8)
         if ok:
             decoded = [items[i] for i in ok]
             out["tensor"][ok] = np.stack([d.tensor for d in decoded])
@@ -243,8 +245,8 @@ class _Decode:
             for k, v in m.properties.items():
                 props[f"prop:{k}"][ok] = v
             if self.capture:
-                sha[ok], phash[ok] = m.sha256, m.phash
-        return {**out, **props, "sha256": sha, "phash": phash}
+                sha[ok], phash[ok], thumbs[ok] = m.sha256, m.phash, m.thumbnails
+        return {**out, **props, "sha256": sha, "phash": phash, "thumbnail": thumbs}
 
 
 class _Infer:
@@ -266,15 +268,24 @@ class _Infer:
 
 
 class _Rows:
-    """Output blocks as they stream in; ``collect`` puts them back in source order."""
+    """Output blocks as they stream in; ``collect`` puts them back in source order.
+
+    Thumbnails go to a file as they arrive (``ThumbnailStore``), so they never pile up in memory.
+    """
+
+    CHUNK = 8192  # rows handed to the Collector at once
 
     def __init__(self) -> None:
         self.blocks: list[dict[str, np.ndarray]] = []
         self.nodes: Counter[str] = Counter()
+        self.thumbnails = ThumbnailStore()
 
     def add(self, batch: dict[str, np.ndarray]) -> None:
         nodes, counts = np.unique(batch.pop("node").astype(str), return_counts=True)
         self.nodes.update(dict(zip(nodes.tolist(), counts.tolist())))
+        thumbs = batch.pop("thumbnail")
+        if thumbs.shape[1]:
+            batch["thumbnail_row"] = np.asarray(self.thumbnails.append(thumbs))
         self.blocks.append(batch)
 
     def per_node(self) -> tuple[tuple[str, int], ...]:
@@ -283,6 +294,7 @@ class _Rows:
     def collect(self, labels: Sequence[str], samples: Sequence[Sample],
                 capture: bool) -> tuple[Predictions, list[Skipped]]:
         cols = {k: np.concatenate([b[k] for b in self.blocks]) for k in self.blocks[0]}
+        self.blocks.clear()
         _, first = np.unique(cols["index"], return_index=True)  # sorted; a retried batch may come twice
         cols = {k: v[first] for k, v in cols.items()}
         if not np.array_equal(cols["index"], np.arange(len(samples))):
@@ -292,8 +304,15 @@ class _Rows:
         for i in np.flatnonzero(~ok):
             out.reject(samples[i], str(cols["reason"][i]))
         keep = np.flatnonzero(ok)
-        measured = Measured({k: cols[f"prop:{k}"][keep] for k in imaging.PROPERTY_NAMES},
-                            tuple(str(h) for h in cols["sha256"][keep]) if capture else (),
-                            cols["phash"][keep].astype(np.uint64) if capture else np.zeros(0, np.uint64))
-        out.add_measured([samples[i] for i in keep], cols["proba"][keep], measured)
+        for lo in range(0, len(keep), self.CHUNK):
+            rows = keep[lo : lo + self.CHUNK]
+            out.add_measured([samples[i] for i in rows], cols["proba"][rows], self._measured(cols, rows, capture))
+        self.thumbnails.close()
         return out.result()
+
+    def _measured(self, cols: dict[str, np.ndarray], rows: np.ndarray, capture: bool) -> Measured:
+        props = {k: cols[f"prop:{k}"][rows] for k in imaging.PROPERTY_NAMES}
+        if not capture:
+            return Measured(props, (), np.zeros(0, np.uint64))
+        return Measured(props, tuple(str(h) for h in cols["sha256"][rows]), cols["phash"][rows].astype(np.uint64),
+                        self.thumbnails.read(cols["thumbnail_row"][rows]))
