@@ -74,6 +74,10 @@ RUN_FLAGS: dict[str, tuple[str, type, str]] = {
     "--n-boot": ("n_boot", int, "bootstrap resamples per CI (default 1000)"),
     "--batch-size": ("batch_size", int, "images per model call (default 64)"),
     "--workers": ("workers", int, "decode threads (default: one per core)"),
+    "--engine": ("engine.name", str, "where inference runs: local (threads, default) or ray (Ray Data; "
+                                     'pip install "model-audit[ray]")'),
+    "--ray-address": ("engine.ray_address", str,
+                      "join this Ray cluster (auto, HOST:6379, ray://HOST:10001) instead of starting a local Ray"),
     "--min-accuracy": ("criteria.min_accuracy", float, "override the accuracy threshold"),
     "--judge-on": ("criteria.judge_on", str, "judge the point estimate (value, default) or the pessimistic CI bound"),
     "--data-root": ("data_root", str, "a folder a manifest's paths may point into besides the manifest's own folder"),

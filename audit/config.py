@@ -49,6 +49,17 @@ class Criteria(Section):
 
 
 @dataclass(frozen=True)
+class EngineConfig(Section):
+    """Where inference runs: this process's threads (local) or a Ray cluster (ray, DESIGN §12)."""
+
+    section: ClassVar[str] = "engine"
+    name: str = setting("local", choices=("local", "ray"))
+    ray_address: str = ""  # "": start a local Ray; else a cluster address ("auto", "HOST:6379", "ray://HOST:10001")
+    ray_actors: int = setting(0, ge=0, le=1_000_000)  # inference actors; 0 = one per CPU of the cluster
+    ray_cpus: int = setting(0, ge=0, le=1_000_000)  # CPUs of a local Ray; 0 = every core of this machine
+
+
+@dataclass(frozen=True)
 class RunConfig(Section):
     """How the audit runs; the checks' own sections are added from the registry (``AuditConfig``)."""
 
@@ -65,6 +76,7 @@ class RunConfig(Section):
     pdf: bool = True
     thumbnails: bool = True  # False: no image of the data is embedded in the report (licences, privacy)
     criteria: Criteria = field(default_factory=Criteria)
+    engine: EngineConfig = field(default_factory=EngineConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -151,6 +151,9 @@ def test_judging_on_the_ci_is_stricter(tmp_path):
     ("not onnx", r"^error: cannot load .* as an ONNX model"),
     ("bad flag", r"^error: .*--size"),
     ("bad config", r"^error: unknown config key 'criteria.min_acc'"),
+    ("unknown engine", r"^error: config key 'engine.name' must be one of 'local', 'ray', got 'spark'$"),
+    ("unreachable cluster", r"^error: --ray-address '127.0.0.1:1': cannot connect to a Ray cluster \(.+\) "
+                            r"\(start one with `ray start --head`"),
 ])
 def test_user_mistakes_exit_2_with_one_line(tmp_path, case, pattern):
     model = builders.colour_model(tmp_path / "m.onnx")
@@ -174,6 +177,11 @@ def test_user_mistakes_exit_2_with_one_line(tmp_path, case, pattern):
     elif case == "bad config":
         (tmp_path / "audit.toml").write_text("[audit.criteria]\nmin_acc = 0.9\n")
         args += ["--config", tmp_path / "audit.toml"]
+    elif case == "unknown engine":
+        args += ["--engine", "spark"]
+    elif case == "unreachable cluster":
+        pytest.importorskip("ray")
+        args += ["--engine", "ray", "--ray-address", "127.0.0.1:1"]
     proc = run_cli("run", *args, "--out", tmp_path / "o", *FAST)
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()

@@ -37,10 +37,16 @@ class Engine(Protocol):
 
 
 def make_engine(config, progress: bool | None = None) -> Engine:
-    """The engine the config asks for (today: the local one)."""
+    """The engine the config asks for (``[audit.engine] name``): local threads, or Ray."""
     from audit import imaging
 
     limits = imaging.Limits(max_bytes=config.max_file_bytes, max_pixels=config.max_pixels)
+    eng = config.engine
+    if eng.name == "ray":
+        from audit.engines.ray import RayEngine
+
+        return RayEngine(eng.ray_address, batch_size=config.batch_size, actors=eng.ray_actors, cpus=eng.ray_cpus,
+                         threads=config.threads, limits=limits, progress=progress)
     return LocalEngine(batch_size=config.batch_size, workers=config.workers or None, limits=limits, progress=progress)
 
 
