@@ -37,7 +37,7 @@ def test_wheel_ships_the_templates_and_renders_outside_the_repo(installed, tmp_p
                            env={**os.environ, "PYTHONPATH": str(installed)}, capture_output=True, text=True)
     assert where.stdout.strip().startswith(str(installed))  # the wheel, not the source checkout
     model = builders.colour_model(tmp_path / "m.onnx")
-    data = builders.image_folder(tmp_path / "data", 6)
+    data = builders.image_folder(tmp_path / "data", 10)  # 10 per class: the evidence check's minimum
     proc = audit(installed, tmp_path, "run", "--model", str(model), "--data", str(data), "--out", "out",
                  "--no-pdf", "--no-latency", "--no-invariance", "--n-boot", "20")
     assert proc.returncode == 0, proc.stderr
