@@ -93,6 +93,15 @@ def _config(args):
     return load_config(args.config, overrides=overrides)
 
 
+def _stopped(e: SystemExit, out: Path) -> int:
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    how, code = ("SIGTERM", 143) if isinstance(e, SIGTERMException) else ("interrupted", 130)
+    print(f"stopped ({how}); {out / 'checkpoints'} keeps every finished epoch: rerun the same command with "
+          "--resume to continue", file=sys.stderr)
+    return code
+
+
 def _run(args) -> int:
     if args.command == "prepare":
         from training import data
@@ -119,7 +128,10 @@ def _run(args) -> int:
         from training.fit import fit
 
         cfg = _config(args)
-        r = fit(cfg, out_dir=args.out, resume=args.resume)
+        try:
+            r = fit(cfg, out_dir=args.out, resume=args.resume)
+        except SystemExit as e:  # Lightning turns Ctrl+C and SIGTERM into SystemExit (SIGTERM: status 0)
+            return _stopped(e, Path(args.out or cfg.export.out))
         for p in r.phases:
             print(f"{p.name}: {p.epochs} epochs, best val acc {p.best_val_acc:.4f}, {p.train_seconds:.0f}s train"
                   + (f" + {p.cache_seconds:.0f}s cache" if p.cached else ""))
