@@ -59,3 +59,41 @@ def test_parity_failure_is_an_export_error(tmp_path):
     pre = Preprocess(size=(28, 28), color="L", mean=(0.5,), std=(0.5,))
     with pytest.raises(ExportError, match="ONNX and PyTorch disagree: max abs probability difference"):
         export_model(BaselineCNN(1, 3, (28, 28)), _card(pre), tmp_path, parity_inputs=_inputs(pre), tolerance=-1.0)
+
+
+VIEWS = {"hflip": (3,), "vflip": (2,), "hvflip": (2, 3)}
+
+
+@pytest.mark.parametrize("tta", [("hflip",), ("hflip", "vflip", "hvflip")])
+def test_tta_graph_outputs_the_mean_softmax_over_the_declared_flips(tmp_path, tta):
+    from safetensors.torch import load_file
+
+    timm = pytest.importorskip("timm")
+    pre = Preprocess(size=(32, 32), color="L", mean=(0.5,), std=(0.5,))
+    torch.manual_seed(0)
+    net = timm.create_model("tf_efficientnet_lite0", num_classes=3, in_chans=1).eval()
+    card = ModelCard(labels=LABELS, preprocess=pre, output="probabilities", arch="tf_efficientnet_lite0",
+                     invariances=("hflip", "vflip"), provenance={"tta": list(tta)})
+    x = _inputs(pre, 6)
+    res = export_model(net, card, tmp_path, parity_inputs=x, tta=tta)
+    clf = OnnxClassifier.load(res.onnx_path)
+    assert clf.card.output == "probabilities" and clf.card.provenance["tta"] == list(tta)
+    # What the auditor's parity does: rebuild the plain network from arch + safetensors, then
+    # average its softmax over the identity and each listed flip of the preprocessed tensor.
+    again = timm.create_model("tf_efficientnet_lite0", num_classes=3, in_chans=1).eval()
+    again.load_state_dict(load_file(str(tmp_path / "model.safetensors")))
+    with torch.no_grad():
+        views = [x] + [np.ascontiguousarray(np.flip(x, VIEWS[v])) for v in tta]
+        manual = np.mean([torch.softmax(again(torch.from_numpy(v)), 1).numpy() for v in views], axis=0)
+        plain = torch.softmax(again(torch.from_numpy(x)), 1).numpy()
+    onnx = clf.predict_proba(x)
+    np.testing.assert_allclose(onnx, manual, atol=1e-5, rtol=0)
+    assert np.abs(onnx - plain).max() > 1e-3  # the flips change the answer: the average is really taken
+    np.testing.assert_allclose(onnx.sum(1), 1.0, atol=1e-5)
+    assert clf.predict_proba(x[:1]).shape == (1, 3)  # dynamic batch through the reshape
+
+
+def test_card_must_describe_the_tta_graph(tmp_path):
+    pre = Preprocess(size=(28, 28), color="L", mean=(0.5,), std=(0.5,))
+    with pytest.raises(ExportError, match=r"does not describe the graph \(tta \['hflip'\]\)"):
+        export_model(BaselineCNN(1, 3, (28, 28)), _card(pre), tmp_path, parity_inputs=_inputs(pre), tta=("hflip",))

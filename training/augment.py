@@ -54,6 +54,11 @@ class SampleAugment:
             self.randaugment = v2.RandAugment(num_ops=cfg.randaugment_n, magnitude=cfg.randaugment_m)
         self.active = bool(ops) or self.randaugment is not None
 
+    def reseed(self, seed: int) -> None:
+        """Restart the albumentations RNG (torch's, used by RandAugment, is the caller's)."""
+        if self.album is not None:
+            self.album.set_random_seed(seed)
+
     def __call__(self, image: np.ndarray) -> np.ndarray:
         if self.album is not None:
             image = self.album(image=image)["image"]

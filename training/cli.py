@@ -46,6 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
         f.add_argument("--allow-download", action="store_true",
                        help="allow the timm/HF hub as a last resort (also needs HF_HUB_OFFLINE=0)")
         f.add_argument("--no-progress", action="store_true")
+        if name == "fit":
+            f.add_argument("--resume", action="store_true",
+                           help="continue a stopped run from the checkpoints in its --out folder (same config)")
         if name == "ablate":
             f.add_argument("--epochs", type=int, default=5)
             f.add_argument("--train-limit", type=int, default=None)
@@ -90,6 +93,15 @@ def _config(args):
     return load_config(args.config, overrides=overrides)
 
 
+def _stopped(e: SystemExit, out: Path) -> int:
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    how, code = ("SIGTERM", 143) if isinstance(e, SIGTERMException) else ("interrupted", 130)
+    print(f"stopped ({how}); {out / 'checkpoints'} keeps every finished epoch: rerun the same command with "
+          "--resume to continue", file=sys.stderr)
+    return code
+
+
 def _run(args) -> int:
     if args.command == "prepare":
         from training import data
@@ -116,12 +128,17 @@ def _run(args) -> int:
         from training.fit import fit
 
         cfg = _config(args)
-        r = fit(cfg, out_dir=args.out)
+        try:
+            r = fit(cfg, out_dir=args.out, resume=args.resume)
+        except SystemExit as e:  # Lightning turns Ctrl+C and SIGTERM into SystemExit (SIGTERM: status 0)
+            return _stopped(e, Path(args.out or cfg.export.out))
         for p in r.phases:
             print(f"{p.name}: {p.epochs} epochs, best val acc {p.best_val_acc:.4f}, {p.train_seconds:.0f}s train"
                   + (f" + {p.cache_seconds:.0f}s cache" if p.cached else ""))
-        print(f"test accuracy {r.test_accuracy:.4f} (ONNX, n={r.n_test}); parity max abs diff "
-              f"{r.export.max_abs_diff:.1e}; wall {r.wall_seconds / 60:.1f} min")
+        print("val accuracy by test-time flips: " + ", ".join(f"{k} {v:.4f}" for k, v in r.val_tta.items()))
+        test = "not evaluated" if r.test_accuracy is None else f"{r.test_accuracy:.4f} (ONNX, n={r.n_test})"
+        print(f"test accuracy {test}; parity max abs diff {r.export.max_abs_diff:.1e}; "
+              f"wall {r.wall_seconds / 60:.1f} min")
         print(f"wrote {r.export.onnx_path} and {r.out_dir / 'training_report.md'}")
         return 0
     if args.command == "ablate":

@@ -93,7 +93,9 @@ class TrainConfig:
     early_stopping_patience: int = 3
     label_smoothing: float = 0.0
     logger: str = "csv"  # "csv", "mlflow" or "none"
-    progress_bar: bool = True
+    progress_bar: bool = True  # a terminal gets Lightning's bar; a log file gets plain lines
+    progress_interval_s: float = 30.0  # plain-line progress: a line per 10% of an epoch or per this many s
+    class_weights: str = "none"  # "none" or "balanced" (cross-entropy weights n / (k * n_class))
 
 
 @dataclass(frozen=True)
@@ -101,6 +103,8 @@ class ExportConfig:
     out: str = "models/model"
     parity_tolerance: float = 1e-4
     parity_images: int = 64
+    tta: tuple[str, ...] = ()  # extra views averaged inside the ONNX graph: "hflip", "vflip", "hvflip"
+    evaluate_test: bool = True  # false for pilots: select on val, never look at the test split
 
 
 @dataclass(frozen=True)
@@ -161,6 +165,9 @@ def _validate(cfg: Config) -> None:
         raise TrainingError(f"data.size must be [H, W] with both >= 8, got {list(cfg.data.size)}")
     if cfg.train.logger not in ("csv", "mlflow", "none"):
         raise TrainingError(f"train.logger must be 'csv', 'mlflow' or 'none', got {cfg.train.logger!r}")
+    if cfg.train.class_weights not in ("none", "balanced"):
+        raise TrainingError(f"train.class_weights must be 'none' or 'balanced', got {cfg.train.class_weights!r}")
+    _validate_tta(cfg)
     if cfg.train.accumulate < 1:
         raise TrainingError(f"train.accumulate must be >= 1, got {cfg.train.accumulate}")
     for name in ("baseline", "phase1", "phase2", "phase3"):
@@ -174,3 +181,22 @@ def _validate(cfg: Config) -> None:
     if not is_baseline and cfg.phases.baseline.epochs:
         raise TrainingError("phases.baseline is for model.arch = 'baseline_cnn'",
                             hint="train the baseline with its own config (configs/*_baseline.toml)")
+
+
+TTA_FLIPS = {"hflip": ("hflip",), "vflip": ("vflip",), "hvflip": ("hflip", "vflip")}
+
+
+def _validate_tta(cfg: Config) -> None:
+    """Only flips the card declares as invariances may be averaged inside the graph."""
+    from training.augment import invariances
+
+    declared = set(invariances(cfg.augment))
+    for view in cfg.export.tta:
+        if view not in TTA_FLIPS:
+            raise TrainingError(f"export.tta: unknown view {view!r}", hint=f"choose from {sorted(TTA_FLIPS)}")
+        missing = [f for f in TTA_FLIPS[view] if f not in declared]
+        if missing:
+            raise TrainingError(f"export.tta lists {view!r} but the card's invariances {sorted(declared)} lack "
+                                f"{missing[0]!r}", hint=f"train with augment.{missing[0]} = true or drop {view!r}")
+    if len(set(cfg.export.tta)) != len(cfg.export.tta):
+        raise TrainingError(f"export.tta lists a view twice: {list(cfg.export.tta)}")

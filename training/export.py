@@ -3,6 +3,12 @@
 The export is checked on real images: ONNX Runtime (through ``audit.model.OnnxClassifier``, i.e.
 exactly what the auditor runs) against PyTorch, max absolute probability difference <= tolerance.
 
+Test-time augmentation lives inside the graph: with ``tta=("hflip", ...)`` the ONNX model outputs
+the mean of the softmax probabilities over the input and each listed flip of the preprocessed
+input tensor (``hflip``: W axis, ``vflip``: H axis, ``hvflip``: both); the card then says
+``output = "probabilities"`` and ``provenance["tta"]`` lists the views. ``model.safetensors`` keeps
+the plain network's weights, so parity rebuilds it from ``audit.arch`` and averages the same views.
+
 Example::
 
     result = export_model(net, card, "models/fmnist", parity_inputs=x_val[:64])
@@ -24,6 +30,28 @@ from audit.model import ModelCard, OnnxClassifier, write_card
 from training.errors import ExportError
 
 OPSET = 17
+TTA_DIMS = {"hflip": (3,), "vflip": (2,), "hvflip": (2, 3)}  # NCHW axes each view flips
+
+
+class FlipAverage(nn.Module):
+    """Mean of softmax probabilities over the identity and ``views`` (flips of the NCHW input)."""
+
+    def __init__(self, net: nn.Module, views: tuple[str, ...]) -> None:
+        super().__init__()
+        self.net, self.views = net, tuple(views)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch = torch.cat([x] + [torch.flip(x, TTA_DIMS[v]) for v in self.views])  # one forward for all views
+        p = torch.softmax(self.net(batch), dim=1)
+        return p.reshape(1 + len(self.views), x.shape[0], p.shape[1]).mean(0)
+
+
+def with_tta(net: nn.Module, views: tuple[str, ...]) -> nn.Module:
+    """``net`` itself (logits) without views, else the ``FlipAverage`` (probabilities) to export."""
+    unknown = [v for v in views if v not in TTA_DIMS]
+    if unknown:
+        raise ExportError(f"tta view {unknown[0]!r} is unknown", hint=f"choose from {sorted(TTA_DIMS)}")
+    return FlipAverage(net, views).eval() if views else net
 
 
 @dataclass(frozen=True)
@@ -37,23 +65,32 @@ class ExportResult:
 
 
 def export_model(net: nn.Module, card: ModelCard, out_dir: str | Path, *, parity_inputs: np.ndarray,
-                 tolerance: float = 1e-4) -> ExportResult:
-    """Write ``model.onnx`` (card in metadata, dynamic batch) and ``model.safetensors``; check parity."""
+                 tolerance: float = 1e-4, tta: tuple[str, ...] = ()) -> ExportResult:
+    """Write ``model.onnx`` (card in metadata, dynamic batch) and ``model.safetensors``; check parity.
+
+    With ``tta`` views the graph averages probabilities over them (see the module docstring); the
+    card must then say ``output = "probabilities"`` and list the views in ``provenance["tta"]``.
+    """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    net = net.eval()
+    if tuple(card.provenance.get("tta", ())) != tuple(tta) or (card.output == "probabilities") != bool(tta):
+        raise ExportError(f"the card (output {card.output!r}, provenance tta {card.provenance.get('tta')}) does not "
+                          f"describe the graph (tta {list(tta)})",
+                          hint="build the card with training.fit.make_card from the same config")
+    plain = net.eval()
+    net = with_tta(plain, tuple(tta))
     onnx_path = out_dir / "model.onnx"
     example = torch.from_numpy(np.ascontiguousarray(parity_inputs[:2]))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer warnings about python control flow in timm
         buf = io.BytesIO()
         torch.onnx.export(net, (example,), buf, dynamo=False, opset_version=OPSET, input_names=["input"],
-                          output_names=["logits"], dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
+                          output_names=[card.output], dynamic_axes={"input": {0: "batch"}, card.output: {0: "batch"}},
                           do_constant_folding=True)
     onnx_path.write_bytes(buf.getvalue())
     write_card(onnx_path, card)
     st_path = out_dir / "model.safetensors"
-    save_safetensors(net, st_path)
+    save_safetensors(plain, st_path)
     diff, agree = parity(net, onnx_path, parity_inputs)
     if diff > tolerance:
         raise ExportError(f"ONNX and PyTorch disagree: max abs probability difference {diff:.2e} > {tolerance:.0e}",
@@ -71,11 +108,15 @@ def save_safetensors(net: nn.Module, path: str | Path) -> None:
 
 @torch.no_grad()
 def parity(net: nn.Module, onnx_path: str | Path, inputs: np.ndarray) -> tuple[float, float]:
-    """(max abs probability difference, top-1 agreement) between ONNX Runtime and PyTorch."""
+    """(max abs probability difference, top-1 agreement) between ONNX Runtime and PyTorch.
+
+    ``net`` returns logits, or probabilities when it is a ``FlipAverage``.
+    """
     net = net.eval()
     clf = OnnxClassifier.load(onnx_path, threads=torch.get_num_threads())
     p_onnx = clf.predict_proba(np.ascontiguousarray(inputs, dtype=np.float32))
-    p_torch = torch.softmax(net(torch.from_numpy(np.ascontiguousarray(inputs))).double(), 1).numpy()
+    out = net(torch.from_numpy(np.ascontiguousarray(inputs))).double()
+    p_torch = (out if isinstance(net, FlipAverage) else torch.softmax(out, 1)).numpy()
     diff = float(np.abs(p_onnx - p_torch).max())
     agree = float((p_onnx.argmax(1) == p_torch.argmax(1)).mean())
     return diff, agree

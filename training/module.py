@@ -102,7 +102,8 @@ class Classifier(pl.LightningModule):
 
     def __init__(self, net: nn.Module, param_groups: list[dict], *, weight_decay: float = 0.05,
                  label_smoothing: float = 0.0, warmup_frac: float = 0.1, mixer=None,
-                 freeze_bn_stats: bool = False, channels_last: bool = False) -> None:
+                 freeze_bn_stats: bool = False, channels_last: bool = False,
+                 class_weight: torch.Tensor | None = None) -> None:
         super().__init__()
         self.net = net
         self.groups = param_groups
@@ -112,6 +113,7 @@ class Classifier(pl.LightningModule):
         self.mixer = mixer if mixer is not None and mixer.active else None
         self.freeze_bn_stats = freeze_bn_stats
         self.channels_last = channels_last
+        self.class_weight = class_weight
 
     def _layout(self, x: torch.Tensor) -> torch.Tensor:
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last and x.dim() == 4 else x
@@ -133,7 +135,7 @@ class Classifier(pl.LightningModule):
         if self.mixer is not None:
             x, y = self.mixer(x, y)
         x = self._layout(x)
-        loss = F.cross_entropy(self.net(x), y, label_smoothing=self.label_smoothing)
+        loss = F.cross_entropy(self.net(x), y, weight=self.class_weight, label_smoothing=self.label_smoothing)
         self.log("train_loss", loss, prog_bar=True, on_step=True, on_epoch=True)
         return loss
 
@@ -159,16 +161,21 @@ class Classifier(pl.LightningModule):
 
 
 class EpochRecorder(pl.Callback):
-    """Records val accuracy and training throughput per epoch; keeps the best weights in memory."""
+    """Records val accuracy and training throughput per epoch; keeps the best weights in memory.
 
-    def __init__(self) -> None:
+    Its state travels in Lightning's checkpoint, so a resumed phase knows its earlier epochs.
+    """
+
+    def __init__(self, t_start: float | None = None) -> None:
         self.val_acc: list[float] = []
         self.train_seconds: list[float] = []
         self.train_samples: list[int] = []
         self.best_acc = -1.0
         self.best_state: dict | None = None
+        self.wall_before = 0.0  # wall seconds of this phase in earlier invocations (resume)
         self._t0 = 0.0
         self._n = 0
+        self._t_start = time.perf_counter() if t_start is None else t_start  # this invocation's phase start
 
     def on_train_epoch_start(self, trainer, module) -> None:
         self._t0, self._n = time.perf_counter(), 0
@@ -189,24 +196,46 @@ class EpochRecorder(pl.Callback):
             self.best_acc = acc
             self.best_state = copy.deepcopy(module.net.state_dict())
 
+    def state_dict(self) -> dict:
+        return {"val_acc": list(self.val_acc), "train_seconds": list(self.train_seconds),
+                "train_samples": list(self.train_samples), "best_acc": self.best_acc, "best_state": self.best_state,
+                "wall": self.wall_before + time.perf_counter() - self._t_start}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.val_acc, self.train_seconds = list(state["val_acc"]), list(state["train_seconds"])
+        self.train_samples, self.best_acc = list(state["train_samples"]), float(state["best_acc"])
+        self.best_state = state["best_state"]
+        self.wall_before = float(state["wall"])
+
     def restore_best(self, module) -> None:
         if self.best_state is not None:
             module.net.load_state_dict(self.best_state)
 
 
 def make_trainer(cfg: Config, out_dir: Path, phase: str, epochs: int, *, limit_train_batches: float = 1.0,
-                 recorder: EpochRecorder | None = None, checkpoint: bool = True):
-    """A Lightning Trainer for one phase, configured from ``cfg.train``."""
+                 recorder: EpochRecorder | None = None, checkpoint_dir: Path | None = None,
+                 callbacks: tuple = ()):
+    """A Lightning Trainer for one phase, configured from ``cfg.train``.
+
+    With ``checkpoint_dir`` the full training state is saved there as ``last.ckpt`` after every
+    epoch (``fit --resume`` continues from it). Progress: Lightning's bar on a terminal, plain
+    lines (``training.progress.LineProgress``) otherwise.
+    """
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
+    from training.progress import LineProgress, wants_bar
+
     t = cfg.train
-    callbacks = [recorder] if recorder is not None else []
+    bar = t.progress_bar and wants_bar()
+    cbs = [recorder] if recorder is not None else []
+    if t.progress_bar and not bar:
+        cbs.append(LineProgress(phase, interval_s=t.progress_interval_s))
     if t.early_stopping_patience > 0:
-        callbacks.append(EarlyStopping(monitor="val_acc", mode="max", patience=t.early_stopping_patience))
-    if checkpoint:
-        callbacks.append(ModelCheckpoint(dirpath=out_dir / "checkpoints" / phase, filename="best",
-                                         monitor="val_acc", mode="max", save_top_k=1, save_weights_only=True,
-                                         enable_version_counter=False))
+        cbs.append(EarlyStopping(monitor="val_acc", mode="max", patience=t.early_stopping_patience))
+    if checkpoint_dir is not None:
+        cbs.append(ModelCheckpoint(dirpath=checkpoint_dir, filename="last", monitor=None, save_top_k=1,
+                                   every_n_epochs=1, enable_version_counter=False))
+    cbs += list(callbacks)
     return pl.Trainer(
         max_epochs=epochs,
         accelerator="cpu",
@@ -217,10 +246,10 @@ def make_trainer(cfg: Config, out_dir: Path, phase: str, epochs: int, *, limit_t
         limit_train_batches=limit_train_batches,
         num_sanity_val_steps=0,
         enable_model_summary=False,
-        enable_progress_bar=t.progress_bar,
-        enable_checkpointing=checkpoint,
+        enable_progress_bar=bar,
+        enable_checkpointing=checkpoint_dir is not None,
         logger=_logger(cfg, out_dir, phase),
-        callbacks=callbacks,
+        callbacks=cbs,
         default_root_dir=str(out_dir),
         log_every_n_steps=20,
     )

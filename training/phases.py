@@ -29,6 +29,7 @@ from training.augment import AugmentedDataset, BatchMix, SampleAugment
 from training.config import Config, PhaseConfig
 from training.data import ImageArray, normalise
 from training.module import Classifier, EpochRecorder, make_trainer, quiet_lightning
+from training.resume import EpochSampler, completed_epochs
 
 log = logging.getLogger("training")
 
@@ -149,93 +150,130 @@ class PhaseData:
     extra: dict = field(default_factory=dict)
 
 
+@dataclass
+class _Inputs:
+    """What one phase trains: the module, its datasets and how to reseed their augmentation."""
+
+    net: nn.Module
+    train_ds: torch.utils.data.Dataset
+    val_ds: torch.utils.data.Dataset
+    num_samples: int  # training samples per epoch
+    reseed: Callable[[int], None] | None = None
+    cache_seconds: float = 0.0
+
+
 def run_phase(cfg: Config, model: nn.Module, phase: str, data: PhaseData, out_dir: Path, *,
-              cache: bool | None = None) -> PhaseResult:
-    """Train ``model`` in place for one phase; the best epoch's weights (val accuracy) are kept."""
+              cache: bool | None = None, checkpoint_dir: Path | None = None, resume_from: Path | None = None,
+              callbacks: tuple = ()) -> PhaseResult:
+    """Train ``model`` in place for one phase; the best epoch's weights (val accuracy) are kept.
+
+    ``checkpoint_dir`` receives the full training state after every epoch; ``resume_from`` (such a
+    ``last.ckpt``) continues the phase after its last finished epoch.
+    """
     ph: PhaseConfig = getattr(cfg.phases, phase)
     cache = ph.cache if cache is None else cache
+    cached = bool(cache and phase in ("phase1", "phase2"))
     t_start = time.perf_counter()
     log.info("%s: %d epoch(s) on %d images%s", phase, ph.epochs, len(data.train),
-             " (cached activations)" if cache and phase in ("phase1", "phase2") else "")
+             " (cached activations)" if cached else "")
     groups = set_phase(model, phase, ph)
-    a = anatomy(model)
-    bs = cfg.train.batch_size
-    cache_seconds = 0.0
-    mixer = BatchMix(cfg.augment, len(data.train.classes))
-    if phase == "phase1" and cache:
-        t0 = time.perf_counter()
-        p2 = cfg.phases.phase2
-        if p2.epochs > 0 and p2.cache and a.prefix is not None:
-            # One pass serves both phases: keep phase 2's prefix activations, pool them through
-            # the (still frozen) suffix for phase 1.
-            k = max(0, len(a.stages) - p2.unfreeze)
-            bsz = cfg.train.eval_batch_size
-            for split, arr in (("train", data.train), ("val", data.val)):
-                data.extra[("prefix", k, split)] = prefix_features(a, k, arr.images, data.pre, bsz)
-            feats_tr = _pool_suffix(a, k, data.extra[("prefix", k, "train")], bsz)
-            feats_val = _pool_suffix(a, k, data.extra[("prefix", k, "val")], bsz)
-        else:
-            feats_tr = features(model, data.train.images, data.pre, cfg.train.eval_batch_size)
-            feats_val = features(model, data.val.images, data.pre, cfg.train.eval_batch_size)
-        cache_seconds = time.perf_counter() - t0
-        net = a.head
-        train_ds = torch.utils.data.TensorDataset(feats_tr, torch.from_numpy(data.train.labels))
-        val_ds = torch.utils.data.TensorDataset(feats_val, torch.from_numpy(data.val.labels))
-        sampler = None
-    elif phase == "phase2" and cache and a.prefix is not None:
-        k = max(0, len(a.stages) - ph.unfreeze)
-        t0 = time.perf_counter()
-        views = []
-        for v in range(max(1, ph.cache_views)):
-            if v == 0 and ("prefix", k, "train") in data.extra:  # computed during phase 1
-                views.append(data.extra.pop(("prefix", k, "train")))
-                continue
-            aug = SampleAugment(cfg.augment, data.pre.size, seed=cfg.seed + v) if v else None
-            imgs = data.train.images if aug is None else np.stack([aug(im) for im in data.train.images])
-            views.append(prefix_features(a, k, imgs, data.pre, cfg.train.eval_batch_size))
-        feats_val = data.extra.pop(("prefix", k, "val"), None)
-        if feats_val is None:
-            feats_val = prefix_features(a, k, data.val.images, data.pre, cfg.train.eval_batch_size)
-        cache_seconds = time.perf_counter() - t0
-        net = _Suffix(a, k)
-        labels = torch.from_numpy(np.concatenate([data.train.labels] * len(views)))
-        train_ds = _HalfDataset(torch.cat(views), labels)
-        val_ds = _HalfDataset(feats_val, torch.from_numpy(data.val.labels))
-        # Each epoch draws one training-set's worth of samples from all cached views.
-        sampler = torch.utils.data.RandomSampler(train_ds, num_samples=len(data.train))
-    else:
-        net = model
-        aug = SampleAugment(cfg.augment, data.pre.size, seed=cfg.seed)
-        train_ds = AugmentedDataset(data.train.images, data.train.labels, data.pre, aug, cfg.augment.erasing)
-        val_ds = AugmentedDataset(data.val.images, data.val.labels, data.pre)
-        sampler = None
-    channels_last = cfg.train.channels_last and net is model
+    inp = _phase_inputs(cfg, model, phase, data, cached)
+    channels_last = cfg.train.channels_last and inp.net is model
     if channels_last:
-        net.to(memory_format=torch.channels_last)
-    train_dl = torch.utils.data.DataLoader(train_ds, batch_size=bs, shuffle=sampler is None, sampler=sampler,
-                                           drop_last=len(train_ds) > bs, num_workers=0)
-    val_dl = torch.utils.data.DataLoader(val_ds, batch_size=cfg.train.eval_batch_size, num_workers=0)
-    module = Classifier(net, groups, weight_decay=ph.weight_decay, label_smoothing=cfg.train.label_smoothing,
-                        warmup_frac=ph.warmup_frac, mixer=mixer,
-                        freeze_bn_stats=ph.freeze_bn_stats and phase != "baseline", channels_last=channels_last)
+        inp.net.to(memory_format=torch.channels_last)
+    seed = cfg.seed * 10 + ("baseline", "phase1", "phase2", "phase3").index(phase)
+    sampler = EpochSampler(len(inp.train_ds), num_samples=inp.num_samples, seed=seed, reseed=inp.reseed)
+    bs = cfg.train.batch_size
+    train_dl = torch.utils.data.DataLoader(inp.train_ds, batch_size=bs, sampler=sampler,
+                                           drop_last=inp.num_samples > bs, num_workers=0)
+    val_dl = torch.utils.data.DataLoader(inp.val_ds, batch_size=cfg.train.eval_batch_size, num_workers=0)
+    module = Classifier(inp.net, groups, weight_decay=ph.weight_decay, label_smoothing=cfg.train.label_smoothing,
+                        warmup_frac=ph.warmup_frac, mixer=BatchMix(cfg.augment, len(data.train.classes)),
+                        freeze_bn_stats=ph.freeze_bn_stats and phase != "baseline", channels_last=channels_last,
+                        class_weight=class_weights(cfg, data.train.labels, len(data.train.classes)))
     if cfg.train.compile:
         module.net = torch.compile(module.net)
-    if cache_seconds:
-        log.info("%s: cache computed in %.0f s", phase, cache_seconds)
-    net.train()  # the caches above ran in eval mode; frozen BatchNorms are reset per epoch
-    recorder = EpochRecorder()
+    if inp.cache_seconds:
+        log.info("%s: cache computed in %.0f s", phase, inp.cache_seconds)
+    inp.net.train()  # the caches above ran in eval mode; frozen BatchNorms are reset per epoch
+    recorder = EpochRecorder(t_start)
+    if resume_from is not None:
+        sampler.set_epoch(completed_epochs(resume_from))  # its first batch is fetched before Lightning's set_epoch
+        log.info("%s: resuming after epoch %d from %s", phase, sampler.epoch, resume_from)
     with quiet_lightning():
         trainer = make_trainer(cfg, out_dir, phase, ph.epochs, limit_train_batches=ph.limit_train_batches,
-                               recorder=recorder)
-        trainer.fit(module, train_dl, val_dl)
+                               recorder=recorder, checkpoint_dir=checkpoint_dir, callbacks=callbacks)
+        trainer.fit(module, train_dl, val_dl, ckpt_path=resume_from, weights_only=False)
     recorder.restore_best(module)
     if channels_last:  # back to the default layout for caching, export and evaluation
-        net.to(memory_format=torch.contiguous_format)
+        inp.net.to(memory_format=torch.contiguous_format)
     n_params = tuple((g["name"], g["lr"], sum(p.numel() for p in g["params"])) for g in groups)
     train_s = sum(recorder.train_seconds)
-    return PhaseResult(phase, len(recorder.val_acc), bool(cache and phase in ("phase1", "phase2")), cache_seconds,
-                       train_s, sum(recorder.train_samples) / max(train_s, 1e-9), tuple(recorder.val_acc),
-                       recorder.best_acc, n_params, time.perf_counter() - t_start)
+    return PhaseResult(phase, len(recorder.val_acc), cached, inp.cache_seconds, train_s,
+                       sum(recorder.train_samples) / max(train_s, 1e-9), tuple(recorder.val_acc),
+                       recorder.best_acc, n_params, recorder.wall_before + time.perf_counter() - t_start)
+
+
+def class_weights(cfg: Config, labels: np.ndarray, k: int) -> torch.Tensor | None:
+    """``train.class_weights = "balanced"``: weight n / (k * n_c) per class, as scikit-learn's."""
+    if cfg.train.class_weights == "none":
+        return None
+    counts = np.bincount(labels, minlength=k).astype(np.float64)
+    return torch.tensor(len(labels) / (k * np.maximum(counts, 1)), dtype=torch.float32)
+
+
+def _phase_inputs(cfg: Config, model: nn.Module, phase: str, data: PhaseData, cached: bool) -> _Inputs:
+    a = anatomy(model)
+    if cached and phase == "phase1":
+        return _phase1_cached(cfg, a, data)
+    if cached and phase == "phase2" and a.prefix is not None:
+        return _phase2_cached(cfg, a, data)
+    aug = SampleAugment(cfg.augment, data.pre.size, seed=cfg.seed)
+    train_ds = AugmentedDataset(data.train.images, data.train.labels, data.pre, aug, cfg.augment.erasing)
+    val_ds = AugmentedDataset(data.val.images, data.val.labels, data.pre)
+    return _Inputs(model, train_ds, val_ds, len(train_ds), aug.reseed)
+
+
+def _phase1_cached(cfg: Config, a: Anatomy, data: PhaseData) -> _Inputs:
+    t0 = time.perf_counter()
+    p2 = cfg.phases.phase2
+    bsz = cfg.train.eval_batch_size
+    if p2.epochs > 0 and p2.cache and a.prefix is not None:
+        # One pass serves both phases: keep phase 2's prefix activations, pool them through
+        # the (still frozen) suffix for phase 1.
+        k = max(0, len(a.stages) - p2.unfreeze)
+        for split, arr in (("train", data.train), ("val", data.val)):
+            data.extra[("prefix", k, split)] = prefix_features(a, k, arr.images, data.pre, bsz)
+        feats_tr = _pool_suffix(a, k, data.extra[("prefix", k, "train")], bsz)
+        feats_val = _pool_suffix(a, k, data.extra[("prefix", k, "val")], bsz)
+    else:
+        feats_tr = features(a.model, data.train.images, data.pre, bsz)
+        feats_val = features(a.model, data.val.images, data.pre, bsz)
+    train_ds = torch.utils.data.TensorDataset(feats_tr, torch.from_numpy(data.train.labels))
+    val_ds = torch.utils.data.TensorDataset(feats_val, torch.from_numpy(data.val.labels))
+    return _Inputs(a.head, train_ds, val_ds, len(train_ds), cache_seconds=time.perf_counter() - t0)
+
+
+def _phase2_cached(cfg: Config, a: Anatomy, data: PhaseData) -> _Inputs:
+    ph = cfg.phases.phase2
+    k = max(0, len(a.stages) - ph.unfreeze)
+    t0 = time.perf_counter()
+    views = []
+    for v in range(max(1, ph.cache_views)):
+        if v == 0 and ("prefix", k, "train") in data.extra:  # computed during phase 1
+            views.append(data.extra.pop(("prefix", k, "train")))
+            continue
+        aug = SampleAugment(cfg.augment, data.pre.size, seed=cfg.seed + v) if v else None
+        imgs = data.train.images if aug is None else np.stack([aug(im) for im in data.train.images])
+        views.append(prefix_features(a, k, imgs, data.pre, cfg.train.eval_batch_size))
+    feats_val = data.extra.pop(("prefix", k, "val"), None)
+    if feats_val is None:
+        feats_val = prefix_features(a, k, data.val.images, data.pre, cfg.train.eval_batch_size)
+    labels = torch.from_numpy(np.concatenate([data.train.labels] * len(views)))
+    train_ds = _HalfDataset(torch.cat(views), labels)
+    val_ds = _HalfDataset(feats_val, torch.from_numpy(data.val.labels))
+    # Each epoch draws one training-set's worth of samples from all cached views.
+    return _Inputs(_Suffix(a, k), train_ds, val_ds, len(data.train), cache_seconds=time.perf_counter() - t0)
 
 
 class _Suffix(nn.Module):

@@ -43,14 +43,24 @@ def write_fit_report(result, cfg: Config, data_root: Path) -> Path:
     (out / "results.json").write_text(json.dumps(payload, indent=2, default=str))
     plot_curves({p.name: list(p.val_acc) for p in result.phases}, out / "val_curves.png",
                 title=f"{cfg.name}: val accuracy per phase")
+    if result.test_accuracy is None:
+        test = "* test split not evaluated (`export.evaluate_test = false`)"
+    else:
+        test = (f"* **test accuracy (ONNX Runtime, auditor preprocessing): {result.test_accuracy:.4f}** "
+                f"on {result.n_test} images; macro F1 {result.test_macro_f1:.4f}; PyTorch {result.test_accuracy_torch:.4f}")
+    tta = ", ".join(result.tta) or "none"
     lines = [f"# Training report: {cfg.name}", "",
              f"* model: `{result.arch}`; weights: {result.weights}",
              f"* data: `{cfg.data.root}` at {cfg.data.size[0]}x{cfg.data.size[1]} {cfg.data.color}",
-             f"* **test accuracy (ONNX Runtime, auditor preprocessing): {result.test_accuracy:.4f}** "
-             f"on {result.n_test} images; macro F1 {result.test_macro_f1:.4f}; PyTorch {result.test_accuracy_torch:.4f}",
+             f"* val accuracy of the trained network on the whole val split: {result.val_accuracy:.4f}; "
+             f"with test-time flips: "
+             + ", ".join(f"{k} {v:.4f}" for k, v in result.val_tta.items()),
+             f"* test-time augmentation inside the graph: {tta}",
+             test,
              f"* export parity: max abs probability difference {result.export.max_abs_diff:.2e} on "
              f"{result.export.n_images} val images, top-1 agreement {result.export.top1_agreement:.3f}",
-             f"* end-to-end wall time: {result.wall_seconds / 60:.1f} min ({cfg.train.threads} torch threads)",
+             f"* end-to-end wall time: {result.wall_seconds / 60:.1f} min ({cfg.train.threads} torch threads"
+             + ("; resumed after a stop, time of the kept work)" if result.resumed else ")"),
              f"* config hash `{cfg.digest()}`; resolved config in `config.resolved.json`", "",
              "## Phases", "",
              "| phase | epochs | cached | cache s | train s | train img/s | best val acc | param groups (lr, #params) |",
