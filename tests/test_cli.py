@@ -151,7 +151,7 @@ def test_judging_on_the_ci_is_stricter(tmp_path):
     ("not onnx", r"^error: cannot load .* as an ONNX model"),
     ("bad flag", r"^error: .*--size"),
     ("bad config", r"^error: unknown config key 'criteria.min_acc'"),
-    ("unknown engine", r"^error: config key 'engine.name' must be one of 'local', 'ray', got 'spark'$"),
+    ("unknown engine", r"^error: --engine spark: config key 'engine.name' must be one of 'local', 'ray', got 'spark'$"),
     ("unreachable cluster", r"^error: --ray-address '127.0.0.1:1': cannot connect to a Ray cluster \(.+\) "
                             r"\(start one with `ray start --head`"),
 ])

@@ -52,7 +52,7 @@ def test_templates_folder_overrides_a_section(tmp_path):
     (custom / "calibration.html.j2").write_text('<section id="calibration"><p>house style: ECE '
                                                 '{{ r.calibration.ece.value | fmt }}</p></section>\n')
     model = builders.colour_model(tmp_path / "m.onnx")
-    data = builders.image_folder(tmp_path / "data", 6)
+    data = builders.image_folder(tmp_path / "data", 10)
     from audit.cli import main
 
     assert main(["run", "--model", str(model), "--data", str(data), "--out", str(tmp_path / "out"), "--no-pdf",

@@ -1,0 +1,81 @@
+"""The quick-start audit at this checkout vs an earlier revision of the tool, same model, same data.
+
+Both run ``python -m audit run`` exactly as ``scripts/quickstart.sh`` does (every default check,
+the latency server and the PDF included) in child processes, alternating round by round, with the
+same virtualenv; only ``PYTHONPATH`` differs. The earlier revision is checked out into a temporary
+git worktree. The default is the first release (before the check registry, the engine seam and the
+Ray engine), so the ratio says whether this release made the quick start slower.
+
+    .venv/bin/python benchmarks/quickstart_vs_revision.py [--before d529828] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import common
+
+FIRST_RELEASE = "d529828"
+
+
+def audit(tree: Path, model: Path, data: Path, out: Path) -> tuple[float, float]:
+    """Wall and CPU seconds (user + system, all threads) of the quick-start audit run from ``tree``."""
+    env = {**os.environ, "PYTHONPATH": str(tree), "MPLBACKEND": "Agg"}
+    cmd = [sys.executable, "-m", "audit", "run", "--model", str(model), "--data", str(data), "--out", str(out),
+           "--no-progress"]
+    c0, t0 = common.child_cpu(), time.perf_counter()
+    done = subprocess.run(cmd, env=env, cwd=tree, capture_output=True, text=True)
+    wall, cpu = time.perf_counter() - t0, common.child_cpu() - c0
+    if done.returncode not in (0, 1):
+        raise SystemExit(f"audit at {tree} failed ({done.returncode}): {done.stderr.strip()[-500:]}")
+    return wall, cpu
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--before", default=FIRST_RELEASE, help="git revision to compare with (default: first release)")
+    ap.add_argument("--repeats", type=int, default=3)
+    args = ap.parse_args()
+    model, data = common.fashion_mnist_model(), common.fashion_mnist_test()
+    with tempfile.TemporaryDirectory(prefix="quickstart-rev-") as tmp:
+        old = Path(tmp) / "before"
+        subprocess.run(["git", "worktree", "add", "--detach", "-q", str(old), args.before], cwd=common.ROOT,
+                       check=True)
+        try:
+            runs = common.alternate({"before": lambda: audit(old, model, data, Path(tmp) / "out-before"),
+                                     "now": lambda: audit(common.ROOT, model, data, Path(tmp) / "out-now")},
+                                    args.repeats)
+        finally:
+            subprocess.run(["git", "worktree", "remove", "--force", str(old)], cwd=common.ROOT, check=False)
+    report(args.before, runs)
+
+
+def report(before: str, runs: dict[str, list]) -> None:
+    wall = {k: [w for w, _ in v] for k, v in runs.items()}
+    cpu = {k: [c for _, c in v] for k, v in runs.items()}
+    result = {"before": before, "rounds": len(wall["now"]), **common.machine(),
+              "wall": {k: common.stats(v) for k, v in wall.items()}, "cpu": {k: common.stats(v) for k, v in cpu.items()},
+              "now_over_before_wall": common.ratios(wall["now"], wall["before"]),
+              "now_over_before_cpu": common.ratios(cpu["now"], cpu["before"])}
+    rw, rc = result["now_over_before_wall"], result["now_over_before_cpu"]
+    md = [f"# Quick-start audit: this checkout vs {before} ({result['rounds']} alternating rounds)", "",
+          "| tree | wall median (min–max) s | CPU median s |", "|---|---|---|"]
+    for k in ("before", "now"):
+        w, c = result["wall"][k], result["cpu"][k]
+        md.append(f"| {k} | {w['median_s']:.1f} ({w['min_s']:.1f}–{w['max_s']:.1f}) | {c['median_s']:.1f} |")
+    md += ["", f"now ÷ before: wall {rw['per_round_median']:.2f}× (rounds {rw['per_round_min']:.2f}–"
+           f"{rw['per_round_max']:.2f}), CPU {rc['per_round_median']:.2f}×. Every default check, the latency "
+           f"server and the PDF included; this release's run also does more (evidence, label errors, findings, "
+           f"model card). Load average (1 min) at the end: {result['load_average_1min_at_end']:.1f}.", "",
+           "Command: `.venv/bin/python benchmarks/quickstart_vs_revision.py`"]
+    common.write("quickstart_vs_revision", result, md)
+
+
+if __name__ == "__main__":
+    main()
