@@ -27,7 +27,7 @@ import tempfile
 import threading
 import time
 import urllib.parse
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -251,22 +251,31 @@ def send_requests(url: str, bodies: Sequence[bytes], n: int, concurrency: int = 
 
     conns = [connect(url, timeout_s) for _ in range(max(1, concurrency))]
     try:
-        for c in conns:  # connect before the clock starts; a failure shows up as request errors
-            with contextlib.suppress(OSError):
-                c.connect()
-        t0 = time.perf_counter()
-        if len(conns) == 1:
-            worker(conns[0])
-        else:
-            with ThreadPoolExecutor(max_workers=len(conns)) as pool:
-                try:
-                    for f in [pool.submit(worker, c) for c in conns]:
-                        f.result()
-                except BaseException:  # Ctrl-C or SIGTERM: do not wait for the remaining requests
-                    stop.set()
-                    raise
-        wall = time.perf_counter() - t0
+        wall = _run_clients(worker, conns, stop)
     finally:
         for c in conns:
             c.close()
     return RequestRun(lat, ok, tuple(answers), wall, errors[0] if errors else None)
+
+
+def _run_clients(worker: Callable[[http.client.HTTPConnection], None], conns: list[http.client.HTTPConnection],
+                 stop: threading.Event) -> float:
+    """Run ``worker`` on each connection, a thread each when there are several; returns the wall seconds.
+
+    When interrupted, ``stop`` is set so that the other clients stop sending.
+    """
+    for c in conns:  # connect before the clock starts; a failure shows up as request errors
+        with contextlib.suppress(OSError):
+            c.connect()
+    t0 = time.perf_counter()
+    if len(conns) == 1:
+        worker(conns[0])
+    else:
+        with ThreadPoolExecutor(max_workers=len(conns)) as pool:
+            try:
+                for f in [pool.submit(worker, c) for c in conns]:
+                    f.result()
+            except BaseException:  # Ctrl-C or SIGTERM: do not wait for the remaining requests
+                stop.set()
+                raise
+    return time.perf_counter() - t0

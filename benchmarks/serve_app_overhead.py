@@ -106,6 +106,51 @@ def _serve(kind: str, port: int) -> None:
                 http="httptools", loop="uvloop")
 
 
+def _connect(ports: dict[str, int]) -> dict:
+    """A raw-socket client per arm, once its server accepts connections (at most a minute each)."""
+    clients = {}
+    for k, port in ports.items():
+        for _ in range(600):
+            try:
+                clients[k] = RawClient(f"http://127.0.0.1:{port}")
+                break
+            except OSError:
+                time.sleep(0.1)
+    return clients
+
+
+def _measure(kinds: list[str], procs: dict, clients: dict, runs: int, block: int) -> tuple[dict, dict]:
+    """Client wall ms per request (a list per round) and server CPU ms per request (one per round), per arm."""
+    wall = {k: [] for k in kinds}
+    cpu = {k: [] for k in kinds}
+    for _ in range(runs):
+        rnd = {k: [] for k in kinds}
+        c0 = {k: cpu_ms(procs[k].pid) for k in kinds}
+        for i in range(block):
+            for k in kinds[i % 4:] + kinds[: i % 4]:
+                t0 = time.perf_counter()
+                clients[k].post(BODY)
+                rnd[k].append((time.perf_counter() - t0) * 1000.0)
+        for k in kinds:
+            wall[k].append(rnd[k])
+            cpu[k].append((cpu_ms(procs[k].pid) - c0[k]) / block)
+    return wall, cpu
+
+
+def _markdown(result: dict) -> list[str]:
+    rows, runs, block = result["arms"], result["runs"], result["block"]
+    md = [f"# POST /predict framework overhead ({result['cores']} cores, shared)", "",
+          "A 1 kB JSON body validated by `PredictRequest`, a fixed answer, no image work; each arm its own uvicorn "
+          f"process (httptools + uvloop); arms take turns request by request, {runs} rounds of {block}. "
+          f"1-min load average {result['load_before']} before, {result['load_after']} after.", "",
+          "| arm | p50 ms | p99 ms | p50 per round | server CPU ms / req |", "|---|---|---|---|---|"]
+    for k, r in rows.items():
+        md.append(f"| {k} | {r['p50_ms']:.3f} | {r['p99_ms']:.3f} | {', '.join(f'{x:.3f}' for x in r['round_p50s'])} "
+                  f"| {r['server_cpu_ms']:.3f} |")
+    md += ["", f"Command: `{result['command']}`", ""]
+    return md
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=5)
@@ -121,30 +166,11 @@ def main() -> None:
     for p in procs.values():
         p.start()
     try:
-        clients = {}
-        for k, port in ports.items():
-            for _ in range(600):
-                try:
-                    clients[k] = RawClient(f"http://127.0.0.1:{port}")
-                    break
-                except OSError:
-                    time.sleep(0.1)
+        clients = _connect(ports)
         for _ in range(50):
             for c in clients.values():
                 c.post(BODY)
-        wall = {k: [] for k in kinds}
-        cpu = {k: [] for k in kinds}
-        for _ in range(args.runs):
-            rnd = {k: [] for k in kinds}
-            c0 = {k: cpu_ms(procs[k].pid) for k in kinds}
-            for i in range(args.block):
-                for k in kinds[i % 4:] + kinds[: i % 4]:
-                    t0 = time.perf_counter()
-                    clients[k].post(BODY)
-                    rnd[k].append((time.perf_counter() - t0) * 1000.0)
-            for k in kinds:
-                wall[k].append(rnd[k])
-                cpu[k].append((cpu_ms(procs[k].pid) - c0[k]) / args.block)
+        wall, cpu = _measure(kinds, procs, clients, args.runs, args.block)
     finally:
         for p in procs.values():
             p.terminate()
@@ -154,15 +180,7 @@ def main() -> None:
     result = {"cores": len(os.sched_getaffinity(0)), "runs": args.runs, "block": args.block,
               "load_before": load_before, "load_after": round(os.getloadavg()[0], 2), "arms": rows,
               "command": " ".join(["python", "benchmarks/serve_app_overhead.py", *sys.argv[1:]])}
-    md = [f"# POST /predict framework overhead ({result['cores']} cores, shared)", "",
-          "A 1 kB JSON body validated by `PredictRequest`, a fixed answer, no image work; each arm its own uvicorn "
-          f"process (httptools + uvloop); arms take turns request by request, {args.runs} rounds of {args.block}. "
-          f"1-min load average {load_before} before, {result['load_after']} after.", "",
-          "| arm | p50 ms | p99 ms | p50 per round | server CPU ms / req |", "|---|---|---|---|---|"]
-    for k, r in rows.items():
-        md.append(f"| {k} | {r['p50_ms']:.3f} | {r['p99_ms']:.3f} | {', '.join(f'{x:.3f}' for x in r['round_p50s'])} "
-                  f"| {r['server_cpu_ms']:.3f} |")
-    md += ["", f"Command: `{result['command']}`", ""]
+    md = _markdown(result)
     out = HERE / "results"
     out.mkdir(exist_ok=True)
     (out / "serve_app_overhead.json").write_text(json.dumps(result, indent=2) + "\n")

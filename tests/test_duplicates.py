@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 
 import builders
-from audit import duplicates, imaging
+from audit import colour_match, duplicates, imaging
 from audit.duplicates import (
     CHROMA_QUANTILE, CHROMA_WEIGHT, DEFAULT_MAX_COLOUR_DISTANCE, THUMBNAIL_BYTES, ThumbnailStore, colour_differences,
     colour_thumbnail, near_pairs, pair_distances, thumbnail_distance,
@@ -278,5 +278,6 @@ def test_distinct_grey_clothes_make_candidates_but_no_pairs():
 def test_docstring_examples_hold():
     import doctest
 
-    result = doctest.testmod(duplicates, optionflags=doctest.ELLIPSIS)
-    assert result.attempted >= 5 and result.failed == 0
+    for module in (duplicates, colour_match):  # the search, and the colour confirmation it re-exports
+        result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
+        assert result.attempted >= 3 and result.failed == 0, module.__name__

@@ -104,81 +104,98 @@ def _stopped(e: SystemExit, out: Path) -> int:
 
 def _run(args) -> int:
     if args.command == "prepare":
-        from training import data
-
-        if args.dataset == "fashion-mnist":
-            kw = {"source": args.src} if args.src else {}
-            res = data.prepare_fashion_mnist(args.out, val_frac=args.val_frac, limit=args.limit, seed=args.seed,
-                                             splits=tuple(s for s in args.splits.split(",") if s), **kw)
-        elif args.dataset == "elpv":
-            res = data.prepare_elpv(args.out, variant=args.variant, test_frac=args.test_frac or 0.25,
-                                    val_frac=args.val_frac, limit=args.limit, seed=args.seed)
-        else:
-            if not args.src:
-                raise TrainingError("prepare imagefolder needs --src DIR")
-            res = data.prepare_imagefolder(args.src, args.out, test_frac=args.test_frac or 0.2,
-                                           val_frac=args.val_frac, limit=args.limit, seed=args.seed)
-        print(f"wrote {res.root}: " + ", ".join(f"{k} {v}" for k, v in res.counts.items())
-              + f" images, {len(res.classes)} classes")
-        if not args.no_eda:
-            data.eda(res.root)
-            print(f"EDA: {Path(res.root) / 'eda.md'}")
-        return 0
+        return _prepare(args)
     if args.command == "fit":
-        from training.fit import fit
-
-        cfg = _config(args)
-        try:
-            r = fit(cfg, out_dir=args.out, resume=args.resume)
-        except SystemExit as e:  # Lightning turns Ctrl+C and SIGTERM into SystemExit (SIGTERM: status 0)
-            return _stopped(e, Path(args.out or cfg.export.out))
-        for p in r.phases:
-            print(f"{p.name}: {p.epochs} epochs, best val acc {p.best_val_acc:.4f}, {p.train_seconds:.0f}s train"
-                  + (f" + {p.cache_seconds:.0f}s cache" if p.cached else ""))
-        print("val accuracy by test-time flips: " + ", ".join(f"{k} {v:.4f}" for k, v in r.val_tta.items()))
-        test = "not evaluated" if r.test_accuracy is None else f"{r.test_accuracy:.4f} (ONNX, n={r.n_test})"
-        print(f"test accuracy {test}; parity max abs diff {r.export.max_abs_diff:.1e}; "
-              f"wall {r.wall_seconds / 60:.1f} min")
-        print(f"wrote {r.export.onnx_path} and {r.out_dir / 'training_report.md'}")
-        return 0
+        return _fit(args)
     if args.command == "ablate":
-        from training.fit import ablate
-
-        cfg = _config(args)
-        out = args.out or str(Path(cfg.export.out) / "ablation")
-        runs = ablate(cfg, out_dir=out, epochs=args.epochs, train_limit=args.train_limit,
-                      variants=tuple(v for v in args.variants.split(",") if v))
-        for r in runs:
-            print(f"{r.variant}: best val acc {r.best_val_acc:.4f}")
-        print(f"wrote {Path(out) / 'ablation.md'}")
-        return 0
+        return _ablate(args)
     if args.command == "export":
-        from training.export import export_model
-        from training.fit import load_data, make_card, prepare_runtime
-        from training.data import normalise, read_classes
-        from training.module import build_model
-        from training.weights import read_state_dict
-
-        cfg = _config(args)
-        prepare_runtime(cfg)
-        classes = read_classes(cfg.data.root)
-        from training.config import with_values
-
-        built = build_model(with_values(cfg, model={"weights": "none"}), len(classes))
-        built.net.load_state_dict(read_state_dict(args.checkpoint))
-        _, val, _ = load_data(with_values(cfg, data={"val_limit": cfg.export.parity_images}), built.preprocess, classes)
-        card = make_card(cfg, built, classes, [])
-        r = export_model(built.net, card, args.out, parity_inputs=normalise(val.images, built.preprocess),
-                         tolerance=cfg.export.parity_tolerance)
-        print(f"wrote {r.onnx_path}; parity max abs diff {r.max_abs_diff:.1e} on {r.n_images} images")
-        test_dir = Path(cfg.data.root) / "test"
-        if test_dir.is_dir():
-            from training.data import load_split
-            from training.export import onnx_predict
-
-            test = load_split(test_dir, built.preprocess, classes=classes)
-            acc = float((onnx_predict(r.onnx_path, normalise(test.images, built.preprocess)).argmax(1)
-                         == test.labels).mean())
-            print(f"test accuracy {acc:.4f} (ONNX, n={len(test)})")
-        return 0
+        return _export(args)
     raise AssertionError(args.command)
+
+
+def _prepare(args) -> int:
+    from training import data
+    from training.eda import eda
+
+    if args.dataset == "fashion-mnist":
+        kw = {"source": args.src} if args.src else {}
+        res = data.prepare_fashion_mnist(args.out, val_frac=args.val_frac, limit=args.limit, seed=args.seed,
+                                         splits=tuple(s for s in args.splits.split(",") if s), **kw)
+    elif args.dataset == "elpv":
+        res = data.prepare_elpv(args.out, variant=args.variant, test_frac=args.test_frac or 0.25,
+                                val_frac=args.val_frac, limit=args.limit, seed=args.seed)
+    else:
+        if not args.src:
+            raise TrainingError("prepare imagefolder needs --src DIR")
+        res = data.prepare_imagefolder(args.src, args.out, test_frac=args.test_frac or 0.2,
+                                       val_frac=args.val_frac, limit=args.limit, seed=args.seed)
+    print(f"wrote {res.root}: " + ", ".join(f"{k} {v}" for k, v in res.counts.items())
+          + f" images, {len(res.classes)} classes")
+    if not args.no_eda:
+        eda(res.root)
+        print(f"EDA: {Path(res.root) / 'eda.md'}")
+    return 0
+
+
+def _fit(args) -> int:
+    from training.fit import fit
+
+    cfg = _config(args)
+    try:
+        r = fit(cfg, out_dir=args.out, resume=args.resume)
+    except SystemExit as e:  # Lightning turns Ctrl+C and SIGTERM into SystemExit (SIGTERM: status 0)
+        return _stopped(e, Path(args.out or cfg.export.out))
+    for p in r.phases:
+        print(f"{p.name}: {p.epochs} epochs, best val acc {p.best_val_acc:.4f}, {p.train_seconds:.0f}s train"
+              + (f" + {p.cache_seconds:.0f}s cache" if p.cached else ""))
+    print("val accuracy by test-time flips: " + ", ".join(f"{k} {v:.4f}" for k, v in r.val_tta.items()))
+    test = "not evaluated" if r.test_accuracy is None else f"{r.test_accuracy:.4f} (ONNX, n={r.n_test})"
+    print(f"test accuracy {test}; parity max abs diff {r.export.max_abs_diff:.1e}; "
+          f"wall {r.wall_seconds / 60:.1f} min")
+    print(f"wrote {r.export.onnx_path} and {r.out_dir / 'training_report.md'}")
+    return 0
+
+
+def _ablate(args) -> int:
+    from training.fit import ablate
+
+    cfg = _config(args)
+    out = args.out or str(Path(cfg.export.out) / "ablation")
+    runs = ablate(cfg, out_dir=out, epochs=args.epochs, train_limit=args.train_limit,
+                  variants=tuple(v for v in args.variants.split(",") if v))
+    for r in runs:
+        print(f"{r.variant}: best val acc {r.best_val_acc:.4f}")
+    print(f"wrote {Path(out) / 'ablation.md'}")
+    return 0
+
+
+def _export(args) -> int:
+    from training.export import export_model
+    from training.fit import load_data, make_card, prepare_runtime
+    from training.data import normalise, read_classes
+    from training.module import build_model
+    from training.weights import read_state_dict
+
+    cfg = _config(args)
+    prepare_runtime(cfg)
+    classes = read_classes(cfg.data.root)
+    from training.config import with_values
+
+    built = build_model(with_values(cfg, model={"weights": "none"}), len(classes))
+    built.net.load_state_dict(read_state_dict(args.checkpoint))
+    _, val, _ = load_data(with_values(cfg, data={"val_limit": cfg.export.parity_images}), built.preprocess, classes)
+    card = make_card(cfg, built, classes, [])
+    r = export_model(built.net, card, args.out, parity_inputs=normalise(val.images, built.preprocess),
+                     tolerance=cfg.export.parity_tolerance)
+    print(f"wrote {r.onnx_path}; parity max abs diff {r.max_abs_diff:.1e} on {r.n_images} images")
+    test_dir = Path(cfg.data.root) / "test"
+    if test_dir.is_dir():
+        from training.data import load_split
+        from training.export import onnx_predict
+
+        test = load_split(test_dir, built.preprocess, classes=classes)
+        acc = float((onnx_predict(r.onnx_path, normalise(test.images, built.preprocess)).argmax(1)
+                     == test.labels).mean())
+        print(f"test accuracy {acc:.4f} (ONNX, n={len(test)})")
+    return 0

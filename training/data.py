@@ -1,8 +1,8 @@
-"""Dataset preparation (ImageFolder splits + ``metadata.csv``), EDA, and loading for training.
+"""Dataset preparation (ImageFolder splits + ``metadata.csv``) and loading for training (EDA: ``training.eda``).
 
 ``prepare_*`` write ``OUT/{train,val,test}/<class>/<image>.png`` plus ``OUT/<split>/metadata.csv``
 (``path`` relative to the split, ``label``, attribute columns) and ``OUT/classes.txt`` (label order).
-``eda`` then writes ``OUT/eda.md``, ``OUT/eda.json`` and ``OUT/examples.png``.
+``training.eda`` then writes ``OUT/eda.md``, ``OUT/eda.json`` and ``OUT/examples.png``.
 
 ``load_split`` decodes and resizes with ``audit.imaging`` so that clean training/eval tensors are
 byte-for-byte the tensors the auditor feeds the exported model.
@@ -10,7 +10,6 @@ byte-for-byte the tensors the auditor feeds the exported model.
 Example::
 
     prepare_fashion_mnist("data/fashion-mnist")
-    eda("data/fashion-mnist")
     arr = load_split("data/fashion-mnist/test", Preprocess(size=(28, 28), color="L"))
 """
 
@@ -18,12 +17,9 @@ from __future__ import annotations
 
 import csv
 import gzip
-import hashlib
-import json
 import shutil
-from collections import Counter
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -240,124 +236,6 @@ def _write_metadata(split_dir: Path, rows: list[dict[str, str]]) -> None:
         w = csv.DictWriter(f, fieldnames=cols)
         w.writeheader()
         w.writerows(rows)
-
-
-# ----------------------------------------------------------------------------- EDA
-
-
-@dataclass(frozen=True)
-class EdaResult:
-    classes: tuple[str, ...]
-    class_counts: dict[str, dict[str, int]]  # split -> class -> n
-    resolutions: dict[str, dict[str, int]]  # split -> "WxH" -> n (top 10)
-    modes: dict[str, dict[str, int]]  # split -> PIL mode -> n
-    duplicates_within: dict[str, int]  # split -> images whose pixels repeat another in the split
-    duplicates_between: dict[str, int]  # "train/test" -> images of the 2nd split also in the 1st
-    attributes: dict[str, dict[str, dict[str, int]]]  # split -> column -> value -> n (small columns)
-
-
-def eda(root: str | Path, *, examples_per_class: int = 8) -> EdaResult:
-    """Class distribution, resolutions, examples per class and exact-duplicate check across splits.
-
-    Writes ``eda.json``, ``eda.md`` and ``examples.png`` into ``root``.
-    """
-    root = Path(root)
-    classes = read_classes(root)
-    counts, res, modes, dup_within, hashes = {}, {}, {}, {}, {}
-    attributes: dict[str, dict[str, dict[str, int]]] = {}
-    examples: dict[str, list[Path]] = {c: [] for c in classes}
-    for split in SPLITS:
-        d = root / split
-        if not d.is_dir():
-            continue
-        c_counts, r_counts, m_counts = Counter(), Counter(), Counter()
-        h: dict[str, int] = Counter()
-        for cls in classes:
-            for p in sorted((d / cls).glob("*")) if (d / cls).is_dir() else ():
-                with Image.open(p) as img:
-                    r_counts[f"{img.width}x{img.height}"] += 1
-                    m_counts[img.mode] += 1
-                    h[hashlib.md5(img.tobytes()).hexdigest()] += 1
-                c_counts[cls] += 1
-                if split == "train" and len(examples[cls]) < examples_per_class:
-                    examples[cls].append(p)
-        counts[split] = {c: c_counts[c] for c in classes}
-        res[split] = dict(r_counts.most_common(10))
-        modes[split] = dict(m_counts)
-        dup_within[split] = sum(n - 1 for n in h.values() if n > 1)
-        hashes[split] = set(h)
-        attributes[split] = _attribute_counts(d / "metadata.csv")
-    between = {}
-    names = list(hashes)
-    for i, a in enumerate(names):
-        for b in names[i + 1:]:
-            between[f"{a}/{b}"] = len(hashes[a] & hashes[b])
-    result = EdaResult(classes, counts, res, modes, dup_within, between, attributes)
-    (root / "eda.json").write_text(json.dumps(asdict(result), indent=2))
-    _examples_figure(examples, root / "examples.png")
-    (root / "eda.md").write_text(eda_markdown(result))
-    return result
-
-
-def _attribute_counts(meta: Path) -> dict[str, dict[str, int]]:
-    if not meta.is_file():
-        return {}
-    with open(meta, newline="") as f:
-        rows = list(csv.DictReader(f))
-    out = {}
-    for col in (rows[0].keys() if rows else ()):
-        if col in ("path", "label", "source"):
-            continue
-        c = Counter(r[col] for r in rows)
-        if len(c) <= 12:
-            out[col] = dict(sorted(c.items()))
-    return out
-
-
-def eda_markdown(r: EdaResult) -> str:
-    """The EDA section of the training report."""
-    splits = list(r.class_counts)
-    lines = ["## Data (EDA)", "", "### Class distribution", "",
-             "| class | " + " | ".join(splits) + " |", "|---|" + "---:|" * len(splits)]
-    for c in r.classes:
-        lines.append(f"| {c} | " + " | ".join(str(r.class_counts[s][c]) for s in splits) + " |")
-    lines.append("| **total** | " + " | ".join(str(sum(r.class_counts[s].values())) for s in splits) + " |")
-    lines += ["", "### Resolutions and colour modes", ""]
-    for s in splits:
-        lines.append(f"* {s}: " + ", ".join(f"{k} ({v})" for k, v in r.resolutions[s].items())
-                     + "; modes " + ", ".join(f"{k} ({v})" for k, v in r.modes[s].items()))
-    lines += ["", "### Exact duplicates (identical decoded pixels)", ""]
-    for s, n in r.duplicates_within.items():
-        lines.append(f"* within {s}: {n}")
-    for k, n in r.duplicates_between.items():
-        lines.append(f"* between {k}: {n}")
-    for s, cols in r.attributes.items():
-        for col, vals in cols.items():
-            lines.append(f"* {s} `{col}`: " + ", ".join(f"{k} ({v})" for k, v in vals.items()))
-    lines += ["", "### Examples per class (train)", "", "![examples per class](examples.png)", ""]
-    return "\n".join(lines)
-
-
-def _examples_figure(examples: dict[str, list[Path]], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = len(examples)
-    cols = max(1, max((len(v) for v in examples.values()), default=1))
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.0, rows * 1.05), squeeze=False)
-    for r, (cls, paths) in enumerate(examples.items()):
-        for c in range(cols):
-            ax = axes[r][c]
-            ax.axis("off")
-            if c < len(paths):
-                with Image.open(paths[c]) as img:
-                    ax.imshow(np.asarray(img.convert("L")), cmap="gray")
-        axes[r][0].set_title(cls, fontsize=7, loc="left")
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
 
 
 # ----------------------------------------------------------------------------- load
