@@ -20,7 +20,8 @@ from statistics import NormalDist
 import numpy as np
 
 DEFAULT_N_BOOT = 1000
-CHUNK = 100  # replicates per vectorised step: bounds memory at CHUNK x N indices
+CHUNK = 100  # at most this many replicates per vectorised step
+INDEX_BYTES = 16 * 2**20  # and at most this many bytes of resample indices per step, whatever N
 
 
 @dataclass(frozen=True)
@@ -47,11 +48,17 @@ def _num(x: float) -> float | None:
 
 
 def resample_indices(n: int, n_boot: int, seed: int):
-    """Yield (k, n) index arrays, k <= CHUNK, totalling ``n_boot`` bootstrap resamples of range(n)."""
+    """Yield (k, n) index arrays totalling ``n_boot`` bootstrap resamples of range(n).
+
+    k is at most ``CHUNK`` and at most ``INDEX_BYTES`` of int64 indices (one row at the least), so
+    memory stays bounded as N grows. The chunking does not change the draws: the generator fills
+    arrays element by element, so the resamples are the same for any chunk size (tested).
+    """
     rng = np.random.default_rng(seed)
+    step = max(1, min(CHUNK, INDEX_BYTES // (8 * max(n, 1))))
     done = 0
     while done < n_boot:
-        k = min(CHUNK, n_boot - done)
+        k = min(step, n_boot - done)
         yield rng.integers(0, n, size=(k, n))
         done += k
 

@@ -95,3 +95,18 @@ def test_many_classes_use_per_class_counts_not_a_matrix_per_resample():
     assert all(f">{pc.label}<" in bars for pc in worst) and bars.count(">c") == MAX_CLASSES
     heat = confusion_heatmap(m.confusion, p.labels).svg()
     assert heat.count("<rect") < 2 * MAX_CLASSES**2 and f"{MAX_CLASSES} of 1000 classes" in heat
+
+
+def test_bootstrap_index_memory_is_bounded_and_the_intervals_do_not_depend_on_it(monkeypatch):
+    """Resample indices come in steps of at most INDEX_BYTES, and the step size never changes a number."""
+    from audit import stats
+
+    n = 5000
+    steps = [idx.shape for idx in stats.resample_indices(n, 250, seed=1)]
+    assert sum(k for k, _ in steps) == 250 and all(k * n * 8 <= stats.INDEX_BYTES for k, _ in steps)
+    p = random_predictions(n, 4, 9)
+    before = classification_metrics(p, n_boot=250, seed=1)
+    monkeypatch.setattr(stats, "INDEX_BYTES", 8 * n * 7)  # 7 resamples per step instead of 100
+    assert [idx.shape[0] for idx in stats.resample_indices(n, 250, seed=1)][:2] == [7, 7]
+    after = classification_metrics(p, n_boot=250, seed=1)
+    assert after.macro_f1 == before.macro_f1 and after.per_class == before.per_class
