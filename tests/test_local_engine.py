@@ -46,7 +46,7 @@ def reference(clf, source, batch_size, transform=None):
     return rows, proba, props, phash, rejected
 
 
-@pytest.mark.parametrize(("workers", "on_caller"), [(0, False), (1, False), (1, True), (2, False), (2, True)])
+@pytest.mark.parametrize(("workers", "on_caller"), [(0, False), (1, False), (1, True), (2, False), (2, True), (None, None)])
 @pytest.mark.parametrize("batch_size", [1, 4, 64])
 def test_engine_equals_image_by_image(folder, workers, on_caller, batch_size):
     root, clf = folder

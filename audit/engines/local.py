@@ -27,9 +27,11 @@ def cpu_count() -> int:
 
 
 def default_workers() -> int:
-    """Decode threads when none are asked for: one per core, at most 8. With a whole batch per task this was
-    the fastest placement measured on two cores (``benchmarks/inference_vs_floor.py``)."""
-    return max(1, min(8, cpu_count()))
+    """Decode threads when none are asked for: one per core but one (left to ONNX Runtime and the calling
+    thread), at least 1, at most 8. On an idle 2-core machine one decode thread, with each batch's vectorised
+    steps on the calling thread, was the fastest placement measured (``benchmarks/inference_vs_floor.py``:
+    1.21x the floor against 1.68x for two decode threads, which oversubscribe the cores)."""
+    return max(1, min(8, cpu_count() - 1))
 
 
 @dataclass(frozen=True)
@@ -39,7 +41,8 @@ class LocalEngine:
     batch_size: int = 64
     workers: int | None = None  # decode threads; None = default_workers(); 0 = decode on the calling thread
     limits: imaging.Limits = imaging.Limits()
-    vectorise_on_caller: bool = False  # stack, measure and hash each batch on the calling thread, not the decoder's
+    # stack, measure and hash each batch on the calling thread, not the decoder's; None = when one decode thread
+    vectorise_on_caller: bool | None = None
     progress: bool | None = None  # None: a bar when stderr is a terminal
     name: str = "local"
 
@@ -67,7 +70,7 @@ class LocalEngine:
         if threads == 0:
             yield from (vectorise(read(b)) for b in batches)
             return
-        on_caller = self.vectorise_on_caller
+        on_caller = threads == 1 if self.vectorise_on_caller is None else self.vectorise_on_caller
         task = read if on_caller else (lambda b: vectorise(read(b)))
         with ThreadPoolExecutor(max_workers=threads) as pool:
             pending = deque(pool.submit(task, b) for b in batches[:threads])

@@ -1,0 +1,72 @@
+"""Peak memory of one audit as the test set grows: 1k to 100k images (issue 14: 50k ÷ 1k ≤ 1.2×).
+
+Each size is its own child process running ``run_audit`` with the default checks (the latency
+check off, no rendering); its peak RSS (``ru_maxrss``) is the number. The images are the
+Fashion-MNIST test split hard-linked ten times under new names in a scratch folder (no pixel
+copied), and each size is a seeded pick of them listed in a CSV manifest. Past 10,000 images
+every image has exact copies, which the integrity check lists: that is part of what is measured.
+
+    .venv/bin/python benchmarks/memory_vs_n.py [--sizes 1000,10000,50000,100000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+import common
+
+
+def manifest(folder: Path, n: int) -> Path:
+    files = sorted(folder.rglob("*.png"))
+    pick = np.sort(np.random.default_rng(0).choice(len(files), size=n, replace=False))
+    out = folder / f"pick-{n}.csv"
+    out.write_text("path,label\n" + "".join(f"{files[i].relative_to(folder).as_posix()},{files[i].parent.name}\n"
+                                            for i in pick))
+    return out
+
+
+def peak_rss_mib(model: Path, source: Path) -> tuple[float, float]:
+    """(peak RSS in MiB, seconds of run_audit) of one audit in a fresh process."""
+    code = ("import resource, time; from pathlib import Path; from audit.config import load_config;"
+            "from audit.pipeline import run_audit; t0 = time.perf_counter();"
+            f"run_audit(Path({str(model)!r}), Path({str(source)!r}), load_config(None, {{'latency.enabled': False}}),"
+            " progress=False);"
+            "print(time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=common.ROOT)
+    seconds, kib = done.stdout.split()[-2:]
+    return int(kib) / 1024, float(seconds)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", default="1000,10000,50000,100000")
+    args = ap.parse_args()
+    sizes = [int(s) for s in args.sizes.split(",")]
+    model, test = common.fashion_mnist_model(), common.fashion_mnist_test()
+    rows = {}
+    with tempfile.TemporaryDirectory(prefix="memory-vs-n-") as tmp:
+        folder = common.linked_copies(test, max(1, -(-max(sizes) // 10_000)), Path(tmp) / "data")
+        for n in sizes:
+            rss, seconds = peak_rss_mib(model, manifest(folder, n))
+            rows[n] = {"peak_rss_mib": round(rss, 1), "seconds": round(seconds, 1)}
+            print(n, rows[n], flush=True)
+    first = rows[sizes[0]]["peak_rss_mib"]
+    result = {"sizes": rows, **common.machine()}
+    md = [f"# Peak memory of one audit vs N ({result['cores']} cores)", "",
+          "| images | peak RSS (MiB) | ÷ smallest | run_audit s |", "|---:|---:|---:|---:|"]
+    md += [f"| {n:,} | {r['peak_rss_mib']:.0f} | {r['peak_rss_mib'] / first:.2f}× | {r['seconds']:.1f} |"
+           for n, r in rows.items()]
+    md += ["", "Default checks without the latency server, no rendering; each size a fresh process. Load average "
+           f"(1 min) at the end: {result['load_average_1min_at_end']:.1f}.", "",
+           "Command: `.venv/bin/python benchmarks/memory_vs_n.py`"]
+    common.write("memory_vs_n", result, md)
+
+
+if __name__ == "__main__":
+    main()
