@@ -3,6 +3,8 @@
 * Per run: ``python -m audit run --no-latency --no-invariance`` on 50 images (5 per class), with
   and without ``--no-pdf``, in child processes; the images cost a few milliseconds, so this is the
   fixed cost. Wall and CPU (user + system) seconds; CPU is far less inflated by other load.
+* The same without the label-errors check, whose cleanlab import (scikit-learn, scipy, pandas) is
+  most of what a run pays beyond the tool's own imports.
 * Imports: a child that imports what ``audit run`` imports, minus a bare interpreter, and the
   self time per top-level package from ``python -X importtime``.
 * In one process: each report figure drawn and encoded, the HTML rendered, the PDF laid out.
@@ -97,6 +99,8 @@ def main() -> None:
             "interpreter (python -c pass)": lambda: child(["-c", "pass"])[:2],
             "imports of audit run": lambda: child(["-c", IMPORTS])[:2],
             "audit run, 50 images, --no-pdf": lambda: child([*audit, "--out", str(tmp / "a"), "--no-pdf"])[:2],
+            "the same, --no-label-errors (no cleanlab, scikit-learn, scipy, pandas imports)":
+                lambda: child([*audit, "--out", str(tmp / "c"), "--no-pdf", "--no-label-errors"])[:2],
             "audit run, 50 images, with the PDF": lambda: child([*audit, "--out", str(tmp / "b")])[:2],
         }
         pairs = common.alternate(runs, a.repeats)
