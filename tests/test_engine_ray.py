@@ -115,6 +115,22 @@ def test_rows_do_not_depend_on_batching(local_ray, tmp_path):
     assert lp.to_frame().equals(rp.to_frame()) and lr == rr == []
 
 
+def test_a_block_of_only_undecodable_images_changes_nothing_else(local_ray, tmp_path):
+    """The first block holds nothing but broken files: the other blocks still carry hashes and thumbnails."""
+    data = with_broken_files(builders.image_folder(tmp_path / "data", 6))
+    clf = OnnxClassifier.load(builders.colour_model(tmp_path / "m.onnx"))
+    src = open_source(data, clf.labels)
+    broken = {"red/empty.png", "green/truncated.png", "blue/text.png"}
+    order = [s for s in src.samples if s.path in broken] + [s for s in src.samples if s.path not in broken]
+    lp, lr = LocalEngine(batch_size=3, progress=False).predict(clf, src, samples=order)
+    rp, rr = RayEngine(batch_size=3, progress=False).predict(clf, src, samples=order)
+    assert len(rp.sha256) == len(rp.paths) == len(order) - 3 and lp.to_frame().equals(rp.to_frame())
+    assert sorted((s.path, s.reason) for s in lr) == sorted((s.path, s.reason) for s in rr)
+    assert {s.path for s in rr} == broken
+    rows = range(len(rp.paths))
+    assert np.array_equal(lp.thumbnails.read(rows), rp.thumbnails.read(rows))
+
+
 def test_a_lost_actor_is_replaced_and_every_image_is_accounted_for(local_ray, tmp_path):
     """SIGKILL one actor while it holds a batch: Ray restarts it, its batch runs again, nothing is lost."""
     data = with_broken_files(builders.image_folder(tmp_path / "data", 40))

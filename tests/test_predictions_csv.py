@@ -4,12 +4,16 @@ from dataclasses import replace
 
 import numpy as np
 import pandas as pd
+import pytest
 
 import builders
+from audit import predictions as predictions_module
 from audit.predictions import Predictions
 
 
-def test_write_csv_equals_pandas_to_csv(tmp_path):
+@pytest.mark.parametrize("rows_at_once", [4096, 7])
+def test_write_csv_equals_pandas_to_csv(tmp_path, monkeypatch, rows_at_once):
+    monkeypatch.setattr(predictions_module, "CSV_ROWS", rows_at_once)  # 7: many chunks, the last one short
     n = 300
     rng = np.random.default_rng(0)
     site = rng.choice(["a", "b,c", 'say "x"', "", "ü", "line\nbreak"], n).astype(object)

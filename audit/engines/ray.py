@@ -238,12 +238,13 @@ class _Decode:
                "reason": np.array([reasons.get(p, "") for p in paths], dtype=object)}
         props = {f"prop:{k}": np.full(len(paths), np.nan) for k in imaging.PROPERTY_NAMES}
         sha, phash = np.full(len(paths), "", dtype=object), np.zeros(len(paths), np.uint64)
-        thumbs = np.zeros((len(paths), THUMBNAIL_BYTES if d.thumbnails is not None else 0), np.uint8)
+        captured = self.capture and self.transform is None  # the same in every block, even an all-rejected one
+        thumbs = np.zeros((len(paths), THUMBNAIL_BYTES if captured else 0), np.uint8)
         if ok:
             out["tensor"][ok] = d.tensor
             for k, v in d.properties.items():
                 props[f"prop:{k}"][ok] = v
-            if d.thumbnails is not None:
+            if captured:
                 sha[ok], phash[ok], thumbs[ok] = d.sha256, d.phash, d.thumbnails
         return {**out, **props, "sha256": sha, "phash": phash, "thumbnail": thumbs}
 
