@@ -34,6 +34,7 @@ from audit.checks import fairness, integrity, invariance, metrics, slices  # noq
 from audit.checks.fairness import FairnessConfig  # noqa: E402
 from audit.checks.integrity import IntegrityConfig  # noqa: E402
 from audit.checks.slices import SlicesConfig  # noqa: E402
+from audit.duplicates import near_pairs  # noqa: E402
 
 
 def timed(fn, repeat: int = 1):
@@ -83,7 +84,7 @@ def main() -> int:
     rng = np.random.default_rng(0)
     test_h = rng.integers(0, 2**63, 10_000, dtype=np.uint64)
     train_h = rng.integers(0, 2**63, 60_000, dtype=np.uint64)
-    t_pairs, _ = timed(lambda: integrity._near_pairs(test_h, train_h, IntegrityConfig().hash_distance, same=False))
+    t_pairs, _ = timed(lambda: near_pairs(test_h, train_h, IntegrityConfig().hash_distance))
     res["integrity"]["pair_search_10k_x_60k_s"] = t_pairs
 
     out = HERE / "results"
