@@ -46,4 +46,8 @@ def test_ray_gives_the_local_verdict_on_two_nodes(two_nodes, tmp_path):
     assert_same_audit(local, remote)
     main_pass = engine.runs[0]
     assert main_pass.actors == 2 and main_pass.images == 123
-    assert {node for node, _ in main_pass.rows_per_node} == nodes  # both raylets ran images
+    # Both raylets ran images. Which actor takes a block is Ray's choice: on a loaded machine one actor
+    # can start late and find a pass's few blocks taken, so the test counts every pass of the audit
+    # (the main pass and each invariance re-run), each with a fresh pool.
+    assert len(engine.runs) >= 3
+    assert {node for run in engine.runs for node, _ in run.rows_per_node} == nodes
