@@ -38,6 +38,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+import common  # noqa: E402
 from serve_models import Case, colour224, quickstart, resnet18_224  # noqa: E402
 
 FLOOR = "floor (in process)"
@@ -279,11 +280,7 @@ def main() -> None:
     result = {"cores": len(os.sched_getaffinity(0)), "ort_threads": args.threads, "load_before": load_before,
               "load_after": round(os.getloadavg()[0], 2),
               "command": " ".join(["python", "benchmarks/serve_latency.py", *sys.argv[1:]]), "cases": cases}
-    out = HERE / "results"
-    out.mkdir(exist_ok=True)
-    (out / f"{args.out}.json").write_text(json.dumps(result, indent=2) + "\n")
-    (out / f"{args.out}.md").write_text(markdown(result))
-    print(markdown(result))
+    common.write(args.out, result, markdown(result).splitlines())
 
 
 if __name__ == "__main__":

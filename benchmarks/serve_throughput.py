@@ -31,6 +31,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from serve_latency import RawClient, cpu_ms, pct  # noqa: E402
+import common  # noqa: E402
 from serve_models import Case, colour224, quickstart, resnet18_224  # noqa: E402
 
 SERVERS = {"batch 1": [], "max-batch 8": ["--max-batch", "8", "--max-wait-ms", "2"],
@@ -171,11 +172,7 @@ def main() -> None:
     result = {"cores": len(os.sched_getaffinity(0)), "runs": args.runs, "requests": args.requests,
               "load_before": load_before, "load_after": round(os.getloadavg()[0], 2),
               "command": " ".join(["python", "benchmarks/serve_throughput.py", *sys.argv[1:]]), "cases": cases}
-    out = HERE / "results"
-    out.mkdir(exist_ok=True)
-    (out / f"{args.out}.json").write_text(json.dumps(result, indent=2) + "\n")
-    (out / f"{args.out}.md").write_text(markdown(result))
-    print(markdown(result))
+    common.write(args.out, result, markdown(result).splitlines())
 
 
 if __name__ == "__main__":

@@ -234,14 +234,16 @@ class _Decode:
         ok = [i for i, p in enumerate(paths) if p not in reasons]
         h, w = self.pre.size
         shape = (self.pre.channels, h, w) if self.pre.layout == "NCHW" else (h, w, self.pre.channels)
-        out = {"index": batch["index"], "tensor": np.zeros((len(paths), *shape), np.float32),
+        tensor = d.tensor if len(ok) == len(paths) else np.zeros((len(paths), *shape), np.float32)
+        out = {"index": batch["index"], "tensor": tensor,
                "reason": np.array([reasons.get(p, "") for p in paths], dtype=object)}
         props = {f"prop:{k}": np.full(len(paths), np.nan) for k in imaging.PROPERTY_NAMES}
         sha, phash = np.full(len(paths), "", dtype=object), np.zeros(len(paths), np.uint64)
         captured = self.capture and self.transform is None  # the same in every block, even an all-rejected one
         thumbs = np.zeros((len(paths), THUMBNAIL_BYTES if captured else 0), np.uint8)
         if ok:
-            out["tensor"][ok] = d.tensor
+            if tensor is not d.tensor:  # some images failed: the decoded rows go into their places
+                tensor[ok] = d.tensor
             for k, v in d.properties.items():
                 props[f"prop:{k}"][ok] = v
             if captured:
