@@ -228,7 +228,7 @@ def _load_config(a: argparse.Namespace):
 def cmd_run(a: argparse.Namespace) -> int:
     from audit.pipeline import run_audit
     from audit.render.outputs import check_out, write_outputs
-    from audit.render.text import describe
+    from audit.text import describe
 
     config = _load_config(a)
     out = a.out or default_out(a.model)

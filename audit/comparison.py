@@ -1,7 +1,7 @@
 """``python -m audit compare``: two finished audits of the same images, compared image by image.
 
 ``compare_folders`` reads two output folders of ``python -m audit run`` (their ``predictions.csv``
-and ``verdict.json``), pairs them (``audit.compare``), judges "candidate not significantly worse"
+and ``verdict.json``), pairs them (``audit.paired``), judges "candidate not significantly worse"
 exactly as the ``paired`` check does during a run, ranks the findings, and captures thumbnails of
 the images only one model gets right from the audited data, when it can still be read and
 neither audit ran with ``thumbnails = false`` (licences, privacy).
@@ -23,7 +23,7 @@ from pathlib import Path
 
 from audit import __version__, findings
 from audit.checks import paired
-from audit.compare import Comparison, compare_runs, load_run
+from audit.paired import Comparison, compare_runs, load_run
 from audit.errors import AuditError
 from audit.findings import Finding
 from audit.verdict import Criterion

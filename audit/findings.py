@@ -44,7 +44,7 @@ class Finding:
 
 def failing(criteria: Iterable[Criterion], section: str) -> list[Finding]:
     """A finding per judged criterion that failed, linking to the section of the check that judged it."""
-    from audit.render.text import fmt, fmt_ci
+    from audit.text import fmt, fmt_ci
 
     def text(c: Criterion) -> str:
         ci = fmt_ci(c.low, c.high)

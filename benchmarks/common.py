@@ -4,7 +4,7 @@ The model is the Fashion-MNIST baseline CNN of the quick start, ``models/fashion
 When it is missing it is built with the documented commands (a few minutes on two cores)::
 
     .venv/bin/python -m training prepare fashion-mnist --out data/fashion-mnist
-    .venv/bin/python -m training fit --config configs/fashion_mnist_baseline.toml
+    .venv/bin/python -m training fit --config configs/fashion_mnist_scratch.toml
 
 Timings alternate A and B in one process (A, B, A, B, ...) so that load from other work on the
 machine hits both alike; results report the median and the spread of each.
@@ -48,8 +48,8 @@ def fashion_mnist_model(model: Path | None = None) -> Path:
         return model
     if not MODEL.is_file():
         fashion_mnist_test()
-        print(f"no model at {MODEL}: training the baseline CNN (configs/fashion_mnist_baseline.toml)", flush=True)
-        _python("-m", "training", "fit", "--config", "configs/fashion_mnist_baseline.toml")
+        print(f"no model at {MODEL}: training the baseline CNN (configs/fashion_mnist_scratch.toml)", flush=True)
+        _python("-m", "training", "fit", "--config", "configs/fashion_mnist_scratch.toml")
     return MODEL
 
 

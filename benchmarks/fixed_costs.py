@@ -25,7 +25,7 @@ from pathlib import Path
 
 import common
 
-IMPORTS = "import audit.cli, audit.config, audit.pipeline, audit.render.outputs, audit.render.text"
+IMPORTS = "import audit.cli, audit.config, audit.pipeline, audit.render.outputs, audit.text"
 CHECK_FLAGS = ("--no-latency", "--no-invariance")
 
 

@@ -8,7 +8,8 @@ import numpy as np
 
 from audit.checks.calibration import ReliabilityBin
 from audit.checks.metrics import ClassMetrics
-from audit.render import plots, svg
+from audit import svg
+from audit.render import plots
 from audit.stats import Estimate
 
 NS = "{http://www.w3.org/2000/svg}"

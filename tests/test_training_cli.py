@@ -26,7 +26,7 @@ def test_prepare_then_fit_baseline_end_to_end(tmp_path, capsys):
     assert sum(eda["class_counts"]["test"].values()) == 50 and eda["duplicates_between"]["train/test"] == 0
     assert (data / "examples.png").is_file() and "Class distribution" in (data / "eda.md").read_text()
 
-    code = main(["fit", "--config", "configs/fashion_mnist_baseline.toml", "--out", str(out), "--no-progress",
+    code = main(["fit", "--config", "configs/fashion_mnist_scratch.toml", "--out", str(out), "--no-progress",
                  "--set", f"data.root={json.dumps(str(data))}", "--set", "phases.baseline.epochs=1",
                  "--set", "train.logger='none'", "--set", "export.parity_images=16"])
     assert code == 0, capsys.readouterr().err
@@ -41,7 +41,7 @@ def test_prepare_then_fit_baseline_end_to_end(tmp_path, capsys):
     assert acc == pytest.approx(results["test_accuracy"], abs=1e-9)
     assert (out / "training_report.md").is_file() and (out / "model.safetensors").is_file()
 
-    code = main(["export", "--config", "configs/fashion_mnist_baseline.toml", "--checkpoint",
+    code = main(["export", "--config", "configs/fashion_mnist_scratch.toml", "--checkpoint",
                  str(out / "model.safetensors"), "--out", str(tmp_path / "re"),
                  "--set", f"data.root={json.dumps(str(data))}", "--set", "export.parity_images=8"])
     assert code == 0 and (tmp_path / "re" / "model.onnx").is_file()

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from audit.model import ModelCard, OnnxClassifier, Preprocess
-from training.baseline import BaselineCNN
+from training.scratch import BaselineCNN
 from training.errors import ExportError
 from training.export import export_model, parity
 

@@ -23,7 +23,7 @@ def test_fit_logs_one_line_per_tenth_of_an_epoch_when_stderr_is_a_pipe(tmp_path)
     data = tiny_fmnist(tmp_path / "fm", limit=60)  # 60 training images, batch 4: 15 batches per epoch
     out = tmp_path / "model"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "NO_ALBUMENTATIONS_UPDATE": "1"}
-    cmd = [sys.executable, "-m", "training", "fit", "--config", "configs/fashion_mnist_baseline.toml",
+    cmd = [sys.executable, "-m", "training", "fit", "--config", "configs/fashion_mnist_scratch.toml",
            "--out", str(out), "--set", f"data.root={json.dumps(str(data))}", "--set", "phases.baseline.epochs=2",
            "--set", "train.batch_size=4", "--set", "train.logger='none'", "--set", "train.progress_interval_s=1e9",
            "--set", "export.parity_images=8", "--set", "export.tta=['hflip']"]

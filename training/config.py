@@ -2,7 +2,7 @@
 
 Example::
 
-    cfg = load_config("configs/fashion_mnist_baseline.toml", overrides=["phases.baseline.epochs=1"])
+    cfg = load_config("configs/fashion_mnist_scratch.toml", overrides=["phases.baseline.epochs=1"])
     cfg.model.arch  # "baseline_cnn"
 """
 
@@ -180,7 +180,7 @@ def _validate(cfg: Config) -> None:
                             hint="set phases.phase1/2/3.epochs = 0 or choose a timm backbone")
     if not is_baseline and cfg.phases.baseline.epochs:
         raise TrainingError("phases.baseline is for model.arch = 'baseline_cnn'",
-                            hint="train the baseline with its own config (configs/*_baseline.toml)")
+                            hint="train the baseline with its own config (configs/*_scratch.toml)")
 
 
 TTA_FLIPS = {"hflip": ("hflip",), "vflip": ("vflip",), "hvflip": ("hflip", "vflip")}

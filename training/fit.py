@@ -6,7 +6,7 @@ Everything a run produces lands in ``export.out`` (default ``models/<name>/``): 
 
 Example::
 
-    result = fit(load_config("configs/fashion_mnist_baseline.toml"))
+    result = fit(load_config("configs/fashion_mnist_scratch.toml"))
     result.test_accuracy
 """
 
@@ -222,7 +222,7 @@ def make_card(cfg: Config, built, classes, results: list[PhaseResult]) -> ModelC
     if cfg.export.tta:
         provenance["tta"] = list(cfg.export.tta)
     if built.arch == BASELINE:
-        provenance["model"] = "training.baseline.BaselineCNN"
+        provenance["model"] = "training.scratch.BaselineCNN"
     else:
         provenance["timm_kwargs"] = {k: v for k, v in built.timm_kwargs.items() if k != "drop_rate"}
     return ModelCard(labels=tuple(classes), preprocess=built.preprocess,

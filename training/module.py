@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from audit.model import Preprocess
-from training.baseline import BaselineCNN
+from training.scratch import BaselineCNN
 from training.config import Config
 from training.errors import TrainingError
 from training.weights import LoadReport, ResolvedWeights, load_pretrained, resolve_weights

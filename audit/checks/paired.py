@@ -1,7 +1,7 @@
 """Paired comparison with the baseline run (``--baseline old/verdict.json`` with ``old/predictions.csv``).
 
 The ``baseline`` check compares point estimates with a tolerance; this one pairs the two runs'
-predictions image by image (``audit.compare``): the accuracy difference with a paired interval,
+predictions image by image (``audit.paired``): the accuracy difference with a paired interval,
 McNemar's exact test on the images only one model gets right, those images per class, per-slice
 changes, and the criterion "candidate not significantly worse": the one-sided (1 - alpha) upper
 bound of the accuracy the candidate loses must stay below ``paired.margin``.
@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from audit.checks import CheckSpec, Option
-from audit.compare import Comparison, PairedRun, compare_runs, load_run, run_of
+from audit.paired import Comparison, PairedRun, compare_runs, load_run, run_of
 from audit.errors import UsageError
 from audit.findings import Finding
 from audit.settings import Section, setting

@@ -19,7 +19,7 @@ import jinja2
 from audit.checks import CHECKS
 from audit.pipeline import AuditResult
 from audit.render import plots
-from audit.render.text import fmt, fmt_ci, fmt_est, sci
+from audit.text import fmt, fmt_ci, fmt_est, sci
 
 MAX_SKIPPED_ROWS = 200
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from audit.pipeline import AuditResult
-from audit.render.text import fmt, fmt_ci, fmt_est, outcome
+from audit.text import fmt, fmt_ci, fmt_est, outcome
 
 
 _RESULT = {"PASS": "pass", "FAIL": "**FAIL**", "INFO": "info (not judged)"}

@@ -29,7 +29,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from audit.render.text import fmt, fmt_ci
+from audit.text import fmt, fmt_ci
 
 TASK = "image-classification"
 METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "weighted_f1")

@@ -1,4 +1,4 @@
-"""Plots for the report, drawn as SVG (``audit.render.svg``); templates call ``figure(name, ...)``.
+"""Plots for the report, drawn as SVG (``audit.svg``); templates call ``figure(name, ...)``.
 
 Each helper takes finished results and returns a ``Canvas``; ``figure_uri`` inlines it as a data
 URI so the HTML stays one self-contained file, and the PDF gets vector charts.
@@ -14,7 +14,7 @@ import numpy as np
 
 from audit.checks.calibration import ReliabilityBin
 from audit.checks.metrics import ClassMetrics
-from audit.render.svg import ACCENT, BAD, Bar, Canvas, Panel, heatmap, intervals
+from audit.svg import ACCENT, BAD, Bar, Canvas, Panel, heatmap, intervals
 
 AMBER = "#f59e0b"
 GREEN = "#16a34a"
