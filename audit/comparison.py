@@ -23,7 +23,7 @@ from pathlib import Path
 
 from audit import __version__, findings
 from audit.checks import paired
-from audit.paired import Comparison, compare_runs, load_run
+from audit.paired import PairedComparison, compare_runs, load_run
 from audit.errors import AuditError
 from audit.findings import Finding
 from audit.verdict import Criterion
@@ -40,7 +40,7 @@ class Data:
 class ComparisonReport:
     candidate_dir: str
     baseline_dir: str
-    paired: Comparison
+    paired: PairedComparison
     criterion: Criterion
     findings: tuple[Finding, ...]
     data: Data
@@ -96,7 +96,7 @@ def _without_thumbnails(*folders: Path) -> bool:
     return False
 
 
-def _thumbnails(res: Comparison, candidate: Path,
+def _thumbnails(res: PairedComparison, candidate: Path,
                 data: Path | None) -> tuple[str, dict[tuple[str, str], str], list[str]]:
     """Thumbnails of the images only one model gets right, read through the audited data source.
 

@@ -1,6 +1,6 @@
 """The models and images the serving benchmarks use, built here so anyone can rerun them.
 
-* ``quickstart``: the Fashion-MNIST baseline CNN (28x28 grey) the README's quick start trains
+* ``quickstart``: the Fashion-MNIST scratch CNN (28x28 grey) the README's quick start trains
   (``python -m training fit --config configs/fashion_mnist_scratch.toml``) on its test images;
   skipped with a note when it has not been built.
 * ``colour224``: the tests' colour classifier (global average pool + linear) at 224 px: a model
@@ -21,7 +21,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-QUICKSTART = ROOT / "models/fashion_mnist_baseline/model.onnx"
+QUICKSTART = ROOT / "models/fashion_mnist_scratch/model.onnx"
 QUICKSTART_DATA = ROOT / "data/fashion-mnist/test"
 
 
@@ -51,7 +51,7 @@ def quickstart(n: int) -> Case | None:
         return None
     files = sorted(QUICKSTART_DATA.rglob("*.png"))
     step = max(1, len(files) // n)
-    return Case("fashion_mnist_baseline (L 28x28)", QUICKSTART, [f.read_bytes() for f in files[::step][:n]])
+    return Case("fashion_mnist_scratch (L 28x28)", QUICKSTART, [f.read_bytes() for f in files[::step][:n]])
 
 
 def colour224(tmp: Path, n: int) -> Case:

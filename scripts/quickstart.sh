@@ -7,12 +7,12 @@ export HF_HUB_OFFLINE=${HF_HUB_OFFLINE:-1} NO_ALBUMENTATIONS_UPDATE=1
 bash scripts/setup.sh
 PY=.venv/bin/python
 
-MODEL=models/fashion_mnist_baseline/model.onnx
+MODEL=models/fashion_mnist_scratch/model.onnx
 if [ ! -d data/fashion-mnist/test ]; then
   $PY -m training prepare fashion-mnist --out data/fashion-mnist
 fi
 if [ ! -f "$MODEL" ]; then
-  echo "quickstart: no model at $MODEL yet: training the baseline CNN (a few minutes on 2 cores)"
+  echo "quickstart: no model at $MODEL yet: training the scratch CNN (a few minutes on 2 cores)"
   $PY -m training fit --config configs/fashion_mnist_scratch.toml
 fi
 set +e

@@ -14,7 +14,7 @@ from training.data import ELPV_4CLASS, _stratified_split, elpv_source, prepare_e
 
 
 @needs_fmnist
-def test_prepare_then_fit_baseline_end_to_end(tmp_path, capsys):
+def test_prepare_then_fit_scratch_end_to_end(tmp_path, capsys):
     data, out = tmp_path / "fm", tmp_path / "model"
     assert main(["prepare", "fashion-mnist", "--out", str(data), "--limit", "50"]) == 0
     for split in ("train", "val", "test"):
@@ -27,12 +27,12 @@ def test_prepare_then_fit_baseline_end_to_end(tmp_path, capsys):
     assert (data / "examples.png").is_file() and "Class distribution" in (data / "eda.md").read_text()
 
     code = main(["fit", "--config", "configs/fashion_mnist_scratch.toml", "--out", str(out), "--no-progress",
-                 "--set", f"data.root={json.dumps(str(data))}", "--set", "phases.baseline.epochs=1",
+                 "--set", f"data.root={json.dumps(str(data))}", "--set", "phases.scratch.epochs=1",
                  "--set", "train.logger='none'", "--set", "export.parity_images=16"])
     assert code == 0, capsys.readouterr().err
     results = json.loads((out / "results.json").read_text())
     clf = OnnxClassifier.load(out / "model.onnx")
-    assert clf.card.invariances == ("hflip",) and clf.card.provenance["config"] == "fashion_mnist_baseline"
+    assert clf.card.invariances == ("hflip",) and clf.card.provenance["config"] == "fashion_mnist_scratch"
     # The auditor's own decode/resize/normalise on the test files reproduces the reported accuracy.
     labels = list(clf.labels)
     paths = sorted((data / "test").glob("*/*.png"))
@@ -51,7 +51,7 @@ def test_usage_errors_exit_2_with_one_line(tmp_path, capsys):
     assert main(["fit", "--config", str(tmp_path / "missing.toml")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: config file not found") and len(err.strip().splitlines()) == 1
-    (tmp_path / "bad.toml").write_text("[model]\narch = 'baseline_cnn'\nwidht = 3\n")
+    (tmp_path / "bad.toml").write_text("[model]\narch = 'scratch_cnn'\nwidht = 3\n")
     assert main(["fit", "--config", str(tmp_path / "bad.toml")]) == 2
     assert "unknown config key 'model.widht'" in capsys.readouterr().err
 

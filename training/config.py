@@ -2,8 +2,8 @@
 
 Example::
 
-    cfg = load_config("configs/fashion_mnist_scratch.toml", overrides=["phases.baseline.epochs=1"])
-    cfg.model.arch  # "baseline_cnn"
+    cfg = load_config("configs/fashion_mnist_scratch.toml", overrides=["phases.scratch.epochs=1"])
+    cfg.model.arch  # "scratch_cnn"
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    arch: str = "baseline_cnn"  # "baseline_cnn" or a timm model name
+    arch: str = "scratch_cnn"  # "scratch_cnn" or a timm model name
     weights: str = "auto"  # "auto", "none" or a file path
     allow_download: bool = False
     drop_rate: float = 0.0
@@ -74,7 +74,7 @@ class PhaseConfig:
 
 @dataclass(frozen=True)
 class PhasesConfig:
-    baseline: PhaseConfig = field(default_factory=lambda: PhaseConfig(epochs=0, lr=2e-3))
+    scratch: PhaseConfig = field(default_factory=lambda: PhaseConfig(epochs=0, lr=2e-3))
     phase1: PhaseConfig = field(default_factory=lambda: PhaseConfig(epochs=0, lr=1e-3))
     phase2: PhaseConfig = field(default_factory=lambda: PhaseConfig(epochs=0, lr=1e-4))
     phase3: PhaseConfig = field(default_factory=lambda: PhaseConfig(epochs=0, lr=1e-3, lr_backbone=1e-5))
@@ -170,17 +170,35 @@ def _validate(cfg: Config) -> None:
     _validate_tta(cfg)
     if cfg.train.accumulate < 1:
         raise TrainingError(f"train.accumulate must be >= 1, got {cfg.train.accumulate}")
-    for name in ("baseline", "phase1", "phase2", "phase3"):
+    for name in ("scratch", "phase1", "phase2", "phase3"):
         ph = getattr(cfg.phases, name)
         if ph.epochs < 0 or not 0 < ph.limit_train_batches <= 1:
             raise TrainingError(f"phases.{name}: epochs must be >= 0 and limit_train_batches in (0, 1]")
-    is_baseline = cfg.model.arch == "baseline_cnn"
-    if is_baseline and any(getattr(cfg.phases, p).epochs for p in ("phase1", "phase2", "phase3")):
-        raise TrainingError("model.arch = 'baseline_cnn' trains from scratch: use phases.baseline only",
+    is_scratch = cfg.model.arch == "scratch_cnn"
+    if is_scratch and any(getattr(cfg.phases, p).epochs for p in ("phase1", "phase2", "phase3")):
+        raise TrainingError("model.arch = 'scratch_cnn' trains from scratch: use phases.scratch only",
                             hint="set phases.phase1/2/3.epochs = 0 or choose a timm backbone")
-    if not is_baseline and cfg.phases.baseline.epochs:
-        raise TrainingError("phases.baseline is for model.arch = 'baseline_cnn'",
-                            hint="train the baseline with its own config (configs/*_scratch.toml)")
+    if not is_scratch and cfg.phases.scratch.epochs:
+        raise TrainingError("phases.scratch is for model.arch = 'scratch_cnn'",
+                            hint="train the scratch CNN with its own config (configs/*_scratch.toml)")
+
+
+def invariances(cfg: AugmentConfig) -> tuple[str, ...]:
+    """The label-preserving transforms (audit names, §6.4) the model was trained to tolerate."""
+    if cfg.invariances is not None:
+        return tuple(cfg.invariances)
+    out = []
+    if cfg.hflip:
+        out.append("hflip")
+    if cfg.vflip:
+        out.append("vflip")
+    if cfg.crop_scale:
+        out.append("crop")
+    if cfg.affine_degrees or cfg.randaugment:
+        out.append("rotate")
+    if cfg.color or cfg.randaugment:
+        out += ["brightness", "contrast"]
+    return tuple(dict.fromkeys(out))
 
 
 TTA_FLIPS = {"hflip": ("hflip",), "vflip": ("vflip",), "hvflip": ("hflip", "vflip")}
@@ -188,8 +206,6 @@ TTA_FLIPS = {"hflip": ("hflip",), "vflip": ("vflip",), "hvflip": ("hflip", "vfli
 
 def _validate_tta(cfg: Config) -> None:
     """Only flips the card declares as invariances may be averaged inside the graph."""
-    from training.augment import invariances
-
     declared = set(invariances(cfg.augment))
     for view in cfg.export.tta:
         if view not in TTA_FLIPS:

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 
-class BaselineCNN(nn.Module):
+class ScratchCNN(nn.Module):
     """conv(32)-BN-ReLU-pool, conv(64)-BN-ReLU-pool, dropout, FC(128), FC(classes).
 
     The input size is fixed at construction (the flatten width depends on it), which matches

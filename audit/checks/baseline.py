@@ -44,7 +44,7 @@ class BaselineConfig(Section):
 
 
 @dataclass(frozen=True)
-class Comparison:
+class MeasureChange:
     key: str
     old: float
     new: float
@@ -77,12 +77,12 @@ class BaselineResult:
     baseline_created: str | None
     baseline_model: str | None
     baseline_passed: bool | None
-    comparisons: tuple[Comparison, ...]  # regressions first (worst first), then the rest by key
+    comparisons: tuple[MeasureChange, ...]  # regressions first (worst first), then the rest by key
     only_in_baseline: tuple[str, ...]
     only_in_current: tuple[str, ...]
 
     @property
-    def regressions(self) -> tuple[Comparison, ...]:
+    def regressions(self) -> tuple[MeasureChange, ...]:
         return tuple(c for c in self.comparisons if c.regressed)
 
     def to_dict(self) -> dict:
@@ -138,7 +138,7 @@ def compare(baseline: Baseline, current: dict[str, tuple[float, bool]], config: 
         old, _ = baseline.numbers[key]
         new, higher = current[key]
         worse = (old - new) if higher else (new - old)
-        rows.append(Comparison(key, old, new, higher, bool(worse > config.tolerance + 1e-12)))
+        rows.append(MeasureChange(key, old, new, higher, bool(worse > config.tolerance + 1e-12)))
     rows.sort(key=lambda c: (not c.regressed, c.change if c.regressed else 0.0, c.key))
     return BaselineResult(
         source=baseline.source, tolerance=config.tolerance, baseline_created=baseline.created,

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from audit.checks import CheckSpec, Option
-from audit.paired import Comparison, PairedRun, compare_runs, load_run, run_of
+from audit.paired import PairedComparison, PairedRun, compare_runs, load_run, run_of
 from audit.errors import UsageError
 from audit.findings import Finding
 from audit.settings import Section, setting
@@ -73,7 +73,7 @@ def _prepare(ctx) -> PairedRun:
     return base
 
 
-def _run(ctx) -> Comparison:
+def _run(ctx) -> PairedComparison:
     cfg = ctx.config.paired
     try:
         return compare_runs(run_of(ctx.predictions, model_name(ctx.model_path)), ctx.state("paired"),
@@ -83,7 +83,7 @@ def _run(ctx) -> Comparison:
         raise UsageError(f"--baseline {ctx.config.baseline.path}: {e.message}", hint=HINT) from None
 
 
-def measure(res: Comparison) -> Measure:
+def measure(res: PairedComparison) -> Measure:
     """The judged number: the one-sided upper bound of the accuracy the candidate loses."""
     ni, d, t = res.non_inferiority, res.difference, res.table
     detail = (f"accuracy {res.candidate_accuracy.value:.3f} vs {res.baseline_accuracy.value:.3f} ({res.baseline}), "
@@ -95,11 +95,11 @@ def measure(res: Comparison) -> Measure:
                    detail)
 
 
-def criteria(res: Comparison, config) -> list[Criterion]:
+def criteria(res: PairedComparison, config) -> list[Criterion]:
     return [judge(measure(res), res.non_inferiority.margin, strict=True)]
 
 
-def findings(res: Comparison, config) -> list[Finding]:
+def findings(res: PairedComparison, config) -> list[Finding]:
     d, t = res.difference, res.table
     out = [Finding("info", f"Against the baseline {res.baseline}, the candidate is {res.direction} on the "
                            f"same {res.n} images: accuracy {d.value:+.3f} [{d.low:+.3f}, {d.high:+.3f}], McNemar "
@@ -126,7 +126,7 @@ def _number(flag: str):
     return parse
 
 
-def thumbnails(res: Comparison, ctx) -> list[tuple]:
+def thumbnails(res: PairedComparison, ctx) -> list[tuple]:
     return [(ctx.source, p) for p in (*res.candidate_examples, *res.baseline_examples)]
 
 
