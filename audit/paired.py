@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 
 from audit.errors import UsageError
-from audit.sources import MISSING
+from audit.predictions import MISSING
 from audit.stats import Estimate, benjamini_hochberg, mcnemar_exact, paired_difference_ci, proportion_ci
 
 MAX_LEVELS = 50  # like slices.max_levels: a column with more distinct values is an id, not a slice

@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+MISSING = "(missing)"  # the slice/group name of an empty attribute value
+
 
 @dataclass(frozen=True)
 class Predictions:

@@ -31,9 +31,8 @@ import numpy as np
 from audit.checks import CheckSpec, Option, comma_list
 from audit.errors import DataError
 from audit.findings import Finding
-from audit.predictions import Predictions
+from audit.predictions import MISSING, Predictions
 from audit.settings import Section, setting, unit
-from audit.sources import MISSING
 from audit.stats import Estimate, bootstrap_many
 from audit.verdict import Criterion, Measure, judge
 

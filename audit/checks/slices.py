@@ -33,9 +33,8 @@ import numpy as np
 
 from audit.checks import CheckSpec
 from audit.findings import Finding
-from audit.predictions import Predictions
+from audit.predictions import MISSING, Predictions
 from audit.settings import Section, setting, unit
-from audit.sources import MISSING
 from audit.stats import Estimate, _estimate, benjamini_hochberg, proportion_ci, resample_indices
 from audit.verdict import Criterion, Measure, judge
 

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from audit.errors import DataError
-from audit.sources import DataSource, Sample, Skipped
+from audit.sources.base import DataSource, Sample, Skipped
 
 METADATA_FILE = "metadata.csv"
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm"}
