@@ -1,4 +1,4 @@
-"""Model card values checked before use (DESIGN §3): every key, its type and its bounds.
+"""Model card values checked before use (docs/ARCHITECTURE.md §7): every key, its type and its bounds.
 
 A card arrives as JSON from the ONNX metadata, a sidecar ``model.json`` or command-line flags.
 A wrong type must never be misread (the size ``"28"`` as ``[2, 8]``, a label string as ten

@@ -1,4 +1,4 @@
-"""The model contract (DESIGN §3): a self-describing ONNX file, and a classifier over it.
+"""The model contract (docs/ARCHITECTURE.md §7): a self-describing ONNX file, and a classifier over it.
 
 A model card (labels, preprocessing, output kind, provenance) travels inside the ONNX file as
 ``metadata_props``. A model exported elsewhere still works: the card can come from a sidecar
@@ -128,6 +128,11 @@ class ModelCard:
             invariances=tuple(d.get("invariances", ())),
             provenance=dict(d.get("provenance", {})),
         )
+
+
+def model_name(path: Path) -> str:
+    """A model's name for reports: the file stem, or its folder's name for a generic ``model.onnx``."""
+    return path.stem if path.stem not in ("model", "best", "last") else path.resolve().parent.name
 
 
 def read_metadata(path: str | Path, proto=None) -> dict[str, Any]:

@@ -76,7 +76,7 @@ def run_floor(clf, src) -> float:
     import numpy as np
 
     from audit import imaging
-    from audit.engines.local import default_workers
+    from audit.imaging import default_workers
 
     pre = clf.card.preprocess
 

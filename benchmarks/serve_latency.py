@@ -1,4 +1,4 @@
-"""``POST /predict`` latency vs the floor, and the serving choices side by side (DESIGN §10).
+"""``POST /predict`` latency vs the floor, and the serving choices side by side (docs/ARCHITECTURE.md §12).
 
 * Floor: what any server must do per request: decode the image bytes, preprocess (resize +
   normalise) and a bare ``session.run``, in this process, with the same ONNX Runtime threads.

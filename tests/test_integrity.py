@@ -8,7 +8,8 @@ from PIL import Image
 
 import builders
 from audit import imaging
-from audit.checks.integrity import IntegrityConfig, findings, integrity, integrity_criteria
+from audit.checks.integrity import IntegrityConfig, criteria, findings, integrity
+from audit.config import AuditConfig
 from audit.duplicates import near_pairs
 
 LABELS = tuple(builders.COLOURS)
@@ -44,7 +45,7 @@ def test_planted_train_test_duplicates_are_found(tmp_path):
     assert all(p.b == "red/000.png" for p in leaked.values())
     assert not leaked["green/jpeg.jpg"].same_label and leaked["red/exact.png"].same_label
     assert res.leaked == 3 and res.n_train == 30
-    (c,) = integrity_criteria(res, IntegrityConfig())
+    (c,) = criteria(res, AuditConfig())
     assert c.id == "integrity.leakage" and not c.passed and c.value == 3
     (leak, dup) = findings(res, None)  # the findings block: leakage (restating this criterion), then test duplicates
     assert (leak.severity, leak.criterion, leak.section) == ("warn", "integrity.leakage", "integrity")
@@ -60,9 +61,9 @@ def test_duplicates_inside_test_and_imbalance(tmp_path):
     assert res.n_train is None and res.leaked == 0
     assert dict(res.class_counts) == {"red": 12, "green": 11, "blue": 11}
     assert res.imbalance_ratio == 12 / 11
-    crit = integrity_criteria(res, IntegrityConfig(max_test_duplicates=0))
+    crit = criteria(res, AuditConfig(integrity=IntegrityConfig(max_test_duplicates=0)))
     assert [c.id for c in crit] == ["integrity.test_duplicates"] and not crit[0].passed
-    assert integrity_criteria(res, IntegrityConfig()) == []  # no --train, test duplicates not judged by default
+    assert criteria(res, AuditConfig()) == []  # no --train, test duplicates not judged by default
 
 
 def test_no_false_duplicates_among_distinct_pictures(tmp_path):

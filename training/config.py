@@ -184,7 +184,7 @@ def _validate(cfg: Config) -> None:
 
 
 def invariances(cfg: AugmentConfig) -> tuple[str, ...]:
-    """The label-preserving transforms (audit names, §6.4) the model was trained to tolerate."""
+    """The label-preserving transforms (audit names, docs/ARCHITECTURE.md §4.3) the model was trained to tolerate."""
     if cfg.invariances is not None:
         return tuple(cfg.invariances)
     out = []

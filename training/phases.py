@@ -1,4 +1,4 @@
-"""The three-phase transfer-learning schedule (DESIGN §8).
+"""The three-phase transfer-learning schedule (docs/ARCHITECTURE.md §11).
 
 * phase 1 — backbone frozen, head only. With ``cache = true`` the frozen backbone runs once
   over the training set and the head trains on the cached pooled features.

@@ -1,4 +1,4 @@
-"""The floor: a 2-conv-layer CNN trained from scratch (DESIGN §8 phase 0)."""
+"""The scratch CNN: a 2-conv-layer network trained from nothing, the floor of the results (docs/ARCHITECTURE.md §11)."""
 
 from __future__ import annotations
 

@@ -26,15 +26,19 @@ from __future__ import annotations
 
 import collections
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 
-from audit.checks import CheckSpec, Option
+from audit.context import AuditContext
+from audit.contract import CheckSpec, Option
 from audit.settings import Section, setting, unit
-from audit.sources import NON_FINITE, NOT_DATA
+from audit.sources.base import NON_FINITE, NOT_DATA
 from audit.stats import Estimate
 from audit.verdict import Criterion, Measure, judge
+
+if TYPE_CHECKING:
+    from audit.config import AuditConfig
 
 SHOWN = 8  # labels or files named in a criterion's detail
 
@@ -73,7 +77,7 @@ class EvidenceResult:
                 "skip_reasons": dict(self.skip_reasons), "non_finite": list(self.non_finite)}
 
 
-def evidence(ctx) -> EvidenceResult:
+def evidence(ctx: AuditContext) -> EvidenceResult:
     """Coverage of the model's labels and of the files found, from the inference pass."""
     preds, source = ctx.predictions, ctx.source
     counts = np.bincount(preds.y_true, minlength=len(preds.labels))
@@ -87,7 +91,7 @@ def evidence(ctx) -> EvidenceResult:
     )
 
 
-def criteria(res: EvidenceResult, config) -> list[Criterion]:
+def criteria(res: EvidenceResult, config: AuditConfig) -> list[Criterion]:
     c = config.evidence
     short = res.short_labels
     fewest = min((n for _, n in res.label_counts), default=0)
@@ -112,7 +116,7 @@ def criteria(res: EvidenceResult, config) -> list[Criterion]:
 
 
 SPEC = CheckSpec(
-    "evidence", "evidence", evidence, probe=True, config=EvidenceConfig, criteria=criteria,
+    "evidence", "evidence", evidence, config=EvidenceConfig, criteria=criteria,
     options=(Option("--min-images-per-label", "evidence.min_images_per_label",
                     "test images every model label needs (default 10; 0 accepts labels without images)", "N", int),),
 )

@@ -1,4 +1,4 @@
-"""The Ray engine (DESIGN §12): the local engine's per-image code, run by a Ray Data pipeline.
+"""The Ray engine (docs/ARCHITECTURE.md §5): the local engine's per-image code, run by a Ray Data pipeline.
 
     samples (index, path) -> map_batches(read + decode + measure, audit.engines.batch)
       -> map_batches(ONNX Runtime, one session per actor, ActorPoolStrategy)

@@ -9,9 +9,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from audit.comparison import ComparisonReport
 from audit.render.html import _env
 from audit.render.markdown import _cell, findings_markdown
+from audit.result import ComparisonReport
 from audit.text import fmt, fmt_ci, fmt_est
 
 

@@ -1,10 +1,13 @@
-"""summary.md: the verdict table for a README or a pull-request comment."""
+"""summary.md: the verdict table for a README or a pull-request comment.
+
+The findings, the criteria of every check, then each check's ``summary`` numbers in one line.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from audit.pipeline import AuditResult
+from audit.result import AuditResult
 from audit.text import fmt, fmt_ci, fmt_est, outcome
 
 
@@ -46,14 +49,10 @@ def summary_markdown(r: AuditResult) -> str:
     for c in v.criteria:
         lines.append(f"| {_cell(c.title)} | {fmt(c.value)} | {fmt_ci(c.low, c.high)} | {c.op} {fmt(c.threshold)} | "
                      f"{_RESULT[outcome(c)]}{' — ' + _cell(c.detail) if c.detail else ''} |")
-    m = r.metrics
-    lines += [
-        "",
-        f"Balanced accuracy {fmt_est(m.balanced_accuracy)}, macro F1 {fmt_est(m.macro_f1)}, "
-        f"ECE {fmt_est(r.calibration.ece)}.",
-        "",
-    ]
-    return "\n".join(lines)
+    numbers = [m for s in r.ran for m in s.summary(r.results[s.name], r.config)]
+    if numbers:
+        lines += ["", ", ".join(f"{_cell(m.title)} {fmt_est(m.estimate)}" for m in numbers) + "."]
+    return "\n".join([*lines, ""])
 
 
 def write_summary(r: AuditResult, path: Path) -> None:

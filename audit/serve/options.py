@@ -21,7 +21,7 @@ from PIL import Image
 from audit import imaging
 from audit.errors import UsageError
 
-# The formats the audit reads (DESIGN §4); Pillow also opens EPS, PSD, FITS and more, which a
+# The formats the audit reads (docs/ARCHITECTURE.md §6); Pillow also opens EPS, PSD, FITS and more, which a
 # public endpoint has no reason to parse.
 DEFAULT_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "GIF", "TIFF", "PPM")
 DEFAULT_MAX_REQUEST_BYTES = 16 * 1024 * 1024  # the JSON body; base64 makes an image 4/3 larger

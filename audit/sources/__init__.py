@@ -1,4 +1,4 @@
-"""The data-source seam (DESIGN §4): what to audit, and the only place that opens an image file.
+"""The data-source seam (docs/ARCHITECTURE.md §6): what to audit, and the only place that opens an image file.
 
 A ``DataSource`` (``audit.sources.base``) lists ``Sample`` records (a path that identifies the image,
 its label and its attributes), the files it ``skipped`` with a reason, and opens a sample's bytes.

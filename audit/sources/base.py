@@ -1,4 +1,4 @@
-"""The records of the data-source seam (DESIGN §4): a sample, a skipped file, and the source that opens them.
+"""The records of the data-source seam (docs/ARCHITECTURE.md §6): a sample, a skipped file, and the source that opens them.
 
 The scanners (``folder.py``, ``manifest.py``) build a ``DataSource``; ``audit.sources.open_source``
 picks the scanner. Nothing else opens an image file: engines, probes and thumbnails all read
