@@ -31,6 +31,12 @@ def findings_markdown(findings, report: str = "report.html") -> list[str]:
     return [*lines, ""]
 
 
+def _number(e) -> str:
+    """An estimate with its CI, or a count alone."""
+    ci = fmt_ci(e.low, e.high)
+    return fmt(e.value) if ci == "n/a" else fmt_est(e)
+
+
 def summary_markdown(r: AuditResult) -> str:
     v = r.verdict
     lines = [
@@ -51,7 +57,7 @@ def summary_markdown(r: AuditResult) -> str:
                      f"{_RESULT[outcome(c)]}{' — ' + _cell(c.detail) if c.detail else ''} |")
     numbers = [m for s in r.ran for m in s.summary(r.results[s.name], r.config)]
     if numbers:
-        lines += ["", ", ".join(f"{_cell(m.title)} {fmt_est(m.estimate)}" for m in numbers) + "."]
+        lines += ["", ", ".join(f"{_cell(m.title)} {_number(m.estimate)}" for m in numbers) + "."]
     return "\n".join([*lines, ""])
 
 
