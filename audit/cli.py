@@ -234,9 +234,10 @@ def cmd_run(a: argparse.Namespace) -> int:
         print("  " + describe(c))
     d = result.data
     v = result.verdict
+    meta = f" (attributes from {d.metadata})" if d.metadata else ""
     print(f"{'PASS' if v.passed else 'FAIL'}: {len(v.judged) - len(v.failed)}/{len(v.judged)} criteria pass"
           f" ({len(v.criteria) - len(v.judged)} reported only) · {d.processed} images, {len(d.skipped)} skipped "
-          f"of {d.found} found · report: {out / 'report.html'}")
+          f"of {d.found} found{meta} · report: {out / 'report.html'}")
     return EXIT_PASS if result.verdict.passed else EXIT_FAIL
 
 

@@ -145,6 +145,7 @@ def summarize_data(source: DataSource, preds: Predictions, rejected: list[Skippe
         attribute_names=source.attribute_names,
         notes=tuple(notes),
         kind=source.kind,
+        metadata=source.metadata,
     )
 
 

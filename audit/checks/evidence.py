@@ -8,7 +8,7 @@ A verdict is only as good as the data under it. Three criteria, judged by defaul
   almost nothing about that class; 10 is also the fairness check's minimum of positives per group.
   A model audited on a subset of its classes sets it to 0 (``--min-images-per-label 0``).
 * **processed share**: processed images / candidate files >= ``min_processed_share`` (default 0.9).
-  Candidates are the files found minus the metadata file, hidden files and duplicate manifest
+  Candidates are the files found minus hidden files and duplicate manifest
   rows; empty, undecodable, missing or non-finite-output files count against it.
 * **finite outputs**: at most ``max_non_finite`` (default 0) images for which the model output NaN
   or Inf. Such rows are never scored (the engine sets them aside as skipped); this criterion
@@ -58,7 +58,7 @@ class EvidenceResult:
     min_images_per_label: int
     label_counts: tuple[tuple[str, int], ...]  # processed images per model label, in label order
     found: int
-    candidates: int  # found minus the metadata file, hidden files and duplicate rows
+    candidates: int  # found minus hidden files and duplicate rows
     processed: int
     skip_reasons: tuple[tuple[str, int], ...]  # (reason, files) of skipped candidates, most frequent first
     non_finite: tuple[str, ...]  # paths of images whose model output was NaN or Inf

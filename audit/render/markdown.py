@@ -44,7 +44,8 @@ def summary_markdown(r: AuditResult) -> str:
         "",
         *findings_markdown(r.findings),
         f"Model `{_cell(r.model.path)}` (sha256 `{r.model.sha256[:12]}`) on `{_cell(r.data.source)}`: "
-        f"{r.data.processed} images processed, {len(r.data.skipped)} skipped, {r.data.found} found. "
+        f"{r.data.processed} images processed, {len(r.data.skipped)} skipped, {r.data.found} found"
+        f"{f'; attributes from {_cell(r.data.metadata)}' if r.data.metadata else ''}. "
         f"95% CIs: Wilson for proportions, percentile bootstrap ({r.config.n_boot} resamples, seed "
         f"{r.config.seed}) for the rest; judged on the "
         f"{'point estimate' if v.judge_on == 'value' else 'pessimistic CI bound'}.",

@@ -16,7 +16,7 @@ from audit import imaging
 DUPLICATE = "duplicate row: this image is listed earlier (counted once)"
 NON_FINITE = "model output is NaN or Inf (not scored)"
 # Skipped files that were never candidate images: they do not count against the processed share.
-NOT_DATA = frozenset({"metadata file (read as attributes)", "hidden file", "hidden folder", DUPLICATE})
+NOT_DATA = frozenset({"hidden file", "hidden folder", DUPLICATE})
 
 
 @dataclass(frozen=True)
@@ -43,8 +43,9 @@ class DataSource:
     skipped: tuple[Skipped, ...]
     classes: tuple[str, ...]  # every class named by the data, including empty folders
     attribute_names: tuple[str, ...] = ()
-    found: int = 0
+    found: int = 0  # files that could be images (a folder's metadata file is not one)
     notes: tuple[str, ...] = field(default=())
+    metadata: str = ""  # the attribute file read besides the images ("metadata.csv"), if any
 
     def uri(self, path: str) -> str:
         """Where the image lives (an absolute file path here; a URI for remote sources)."""
@@ -65,7 +66,7 @@ class DataSource:
 
     @property
     def candidates(self) -> int:
-        """Files found that could be test images: all but the metadata file, hidden files and duplicate rows."""
+        """Files found that could be test images: all but hidden files and duplicate rows."""
         return self.found - sum(1 for s in self.skipped if s.reason in NOT_DATA)
 
     @property
