@@ -106,3 +106,26 @@ def test_colour_look_alikes_are_not_leaks_but_copies_are(tmp_path):
     assert all(found[a].b == copies[a] for a in found)
     assert len(found) / len(copies) >= 0.6
     assert all(0 <= p.confirmation <= IntegrityConfig().max_colour_distance for p in found.values())
+
+
+def test_duplicate_pairs_are_a_compact_grid_of_at_most_one_pdf_page(tmp_path):
+    """45 exact pairs: 40 laid out as a grid (on one page of the PDF), the rest counted."""
+    import re
+    import shutil
+
+    from pypdf import PdfReader
+
+    from audit.cli import main
+
+    data = builders.image_folder(tmp_path / "data", 15)
+    for p in sorted(data.rglob("*.png")):
+        shutil.copyfile(p, p.with_name(p.stem + "_copy.png"))
+    out = tmp_path / "out"
+    main(["run", "--model", str(builders.colour_model(tmp_path / "m.onnx")), "--data", str(data), "--out", str(out),
+          "--n-boot", "20", "--no-progress", "--no-latency", "--no-invariance", "--no-label-errors"])
+    html = (out / "report.html").read_text()
+    assert html.count('<figure class="pair') == 40 and "5 more pair(s) in <code>verdict.json</code>" in html
+    pages = [page.extract_text() for page in PdfReader(out / "report.pdf").pages]
+    first = [i for i, t in enumerate(pages) if re.search(r"(^|\s)1\. exact", t)]
+    last = [i for i, t in enumerate(pages) if re.search(r"(^|\s)40\. exact", t)]
+    assert first and first == last, f"the grid spans pages {first} to {last}"

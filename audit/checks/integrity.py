@@ -43,7 +43,7 @@ if TYPE_CHECKING:
     from audit.config import AuditConfig
 
 MAX_LISTED = 200
-MAX_THUMBNAIL_PAIRS = 30  # pairs per table shown with thumbnails in the report
+SHOWN_PAIRS = 40  # pairs per grid in the report: 8 rows of 5, one PDF page at most
 
 
 @dataclass(frozen=True)
@@ -91,6 +91,7 @@ class IntegrityResult:
     imbalance_ratio: float  # largest class / smallest non-empty class
     train_class_counts: tuple[tuple[str, int], ...] = ()
     unreadable: tuple[str, ...] = ()  # training files that could not be hashed
+    shown: ClassVar[int] = SHOWN_PAIRS  # pairs the report lays out per grid (the rest are counted)
 
     def to_dict(self) -> dict:
         return {"n_test": self.n_test, "n_train": self.n_train, "hash_distance": self.hash_distance,
@@ -255,7 +256,7 @@ def findings(res: IntegrityResult, config: AuditConfig | None) -> list[Finding]:
 def thumbnails(res: IntegrityResult, ctx: AuditContext) -> list[tuple]:
     train = ctx.state("integrity")
     out = []
-    for p in (*res.leak_pairs[:MAX_THUMBNAIL_PAIRS], *res.test_pairs[:MAX_THUMBNAIL_PAIRS]):
+    for p in (*res.leak_pairs[:SHOWN_PAIRS], *res.test_pairs[:SHOWN_PAIRS]):
         out += [(ctx.source, p.a), (train if p.leak else ctx.source, p.b)]
     return out
 
