@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageOps
 
-from audit.model import Preprocess
+from audit.preprocess import Preprocess
 
 DEFAULT_MAX_PIXELS = 64_000_000  # a 8000x8000 photo decodes; a 20000x20000 header does not
 DEFAULT_MAX_BYTES = 50 * 1024 * 1024

@@ -19,7 +19,7 @@ DOC = ROOT / "docs" / "ARCHITECTURE.md"
 LAYERS = (  # docs/ARCHITECTURE.md §3, lowest first; a package name covers its submodules
     ("foundation", ("audit", "audit.errors", "audit.stats", "audit.settings", "audit.svg", "audit.progress",
                     "audit.transforms")),
-    ("records", ("audit.verdict", "audit.text", "audit.findings", "audit.predictions", "audit.model",
+    ("records", ("audit.verdict", "audit.text", "audit.findings", "audit.predictions", "audit.model", "audit.preprocess",
                  "audit.card_schema", "audit.imaging", "audit.colour_match", "audit.duplicates", "audit.sources",
                  "audit.thumbnails", "audit.loadgen", "audit.paired")),
     ("execution", ("audit.engines", "audit.context", "audit.contract")),

@@ -86,8 +86,8 @@ def test_card_that_contradicts_the_graph_is_an_error(tmp_path):
 
 @pytest.mark.parametrize("bad,match", [
     (dict(size=(0, 4)), "size"),
-    (dict(size=(4, 4), std=(0.0,)), "std must be positive"),
-    (dict(size=(4, 4), mean=(0.1, 0.2)), "mean needs 1 or 3 values"),
+    (dict(size=(4, 4), std=(0.0,)), r"card key .audit.preprocess.std. must be > 0"),
+    (dict(size=(4, 4), mean=(0.1, 0.2)), r"card key .audit.preprocess.mean. needs 1 or 3 values"),
     (dict(size=(4, 4), interpolation="cubic"), "interpolation"),
     (dict(size=(4, 4), color="L", mean=(0.1, 0.2, 0.3)), "3 values but color is L"),
 ])

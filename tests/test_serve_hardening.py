@@ -277,7 +277,7 @@ def test_refuses_an_integer_input(tmp_path, capsys):
 
 
 @pytest.mark.parametrize(("args", "words"), [
-    (["--port", "-1"], ["--port", "0 to 65535", "-1"]),
+    (["--port", "-1"], ["--port", ">= 0 and <= 65535", "-1"]),
     (["--port", "70000"], ["--port", "70000"]),
     (["--threads", "-1"], ["--threads"]),
     (["--host", ""], ["--host"]),

@@ -2,6 +2,8 @@
 
 import csv
 import json
+import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -78,3 +80,18 @@ def test_elpv_split_is_a_stratified_quarter_and_labels_follow_the_probability(tm
             want = ("defective" if p >= 0.5 else "functional") if variant == "binary" else ELPV_4CLASS[round(p * 3)]
             assert m["label"] == want
         assert res.counts["test"] == 12
+
+
+@pytest.mark.fast
+@pytest.mark.parametrize(("override", "message"), [
+    ("train.logger='tensorboard'", "config key 'train.logger' must be one of 'csv', 'mlflow', 'none', got 'tensorboard'"),
+    ("phases.scratch.epochs=-1", "config key 'phases.scratch.epochs' must be >= 0, got -1"),
+    ("phases.phase3.limit_train_batches=0", "config key 'phases.phase3.limit_train_batches' must be > 0 and <= 1"),
+    ("data.size=[4, 4]", "config key 'data.size' must be >= 8, got 4"),
+])
+def test_training_config_bounds_are_declared_on_the_fields_and_name_the_key(override, message):
+    from audit.errors import ConfigError
+    from training.config import load_config
+
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config(Path(__file__).parent.parent / "configs" / "fashion_mnist_scratch.toml", overrides=[override])
