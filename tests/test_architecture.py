@@ -151,3 +151,19 @@ def test_every_citation_resolves(path):
 
 def test_the_code_cites_the_document():
     assert sum(bool(CITATION.search(p.read_text(encoding="utf-8"))) for p in CITING) >= 20
+
+
+def test_the_audit_needs_no_plotting_library_nor_http_client():
+    """matplotlib (training's charts) and httpx (the server tests' client) are extras, and the audit imports neither."""
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    core = {re.split(r"[<>=\[ ]", d)[0].lower() for d in project["dependencies"]}
+    assert not {"matplotlib", "httpx"} & core
+    assert any(d.startswith("matplotlib") for d in project["optional-dependencies"]["train"])
+    assert any(d.startswith("httpx") for d in project["optional-dependencies"]["dev"])
+    for path in (ROOT / "audit").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            assert not [n for n in names if n.split(".")[0] in ("matplotlib", "httpx")], path
