@@ -5,6 +5,8 @@ from sklearn import metrics as skm
 from audit.checks.calibration import calibration
 from test_metrics import random_predictions
 
+pytestmark = pytest.mark.fast  # the tier run before every commit (scripts/test.sh --fast)
+
 
 def ece_reference(conf, correct, n_bins):
     """Textbook ECE with explicit bin edges (lower, upper]."""

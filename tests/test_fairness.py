@@ -9,6 +9,8 @@ from audit.checks.fairness import FairnessConfig, criteria, fairness, findings
 from audit.config import AuditConfig
 from audit.errors import DataError
 
+pytestmark = pytest.mark.fast  # the tier run before every commit (scripts/test.sh --fast)
+
 
 def grouped(n, c, seed, groups="abc", weak=None):
     g = np.random.default_rng(seed + 1000).choice(list(groups), n).astype(object)  # independent of the labels

@@ -12,6 +12,8 @@ from audit.checks.integrity import IntegrityConfig, criteria, findings, integrit
 from audit.config import AuditConfig
 from audit.duplicates import near_pairs
 
+pytestmark = pytest.mark.fast  # the tier run before every commit (scripts/test.sh --fast)
+
 LABELS = tuple(builders.COLOURS)
 
 

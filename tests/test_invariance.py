@@ -13,6 +13,8 @@ from audit.config import AuditConfig
 from audit.errors import ConfigError
 from audit.transforms import DEFAULT_TRANSFORMS, TRANSFORMS
 
+pytestmark = pytest.mark.fast  # the tier run before every commit (scripts/test.sh --fast)
+
 
 def setup(tmp_path, model="side"):
     """The audit context after inference; ``run(cfg, n_boot)`` runs the check with that invariance config."""

@@ -9,6 +9,8 @@ from sklearn import metrics as skm
 from audit.checks.metrics import classification_metrics, top_k_correct
 from audit.predictions import Predictions
 
+pytestmark = pytest.mark.fast  # the tier run before every commit (scripts/test.sh --fast)
+
 
 def random_predictions(n: int, c: int, seed: int, skill: float = 2.0, missing_class: bool = False) -> Predictions:
     rng = np.random.default_rng(seed)

@@ -11,6 +11,8 @@ from audit.errors import ModelError
 from audit.model import ModelCard, OnnxClassifier, Preprocess, read_metadata, write_card
 from audit.pipeline import run_audit
 
+pytestmark = pytest.mark.fast  # the tier run before every commit (scripts/test.sh --fast)
+
 # core checks only: the optional analyses have their own tests
 FAST = load_config(None, {"n_boot": 20, "pdf": False, "latency.enabled": False, "invariance.enabled": False})
 

@@ -18,6 +18,8 @@ from audit.render.json import verdict_dict
 from audit.render.model_card import build_model_card, write_model_card
 from audit.render.outputs import write_outputs
 
+pytestmark = pytest.mark.fast  # the tier run before every commit (scripts/test.sh --fast)
+
 
 @pytest.fixture
 def no_network(monkeypatch):

@@ -5,11 +5,14 @@ import math
 import xml.etree.ElementTree as ET
 
 import numpy as np
+import pytest
 
+from audit import svg
 from audit.checks.calibration import ReliabilityBin, reliability_diagram
 from audit.checks.metrics import ClassMetrics, confusion_heatmap, f1_bars
-from audit import svg
 from audit.stats import Estimate
+
+pytestmark = pytest.mark.fast  # the tier run before every commit (scripts/test.sh --fast)
 
 NS = "{http://www.w3.org/2000/svg}"
 

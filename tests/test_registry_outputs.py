@@ -23,6 +23,8 @@ from audit.render.outputs import write_outputs
 from audit.svg import Canvas
 from audit.verdict import Measure, judge
 
+pytestmark = pytest.mark.fast  # the tier run before every commit (scripts/test.sh --fast)
+
 TEMPLATE = """<section id="toy">
 <h2>Toy check section</h2>
 <p>The toy check saw {{ r.toy.n }} images.</p>

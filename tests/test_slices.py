@@ -9,6 +9,8 @@ from audit.checks.slices import SlicesConfig, _replicates, criteria, find_slices
 from audit.config import AuditConfig
 from audit.stats import resample_indices
 
+pytestmark = pytest.mark.fast  # the tier run before every commit (scripts/test.sh --fast)
+
 
 def audit_slices(tmp_path, weak, seed, n_boot=1000):
     root = builders.sliced_folder(tmp_path / "data", 80, weak=weak, seed=seed)

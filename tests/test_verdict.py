@@ -6,6 +6,8 @@ from audit.config import Criteria
 from audit.stats import Estimate, benjamini_hochberg
 from audit.verdict import Measure, Verdict, decide, judge
 
+pytestmark = pytest.mark.fast  # the tier run before every commit (scripts/test.sh --fast)
+
 EST = Estimate(0.85, 0.78, 0.90)
 
 
