@@ -1,4 +1,4 @@
-"""The Predictions table (docs/ARCHITECTURE.md §2): one row per processed image, the only thing table checks read.
+"""The Predictions table (docs/ARCHITECTURE.md §2): one row per processed image, what most checks read.
 
 It is written out next to every report (``predictions.csv``), so anyone can recompute any number;
 ``Predictions.from_frame`` reads it back.

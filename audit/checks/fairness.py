@@ -183,7 +183,7 @@ def _group_accuracy(preds, groups):
                        sensitive_features=groups).by_group
 
 
-def _class_rows(preds, groups, names, codes, sizes, judged, acc, t, config):
+def _class_rows(preds, groups, names, codes, sizes, judged, acc, t, config: FairnessConfig):
     """fairlearn's per-group rates for target class ``t`` (one-vs-rest): rows, DI, TPR gap, TPR-judged mask."""
     from fairlearn.metrics import MetricFrame, false_positive_rate, selection_rate, true_positive_rate
 

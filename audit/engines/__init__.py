@@ -1,7 +1,7 @@
 """The engine seam (docs/ARCHITECTURE.md §5): an engine turns a data source into a ``Predictions`` table.
 
 Every engine decodes and preprocesses with the same code (``audit.engines.batch``), so pixels,
-probabilities and measurements are identical whichever engine ran them. Probe checks re-run the
+probabilities and measurements are identical whichever engine ran them. Checks re-run the
 model through the same engine (``AuditContext.rerun``), with a transform or another classifier.
 
 Example::
