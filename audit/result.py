@@ -9,17 +9,19 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from audit import __version__
-from audit.config import AuditConfig
-from audit.contract import CheckSpec
 from audit.findings import Finding
 from audit.model import ModelCard
 from audit.paired import PairedComparison
 from audit.predictions import Predictions
 from audit.sources.base import Skipped
 from audit.verdict import Criterion, Verdict
+
+if TYPE_CHECKING:  # annotations only: a renderer reading a result needs none of the run's machinery
+    from audit.config import AuditConfig
+    from audit.contract import CheckSpec
 
 COMPARISON_SCHEMA = "audit.comparison/v1"
 

@@ -176,3 +176,19 @@ def test_ci_runs_every_test_and_contributors_have_a_fast_tier():
     assert '"--fast" ]; then args+=(-m fast)' in script
     marked = [p.name for p in (ROOT / "tests").glob("test_*.py") if "pytest.mark.fast" in p.read_text(encoding="utf-8")]
     assert len(marked) >= 20, marked
+
+
+def reachable(module: str) -> set[str]:
+    seen, todo = set(), [module]
+    while todo:
+        for t in GRAPH[todo.pop()] - seen:
+            seen.add(t)
+            todo.append(t)
+    return seen
+
+
+@pytest.mark.parametrize("module", sorted(m for m in MODULES if m.startswith("audit.render")))
+def test_renderers_read_results_without_the_machinery_that_made_them(module):
+    machinery = {"audit.pipeline", "audit.comparison", "audit.sources", "audit.engines", "audit.checks",
+                 "audit.config", "audit.context"}
+    assert not reachable(module) & machinery, f"{module} reaches {sorted(reachable(module) & machinery)}"

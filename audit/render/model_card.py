@@ -22,12 +22,15 @@ import json
 import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from audit.contract import CardPart
 from audit.model import model_name
 from audit.result import AuditResult
 from audit.text import code, fmt, fmt_ci, md
 from audit.verdict import Criterion, Measure
+
+if TYPE_CHECKING:
+    from audit.contract import CardPart
 
 TASK = "image-classification"
 TEMPLATE = """---
