@@ -79,7 +79,8 @@ RUN_FLAGS: dict[str, tuple[str, type, str]] = {
     "--engine": ("engine.name", str, "where inference runs: local (threads, default) or ray (Ray Data; "
                                      'pip install "model-audit[ray]")'),
     "--ray-address": ("engine.ray_address", str,
-                      "join this Ray cluster (auto, HOST:6379, ray://HOST:10001) instead of starting a local Ray"),
+                      "with --engine ray: join this Ray cluster (auto, or the HOST:6379 that `ray start --head` "
+                      "prints) instead of starting a local Ray"),
     "--min-accuracy": ("criteria.min_accuracy", float, "override the accuracy threshold"),
     "--judge-on": ("criteria.judge_on", str, "judge the point estimate (value, default) or the pessimistic CI bound"),
     "--data-root": ("data_root", str, "a folder a manifest's paths may point into besides the manifest's own folder"),
@@ -291,6 +292,9 @@ def _with_card_file(path: Path | None, flags: dict[str, Any]) -> dict[str, Any]:
 COMMANDS = {"run": cmd_run, "compare": cmd_compare, "serve": cmd_serve}
 
 
+_SIGNALLED: set[int] = set()  # signals this process has received (and turned into an exception)
+
+
 @contextlib.contextmanager
 def _sigterm_as_interrupt(enabled: bool) -> Iterator[None]:
     """SIGTERM raises ``Terminated`` (a KeyboardInterrupt) in the main thread, so a run cleans up as on Ctrl-C:
@@ -302,8 +306,10 @@ def _sigterm_as_interrupt(enabled: bool) -> Iterator[None]:
 
     def handler(signum, frame):
         signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the clean-up short
+        _SIGNALLED.add(signal.SIGTERM)  # Ray's C++ layer turns any exception raised in a wait into KeyboardInterrupt
         raise Terminated()
 
+    _SIGNALLED.discard(signal.SIGTERM)  # main() may run more than once in a process (tests)
     previous = signal.signal(signal.SIGTERM, handler)
     try:
         yield
@@ -317,17 +323,17 @@ def main(argv: list[str] | None = None) -> int:
     debug = getattr(a, "debug", False)
     logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
-        with _sigterm_as_interrupt(a.command == "run"):
+        with _sigterm_as_interrupt(a.command in ("run", "compare")):
             return COMMANDS[a.command](a)
     except AuditError as e:
         if debug:
             traceback.print_exc()
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code
-    except Terminated:
-        print("terminated (SIGTERM)", file=sys.stderr)
-        return EXIT_TERMINATED
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
+        if isinstance(e, Terminated) or signal.SIGTERM in _SIGNALLED:
+            print("terminated (SIGTERM)", file=sys.stderr)
+            return EXIT_TERMINATED
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     except Exception as e:  # an internal error: ours to fix, so say so and keep the details

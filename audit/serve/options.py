@@ -24,9 +24,7 @@ from audit import imaging
 from audit.errors import AuditError, UsageError
 from audit.settings import Section, setting
 
-# The formats the audit reads (docs/ARCHITECTURE.md §6); Pillow also opens EPS, PSD, FITS and more, which a
-# public endpoint has no reason to parse.
-DEFAULT_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "GIF", "TIFF", "PPM")
+DEFAULT_FORMATS = imaging.FORMATS  # the audit's allow-list (audit.imaging): the server refuses what the audit skips
 DEFAULT_MAX_REQUEST_BYTES = 16 * 1024 * 1024  # the JSON body; base64 makes an image 4/3 larger
 OPEN_FILES_RESERVE = 64  # descriptors kept free for the model, logs, threads and the listening socket
 HTTP_CHOICES = ("auto", "httptools", "h11")
@@ -92,7 +90,7 @@ class ServeLimits(_Options):
 
     @property
     def decode_limits(self) -> imaging.Limits:
-        return imaging.Limits(max_bytes=self.max_image_bytes, max_pixels=self.max_pixels)
+        return imaging.Limits(max_bytes=self.max_image_bytes, max_pixels=self.max_pixels, formats=self.formats)
 
     def connection_limit(self) -> int:
         """``max_connections``, or what the process's open-file limit allows (``UsageError`` past it)."""

@@ -16,6 +16,7 @@ Example::
 
 from __future__ import annotations
 
+import collections
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -51,8 +52,12 @@ def open_source(location: Path, labels: Sequence[str], *, flag: str = "--data",
         src = scan_folder(location, flag)
     _check_labels(src, labels, flag)
     if not src.samples:
-        raise DataError(f"no images to audit in {location} ({src.found} file(s) found, {len(src.skipped)} skipped)",
-                        hint="expected DIR/<class name>/<image>")
+        reasons = collections.Counter(s.reason for s in src.skipped).most_common(2)
+        why = "".join(f"; {n} {r}" for r, n in reasons)
+        raise DataError(f"no images to audit in {src.kind} {location} ({src.found} file(s) found, "
+                        f"{len(src.skipped)} skipped{why})",
+                        hint="expected DIR/<class name>/<image>" if src.kind == "ImageFolder" else
+                        "a manifest's paths are relative to its own folder")
     return src
 
 
