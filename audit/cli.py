@@ -222,11 +222,12 @@ def _load_config(a: argparse.Namespace):
 
 def cmd_run(a: argparse.Namespace) -> int:
     from audit.pipeline import run_audit
-    from audit.render.outputs import check_out, write_outputs
+    from audit.render.outputs import check_out, check_templates, write_outputs
     from audit.text import describe
 
     config = _load_config(a)
     out = a.out or default_out(a.model)
+    check_templates(a.templates)
     check_out(out, a.data)  # before the first image is decoded
     result = run_audit(a.model, a.data, config, card_overrides=card_overrides(a),
                        progress=False if a.no_progress else None)
@@ -243,15 +244,20 @@ def cmd_run(a: argparse.Namespace) -> int:
 
 
 def cmd_compare(a: argparse.Namespace) -> int:
-    from audit.comparison import compare_folders
-    from audit.render.comparison import write_comparison
+    from audit.comparison import compare_folders, default_out
+    from audit.render.comparison import check_comparison_out, write_comparison
+    from audit.render.outputs import check_templates
 
+    out = a.out or default_out(a.candidate, a.baseline)
+    check_templates(a.templates)
+    target = check_comparison_out(out, a.candidate, a.baseline)  # before the runs are read
     rep = compare_folders(a.candidate, a.baseline, margin=a.margin, alpha=a.alpha, data=a.data,
                           thumbnails=not a.no_thumbnails)
-    out = a.out or Path("reports") / f"{rep.paired.candidate}-vs-{rep.paired.baseline}"
-    write_comparison(rep, out, a.templates)
+    write_comparison(rep, out, a.templates, target=target)
     for f in rep.findings:
         print(f"  {f.severity}: {f.text}")
+    for note in rep.notes:
+        print(f"  note: {note}")
     c = rep.criterion
     print(f"{'PASS' if c.passed else 'FAIL'}: {c.title}: {c.value:+.4f}, must be {c.op} {c.threshold:g} · "
           f"report: {out / 'comparison.html'}")

@@ -21,7 +21,7 @@ LAYERS = (  # docs/ARCHITECTURE.md §3, lowest first; a package name covers its 
                     "audit.transforms")),
     ("records", ("audit.verdict", "audit.text", "audit.findings", "audit.predictions", "audit.model", "audit.preprocess",
                  "audit.card_schema", "audit.imaging", "audit.colour_match", "audit.duplicates", "audit.sources",
-                 "audit.loadgen", "audit.paired")),
+                 "audit.loadgen", "audit.paired", "audit.run_folder")),
     ("execution", ("audit.engines", "audit.context", "audit.contract", "audit.thumbnails")),
     ("checks", ("audit.checks.",)),  # the check modules, not the registry package itself
     ("registry", ("audit.checks", "audit.config")),

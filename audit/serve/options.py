@@ -14,6 +14,7 @@ requests in flight together.
 from __future__ import annotations
 
 import dataclasses
+import io
 import resource
 from dataclasses import dataclass, fields
 from typing import Any
@@ -82,6 +83,11 @@ class ServeLimits(_Options):
             raise UsageError(f"serve formats (--formats) must name image formats Pillow can open, got "
                              f"{list(self.formats)}", hint=f"e.g. {','.join(DEFAULT_FORMATS)}")
         object.__setattr__(self, "formats", formats)
+        smallest = smallest_request(formats)
+        if smallest is not None and self.max_request_bytes < smallest[1]:
+            raise UsageError(f"serve option max_request_bytes (--max-request-bytes) must be >= {smallest[1]}: no "
+                             f"request could pass (a 1x1 {smallest[0]} image alone takes {smallest[1]} bytes as "
+                             f"JSON), got {self.max_request_bytes}", hint="raise --max-request-bytes")
 
     @property
     def max_image_bytes(self) -> int:
@@ -110,6 +116,20 @@ class ServeLimits(_Options):
         d["formats"] = list(self.formats)
         d["max_connections"] = self.connection_limit()
         return d
+
+
+def smallest_request(formats: tuple[str, ...]) -> tuple[str, int] | None:
+    """(format, bytes) of the smallest /predict body: a 1x1 image of the allowed format that saves smallest, as
+    ``{"image_b64": "..."}``; None when Pillow can save none of them."""
+    sizes = []
+    for fmt in formats:
+        buf = io.BytesIO()
+        try:
+            Image.new("L", (1, 1)).save(buf, format=fmt)
+        except (KeyError, OSError, ValueError):
+            continue
+        sizes.append((len('{"image_b64":""}') + 4 * -(-len(buf.getvalue()) // 3), fmt))
+    return (min(sizes)[1], min(sizes)[0]) if sizes else None
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,110 @@
+"""An audit's output folder read back for a comparison, and checked: ``compare`` and ``--baseline`` trust nothing.
+
+A comparison reads a run's ``predictions.csv``. An edited file must not pass for the run's own (a random
+model's rows edited to look right would make it "significantly better"), so before the rows are used:
+
+* ``verdict.json`` records the SHA-256 of ``predictions.csv`` (``files``, since this release); a file that
+  does not match it is refused. Verdicts written before carry no digest; their rows are still checked:
+* the verdict's own numbers must agree with the rows: as many rows as images processed, and the
+  accuracy the rows give equal to the verdict's;
+* the ``sha256`` column (each image's bytes, what tells two runs on the same files) must be there.
+
+Anything that does not hold is a ``UsageError`` (exit 2) naming the folder and the file. The images a run
+set aside because its model output NaN or Inf are read from its ``skipped.csv``, so that a comparison can
+say why those images have no prediction.
+
+Example::
+
+    run = read_run_folder(Path("reports/lite0"), flag="--candidate")
+    run.rows["predicted"], run.verdict["model"]["labels"], run.set_aside
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from audit.errors import UsageError
+from audit.sources.base import NON_FINITE
+
+REQUIRED = ("path", "label", "predicted", "sha256")
+HINT = "pass an output folder of python -m audit run, unmodified (rerun the audit to get one)"
+
+
+@dataclass(frozen=True)
+class RunFolder:
+    folder: Path
+    verdict: dict[str, Any]
+    rows: Any  # pandas DataFrame of predictions.csv (strings): path, label, predicted, sha256, attr:*
+    set_aside: tuple[str, ...]  # images skipped because the model output NaN or Inf for them (skipped.csv)
+    digest_checked: bool  # verdict.json recorded the file's SHA-256 and it matched
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def read_run_folder(folder: Path, *, flag: str = "--baseline") -> RunFolder:
+    """``folder`` (or the folder of a ``verdict.json`` given instead), read and checked (module docstring)."""
+    import pandas as pd
+
+    folder = Path(folder)
+    if folder.name == "verdict.json":
+        folder = folder.parent
+    verdict_file, rows_file = folder / "verdict.json", folder / "predictions.csv"
+    for f in (verdict_file, rows_file):
+        if not f.is_file():
+            raise UsageError(f"{flag} {folder}: {f.name} not found there", hint="pass an output folder of "
+                                                                                 "python -m audit run")
+    try:
+        verdict = json.loads(verdict_file.read_text(encoding="utf-8"))
+        if not isinstance(verdict, dict):
+            raise ValueError("not a JSON object")
+        recorded = ((verdict.get("files") or {}).get("predictions.csv") or {}).get("sha256")
+        if recorded is not None and file_sha256(rows_file) != recorded:
+            raise UsageError(f"{flag} {folder}: predictions.csv does not match the SHA-256 that verdict.json "
+                             "records for it: it was changed after the audit wrote it", hint=HINT)
+        rows = pd.read_csv(rows_file, dtype=str, keep_default_na=False,
+                           usecols=lambda c: c in REQUIRED or c.startswith("attr:"))
+    except (OSError, ValueError, AttributeError, TypeError) as e:
+        raise UsageError(f"{flag} {folder}: cannot read its verdict.json and predictions.csv ({e})",
+                         hint="pass an output folder of python -m audit run") from None
+    missing = [c for c in REQUIRED if c not in rows]
+    if missing:
+        why = " (each image's SHA-256: how a comparison knows both runs read the same files)" \
+            if missing == ["sha256"] else ""
+        raise UsageError(f"{flag} {folder}: predictions.csv has no {missing[0]!r} column{why}", hint=HINT)
+    _check_numbers(verdict, rows, f"{flag} {folder}")
+    return RunFolder(folder, verdict, rows, _set_aside(folder / "skipped.csv"), recorded is not None)
+
+
+def _check_numbers(verdict: dict[str, Any], rows, where: str) -> None:
+    """The verdict's own numbers against the rows: the image count and the accuracy."""
+    processed = (verdict.get("data") or {}).get("processed")
+    if isinstance(processed, int) and processed != len(rows):
+        raise UsageError(f"{where}: predictions.csv has {len(rows)} rows but verdict.json says {processed} images "
+                         "were processed", hint=HINT)
+    accuracy = ((verdict.get("metrics") or {}).get("accuracy") or {}).get("value")
+    if isinstance(accuracy, (int, float)) and len(rows):
+        in_rows = float((rows["label"] == rows["predicted"]).mean())
+        if not math.isclose(in_rows, accuracy, abs_tol=1e-9):
+            raise UsageError(f"{where}: predictions.csv does not agree with verdict.json (accuracy {in_rows:.4f} in "
+                             f"the rows, {accuracy:.4f} in the verdict)", hint=HINT)
+
+
+def _set_aside(skipped: Path) -> tuple[str, ...]:
+    import csv
+
+    try:
+        with skipped.open(newline="", encoding="utf-8") as f:
+            return tuple(r["path"] for r in csv.DictReader(f) if r.get("reason") == NON_FINITE)
+    except (OSError, KeyError, UnicodeDecodeError, csv.Error):
+        return ()
