@@ -27,7 +27,7 @@ from audit.render.json import write_verdict
 from audit.render.junit import write_junit
 from audit.render.markdown import write_summary
 from audit.render.model_card import build_model_card, write_model_card
-from audit.render.staging import OutputError, Target, check_target, write_staged
+from audit.render.staging import OutputError, Target, check_names, check_target, write_staged
 from audit.result import AuditResult
 from audit.run_folder import file_sha256
 
@@ -91,6 +91,7 @@ def check_out(out: Path, data: Path | None = None) -> Target:
     """The ``Target`` of the outputs, or ``OutputError`` when ``out`` cannot take them; called before the first
     image is decoded."""
     shown = Path(os.path.abspath(out))
+    check_names(shown)
     real = Path(os.path.realpath(out))
     if data is not None and data.exists() and not (shown.exists() and not shown.is_dir()):
         folder = Path(os.path.realpath(data))

@@ -57,10 +57,10 @@ def check_target(out: Path, command: str, artefacts: Sequence[str], flag: str = 
     system refuses, the current folder or one containing it, a folder nothing can be written into, a
     folder holding another command's outputs or files named like ours that we did not write."""
     shown = Path(os.path.abspath(out))
+    check_names(shown, flag)  # first: a name too long makes every look at the path fail
     real = Path(os.path.realpath(out))
     if shown.exists() and not shown.is_dir():
         raise OutputError(f"{flag} {shown} is a file, not a folder", hint="pass a folder for the reports")
-    _check_names(shown, flag)
     cwd = Path.cwd().resolve()
     if real == cwd or real in cwd.parents:
         raise OutputError(f"{flag} {shown} contains the current folder", hint="choose a folder of its own for reports")
@@ -78,7 +78,7 @@ def check_target(out: Path, command: str, artefacts: Sequence[str], flag: str = 
     return Target(real, command, tuple(artefacts), in_place)
 
 
-def _check_names(out: Path, flag: str) -> None:
+def check_names(out: Path, flag: str = "--out") -> None:
     """Each name in the path within what the file system takes (the staging folder's name is made to fit)."""
     limit = _name_max(out)
     for part in out.parts[1:]:
@@ -88,13 +88,12 @@ def _check_names(out: Path, flag: str) -> None:
 
 
 def _name_max(path: Path) -> int:
-    existing = path
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    try:
-        return os.pathconf(existing, "PC_NAME_MAX")
-    except (OSError, ValueError, AttributeError):
-        return 255
+    for existing in path.parents:
+        try:
+            return os.pathconf(existing, "PC_NAME_MAX")
+        except (OSError, ValueError, AttributeError):
+            continue
+    return 255
 
 
 def _can_create_in(folder: Path) -> bool:
