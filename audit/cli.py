@@ -52,7 +52,8 @@ def _run_parser(sub) -> None:
                           "(.csv or .parquet)")
     run.add_argument("--out", type=Path, help="output folder (default: reports/<model name>/)")
     run.add_argument("--config", type=Path, help="audit.toml ([audit] table) or pyproject.toml ([tool.audit])")
-    run.add_argument("--templates", type=Path, help="a folder of report templates searched before the packaged ones")
+    run.add_argument("--templates", type=Path, help="a folder of report templates searched before the packaged ones "
+                                                    "(templates are code: use only templates you trust)")
     _add_card_args(run)
     opts = run.add_argument_group("run options (override the config file)")
     for flag, (key, kind, text) in RUN_FLAGS.items():
@@ -106,7 +107,8 @@ def _compare_parser(sub) -> None:
     cmp.add_argument("--data", type=Path, help="the audited data, for thumbnails (default: the folder the "
                                                "candidate's verdict.json names, when it can be read)")
     cmp.add_argument("--no-thumbnails", action="store_true", help="embed no image of the data in the report")
-    cmp.add_argument("--templates", type=Path, help="a folder of report templates searched before the packaged ones")
+    cmp.add_argument("--templates", type=Path, help="a folder of report templates searched before the packaged ones "
+                                                    "(templates are code: use only templates you trust)")
     cmp.add_argument("--debug", action="store_true", help="show tracebacks")
 
 
