@@ -344,7 +344,8 @@ def _templates(tmp, text: str | None) -> list[str]:
 # case id -> (argv built in a temporary folder from the two audits, what the one stderr line must say)
 REFUSALS = {
     "compare --out a file": (lambda t, a: (t / "c").write_text("x") and _compare(t, a), "is a file, not a folder"),
-    "compare --out the candidate's folder": (lambda t, a: _compare(t, a)[:-1] + [str(a[2])], "is the --candidate folder"),
+    "compare --out the candidate's folder": (lambda t, a: _compare(t, a)[:-1] + [str(a[2])],
+                                             "is the --candidate folder"),
     "compare with a template syntax error": (lambda t, a: _compare(t, a, None, *_templates(t, "{% if %}")),
                                              "cannot render the report with --templates"),
     "compare with a template that includes itself": (

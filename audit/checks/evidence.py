@@ -3,9 +3,10 @@
 A verdict is only as good as the data under it. Three criteria, judged by default:
 
 * **images per label**: every label of the model has at least ``min_images_per_label`` *distinct*
-  processed test images (by SHA-256: ten copies of one image are one image). Default 10: with 10 images of a class all classified correctly, the 95% Wilson
-  lower bound of its recall is 0.72 (with 5 it is 0.57, with 1 it is 0.21), so fewer images say
-  almost nothing about that class; 10 is also the fairness check's minimum of positives per group.
+  processed test images (by SHA-256: ten copies of one image are one image). Default 10: with 10
+  images of a class all classified correctly, the 95% Wilson lower bound of its recall is 0.72
+  (with 5 it is 0.57, with 1 it is 0.21), so fewer images say almost nothing about that class; 10
+  is also the fairness check's minimum of positives per group.
   A model audited on a subset of its classes sets it to 0 (``--min-images-per-label 0``).
 * **processed share**: processed images / candidate files >= ``min_processed_share`` (default 0.9).
   Candidates are the files found minus hidden files and duplicate manifest

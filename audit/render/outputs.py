@@ -99,5 +99,6 @@ def check_out(out: Path, data: Path | None = None) -> Target:
             raise OutputError(f"--out {shown} is {'the' if real == folder else 'inside the'} data folder {data}",
                               hint="reports there would be read as data next time; choose a folder outside it")
         if real in folder.parents:
-            raise OutputError(f"--out {shown} contains the data ({data})", hint="choose a folder of its own for reports")
+            raise OutputError(f"--out {shown} contains the data ({data})",
+                              hint="choose a folder of its own for reports")
     return check_target(out, "run", ARTEFACTS)

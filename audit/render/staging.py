@@ -129,16 +129,22 @@ def _recorded_command(out: Path) -> str | None:
     return None if d is None else str(d.get("command", "run"))  # records before the command was noted: run's
 
 
+LEGACY = {"verdict.json": "audit.verdict/", "comparison.json": "audit.comparison/"}  # what older versions wrote
+
+
 def previous_outputs(out: Path, artefacts: Sequence[str] = ()) -> list[str]:
     """Names of the files the audit wrote into ``out`` last time (from its record, or, for a folder of an
-    older version without one, the ``artefacts`` there beside a ``verdict.json`` it wrote)."""
+    older version without one, the ``artefacts`` there beside the ``verdict.json`` or ``comparison.json`` it
+    wrote)."""
     d = _record(out)
     if d is not None:
         return [str(f) for f in d["files"] if isinstance(f, str) and "/" not in f]
-    with contextlib.suppress(OSError, ValueError, AttributeError):
-        schema = json.loads((out / "verdict.json").read_text(encoding="utf-8")).get("schema", "")
-        if str(schema).startswith("audit.verdict/"):
-            return [n for n in artefacts if (out / n).is_file()]
+    for name, schema in LEGACY.items():
+        if name not in artefacts:
+            continue
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            if str(json.loads((out / name).read_text(encoding="utf-8")).get("schema", "")).startswith(schema):
+                return [n for n in artefacts if (out / n).is_file()]
     return []
 
 

@@ -59,7 +59,8 @@ class DataSource:
         image would otherwise block the read forever. Raises ``imaging.ImageRejected`` (with a reason for the
         report) or ``OSError``.
         """
-        fd = os.open(os.path.join(self.root, path), os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+        flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+        fd = os.open(os.path.join(self.root, path), flags)
         with open(fd, "rb") as f:  # one open, then its type and size: no pathlib per image
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode):
