@@ -40,7 +40,7 @@ import numpy as np
 
 from audit.errors import UsageError
 from audit.predictions import MISSING
-from audit.run_folder import read_run_folder
+from audit.run_folder import lookup, read_run_folder
 from audit.stats import Estimate, benjamini_hochberg, mcnemar_exact, paired_difference_ci, proportion_ci
 
 MAX_LEVELS = 50  # like slices.max_levels: a column with more distinct values is an id, not a slice
@@ -64,11 +64,11 @@ def load_run(folder: Path, *, name: str | None = None, flag: str = "--baseline")
     """The per-image results of an audit output folder (its ``verdict.json`` may be named instead), checked
     against the digest and the numbers its ``verdict.json`` records (``audit.run_folder``)."""
     run = read_run_folder(folder, flag=flag)
-    df, labels = run.rows, run.verdict.get("model", {}).get("labels")
+    df, labels = run.rows, lookup(run.verdict, "model", "labels")
     labels = labels if isinstance(labels, list) and all(isinstance(x, str) for x in labels) else []
     unknown = sorted((set(df["label"]) | set(df["predicted"])) - set(labels))
     if unknown or not labels:
-        what = f"label {unknown[0]!r} is not in verdict.json's labels" if unknown else "verdict.json names no labels"
+        what = "verdict.json names no labels" if not labels else f"label {unknown[0]!r} is not in verdict.json's labels"
         raise UsageError(f"{flag} {run.folder}: predictions.csv does not match an audit's output ({what})",
                          hint="pass an output folder of python -m audit run, unmodified")
     index = {lab: i for i, lab in enumerate(labels)}

@@ -5,8 +5,8 @@ model's rows edited to look right would make it "significantly better"), so befo
 
 * ``verdict.json`` records the SHA-256 of ``predictions.csv`` (``files``, since this release); a file that
   does not match it is refused. Verdicts written before carry no digest; their rows are still checked:
-* the verdict's own numbers must agree with the rows: as many rows as images processed, and the
-  accuracy the rows give equal to the verdict's;
+* the verdict's own numbers must be there and agree with the rows: as many rows as images processed,
+  and the accuracy the rows give equal to the verdict's; a ``files`` entry must hold the digest;
 * the ``sha256`` column (each image's bytes, what tells two runs on the same files) must be there.
 
 Anything that does not hold is a ``UsageError`` (exit 2) naming the folder and the file. The images a run
@@ -32,7 +32,7 @@ from audit.errors import UsageError
 from audit.sources.base import NON_FINITE
 
 REQUIRED = ("path", "label", "predicted", "sha256")
-HINT = "pass an output folder of python -m audit run, unmodified (rerun the audit to get one)"
+HINT = "pass an output folder of python -m audit run, unmodified; rerun the audit to get one"
 
 
 @dataclass(frozen=True)
@@ -68,7 +68,10 @@ def read_run_folder(folder: Path, *, flag: str = "--baseline") -> RunFolder:
         verdict = json.loads(verdict_file.read_text(encoding="utf-8"))
         if not isinstance(verdict, dict):
             raise ValueError("not a JSON object")
-        recorded = ((verdict.get("files") or {}).get("predictions.csv") or {}).get("sha256")
+        recorded = lookup(verdict, "files", "predictions.csv", "sha256")
+        if "files" in verdict and not isinstance(recorded, str):
+            raise UsageError(f"{flag} {folder}: verdict.json's 'files' entry does not record predictions.csv's "
+                             "SHA-256 as an audit writes it", hint=HINT)
         if recorded is not None and file_sha256(rows_file) != recorded:
             raise UsageError(f"{flag} {folder}: predictions.csv does not match the SHA-256 that verdict.json "
                              "records for it: it was changed after the audit wrote it", hint=HINT)
@@ -87,17 +90,29 @@ def read_run_folder(folder: Path, *, flag: str = "--baseline") -> RunFolder:
 
 
 def _check_numbers(verdict: dict[str, Any], rows, where: str) -> None:
-    """The verdict's own numbers against the rows: the image count and the accuracy."""
-    processed = (verdict.get("data") or {}).get("processed")
-    if isinstance(processed, int) and processed != len(rows):
+    """The verdict's own numbers against the rows: the image count and the accuracy (both must be there)."""
+    processed = lookup(verdict, "data", "processed")
+    accuracy = lookup(verdict, "metrics", "accuracy", "value")
+    for key, value, kind in (("data.processed", processed, int), ("metrics.accuracy", accuracy, (int, float))):
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise UsageError(f"{where}: verdict.json records no {key} to check predictions.csv against", hint=HINT)
+    if processed != len(rows):
         raise UsageError(f"{where}: predictions.csv has {len(rows)} rows but verdict.json says {processed} images "
                          "were processed", hint=HINT)
-    accuracy = ((verdict.get("metrics") or {}).get("accuracy") or {}).get("value")
-    if isinstance(accuracy, (int, float)) and len(rows):
+    if len(rows):
         in_rows = float((rows["label"] == rows["predicted"]).mean())
         if not math.isclose(in_rows, accuracy, abs_tol=1e-9):
             raise UsageError(f"{where}: predictions.csv does not agree with verdict.json (accuracy {in_rows:.4f} in "
                              f"the rows, {accuracy:.4f} in the verdict)", hint=HINT)
+
+
+def lookup(d: Any, *keys: str) -> Any:
+    """``d[k1][k2]...``, or None where a level is missing or not an object (a verdict.json edited by hand)."""
+    for k in keys:
+        if not isinstance(d, dict):
+            return None
+        d = d.get(k)
+    return d
 
 
 def _set_aside(skipped: Path) -> tuple[str, ...]:
