@@ -123,7 +123,7 @@ def _serve_parser(sub) -> None:
     lim = srv.add_argument_group("request limits")
     lim.add_argument("--max-request-bytes", type=int, help="largest JSON body accepted (default 16 MiB)")
     lim.add_argument("--max-pixels", type=int, help="largest image, width x height (default 64,000,000, as the audit)")
-    lim.add_argument("--formats", help="allowed image formats, comma-separated "
+    lim.add_argument("--formats", help="allowed image formats, comma-separated, from the audit's allow-list "
                                        "(default PNG,JPEG,WEBP,BMP,GIF,TIFF,PPM)")
     lim.add_argument("--pixel-budget", type=int,
                      help="decoded pixels of all requests in flight together; bounds memory (default: --max-pixels)")

@@ -47,7 +47,7 @@ class ServeLimits(_Options):
 
     * ``max_request_bytes``: the largest JSON body (413 above it; the body is never read).
     * ``max_pixels``: the largest image, width x height (413; checked on the header before decoding).
-    * ``formats``: the image formats accepted (415 for others).
+    * ``formats``: the image formats accepted (415 for others), a subset of the audit's ``imaging.FORMATS``.
     * ``pixel_budget``: decoded pixels of all requests in flight together; a request waits for its
       share, or gets 503 after ``queue_timeout_s``. This is what bounds the server's memory.
     * ``read_timeout_s``: a request must arrive whole (headers and body) within this many seconds of
@@ -76,12 +76,11 @@ class ServeLimits(_Options):
             raise UsageError(f"serve option pixel_budget (--pixel-budget) must be >= --max-pixels "
                              f"({self.max_pixels}), got {self.pixel_budget}",
                              hint="the budget must hold at least one image of --max-pixels")
-        Image.init()
         formats = tuple(f.strip().upper() for f in self.formats if f.strip())
-        unknown = [f for f in formats if f not in Image.OPEN]
+        unknown = [f for f in formats if f not in imaging.FORMATS]  # one allow-list: the server may narrow it
         if not formats or unknown:
-            raise UsageError(f"serve formats (--formats) must name image formats Pillow can open, got "
-                             f"{list(self.formats)}", hint=f"e.g. {','.join(DEFAULT_FORMATS)}")
+            raise UsageError(f"serve formats (--formats) must name formats of the audit's allow-list, got "
+                             f"{list(self.formats)}", hint=f"choose from {','.join(DEFAULT_FORMATS)}")
         object.__setattr__(self, "formats", formats)
         smallest = smallest_request(formats)
         if smallest is not None and self.max_request_bytes < smallest[1]:
