@@ -152,6 +152,9 @@ def _add_card_args(parser: argparse.ArgumentParser) -> None:
     card.add_argument("--resize", choices=["resize", "shorter_side_then_center_crop"])
     card.add_argument("--output-kind", dest="output", choices=["logits", "probabilities"],
                       help="what the model outputs (default: from the card or the graph)")
+    card.add_argument("--features-output", dest="features", metavar="NAME",
+                      help="the graph tensor holding the model's features (the input of its final classifier layer), "
+                           "where the audit cannot find it")
 
 
 def _floats(flag: str, text: str | None) -> list[float] | None:
@@ -176,7 +179,8 @@ def card_overrides(a: argparse.Namespace) -> dict[str, Any]:
     pre = {"size": size, "mean": _floats("--mean", a.mean), "std": _floats("--std", a.std),
            "color": a.color, "resize": a.resize}
     labels = [x.strip() for x in a.labels.split(",")] if a.labels else None
-    return {"labels": labels, "output": a.output, "preprocess": {k: v for k, v in pre.items() if v is not None}}
+    return {"labels": labels, "output": a.output, "features": a.features,
+            "preprocess": {k: v for k, v in pre.items() if v is not None}}
 
 
 def default_out(model: Path) -> Path:

@@ -117,10 +117,12 @@ def run_audit(model_path: Path, data_path: Path, config, *, card_overrides: Mapp
     with timed("thumbnails"):
         ran = [(s, results[s.name]) for s in active_checks(config)]
         thumbs = capture_thumbnails(ctx, ran) if config.thumbnails else {}
+    columns = {k: v for s, res in ran for k, v in s.columns(res).items()}
     return AuditResult(
         tool_version=__version__,
         created=dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat(),
-        model=summarize_model(ctx.classifier), data=data, config=config, predictions=ctx.predictions,
+        model=summarize_model(ctx.classifier), data=data, config=config,
+        predictions=replace(ctx.predictions, extra={**ctx.predictions.extra, **columns}),
         verdict=Verdict.of(criteria, config.criteria.judge_on), results=results,
         timings=tuple(timed.timings), thumbnails=thumbs, engine=ctx.engine.name,
         findings=findings.rank(failures, observations),
@@ -144,7 +146,8 @@ def open_context(model_path: Path, data_path: Path, config, *, card_overrides: M
 
 def infer(ctx: AuditContext) -> tuple[AuditContext, DataSummary]:
     """The inference pass over every sample of the source: the context with its predictions, and the data summary."""
-    preds, rejected = ctx.engine.predict(ctx.classifier, ctx.source)
+    wants_features = any(s.features for s in active_checks(ctx.config))
+    preds, rejected = ctx.engine.predict(ctx.classifier, ctx.source, features=wants_features)
     data = summarize_data(ctx.source, preds, rejected)
     if len(preds) == 0:
         non_finite = [s.path for s in rejected if s.reason == NON_FINITE]

@@ -33,6 +33,10 @@ class Predictions:
     # colour thumbnails of the originals, one row per image, on disk (audit.duplicates.ThumbnailStore); None
     # when the table was not made by an inference pass that captured them (e.g. read back from a CSV)
     thumbnails: Any = field(default=None, compare=False, repr=False)
+    # the model's penultimate features, one float16 row per image on disk (audit.features.FeatureStore); None
+    # when not asked for, when the model has none, or when the table was read back from a file
+    features: Any = field(default=None, compare=False, repr=False)
+    extra: Mapping[str, np.ndarray] = field(default_factory=dict)  # per-image columns the checks add (by name)
 
     def __post_init__(self) -> None:
         n = len(self.paths)
@@ -66,6 +70,7 @@ class Predictions:
         if self.sha256:
             cols["sha256"] = list(self.sha256)
             cols["phash"] = [f"{h:016x}" for h in self.phash.tolist()]
+        cols.update(self.extra)
         cols.update({f"p:{lab}": self.proba[:, i] for i, lab in enumerate(self.labels)})
         return cols
 

@@ -12,6 +12,8 @@ A check is one module that defines its settings section, its frozen result, and 
 * ``findings(result, config)``: the check's most important observations (``audit.findings.Finding``)
   for the findings block that opens the report;
 * ``options`` and ``toggle``: the check's command-line flags;
+* ``columns(result)``: per-image columns it adds to ``predictions.csv``; ``features``: it reads the
+  model's penultimate features, so the inference pass returns them;
 * its report section is ``templates/sections/<name>.html.j2``.
 
 The pipeline, the renderers, the baseline comparison, the CLI and a parametrised test loop over
@@ -48,6 +50,10 @@ def _nothing(*_args) -> list:
     return []
 
 
+def _no_columns(_result) -> dict:
+    return {}
+
+
 @dataclass(frozen=True)
 class CheckSpec:
     name: str  # result name, config section and template name
@@ -63,6 +69,8 @@ class CheckSpec:
     findings: Callable[[Any, Any], list] = _nothing  # (result, config) -> [audit.findings.Finding]
     options: tuple[Option, ...] = ()
     toggle: bool = False  # --<name>/--no-<name> sets <name>.enabled (underscores as dashes)
+    columns: Callable[[Any], dict] = _no_columns  # per-image columns for predictions.csv, in row order
+    features: bool = False  # reads the model's features: the inference pass returns them when any enabled check does
 
     @property
     def template(self) -> str:
@@ -75,14 +83,15 @@ class CheckSpec:
 
 
 def _registry() -> tuple[CheckSpec, ...]:
-    from audit.checks import (baseline, calibration, evidence, fairness, integrity, invariance, label_errors, latency,
-                              metrics, paired, parity, slices)
+    from audit.checks import (baseline, calibration, discovered_slices, evidence, fairness, integrity, invariance,
+                              label_errors, latency, metrics, paired, parity, slices)
 
     return (
         evidence.SPEC,
         metrics.SPEC,
         calibration.SPEC,
         slices.SPEC,
+        discovered_slices.SPEC,
         fairness.SPEC,
         invariance.SPEC,
         parity.SPEC,
