@@ -40,6 +40,9 @@ def locate(graph, named: str | None = None) -> Located:
     A name that is not a tensor of the graph is a ``ModelError`` (the user's card or flag is wrong).
     """
     producers = {o: n for n in graph.node for o in n.output}
+    if named is not None and not (isinstance(named, str) and named):
+        raise ModelError(f"card key 'audit.features' must be the name of a tensor of the graph, got {named!r}",
+                         hint="name the input of the model's final classifier layer (--features-output NAME)")
     if named is not None:
         if named not in producers and named not in {i.name for i in graph.input}:
             raise ModelError(f"features tensor {named!r} (audit.features / --features-output) is not a tensor of "

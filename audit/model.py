@@ -27,7 +27,7 @@ import numpy as np
 from audit.card_schema import CHOICES, MAX_SIDE, OUTPUTS, check_card, check_preprocess_is_object
 from audit.errors import ModelError
 from audit.features import pooled
-from audit.graph import GraphInfo, inspect_graph, locate, with_output
+from audit.graph import GraphInfo, Located, inspect_graph, locate, with_output
 
 CARD_PREFIX = "audit."
 RESIZE_MODES = CHOICES["resize"]
@@ -251,6 +251,10 @@ class OnnxClassifier:
             outs = self._run(batch, names)
         out = outs[0]
         feats = pooled(outs[1]) if len(outs) > 1 else None
+        if feats is not None and len(feats) != len(out):  # e.g. test-time views batched through one classifier
+            self.features = Located(None, f"the feature tensor {self.features.name!r} has {len(feats)} rows for "
+                                          f"{len(out)} images (test-time views batched together?)")
+            feats = None
         if out.ndim != 2 or out.shape[1] != len(self.labels):
             raise ModelError(
                 f"model output has shape {list(out.shape)} but the card lists {len(self.labels)} labels",
