@@ -123,6 +123,15 @@ def discover(z: np.ndarray, y_true: np.ndarray, y_pred: np.ndarray, params: Disc
 
     ``in_confirm`` is the split (``split_halves(y_true, seed)`` when not given).
     """
+    from threadpoolctl import threadpool_limits
+
+    # the EM multiplies thin matrices (N x k by k x K): one BLAS thread is 20x faster than a pool that
+    # wakes for every product on a busy machine (measured: 0.9 vs 17 ms for 5,000 x 26 by 26 x 20)
+    with threadpool_limits(1, user_api="blas"):
+        return _discover(z, y_true, y_pred, params, n_classes, seed, in_confirm)
+
+
+def _discover(z, y_true, y_pred, params, n_classes, seed, in_confirm) -> Discovery:
     n_classes = n_classes or int(max(y_true.max(), y_pred.max()) + 1)
     wrong = y_true != y_pred
     in_confirm = split_halves(y_true, seed) if in_confirm is None else in_confirm
@@ -292,7 +301,8 @@ def _m_step(z, y, wrong, resp, n_classes, params) -> Mixture:
     nk = resp.sum(0) + 1e-10
     means = resp.T @ z / nk[:, None]
     variances = resp.T @ (z * z) / nk[:, None] - means**2 + _VAR_FLOOR
-    labels = np.stack([np.bincount(y, weights=resp[:, j], minlength=n_classes) for j in range(resp.shape[1])])
+    labels = np.zeros((resp.shape[1], n_classes))
+    np.add.at(labels.T, y, resp)  # per component, the responsibility mass of each true label
     errors = np.stack([resp[~wrong].sum(0), resp[wrong].sum(0)], axis=1)
     return Mixture(np.log(nk / nk.sum()), means, np.maximum(variances, _VAR_FLOOR),
                    np.log((labels + _SMOOTH) / (nk[:, None] + _SMOOTH * n_classes)),

@@ -98,7 +98,8 @@ def reducer(store: FeatureStore, rows, *, dims: int = MAX_COMPONENTS, variance: 
         rows = np.sort(np.random.default_rng(seed).choice(rows, sample, replace=False))
     x = store.read(rows).astype(np.float64)
     k = max(1, min(dims, x.shape[1], len(x) - 1))
-    pca = PCA(n_components=k, svd_solver="randomized" if k < min(x.shape) // 2 else "full",
+    # the covariance route is one n x D^2 product (fastest while D is a few hundred); past that, randomized SVD
+    pca = PCA(n_components=k, svd_solver="covariance_eigh" if x.shape[1] <= 512 else "randomized",
               random_state=seed).fit(x)
     ratio = np.cumsum(pca.explained_variance_ratio_)
     keep = int(np.searchsorted(ratio, variance) + 1) if len(ratio) else 0

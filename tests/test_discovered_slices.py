@@ -155,7 +155,7 @@ def test_a_pose_the_model_never_saw_is_found_through_the_cli(shape_audit):
     by_id = {s["id"]: s for s in ds["slices"]}
     sid = next(r["discovered_slice"] for r in table if r["path"] in best)
     assert by_id[sid]["confirmed"] and by_id[sid]["q_value"] <= ds["alpha"]
-    assert by_id[sid]["cells"][0][:2] == ["square", by_id[sid]["cells"][0][1]]
+    assert by_id[sid]["classes"][0][0] == "square" and by_id[sid]["errors"][0][0] == "square"
     assert by_id[sid]["accuracy"]["high"] < 0.5  # the model misses this pose
     html = (out / "report.html").read_text()
     assert 'id="discovered_slices"' in html and f"{sid}:" in html

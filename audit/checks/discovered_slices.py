@@ -77,15 +77,22 @@ class DiscoveredSlice:
     discover: HalfStats
     q_value: float
     confirmed: bool
-    cells: tuple[tuple[str, str, float], ...]  # (true, predicted, share of the slice), largest first
+    classes: tuple[tuple[str, float], ...]  # (true label, share of the slice), largest first
+    cells: tuple[tuple[str, str, float], ...]  # errors: (true, predicted, share of the slice), largest first
     traits: tuple[Trait, ...]
     central: tuple[str, ...]  # paths nearest its centre
     errors: tuple[str, ...]  # paths of misclassified images, nearest the centre first
 
     @property
+    def headline(self) -> str:
+        """What it holds, in a few words: its classes and its most common error."""
+        classes = ", ".join(f"{share:.0%} {label}" for label, share in self.classes[:2])
+        error = f"; {self.cells[0][2]:.0%} are {self.cells[0][0]} predicted as {self.cells[0][1]}" if self.cells else ""
+        return classes + error
+
+    @property
     def description(self) -> str:
-        cells = ", ".join(f"{s:.0%} {t}" + ("" if t == p else f" predicted as {p}") for t, p, s in self.cells[:2])
-        return "; ".join([cells, *(t.text for t in self.traits)])
+        return "; ".join([self.headline, *(t.text for t in self.traits)])
 
     def to_dict(self) -> dict:
         conf = self.confirm
@@ -99,7 +106,7 @@ class DiscoveredSlice:
             "discover": {"n": self.discover.n, "accuracy": self.discover.accuracy.to_dict(),
                          "gap": self.discover.gap.to_dict(), "p_value": _num(self.discover.p_value)},
             "description": self.description,
-            "cells": [list(c) for c in self.cells],
+            "classes": [list(c) for c in self.classes], "errors": [list(c) for c in self.cells],
             "traits": [{"variable": t.variable, "level": t.level, "inside": t.inside, "outside": t.outside}
                        for t in self.traits],
         }
@@ -180,12 +187,15 @@ def run(ctx) -> DiscoveredSlicesResult:
 def _describe(sid: str, c: Candidate, inside: np.ndarray, z: np.ndarray, preds, centre: np.ndarray) -> DiscoveredSlice:
     labels, y, yp = preds.labels, preds.y_true, preds.y_pred
     n = int(inside.sum())
-    cells = Counter(zip(y[inside].tolist(), yp[inside].tolist())).most_common(3)
+    classes = Counter(y[inside].tolist()).most_common(3)
+    errors = inside & (y != yp)
+    cells = Counter(zip(y[errors].tolist(), yp[errors].tolist())).most_common(3)
     members = np.flatnonzero(inside)
     order = members[np.argsort(((z[members] - centre) ** 2).sum(1), kind="stable")]
     wrong = order[y[order] != yp[order]]
     return DiscoveredSlice(
         sid, n, c.confirm, c.discover, c.q_value, c.confirmed,
+        tuple((labels[t], k / n) for t, k in classes),
         tuple((labels[t], labels[p], k / n) for (t, p), k in cells),
         traits(inside, preds),
         tuple(preds.paths[i] for i in order[:N_EXAMPLES]), tuple(preds.paths[i] for i in wrong[:N_EXAMPLES]),
@@ -235,7 +245,7 @@ def findings(res: DiscoveredSlicesResult, config) -> list[Finding]:
     out = []
     for s in res.confirmed:
         g, acc = s.confirm.gap, s.confirm.accuracy
-        out.append(Finding("warn", f"Discovered slice {s.id} ({s.n} images; {s.description}): accuracy "
+        out.append(Finding("warn", f"Discovered slice {s.id} ({s.n} images: {s.headline}): accuracy "
                                    f"{acc.value:.3f} [{acc.low:.3f}, {acc.high:.3f}] on the confirm half, "
                                    f"{g.value:.3f} [{g.low:.3f}, {g.high:.3f}] below the rest (q = {s.q_value:.2g}).",
                            "discovered_slices", importance=g.value, criterion="discovered_slices.confirmed"))
