@@ -1,7 +1,7 @@
 """``python -m audit compare``: two finished audits of the same images, compared image by image.
 
 ``compare_folders`` reads two output folders of ``python -m audit run`` (their ``predictions.csv``
-and ``verdict.json``), pairs them (``audit.compare``), judges "candidate not significantly worse"
+and ``verdict.json``), pairs them (``audit.paired``), judges "candidate not significantly worse"
 exactly as the ``paired`` check does during a run, ranks the findings, and captures thumbnails of
 the images only one model gets right from the audited data, when it can still be read and
 neither audit ran with ``thumbnails = false`` (licences, privacy).
@@ -17,47 +17,13 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 
-from audit import __version__, findings
+from audit import findings
 from audit.checks import paired
-from audit.compare import Comparison, compare_runs, load_run
 from audit.errors import AuditError
-from audit.findings import Finding
-from audit.verdict import Criterion
-
-SCHEMA = "audit.comparison/v1"
-
-
-@dataclass(frozen=True)
-class Data:
-    source: str  # the audited data the thumbnails came from ("" when none were read)
-
-
-@dataclass(frozen=True)
-class ComparisonReport:
-    candidate_dir: str
-    baseline_dir: str
-    paired: Comparison
-    criterion: Criterion
-    findings: tuple[Finding, ...]
-    data: Data
-    thumbnails: Mapping[tuple[str, str], str] = field(default_factory=dict)  # (source, path) -> inline image
-    notes: tuple[str, ...] = ()
-    created: str = ""
-    tool_version: str = __version__
-
-    @property
-    def passed(self) -> bool:
-        return self.criterion.passed
-
-    def to_dict(self) -> dict:
-        return {"schema": SCHEMA, "passed": self.passed, "exit_code": 0 if self.passed else 1,
-                "criterion": self.criterion.to_dict(), "findings": [f.to_dict() for f in self.findings],
-                "candidate": self.candidate_dir, "baseline": self.baseline_dir, "comparison": self.paired.to_dict(),
-                "notes": list(self.notes), "created": self.created, "tool_version": self.tool_version}
+from audit.paired import PairedComparison, compare_runs, load_run
+from audit.result import ComparedData, ComparisonReport
 
 
 def compare_folders(candidate: Path, baseline: Path, *, margin: float = 0.01, alpha: float = 0.05,
@@ -76,7 +42,7 @@ def compare_folders(candidate: Path, baseline: Path, *, margin: float = 0.01, al
     elif thumbnails:
         notes = ["no thumbnails: an audit being compared ran with thumbnails = false"]
     return ComparisonReport(
-        str(candidate), str(baseline), res, crit, ranked, Data(source), thumbs, tuple(notes),
+        str(candidate), str(baseline), res, crit, ranked, ComparedData(source), thumbs, tuple(notes),
         created=dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat(),
     )
 
@@ -96,7 +62,7 @@ def _without_thumbnails(*folders: Path) -> bool:
     return False
 
 
-def _thumbnails(res: Comparison, candidate: Path,
+def _thumbnails(res: PairedComparison, candidate: Path,
                 data: Path | None) -> tuple[str, dict[tuple[str, str], str], list[str]]:
     """Thumbnails of the images only one model gets right, read through the audited data source.
 

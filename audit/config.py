@@ -20,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from audit import imaging
 from audit.checks import CHECKS
@@ -50,7 +50,7 @@ class Criteria(Section):
 
 @dataclass(frozen=True)
 class EngineConfig(Section):
-    """Where inference runs: this process's threads (local) or a Ray cluster (ray, DESIGN §12)."""
+    """Where inference runs: this process's threads (local) or a Ray cluster (ray, docs/ARCHITECTURE.md §5)."""
 
     section: ClassVar[str] = "engine"
     name: str = setting("local", choices=("local", "ray"))
@@ -82,12 +82,17 @@ class RunConfig(Section):
         return dataclasses.asdict(self)
 
 
-AuditConfig = dataclasses.make_dataclass(
-    "AuditConfig",
-    [(s.name, s.config, field(default_factory=s.config)) for s in CHECKS if s.config is not None],
-    bases=(RunConfig,), frozen=True, namespace={"__module__": __name__},
-)
-AuditConfig.__doc__ = "Run settings plus one section per registered check (``config.<check name>``)."
+if TYPE_CHECKING:
+    class AuditConfig(RunConfig):
+        """How type checkers see the config: the run settings, and each check's section by its name."""
+
+        def __getattr__(self, section: str) -> Any: ...
+else:  # the sections come from the registry, so the class is made from it
+    AuditConfig = dataclasses.make_dataclass(
+        "AuditConfig", [(s.name, s.config, field(default_factory=s.config)) for s in CHECKS if s.config is not None],
+        bases=(RunConfig,), frozen=True, namespace={"__module__": __name__},
+    )
+    AuditConfig.__doc__ = "Run settings plus one section per registered check (``config.<check name>``)."
 
 
 def load_config(path: Path | None, overrides: dict[str, Any] | None = None) -> AuditConfig:

@@ -6,7 +6,7 @@ one line, anything else is an internal error (exit 3).
 
 from __future__ import annotations
 
-EXIT_PASS, EXIT_FAIL, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3  # DESIGN §7
+EXIT_PASS, EXIT_FAIL, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3  # docs/ARCHITECTURE.md §9
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports it
 EXIT_TERMINATED = 143  # 128 + SIGTERM (what CI cancellation sends)
 

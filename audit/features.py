@@ -1,4 +1,4 @@
-"""The model's features on disk and reduced: what feature checks read, never an engine.
+"""The model's features on disk and reduced: what feature checks read, never an engine (docs/ARCHITECTURE.md §14).
 
 The engines return the model's penultimate features (found in the graph by ``audit.graph.locate``)
 from the same ``session.run`` as the probabilities. They are streamed to disk as float16

@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 
+from audit.text import fmt, fmt_ci
 from audit.verdict import Criterion
 
 SEVERITIES = ("fail", "warn", "info")  # in reading order
@@ -44,8 +45,6 @@ class Finding:
 
 def failing(criteria: Iterable[Criterion], section: str) -> list[Finding]:
     """A finding per judged criterion that failed, linking to the section of the check that judged it."""
-    from audit.render.text import fmt, fmt_ci
-
     def text(c: Criterion) -> str:
         ci = fmt_ci(c.low, c.high)
         value = fmt(c.value) + ("" if ci == "n/a" else f" {ci}")

@@ -1,4 +1,5 @@
-"""What the ONNX graph says about itself: input layout, fixed batch, a final softmax, the penultimate tensor.
+"""What the ONNX graph says about itself: input layout, fixed batch, a final softmax, the penultimate tensor
+(docs/ARCHITECTURE.md §7, §14).
 
 ``inspect_graph`` reads the input and output off an ONNX Runtime session. ``locate`` finds the
 model's penultimate tensor, the input of its final classifier layer (a Gemm, a MatMul with or

@@ -2,10 +2,11 @@
 
 A ``Measure`` is a number the audit reports: a stable id, a title, an estimate with its CI and
 its direction (``higher_is_better``), declared once where the number is computed. ``judge``
-turns a measure and a threshold into a ``Criterion``; with ``judge_on="value"`` the point
-estimate must meet the threshold, with ``"ci"`` the pessimistic end of the CI must (the lower
+turns a measure and a threshold into a ``Criterion`` decided on the point estimate; the
+pipeline then applies the run's ``criteria.judge_on`` once to every check's criteria
+(``decide``): with ``"ci"`` the pessimistic end of the CI must meet the threshold (the lower
 bound when higher is better), which is what to use when a release must pass with 95%
-confidence. The same measure ids key the baseline comparison (``--baseline``).
+confidence. The same measure ids key the baseline comparison (``--baseline``, ``numbers``).
 
 Example::
 
@@ -17,7 +18,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
+from typing import Any
 
 from audit.stats import Estimate
 
@@ -57,27 +59,54 @@ class Criterion:
     passed: bool
     detail: str = ""
     judged: bool = True  # False: shown with its threshold for information, never fails the verdict
+    exact: bool = False  # decided on its value whatever judge_on says (a fact such as one disagreeing image)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        del d["exact"]  # how it was decided, not a result: verdict.json keeps its shape
+        return d
 
 
-def judge(measure: Measure, threshold: float, *, strict: bool = False, judge_on: str = "value", judged: bool = True,
-          detail: str | None = None) -> Criterion:
-    """Decide one criterion: the measure must be better than ``threshold`` (or equal, unless ``strict``).
-
-    A measure without a finite value fails (nothing was measured, so nothing passes).
+def judge(measure: Measure, threshold: float, *, strict: bool = False, judged: bool = True,
+          detail: str | None = None, exact: bool = False) -> Criterion:
+    """Decide one criterion on the point estimate: the measure must be better than ``threshold`` (or equal,
+    unless ``strict``). A measure without a finite value fails (nothing was measured, so nothing passes).
+    ``exact``: ``decide`` leaves it decided on its value.
     """
     higher = measure.higher_is_better
     op = (">" if strict else ">=") if higher else ("<" if strict else "<=")
-    est = measure.estimate
-    x = est.value
-    if judge_on == "ci" and math.isfinite(est.low) and math.isfinite(est.high):
-        x = est.low if higher else est.high
-    passed = x is not None and math.isfinite(x) and OPS[op](x, threshold)
-    d = est.to_dict()
-    return Criterion(measure.id, measure.title, d["value"], d["low"], d["high"], op, threshold, bool(passed),
-                     measure.detail if detail is None else detail, judged)
+    d = measure.estimate.to_dict()
+    return Criterion(measure.id, measure.title, d["value"], d["low"], d["high"], op, threshold,
+                     _passes(d["value"], op, threshold), measure.detail if detail is None else detail, judged, exact)
+
+
+def decide(criteria: Iterable[Criterion], judge_on: str) -> list[Criterion]:
+    """The criteria decided as the run says: on the point estimate (``"value"``, as ``judge`` did) or on
+    the pessimistic end of the CI (``"ci"``; a criterion without a CI, or ``exact``, stays decided on its value)."""
+    criteria = list(criteria)
+    if judge_on == "value":
+        return criteria
+    out = []
+    for c in criteria:
+        if c.low is not None and c.high is not None and not c.exact:
+            bound = c.low if c.op in (">", ">=") else c.high
+            c = replace(c, passed=_passes(bound, c.op, c.threshold))
+        out.append(c)
+    return out
+
+
+def _passes(x: float | None, op: str, threshold: float) -> bool:
+    return bool(x is not None and math.isfinite(x) and OPS[op](x, threshold))
+
+
+def numbers(measures: Iterable[Measure]) -> dict[str, tuple[float, bool]]:
+    """``id -> (value, higher_is_better)`` of the measures with a finite value (what ``--baseline`` compares)."""
+    return {m.id: (float(m.value), m.higher_is_better) for m in measures
+            if m.value is not None and math.isfinite(m.value)}
+
+
+def numbers_to_json(nums: dict[str, tuple[float, bool]]) -> dict[str, dict[str, Any]]:
+    return {k: {"value": v, "higher_is_better": h} for k, (v, h) in nums.items()}
 
 
 @dataclass(frozen=True)

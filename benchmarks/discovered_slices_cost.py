@@ -35,7 +35,7 @@ import scipy.stats, sklearn.decomposition  # loaded by a default audit anyway (l
 config = load_config(None, {"latency.enabled": False, "discovered_slices.enabled": features})
 ctx = open_context(Path(sys.argv[1]), Path(sys.argv[2]), config, progress=False)
 t0 = time.perf_counter()
-ctx, _ = infer(ctx)
+ctx, _ = infer(ctx, features=features)
 out = {"inference_s": time.perf_counter() - t0}
 if features:
     from audit.checks import discovered_slices

@@ -39,7 +39,9 @@ def test_passing_run_exits_0_and_writes_every_output(audited):
         assert (out / name).stat().st_size > 0, name
     v = json.loads((out / "verdict.json").read_text())
     assert v["schema"] == "audit.verdict/v2" and v["passed"] is True and v["exit_code"] == 0
-    assert v["data"]["found"] == v["data"]["processed"] + v["data"]["skipped"] == 31
+    assert v["data"]["found"] == v["data"]["processed"] + v["data"]["skipped"] == 30  # metadata.csv is no image
+    assert "30 images, 0 skipped of 30 found (attributes from metadata.csv)" in proc.stdout
+    assert "30 found; attributes from metadata.csv." in (out / "summary.md").read_text()
     acc = v["metrics"]["accuracy"]
     assert acc["low"] <= acc["value"] <= acc["high"] and acc["value"] == pytest.approx(27 / 30)
     suite = ET.parse(out / "junit.xml").getroot()
@@ -223,3 +225,14 @@ def test_no_thumbnails_embeds_no_image_of_the_data(tmp_path):
     assert "data:image/jpeg" in (tmp_path / "with" / "report.html").read_text()
     html = (tmp_path / "without" / "report.html").read_text()
     assert "data:image/jpeg" not in html and "thumbnails = false" in html
+
+
+@pytest.mark.fast
+@pytest.mark.parametrize(("argv", "hint"), [(["--bogus"], "(see python -m audit --help)"),
+                                           (["run", "--bogus"], "(see python -m audit run --help)"),
+                                           (["compare", "--bogus"], "(see python -m audit compare --help)")])
+def test_a_usage_error_is_one_line_naming_the_command_once(argv, hint, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 2 and err.startswith("error:") and err.endswith(hint) and "\n" not in err

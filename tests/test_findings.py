@@ -20,6 +20,7 @@ from audit.findings import Finding, rank
 
 # --- ranking --------------------------------------------------------------------------------------
 
+@pytest.mark.fast
 def test_failures_first_then_observations_by_severity_and_importance():
     fails = [Finding("fail", "accuracy fails", "metrics", criterion="accuracy")]
     obs = [Finding("info", "weak class", "metrics", 0.3), Finding("warn", "slice", "slices", 0.1),
@@ -30,6 +31,7 @@ def test_failures_first_then_observations_by_severity_and_importance():
     assert [f.text for f in rank([], [Finding("info", str(i), "x", i) for i in range(9)], limit=2)] == ["8", "7"]
 
 
+@pytest.mark.fast
 def test_unknown_severity_is_named():
     with pytest.raises(ValueError, match=r"Finding.severity must be one of \('fail', 'warn', 'info'\), got 'bad'"):
         Finding("bad", "x", "metrics")

@@ -18,6 +18,8 @@ from statsmodels.stats.contingency_tables import mcnemar
 import builders
 from audit.cli import main
 
+pytestmark = pytest.mark.fast  # the tier run before every commit (scripts/test.sh --fast)
+
 FAST = ["--n-boot", "30", "--no-progress", "--no-latency", "--no-invariance", "--no-pdf", "--no-label-errors"]
 
 

@@ -4,7 +4,9 @@ import pytest
 
 from audit.config import Criteria
 from audit.stats import Estimate, benjamini_hochberg
-from audit.verdict import Measure, Verdict, judge
+from audit.verdict import Measure, Verdict, decide, judge
+
+pytestmark = pytest.mark.fast  # the tier run before every commit (scripts/test.sh --fast)
 
 EST = Estimate(0.85, 0.78, 0.90)
 
@@ -15,8 +17,14 @@ EST = Estimate(0.85, 0.78, 0.90)
     (False, True, 0.85, "value", "<", False), (True, False, 0.85, "value", ">=", True),
 ])
 def test_judge_reads_value_or_pessimistic_bound(higher, strict, threshold, judge_on, op, passed):
-    c = judge(Measure("x", "x", EST, higher_is_better=higher), threshold, strict=strict, judge_on=judge_on)
+    (c,) = decide([judge(Measure("x", "x", EST, higher_is_better=higher), threshold, strict=strict)], judge_on)
     assert c.passed is passed and c.op == op and (c.value, c.low, c.high) == (0.85, 0.78, 0.90)
+
+
+def test_exact_criteria_and_counts_stay_decided_on_their_value():
+    exact = judge(Measure("agree", "agree", EST, higher_is_better=True), 0.80, exact=True)
+    count = judge(Measure.count("n", "n", 0), 0)
+    assert decide([exact, count], "ci") == [exact, count] and exact.passed and "exact" not in exact.to_dict()
 
 
 def test_undefined_value_fails():

@@ -1,4 +1,5 @@
-"""Discovered slices: weak subgroups found in the model's own features, confirmed on held-out images.
+"""Discovered slices: weak subgroups found in the model's own features, confirmed on held-out images
+(docs/ARCHITECTURE.md §14).
 
 The metadata and property slices look only where they are told to. This check reads the model's
 penultimate features (``audit.features``: an extra output of the same inference pass), reduces
@@ -22,7 +23,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from audit.checks import CheckSpec
+from audit.contract import CheckSpec
 from audit.discovery import Candidate, DiscoveryParams, HalfStats, discover, split_halves
 from audit.features import MAX_COMPONENTS, SAMPLE_ROWS, reducer
 from audit.findings import Finding
@@ -259,11 +260,11 @@ def thumbnails(res: DiscoveredSlicesResult, ctx) -> list[tuple[Any, str]]:
     return [(ctx.source, p) for s in res.confirmed[:6] for p in (*s.central, *s.errors)]
 
 
-def columns(res: DiscoveredSlicesResult) -> dict[str, np.ndarray]:
+def columns(res: DiscoveredSlicesResult, config) -> dict[str, np.ndarray]:
     """Per-image column of predictions.csv: the confirmed slice each image belongs to ("" for none)."""
     return {"discovered_slice": res.membership} if len(res.membership) else {}
 
 
-SPEC = CheckSpec("discovered_slices", "discovered slices", run, probe=True, config=DiscoveredSlicesConfig,
+SPEC = CheckSpec("discovered_slices", "discovered slices", run, config=DiscoveredSlicesConfig,
                  enabled=lambda c: c.discovered_slices.enabled, criteria=criteria, thumbnails=thumbnails,
                  findings=findings, columns=columns, features=True, toggle=True)

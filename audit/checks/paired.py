@@ -1,7 +1,7 @@
 """Paired comparison with the baseline run (``--baseline old/verdict.json`` with ``old/predictions.csv``).
 
 The ``baseline`` check compares point estimates with a tolerance; this one pairs the two runs'
-predictions image by image (``audit.compare``): the accuracy difference with a paired interval,
+predictions image by image (``audit.paired``): the accuracy difference with a paired interval,
 McNemar's exact test on the images only one model gets right, those images per class, per-slice
 changes, and the criterion "candidate not significantly worse": the one-sided (1 - alpha) upper
 bound of the accuracy the candidate loses must stay below ``paired.margin``.
@@ -21,15 +21,21 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
-from audit.checks import CheckSpec, Option
-from audit.compare import Comparison, PairedRun, compare_runs, load_run, run_of
+from audit.context import AuditContext
+from audit.contract import CardPart, CheckSpec, Option
 from audit.errors import UsageError
 from audit.findings import Finding
+from audit.model import model_name
+from audit.paired import PairedComparison, PairedRun, compare_runs, load_run, run_of
 from audit.settings import Section, setting
 from audit.stats import Estimate
+from audit.text import code, fmt, fmt_ci
 from audit.verdict import Criterion, Measure, judge
+
+if TYPE_CHECKING:
+    from audit.config import AuditConfig
 
 HINT = "audit both models on the same --data, or pass --no-paired to compare point estimates only"
 
@@ -54,12 +60,7 @@ def beside(baseline_path: str | None) -> Path | None:
     return rows if rows.is_file() else None
 
 
-def model_name(path: Path) -> str:
-    """A model's name for the report: the file stem, or its folder's name for a generic ``model.onnx``."""
-    return path.stem if path.stem not in ("model", "best", "last") else path.resolve().parent.name
-
-
-def _prepare(ctx) -> PairedRun:
+def _prepare(ctx: AuditContext) -> PairedRun:
     """Read the baseline's rows and refuse other data before inference, where the paths already tell."""
     base = load_run(beside(ctx.config.baseline.path).parent, flag="--baseline")
     if set(base.labels) != set(ctx.classifier.labels):
@@ -73,7 +74,7 @@ def _prepare(ctx) -> PairedRun:
     return base
 
 
-def _run(ctx) -> Comparison:
+def _run(ctx: AuditContext) -> PairedComparison:
     cfg = ctx.config.paired
     try:
         return compare_runs(run_of(ctx.predictions, model_name(ctx.model_path)), ctx.state("paired"),
@@ -83,7 +84,7 @@ def _run(ctx) -> Comparison:
         raise UsageError(f"--baseline {ctx.config.baseline.path}: {e.message}", hint=HINT) from None
 
 
-def measure(res: Comparison) -> Measure:
+def measure(res: PairedComparison) -> Measure:
     """The judged number: the one-sided upper bound of the accuracy the candidate loses."""
     ni, d, t = res.non_inferiority, res.difference, res.table
     detail = (f"accuracy {res.candidate_accuracy.value:.3f} vs {res.baseline_accuracy.value:.3f} ({res.baseline}), "
@@ -95,11 +96,11 @@ def measure(res: Comparison) -> Measure:
                    detail)
 
 
-def criteria(res: Comparison, config) -> list[Criterion]:
+def criteria(res: PairedComparison, config: AuditConfig | None) -> list[Criterion]:
     return [judge(measure(res), res.non_inferiority.margin, strict=True)]
 
 
-def findings(res: Comparison, config) -> list[Finding]:
+def findings(res: PairedComparison, config: AuditConfig | None) -> list[Finding]:
     d, t = res.difference, res.table
     out = [Finding("info", f"Against the baseline {res.baseline}, the candidate is {res.direction} on the "
                            f"same {res.n} images: accuracy {d.value:+.3f} [{d.low:+.3f}, {d.high:+.3f}], McNemar "
@@ -126,14 +127,27 @@ def _number(flag: str):
     return parse
 
 
-def thumbnails(res: Comparison, ctx) -> list[tuple]:
+def card(res: PairedComparison, config: AuditConfig | None) -> CardPart:
+    """model_card.md's comparison with the baseline run, in one paragraph."""
+    d, ni, t = res.difference, res.non_inferiority, res.table
+    text = (f"Paired with the baseline {code(res.baseline)} on the same {res.n} images: accuracy "
+            f"{fmt(res.candidate_accuracy.value)} vs {fmt(res.baseline_accuracy.value)}, difference "
+            f"{d.value:+.3f} {fmt_ci(d.low, d.high)} (Newcombe, paired), McNemar exact p = {res.mcnemar_p:.2g} "
+            f"({t.candidate_only} images only this model gets right, {t.baseline_only} only the baseline). The "
+            f"candidate is {res.direction}; not significantly worse at margin {ni.margin:g}: "
+            f"**{'yes' if ni.passed else 'no'}** (one-sided {100 * (1 - ni.alpha):g}% upper bound of the loss "
+            f"{ni.upper_bound:+.4f}).")
+    return CardPart(sections=(("Comparison with the baseline", text),))
+
+
+def thumbnails(res: PairedComparison, ctx: AuditContext) -> list[tuple]:
     return [(ctx.source, p) for p in (*res.candidate_examples, *res.baseline_examples)]
 
 
 SPEC = CheckSpec(
-    "paired", "paired comparison", _run, probe=True, config=PairedConfig,
+    "paired", "paired comparison", _run, config=PairedConfig,
     enabled=lambda c: c.paired.enabled and beside(c.baseline.path) is not None, prepare=_prepare,
-    criteria=criteria, thumbnails=thumbnails, findings=findings, toggle=True,
+    criteria=criteria, thumbnails=thumbnails, findings=findings, card=card, toggle=True,
     options=(Option("--paired-margin", "paired.margin", "accuracy the candidate may lose against --baseline "
                     "(default 0.01)", "X", _number("--paired-margin")),
              Option("--paired-alpha", "paired.alpha", "one-sided level of that test (default 0.05)", "A",

@@ -12,13 +12,12 @@ import json
 from pathlib import Path
 from typing import Any
 
-from audit.checks import CHECKS
-from audit.checks.baseline import numbers, numbers_to_json
-from audit.pipeline import AuditResult
+from audit.result import AuditResult
+from audit.verdict import numbers, numbers_to_json
 
 
 def verdict_dict(r: AuditResult) -> dict[str, Any]:
-    ran = [s for s in CHECKS if s.name in r.results]
+    ran = r.ran
     return {
         "schema": r.verdict.schema,
         "passed": r.verdict.passed,
@@ -32,7 +31,7 @@ def verdict_dict(r: AuditResult) -> dict[str, Any]:
                  "skipped": len(r.data.skipped)},
         **{s.name: r.results[s.name].to_dict() for s in ran},
         # what a later --baseline compares: every check's comparable measures
-        "comparable": numbers_to_json(numbers([m for s in ran for m in s.comparable(r.results[s.name])])),
+        "comparable": numbers_to_json(numbers([m for s in ran for m in s.comparable(r.results[s.name], r.config)])),
         "seed": r.config.seed,
         "n_boot": r.config.n_boot,
         "tool_version": r.tool_version,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from audit.render.text import describe
+from audit.text import describe
 from audit.verdict import Verdict
 
 
