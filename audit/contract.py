@@ -20,7 +20,9 @@ Each hook has one signature:
 * ``thumbnails(result, ctx) -> [(DataSource, path)]``: images to embed, read after the run;
 * ``columns(result, config) -> {name: (N,) array}``: per-image columns it adds to the predictions
   table (``predictions.csv``), in row order; ``features = True``: it reads the model's penultimate
-  features (``ctx.predictions.features``), so the inference pass returns them.
+  features (``ctx.predictions.features``), so the inference pass returns them;
+* ``reference(config) -> ReferenceRequest | None``: the other data it compares the test set with;
+  the pipeline runs that data through the engine once (``ctx.reference``).
 
 Example::
 
@@ -57,6 +59,15 @@ class Option:
 
 def comma_list(text: str) -> list[str]:
     return [x.strip() for x in text.split(",") if x.strip()]
+
+
+@dataclass(frozen=True)
+class ReferenceRequest:
+    """Data a check compares the test set with: which option named it, where it is, how much of it to run."""
+
+    flag: str  # "--reference" or "--train"
+    location: str
+    limit: int = 0  # run at most this many of its images (a seeded sample); 0 = all
 
 
 @dataclass(frozen=True)
@@ -109,6 +120,7 @@ class CheckSpec:
     thumbnails: Callable[[Any, AuditContext], Iterable[tuple[Any, str]]] = _no_thumbnails
     columns: Callable[[Any, AuditConfig | None], Mapping[str, Any]] = _no_columns
     features: bool = False  # reads the model's features: the inference pass returns them when any enabled check does
+    reference: Callable[[AuditConfig], ReferenceRequest | None] | None = None  # the data it compares the test set with
     options: tuple[Option, ...] = ()
     toggle: bool = False  # --<name>/--no-<name> sets <name>.enabled (underscores as dashes)
 

@@ -89,14 +89,19 @@ class Reducer:
 
 def reducer(store: FeatureStore, rows, *, dims: int = MAX_COMPONENTS, variance: float = 0.95,
             sample: int = SAMPLE_ROWS, seed: int = 0) -> Reducer:
-    """PCA fitted on at most ``sample`` of ``rows`` (seeded), keeping the fewest axes (up to ``dims``)
-    that explain ``variance`` of it; axes with no variance are dropped."""
-    from sklearn.decomposition import PCA
-
+    """``fit_reducer`` on at most ``sample`` of ``rows`` of ``store`` (seeded)."""
     rows = np.asarray(rows)
     if len(rows) > sample:
         rows = np.sort(np.random.default_rng(seed).choice(rows, sample, replace=False))
-    x = store.read(rows).astype(np.float64)
+    return fit_reducer(store.read(rows), dims=dims, variance=variance, seed=seed)
+
+
+def fit_reducer(x: np.ndarray, *, dims: int = MAX_COMPONENTS, variance: float = 0.95, seed: int = 0) -> Reducer:
+    """PCA of the rows ``x``, keeping the fewest axes (up to ``dims``) that explain ``variance`` of them;
+    axes with no variance are dropped."""
+    from sklearn.decomposition import PCA
+
+    x = np.asarray(x, np.float64)
     k = max(1, min(dims, x.shape[1], len(x) - 1))
     # the covariance route is one n x D^2 product (fastest while D is a few hundred); past that, randomized SVD
     pca = PCA(n_components=k, svd_solver="covariance_eigh" if x.shape[1] <= 512 else "randomized",
@@ -106,4 +111,4 @@ def reducer(store: FeatureStore, rows, *, dims: int = MAX_COMPONENTS, variance: 
     keep = max(1, min(keep, int((pca.explained_variance_ > 1e-12 * max(pca.explained_variance_[0], 1e-30)).sum())))
     return Reducer(pca.mean_.astype(np.float32), pca.components_[:keep].astype(np.float32),
                    np.sqrt(pca.explained_variance_[:keep]).astype(np.float32) + np.float32(1e-12),
-                   float(ratio[keep - 1]) if len(ratio) else 0.0, len(rows))
+                   float(ratio[keep - 1]) if len(ratio) else 0.0, len(x))

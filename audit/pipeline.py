@@ -20,10 +20,12 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from audit import __version__, findings
 from audit.checks import CHECKS
 from audit.config import AuditConfig
-from audit.context import AuditContext
+from audit.context import AuditContext, Reference
 from audit.contract import CheckSpec
 from audit.engines import Engine, make_engine
 from audit.errors import ConfigError, DataError, ModelError
@@ -57,8 +59,12 @@ def run_audit(model_path: Path, data_path: Path, config: AuditConfig, *,
     with timed("load + scan"):
         ctx = open_context(model_path, data_path, config, card_overrides=card_overrides, engine=engine,
                            progress=progress, checks=checks)
+    features = any(s.features for s in active_checks(config, checks))
     with timed("inference"):
-        ctx, data = infer(ctx, features=any(s.features for s in active_checks(config, checks)))
+        ctx, data = infer(ctx, features=features)
+    if ctx.reference is not None:
+        with timed("reference"):
+            ctx = infer_reference(ctx, features=features)
     results, criteria, failures, observations = {}, [], [], []
     for spec in active_checks(config, checks):
         with timed(spec.title):
@@ -97,7 +103,31 @@ def open_context(model_path: Path, data_path: Path, config: AuditConfig, *,
     source = open_source(Path(data_path), clf.labels, data_root=data_root(config))
     ctx = AuditContext(config, clf, source, engine or make_engine(config, progress), Path(model_path),
                        dict(card_overrides or {}))
+    ctx = replace(ctx, reference=open_reference(ctx, checks))
     return replace(ctx, prepared={s.name: s.prepare(ctx) for s in active_checks(config, checks) if s.prepare})
+
+
+def open_reference(ctx: AuditContext, checks: Sequence[CheckSpec]) -> Reference | None:
+    """Scan the data the enabled checks compare the test set with (labels optional), or None."""
+    wanted = sorted({r for s in active_checks(ctx.config, checks) if s.reference and (r := s.reference(ctx.config))},
+                    key=lambda r: r.flag)
+    if not wanted:
+        return None
+    req = wanted[0]
+    src = open_source(Path(req.location), ctx.classifier.labels, flag=req.flag, data_root=data_root(ctx.config),
+                      labels_optional=True)
+    samples = src.samples
+    if req.limit and len(samples) > req.limit:
+        pick = np.sort(np.random.default_rng(ctx.config.seed).choice(len(samples), req.limit, replace=False))
+        samples = tuple(samples[i] for i in pick)
+    return Reference(req.flag, src, tuple(samples))
+
+
+def infer_reference(ctx: AuditContext, *, features: bool = False) -> AuditContext:
+    """The reference's own pass through the engine: hashes, and features when asked for."""
+    ref = ctx.reference
+    preds, rejected = ctx.engine.predict(ctx.classifier, ref.source, ref.samples, features=features, desc="reference")
+    return replace(ctx, reference=replace(ref, predictions=preds, rejected=tuple(rejected)))
 
 
 def infer(ctx: AuditContext, *, features: bool = False) -> tuple[AuditContext, DataSummary]:

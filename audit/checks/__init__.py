@@ -9,7 +9,7 @@ template and one line below.
 from __future__ import annotations
 
 from audit.checks import (baseline, calibration, discovered_slices, evidence, fairness, integrity, invariance,
-                          label_errors, latency, metrics, paired, parity, slices)
+                          label_errors, latency, metrics, paired, parity, shift, slices)
 from audit.contract import CheckSpec
 
 CHECKS: tuple[CheckSpec, ...] = (
@@ -22,6 +22,7 @@ CHECKS: tuple[CheckSpec, ...] = (
     invariance.SPEC,
     parity.SPEC,
     integrity.SPEC,
+    shift.SPEC,
     latency.SPEC,
     label_errors.SPEC,
     paired.SPEC,  # the per-image comparison with --baseline's predictions.csv

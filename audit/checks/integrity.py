@@ -23,7 +23,7 @@ from __future__ import annotations
 import hashlib
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -115,8 +115,8 @@ class _Hashes:
 
 def hashes_of(preds: Predictions, source: DataSource) -> _Hashes:
     """The hashes and thumbnails the inference pass took of every processed test image."""
-    return _Hashes(source, preds.paths, tuple(preds.labels[i] for i in preds.y_true), preds.sha256, preds.phash,
-                   preds.thumbnails)
+    labels = tuple(preds.labels[i] if i >= 0 else "" for i in preds.y_true.tolist())  # -1: unlabelled reference
+    return _Hashes(source, preds.paths, labels, preds.sha256, preds.phash, preds.thumbnails)
 
 
 def _hash_one(source: DataSource, path: str, limits: imaging.Limits):
@@ -203,7 +203,7 @@ def integrity(ctx: AuditContext) -> IntegrityResult:
     train_counts: tuple[tuple[str, int], ...] = ()
     unreadable: tuple[str, ...] = ()
     if train is not None:
-        hr = hash_source(train, workers=ctx.config.workers, limits=ctx.limits)
+        hr = _train_hashes(ctx, train)
         leak_pairs, unreadable = _pairs(ht, hr, config, leak=True), hr.unreadable
         c = Counter(s.label for s in train.samples)
         train_counts = tuple((lab, c.get(lab, 0)) for lab in labels)
@@ -261,10 +261,24 @@ def thumbnails(res: IntegrityResult, ctx: AuditContext) -> list[tuple]:
     return out
 
 
+def _train_hashes(ctx: AuditContext, train: DataSource) -> _Hashes:
+    """The training images' hashes: from the reference pass when it ran over all of them (one decode serves
+    leakage and shift), else hashed here."""
+    ref = ctx.reference
+    if ref is not None and ref.source is train and ref.complete and ref.predictions is not None:
+        hr = hashes_of(ref.predictions, train)
+        return replace(hr, unreadable=tuple(s.path for s in ref.rejected))
+    return hash_source(train, workers=ctx.config.workers, limits=ctx.limits)
+
+
 def _open_train(ctx: AuditContext) -> DataSource | None:
     train = ctx.config.integrity.train
+    if train is None:
+        return None
+    if ctx.reference is not None and ctx.reference.flag == "--train":
+        return ctx.reference.source  # already scanned as the reference
     root = Path(ctx.config.data_root) if ctx.config.data_root else None
-    return None if train is None else open_source(Path(train), ctx.classifier.labels, flag="--train", data_root=root)
+    return open_source(Path(train), ctx.classifier.labels, flag="--train", data_root=root)
 
 
 SPEC = CheckSpec(

@@ -196,7 +196,7 @@ class Collector:
             self.thumbnails.append(batch.thumbnails)
         index = self.index
         self.paths += [s.path for s in batch.samples]
-        self.y_true += [index[s.label] for s in batch.samples]
+        self.y_true += [index.get(s.label, -1) for s in batch.samples]  # -1: an unlabelled (reference) image
         if self.attr_names:
             attrs = [dict(s.attributes) for s in batch.samples]
             for name in self.attr_names:

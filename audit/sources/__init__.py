@@ -16,19 +16,21 @@ Example::
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from audit.errors import DataError
 from audit.sources.base import DUPLICATE, NON_FINITE, NOT_DATA, DataSource, Sample, Skipped
-from audit.sources.folder import scan_folder
+from audit.sources.folder import IMAGE_EXTENSIONS, OUTSIDE_CLASS, scan_folder
 from audit.sources.manifest import scan_manifest
 
 __all__ = ["DUPLICATE", "NON_FINITE", "NOT_DATA", "DataSource", "Sample", "Skipped", "open_source"]
 
 
 def open_source(location: Path, labels: Sequence[str], *, flag: str = "--data",
-                data_root: Path | None = None) -> DataSource:
+                data_root: Path | None = None, labels_optional: bool = False) -> DataSource:
     """Scan an ImageFolder directory, a CSV manifest or a Parquet manifest against ``labels``.
 
     A manifest may only name files inside its own folder, or inside ``data_root`` when given
@@ -38,6 +40,9 @@ def open_source(location: Path, labels: Sequence[str], *, flag: str = "--data",
     Raises ``DataError`` when nothing can be audited: missing source, no images, a path outside
     the allowed folders, or a class the model does not know (a typo there would silently
     mis-score every image of it).
+
+    ``labels_optional`` (a reference set): a folder of images without class folders, or a manifest
+    without a ``label`` column, gives samples whose label is ``""``.
     """
     if not location.exists():
         raise DataError(f"{flag} not found: {location}",
@@ -46,14 +51,24 @@ def open_source(location: Path, labels: Sequence[str], *, flag: str = "--data",
         if location.suffix.lower() not in (".csv", ".parquet"):
             raise DataError(f"{flag} {location} is a file but not a .csv or .parquet manifest",
                             hint="pass an ImageFolder directory or a manifest with path,label columns")
-        src = scan_manifest(location, flag, data_root)
+        src = scan_manifest(location, flag, data_root, labels_optional=labels_optional)
     else:
         src = scan_folder(location, flag)
+        if labels_optional and not src.samples:
+            src = unlabelled(src)
     _check_labels(src, labels, flag)
     if not src.samples:
         raise DataError(f"no images to audit in {location} ({src.found} file(s) found, {len(src.skipped)} skipped)",
                         hint="expected DIR/<class name>/<image>")
     return src
+
+
+def unlabelled(src: DataSource) -> DataSource:
+    """A folder whose images lie directly in it (no class folders): each one a sample with no label."""
+    loose = {s.path for s in src.skipped if s.reason == OUTSIDE_CLASS and "/" not in s.path
+             and os.path.splitext(s.path)[1].lower() in IMAGE_EXTENSIONS}
+    samples = tuple(Sample(p, "") for p in sorted(loose))
+    return replace(src, samples=samples, skipped=tuple(s for s in src.skipped if s.path not in loose), classes=())
 
 
 def _check_labels(src: DataSource, labels: Sequence[str], flag: str) -> None:

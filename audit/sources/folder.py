@@ -19,6 +19,7 @@ from audit.errors import DataError
 from audit.sources.base import DataSource, Sample, Skipped
 
 METADATA_FILE = "metadata.csv"
+OUTSIDE_CLASS = "not inside a class folder"
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm"}
 
 
@@ -56,7 +57,7 @@ def scan_folder(root: Path, flag: str = "--data") -> DataSource:
 
 def _skip_reason(rel_dir: Path, name: str) -> str | None:
     if not rel_dir.parts:
-        return "not inside a class folder"
+        return OUTSIDE_CLASS
     if name.startswith("."):
         return "hidden file"
     dot = name.rfind(".")

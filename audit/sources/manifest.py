@@ -22,10 +22,14 @@ from audit.sources.base import DUPLICATE, DataSource, Sample, Skipped
 from audit.sources.folder import read_csv, unique_rows
 
 
-def scan_manifest(manifest: Path, flag: str = "--data", data_root: Path | None = None) -> DataSource:
-    """Rows of ``manifest`` (.csv or .parquet) as samples; missing files and repeated rows are skipped."""
+def scan_manifest(manifest: Path, flag: str = "--data", data_root: Path | None = None, *,
+                  labels_optional: bool = False) -> DataSource:
+    """Rows of ``manifest`` (.csv or .parquet) as samples; missing files and repeated rows are skipped.
+    With ``labels_optional``, a manifest without a ``label`` column lists unlabelled images."""
     parquet = manifest.suffix.lower() == ".parquet"
     rows, columns = read_parquet(manifest) if parquet else read_csv(manifest)
+    if labels_optional and "label" not in columns:
+        rows, columns = [{**r, "label": ""} for r in rows], [*columns, "label"]
     missing = {"path", "label"} - set(columns)
     if missing:
         raise DataError(f"manifest {manifest.name} lacks column(s) {sorted(missing)}",
@@ -37,7 +41,8 @@ def scan_manifest(manifest: Path, flag: str = "--data", data_root: Path | None =
     attr_names = tuple(c for c in columns if c not in ("path", "label"))
     samples, skipped, classes = [], [], {}
     for path, _, row in unique:
-        classes.setdefault(row["label"], None)
+        if row["label"] or not labels_optional:  # an empty label: an unlabelled reference image, else an error
+            classes.setdefault(row["label"], None)
         if not (root / path).is_file():
             skipped.append(Skipped(path, "listed in the manifest but not found"))
             continue
