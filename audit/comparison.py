@@ -2,7 +2,8 @@
 
 ``compare_folders`` reads two output folders of ``python -m audit run`` (their ``predictions.csv``
 and ``verdict.json``), pairs them (``audit.compare``), judges "candidate not significantly worse"
-exactly as the ``paired`` check does during a run, ranks the findings, and captures thumbnails of
+exactly as the ``paired`` check does during a run (pass, fail or inconclusive; ``on_inconclusive``
+maps the last for the exit code), ranks the findings, and captures thumbnails of
 the images only one model gets right from the audited data, when it can still be read and
 neither audit ran with ``thumbnails = false`` (licences, privacy).
 ``audit.render.comparison`` writes the report.
@@ -24,11 +25,11 @@ from pathlib import Path
 from audit import __version__, findings
 from audit.checks import paired
 from audit.compare import Comparison, compare_runs, load_run
-from audit.errors import AuditError
+from audit.errors import EXIT_BY_OUTCOME, AuditError
 from audit.findings import Finding
 from audit.verdict import Criterion
 
-SCHEMA = "audit.comparison/v1"
+SCHEMA = "audit.comparison/v2"  # v2: outcome, on_inconclusive, the loss interval's status
 
 
 @dataclass(frozen=True)
@@ -48,20 +49,37 @@ class ComparisonReport:
     notes: tuple[str, ...] = ()
     created: str = ""
     tool_version: str = __version__
+    on_inconclusive: str = "inconclusive"  # what an inconclusive comparison counts as (exit code)
+
+    @property
+    def outcome(self) -> str:
+        return self.criterion.status
+
+    @property
+    def gate(self) -> str:
+        return self.on_inconclusive if self.outcome == "inconclusive" else self.outcome
 
     @property
     def passed(self) -> bool:
-        return self.criterion.passed
+        return self.gate == "pass"
+
+    @property
+    def headline(self) -> str:
+        mapped = f" (counted as {self.gate.upper()}: on_inconclusive = {self.on_inconclusive})" \
+            if self.gate != self.outcome else ""
+        return self.outcome.upper() + mapped
 
     def to_dict(self) -> dict:
-        return {"schema": SCHEMA, "passed": self.passed, "exit_code": 0 if self.passed else 1,
+        return {"schema": SCHEMA, "outcome": self.outcome, "passed": self.passed,
+                "exit_code": EXIT_BY_OUTCOME[self.gate], "on_inconclusive": self.on_inconclusive,
                 "criterion": self.criterion.to_dict(), "findings": [f.to_dict() for f in self.findings],
                 "candidate": self.candidate_dir, "baseline": self.baseline_dir, "comparison": self.paired.to_dict(),
                 "notes": list(self.notes), "created": self.created, "tool_version": self.tool_version}
 
 
 def compare_folders(candidate: Path, baseline: Path, *, margin: float = 0.01, alpha: float = 0.05,
-                    data: Path | None = None, thumbnails: bool = True, max_thumbnails: int = 12) -> ComparisonReport:
+                    data: Path | None = None, thumbnails: bool = True, max_thumbnails: int = 12,
+                    on_inconclusive: str = "inconclusive") -> ComparisonReport:
     """Compare the audits in two output folders (see the module docstring).
 
     Raises ``UsageError`` when a folder is not an audit's output or the runs are not on the same data.
@@ -77,7 +95,7 @@ def compare_folders(candidate: Path, baseline: Path, *, margin: float = 0.01, al
         notes = ["no thumbnails: an audit being compared ran with thumbnails = false"]
     return ComparisonReport(
         str(candidate), str(baseline), res, crit, ranked, Data(source), thumbs, tuple(notes),
-        created=dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat(),
+        created=dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat(), on_inconclusive=on_inconclusive,
     )
 
 

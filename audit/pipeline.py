@@ -22,6 +22,7 @@ from typing import Any
 
 from audit import __version__, findings
 from audit.checks import CHECKS
+from audit.checks.integrity import duplicate_clusters, test_duplicates
 from audit.context import AuditContext
 from audit.engines import Engine, make_engine
 from audit.errors import ConfigError, DataError, ModelError
@@ -104,6 +105,8 @@ def run_audit(model_path: Path, data_path: Path, config, *, card_overrides: Mapp
                            progress=progress)
     with timed("inference"):
         ctx, data = infer(ctx)
+    with timed("duplicate clusters"):
+        ctx = find_duplicates(ctx)
     results, criteria, failures, observations = {}, [], [], []
     for spec in active_checks(config):
         with timed(spec.title):
@@ -121,7 +124,7 @@ def run_audit(model_path: Path, data_path: Path, config, *, card_overrides: Mapp
         tool_version=__version__,
         created=dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat(),
         model=summarize_model(ctx.classifier), data=data, config=config, predictions=ctx.predictions,
-        verdict=Verdict.of(criteria, config.criteria.judge_on), results=results,
+        verdict=Verdict.of(criteria, config.criteria.judge_on, config.criteria.on_inconclusive), results=results,
         timings=tuple(timed.timings), thumbnails=thumbs, engine=ctx.engine.name,
         findings=findings.rank(failures, observations),
     )
@@ -156,6 +159,14 @@ def infer(ctx: AuditContext) -> tuple[AuditContext, DataSummary]:
         raise DataError(f"none of the {data.found} file(s) in {ctx.source.description} could be used ("
                         + "; ".join(f"{n} {r}" for r, n in reasons) + ")", hint="every image was rejected")
     return replace(ctx, predictions=preds, rejected=tuple(rejected)), data
+
+
+def find_duplicates(ctx: AuditContext) -> AuditContext:
+    """Duplicate pairs inside the test set (integrity settings) and the clusters they make, before any check:
+    duplicated images are not independent evidence, so the metrics' intervals count them by cluster."""
+    pairs = tuple(test_duplicates(ctx.predictions, ctx.source, ctx.config.integrity))
+    preds = replace(ctx.predictions, clusters=duplicate_clusters(ctx.predictions, list(pairs)))
+    return replace(ctx, predictions=preds, test_pairs=pairs)
 
 
 def data_root(config) -> Path | None:

@@ -2,9 +2,13 @@
 
 The ``baseline`` check compares point estimates with a tolerance; this one pairs the two runs'
 predictions image by image (``audit.compare``): the accuracy difference with a paired interval,
-McNemar's exact test on the images only one model gets right, those images per class, per-slice
-changes, and the criterion "candidate not significantly worse": the one-sided (1 - alpha) upper
-bound of the accuracy the candidate loses must stay below ``paired.margin``.
+McNemar's exact test on the images only one model gets right, those images per class (the
+baseline's alone are the *negative flips*, counted with their interval and shown), per-slice
+changes, and the criterion "candidate not worse by more than ``paired.margin``": pass when the
+(1 - 2 alpha) paired interval of the accuracy the candidate loses lies below the margin, fail
+when it lies at or above it, inconclusive (with the images needed at the observed share of
+discordant images) when it holds the margin. With ``judge_on = "value"`` only the upper bound is
+read, as before: below the margin passes, anything else fails.
 
 It runs whenever the baseline's folder holds a ``predictions.csv`` (every run writes one) and
 refuses runs on other data (other images, other bytes, other labels) with exit code 2 before
@@ -27,6 +31,7 @@ from audit.checks import CheckSpec, Option
 from audit.compare import Comparison, PairedRun, compare_runs, load_run, run_of
 from audit.errors import UsageError
 from audit.findings import Finding
+from audit.power import Sampling
 from audit.settings import Section, setting
 from audit.stats import Estimate
 from audit.verdict import Criterion, Measure, judge
@@ -83,28 +88,40 @@ def _run(ctx) -> Comparison:
         raise UsageError(f"--baseline {ctx.config.baseline.path}: {e.message}", hint=HINT) from None
 
 
-def measure(res: Comparison) -> Measure:
-    """The judged number: the one-sided upper bound of the accuracy the candidate loses."""
+def measure(res: Comparison, judge_on: str = "interval") -> Measure:
+    """The judged number: the accuracy the candidate loses, with its (1 - 2 alpha) paired interval.
+
+    ``judge_on="value"``: the one-sided upper bound of that loss alone, judged as a value.
+    """
     ni, d, t = res.non_inferiority, res.difference, res.table
     detail = (f"accuracy {res.candidate_accuracy.value:.3f} vs {res.baseline_accuracy.value:.3f} ({res.baseline}), "
               f"difference {d.value:+.3f} [{d.low:+.3f}, {d.high:+.3f}]; McNemar exact p = {res.mcnemar_p:.2g} "
-              f"({t.candidate_only} images right only for the candidate, {t.baseline_only} only for the baseline)")
-    title = (f"Candidate not significantly worse than the baseline: accuracy loss, one-sided "
-             f"{100 * (1 - ni.alpha):g}% upper bound")
-    return Measure("paired.not_worse", title, Estimate(ni.upper_bound, math.nan, math.nan, 1 - ni.alpha), False,
-                   detail)
+              f"({t.candidate_only} images right only for the candidate, {t.baseline_only} only for the baseline: "
+              f"negative flips)")
+    level = 100 * (1 - ni.alpha)
+    if judge_on == "value":
+        title = f"Candidate not significantly worse than the baseline: accuracy loss, one-sided {level:g}% upper bound"
+        return Measure("paired.not_worse", title, Estimate(ni.upper_bound, math.nan, math.nan, 1 - ni.alpha), False,
+                       detail)
+    title = (f"Candidate not worse than the baseline by more than the margin: accuracy lost, "
+             f"{100 * (1 - 2 * ni.alpha):g}% paired CI (one-sided {level:g}% bounds)")
+    return Measure("paired.not_worse", title, Estimate(-d.value, ni.lower_bound, ni.upper_bound, 1 - 2 * ni.alpha),
+                   False, detail, sampling=Sampling(res.n, discordant=res.discordant))
 
 
 def criteria(res: Comparison, config) -> list[Criterion]:
-    return [judge(measure(res), res.non_inferiority.margin, strict=True)]
+    judge_on = config.criteria.judge_on if config is not None else "interval"
+    return [judge(measure(res, judge_on), res.non_inferiority.margin, strict=True, judge_on=judge_on)]
 
 
 def findings(res: Comparison, config) -> list[Finding]:
     d, t = res.difference, res.table
+    nf = res.negative_flips
     out = [Finding("info", f"Against the baseline {res.baseline}, the candidate is {res.direction} on the "
                            f"same {res.n} images: accuracy {d.value:+.3f} [{d.low:+.3f}, {d.high:+.3f}], McNemar "
                            f"p = {res.mcnemar_p:.2g} ({t.candidate_only} images only it gets right, "
-                           f"{t.baseline_only} only the baseline).",
+                           f"{t.baseline_only} only the baseline: negative flips, {100 * nf.value:.1f}% "
+                           f"[{100 * nf.low:.1f}, {100 * nf.high:.1f}]%).",
                    "paired", importance=1.0, criterion="paired.not_worse")]
     worse = [s for s in res.slices if s.q_value < res.non_inferiority.alpha and s.difference.value < 0]
     if worse:

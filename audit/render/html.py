@@ -19,7 +19,8 @@ import jinja2
 from audit.checks import CHECKS
 from audit.pipeline import AuditResult
 from audit.render import plots
-from audit.render.text import fmt, fmt_ci, fmt_est, sci
+from audit.render.markdown import headline
+from audit.render.text import evidence, fmt, fmt_ci, fmt_est, needed, sci
 
 MAX_SKIPPED_ROWS = 200
 
@@ -44,7 +45,7 @@ def _env(extra: str | None = None) -> jinja2.Environment:
         lstrip_blocks=True,
     )
     env.filters.update(fmt=fmt, est=fmt_est, sci=sci, basename=os.path.basename)
-    env.globals.update(fmt_ci=fmt_ci, figure=plots.figure_uri)
+    env.globals.update(fmt_ci=fmt_ci, figure=plots.figure_uri, headline=headline, evidence=evidence, needed=needed)
     return env
 
 

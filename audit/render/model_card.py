@@ -102,7 +102,8 @@ def build_model_card(verdict: Mapping[str, Any], card: Mapping[str, Any], *, mod
     return ModelCard.from_template(
         data, template_str=TEMPLATE, title=md(name), summary=_summary(verdict), details=_details(card, model),
         evaluation=_evaluation(verdict), ci=ci, measures=_measure_rows(verdict),
-        outcome="PASS" if verdict["passed"] else "FAIL", criteria=_criterion_rows(verdict),
+        outcome=(verdict.get("outcome") or ("pass" if verdict["passed"] else "fail")).upper(),
+        criteria=_criterion_rows(verdict),
         limitations=list(limitations(verdict)), comparison=comparison(verdict),
     )
 
@@ -144,16 +145,21 @@ def eval_results(verdict: Mapping[str, Any], card: Mapping[str, Any]) -> Iterato
     for c in verdict.get("criteria", ()):
         if c["value"] is None or c["id"] in metrics:
             continue
+        power = {k: c[k] for k in ("n_eff", "mde", "images_needed") if c.get(k) is not None}
         yield result(c["id"], c, c["title"], threshold=c["threshold"], op=c["op"], passed=c["passed"],
-                     judged=c["judged"])
+                     status=_status(c), judged=c["judged"], **power)
 
 
 def limitations(verdict: Mapping[str, Any]) -> Iterator[str]:
-    """Failing criteria, significantly underperforming slices, fairness gaps; then the scope."""
+    """Failing and inconclusive criteria, underperforming slices, fairness gaps; then the scope."""
     for c in verdict.get("criteria", ()):
-        if c["judged"] and not c["passed"]:
+        if c["judged"] and _status(c) == "fail":
             yield (f"Fails **{md(c['title'])}**: {fmt(c['value'])} {fmt_ci(c['low'], c['high'])}, "
                    f"must be {md(c['op'])} {fmt(c['threshold'])}." + (f" {md(c['detail'])}" if c["detail"] else ""))
+        elif c["judged"] and _status(c) == "inconclusive":
+            need = f" About {c['images_needed']:,} test images would decide it." if c.get("images_needed") else ""
+            yield (f"Inconclusive **{md(c['title'])}**: {fmt(c['value'])} {fmt_ci(c['low'], c['high'])}; the "
+                   f"threshold {md(c['op'])} {fmt(c['threshold'])} lies inside the interval.{need}")
     for s in verdict.get("slices", {}).get("slices", ()):
         if s.get("significant"):
             gap = s["accuracy_gap"]
@@ -198,13 +204,22 @@ def _default_name(path: str) -> str:
 
 def _summary(verdict: Mapping[str, Any]) -> str:
     judged = [c for c in verdict.get("criteria", ()) if c["judged"]]
-    failed = [md(c["title"]) for c in judged if not c["passed"]]
+    failed = [md(c["title"]) for c in judged if _status(c) == "fail"]
+    undecided = [f"{md(c['title'])} (about {c['images_needed']:,} images would decide it)" if c.get("images_needed")
+                 else md(c["title"]) for c in judged if _status(c) == "inconclusive"]
     acc = verdict.get("metrics", {}).get("accuracy", {})
-    head = (f"Audit verdict: **{'PASS' if verdict['passed'] else 'FAIL'}** "
-            f"({len(judged) - len(failed)} of {len(judged)} acceptance criteria met). ")
+    outcome = verdict.get("outcome") or ("pass" if verdict["passed"] else "fail")
+    met = sum(_status(c) == "pass" for c in judged)
+    head = f"Audit verdict: **{outcome.upper()}** ({met} of {len(judged)} acceptance criteria met). "
     if acc:
         head += f"Test accuracy {fmt(acc['value'])} {fmt_ci(acc.get('low'), acc.get('high'))}. "
-    return head + (f"Failing: {'; '.join(failed)}." if failed else "")
+    return (head + (f"Failing: {'; '.join(failed)}. " if failed else "")
+            + (f"Inconclusive (the test set cannot decide them): {'; '.join(undecided)}." if undecided else "")).strip()
+
+
+def _status(c: Mapping[str, Any]) -> str:
+    """A criterion's status; verdicts of schema v2 had only ``passed``."""
+    return c.get("status") or ("pass" if c["passed"] else "fail")
 
 
 def _details(card: Mapping[str, Any], model: Mapping[str, Any]) -> list[tuple[str, str]]:
@@ -224,7 +239,8 @@ def _details(card: Mapping[str, Any], model: Mapping[str, Any]) -> list[tuple[st
 
 def _evaluation(verdict: Mapping[str, Any]) -> str:
     data = verdict.get("data", {})
-    judge = "point estimate" if verdict.get("judge_on", "value") == "value" else "pessimistic CI bound"
+    judge = {"value": "point estimate", "ci": "pessimistic CI bound"}.get(
+        verdict.get("judge_on", "value"), "interval (pass, fail, or inconclusive when the threshold lies inside it)")
     return (f"Audited on {code(data.get('source', '?'))}: {data.get('processed', '?')} images processed, "
             f"{data.get('skipped', 0)} skipped, {data.get('found', '?')} found. Intervals are 95% percentile "
             f"bootstrap ({verdict.get('n_boot', '?')} resamples, seed {verdict.get('seed', '?')}); criteria are "
@@ -249,7 +265,8 @@ def _measure_rows(verdict: Mapping[str, Any]) -> list[list[str]]:
 
 def _criterion_rows(verdict: Mapping[str, Any]) -> list[list[str]]:
     def result(c):
-        return "info (not judged)" if not c["judged"] else "pass" if c["passed"] else "**FAIL**"
+        return ("info (not judged)" if not c["judged"] else
+                {"pass": "pass", "fail": "**FAIL**", "inconclusive": "🟡 **INCONCLUSIVE**"}[_status(c)])
 
     return [[md(c["title"]), fmt(c["value"]), fmt_ci(c["low"], c["high"]), f"{md(c['op'])} {fmt(c['threshold'])}",
              result(c)] for c in verdict.get("criteria", ())]
