@@ -82,15 +82,29 @@ def quantile_sequence(values: Sequence[float], q: float = 0.95, alpha: float = 0
     """
     x = np.sort(np.asarray(values, dtype=float))
     t = len(x)
-    p0 = 1 - q
-    bar = math.log(1 / alpha)
-    held = [s for s in range(t + 1) if log_evidence(s, t, p0, p0) < bar]  # exceedance counts still plausible
-    if not held:
+    p0, bar = 1 - q, math.log(1 / alpha)
+
+    def held(s: int) -> bool:  # s values above x is still a plausible count at rate p0
+        return log_evidence(s, t, p0, p0) < bar
+
+    mode = min(max(round(p0 * t), 0), t)  # the evidence is convex in s, lowest near p0 t
+    if t == 0 or not held(mode):
         return -math.inf, math.inf
-    s_lo, s_hi = min(held), max(held)
+    s_lo = _edge(held, mode, 0)
+    s_hi = _edge(held, mode, t)
     low = x[t - s_hi - 1] if t - s_hi - 1 >= 0 else -math.inf  # more than s_hi values above it is ruled out
     high = x[t - s_lo] if s_lo > 0 else math.inf  # fewer than s_lo values above it is ruled out
     return float(low), float(high)
+
+
+def _edge(held, inside: int, end: int) -> int:
+    """The last integer from ``inside`` towards ``end`` for which ``held`` is true (it holds on an interval)."""
+    if held(end):
+        return end
+    while abs(end - inside) > 1:
+        mid = (inside + end) // 2
+        inside, end = (mid, end) if held(mid) else (inside, mid)
+    return inside
 
 
 def looks(total: int, first: int) -> list[int]:
