@@ -39,7 +39,7 @@ class Criteria(Section):
     min_class_f1: float | None = unit(None)  # every class's F1 must reach this
     max_ece: float | None = unit(None)  # expected calibration error, reported but not judged by default
     # "interval": pass, fail or inconclusive by where the 95% CI lies; "value": the point estimate must pass
-    judge_on: str = setting("interval", choices=JUDGE_ON)
+    judge_on: str = "interval"  # checked in __post_init__, which names the replacement of the former "ci"
     # what an inconclusive run reports: "inconclusive" (exit 4), "fail" (exit 1) or "pass" (exit 0)
     on_inconclusive: str = setting("inconclusive", choices=ON_INCONCLUSIVE)
 
@@ -48,6 +48,8 @@ class Criteria(Section):
             raise ConfigError("config key 'criteria.judge_on' no longer takes 'ci': use 'interval' (the default; "
                               "a threshold inside the CI is inconclusive, exit 4) with on_inconclusive = 'fail' "
                               "(--on-inconclusive fail) to fail what the CI cannot show, as 'ci' did")
+        if self.judge_on not in JUDGE_ON:
+            raise ConfigError(f"config key 'criteria.judge_on' must be one of 'interval', 'value', got {self.judge_on!r}")
         super().__post_init__()
 
     def accuracy_threshold(self, n_classes: int) -> float:

@@ -51,7 +51,7 @@ def failing(criteria: Iterable[Criterion], section: str) -> list[Finding]:
         ci = fmt_ci(c.low, c.high)
         value = fmt(c.value) + ("" if ci == "n/a" else f" {ci}")
         if c.inconclusive:
-            return (f"Inconclusive: {c.title}: {value}; the threshold {c.op} {fmt(c.threshold)} lies inside the "
+            return (f"Undecided: {c.title}: {value}; the threshold {c.op} {fmt(c.threshold)} lies inside the "
                     f"interval, {evidence(c)}.")
         return f"Fails: {c.title}: {value}, must be {c.op} {fmt(c.threshold)}." + (f" {c.detail}." if c.detail else "")
 

@@ -139,3 +139,13 @@ def power_of(sampling: Sampling, estimate: float, threshold: float, *, level: fl
         need = n * ((za + zb) / za * half / distance) ** 2
     images = max(math.ceil(need), n + 1) if math.isfinite(need) else None
     return Power(n, round(n_eff, 1), None if mde is None else round(mde, 4), images)
+
+
+def sizes_to_detect(threshold: float, deff: float = 1.0, distances: tuple[float, ...] = (0.1, 0.05, 0.02, 0.01), *,
+                    alpha: float = 0.05) -> tuple[tuple[float, int], ...]:
+    """(distance, images) a test set needs to tell a proportion that far above ``threshold`` from it."""
+    out = []
+    for d in distances:
+        if 0 <= threshold + d <= 1:
+            out.append((d, math.ceil(proportion_images(threshold + d, threshold, alpha=alpha) * deff)))
+    return tuple(out)

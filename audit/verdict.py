@@ -96,7 +96,7 @@ def decide(measure: Measure, threshold: float, op: str, judge_on: str) -> str:
     x = est.value
     if x is None or not math.isfinite(x):
         return FAIL  # nothing was measured, so nothing passes
-    if judge_on == "value" or not (math.isfinite(est.low) and math.isfinite(est.high)):
+    if judge_on == "value" or math.isnan(est.low) or math.isnan(est.high):  # an infinite bound is a bound
         return PASS if OPS[op](x, threshold) else FAIL
     worst, best = (est.low, est.high) if measure.higher_is_better else (est.high, est.low)
     if OPS[op](worst, threshold):

@@ -94,6 +94,26 @@ def test_body_states_the_verdict_and_the_limitations(onnx_card, no_network):
         assert label in text.split("## Model details", 1)[1].split("##", 1)[0]
 
 
+def test_an_inconclusive_criterion_is_named_with_the_images_it_needs(tmp_path, onnx_card, no_network):
+    from audit.cli import main
+
+    data = builders.image_folder(tmp_path / "data", 20, confusers=2)  # accuracy 0.9 [0.80, 0.95] on 60 images
+    model = builders.colour_model(tmp_path / "model.onnx")
+    assert main(["run", "--model", str(model), "--data", str(data), "--n-boot", "30", "--no-progress", "--no-pdf",
+                 "--no-latency", "--no-invariance", "--min-accuracy", "0.85", "--out", str(tmp_path / "o")]) == 4
+    verdict = json.loads((tmp_path / "o" / "verdict.json").read_text())
+    acc = next(c for c in verdict["criteria"] if c["id"] == "accuracy")
+    text = (tmp_path / "o" / "model_card.md").read_text()
+    assert "Audit verdict: **INCONCLUSIVE**" in text and "## Acceptance criteria: INCONCLUSIVE" in text
+    assert f"about {acc['images_needed']:,} images would decide it" in text.split("## Limitations", 1)[0]
+    assert "Inconclusive **Accuracy (3 classes)**" in text and f"About {acc['images_needed']:,} test images" in text
+    share = next(c for c in verdict["criteria"] if c["id"] == "label_errors.flagged_share")  # reported, not judged
+    (r,) = [r for r in ModelCard.load(tmp_path / "o" / "model_card.md").data.eval_results
+            if r.metric_type == "label_errors.flagged_share"]
+    assert (r.metric_args["status"], r.metric_args["images_needed"], r.metric_args["mde"]) == (
+        share["status"], share["images_needed"], share["mde"])
+
+
 def test_text_from_the_data_is_escaped(onnx_card, no_network):
     verdict = json.loads((REPORTS / "elpv_lite0" / "verdict.json").read_text())
     card = {**onnx_card, "labels": ["<script>alert(1)</script>", "a|b"]}
@@ -110,7 +130,7 @@ def test_every_run_writes_a_card_with_the_verdict_numbers(tmp_path, no_network):
     data = builders.image_folder(tmp_path / "data", 20, confusers=2)
     model = builders.colour_model(tmp_path / "model.onnx")
     run = ["run", "--model", str(model), "--data", str(data), "--n-boot", "30", "--no-progress", "--no-pdf",
-           "--no-latency", "--no-invariance"]
+           "--no-latency", "--no-invariance", "--min-accuracy", "0.5"]
     assert main([*run, "--out", str(tmp_path / "old")]) == 0
     main([*run, "--out", str(tmp_path / "new"), "--baseline", str(tmp_path / "old" / "verdict.json")])
     verdict = json.loads((tmp_path / "new" / "verdict.json").read_text())

@@ -26,7 +26,7 @@ from typing import Any, ClassVar
 from audit.checks import CheckSpec, Option
 from audit.errors import UsageError
 from audit.settings import Section, setting
-from audit.verdict import SCHEMA, Criterion, Measure, judge
+from audit.verdict import READABLE, SCHEMA, Criterion, Measure, judge
 
 SCHEMA_V1 = "audit.verdict/v1"
 _V1_KEYS = [(r"^metrics\.f1\.", "class_f1."), (r"^metrics\.", ""), (r"^calibration\.", "")]
@@ -112,14 +112,14 @@ def v1_key(key: str) -> str:
 
 
 def load_baseline(path: Path) -> Baseline:
-    """Read an earlier ``verdict.json`` (schema v1 or v2)."""
+    """Read an earlier ``verdict.json`` (schema v1, v2 or v3)."""
     if not path.is_file():
         raise UsageError(f"baseline file not found: {path}", hint="pass --baseline path/to/verdict.json of an earlier run")
     try:
         d = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise UsageError(f"baseline {path} is not valid JSON: {e}") from None
-    if not isinstance(d, dict) or d.get("schema") not in (SCHEMA, SCHEMA_V1):
+    if not isinstance(d, dict) or d.get("schema") not in (*READABLE, SCHEMA_V1):
         found = d.get("schema") if isinstance(d, dict) else type(d).__name__
         raise UsageError(f"baseline {path} is not an audit verdict (schema {found!r}, expected {SCHEMA!r})",
                          hint="pass the verdict.json written by python -m audit run")

@@ -26,9 +26,14 @@ def sci(x: float | None, digits: int = 2) -> str:
 
 
 def fmt_ci(low: float | None, high: float | None, digits: int = 3) -> str:
-    if low is None or high is None or not (math.isfinite(low) and math.isfinite(high)):
+    if low is None or high is None or math.isnan(low) or math.isnan(high):
         return "n/a"
-    return f"[{fmt(float(low), digits)}, {fmt(float(high), digits)}]"
+    return f"[{_bound(float(low), digits)}, {_bound(float(high), digits)}]"
+
+
+def _bound(x: float, digits: int) -> str:
+    """A CI bound; a confidence sequence that cannot yet rule a side out has an infinite one."""
+    return ("∞" if x > 0 else "-∞") if math.isinf(x) else fmt(x, digits)
 
 
 def fmt_est(e: Estimate, digits: int = 3) -> str:
