@@ -282,7 +282,7 @@ def cmd_compare(a: argparse.Namespace) -> int:
     for f in rep.findings:
         print(f"  {f.severity}: {f.text}")
     c = rep.criterion
-    print(f"{paint(rep.headline, c.status)}: {c.title}: {c.value:+.4f} {fmt_ci(c.low, c.high)}, must be {c.op} "
+    print(f"{paint(rep.headline, c.status)}: {c.title}: {c.value:+.4f} {fmt_ci(c.low, c.high, 4)}, must be {c.op} "
           f"{c.threshold:g} · report: {out / 'comparison.html'}")
     return EXIT_BY_OUTCOME[rep.gate]
 

@@ -162,6 +162,10 @@ def test_a_threshold_inside_the_interval_is_inconclusive_exit_4(tmp_path, capsys
         assert case.find("failure" if mapped else "skipped").get("message").startswith("inconclusive: the threshold")
         summary = (tmp_path / "o" / "summary.md").read_text()
         assert "INCONCLUSIVE" in summary.splitlines()[0] and f"about {acc['images_needed']:,} images" in summary
+        html = (tmp_path / "o" / "report.html").read_text()
+        assert 'class="badge inconclusive"' in html and '<tr class="inconclusive">' in html
+        assert 'class="finding-inconclusive"' in html and "How much this test set can tell" in html
+        assert f"{acc['images_needed']:,}</td>" in html.split('<section id="evidence">', 1)[1]
 
 
 def test_judge_on_ci_is_refused_naming_its_replacement(tmp_path, capsys):
@@ -253,3 +257,25 @@ def test_no_thumbnails_embeds_no_image_of_the_data(tmp_path):
     assert "data:image/jpeg" in (tmp_path / "with" / "report.html").read_text()
     html = (tmp_path / "without" / "report.html").read_text()
     assert "data:image/jpeg" not in html and "thumbnails = false" in html
+
+
+def test_stdout_colours_the_outcome_on_a_terminal_only(monkeypatch):
+    import os
+    import pty
+
+    from audit.cli import paint
+
+    assert paint("INCONCLUSIVE", "inconclusive") == "INCONCLUSIVE"  # captured: not a terminal
+    main_fd, tty_fd = pty.openpty()
+    try:
+        with os.fdopen(tty_fd, "w") as tty:
+            monkeypatch.setattr(sys, "stdout", tty)
+            monkeypatch.delenv("NO_COLOR", raising=False)
+            coloured = {s: paint("x", s) for s in ("pass", "fail", "inconclusive", "info")}
+            monkeypatch.setenv("NO_COLOR", "1")
+            plain = paint("x", "inconclusive")
+    finally:
+        os.close(main_fd)
+    assert coloured["inconclusive"] == "\033[35mx\033[0m" and coloured["fail"] == "\033[31mx\033[0m"
+    assert len({coloured["pass"], coloured["fail"], coloured["inconclusive"]}) == 3
+    assert coloured["info"] == plain == "x"

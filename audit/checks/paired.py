@@ -121,7 +121,7 @@ def findings(res: Comparison, config) -> list[Finding]:
                            f"same {res.n} images: accuracy {d.value:+.3f} [{d.low:+.3f}, {d.high:+.3f}], McNemar "
                            f"p = {res.mcnemar_p:.2g} ({t.candidate_only} images only it gets right, "
                            f"{t.baseline_only} only the baseline: negative flips, {100 * nf.value:.1f}% "
-                           f"[{100 * nf.low:.1f}, {100 * nf.high:.1f}]%).",
+                           f"[{100 * nf.low:.1f}%, {100 * nf.high:.1f}%]).",
                    "paired", importance=1.0, criterion="paired.not_worse")]
     worse = [s for s in res.slices if s.q_value < res.non_inferiority.alpha and s.difference.value < 0]
     if worse:

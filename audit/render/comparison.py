@@ -37,7 +37,7 @@ def comparison_markdown(rep: ComparisonReport) -> str:
              f"| difference (paired) | {pc.difference.value:+.3f} | {fmt_ci(pc.difference.low, pc.difference.high)} |", "",
              f"McNemar exact p = {pc.mcnemar_p:.2g}: {pc.table.candidate_only} images only the candidate gets right, "
              f"{pc.table.baseline_only} only the baseline (negative flips: {100 * nf.value:.1f}% "
-             f"{fmt_ci(100 * nf.low, 100 * nf.high, 1)}%). {_cell(c.title)}: {c.value:+.4f} {fmt_ci(c.low, c.high, 4)}, "
+             f"[{100 * nf.low:.1f}%, {100 * nf.high:.1f}%]). {_cell(c.title)}: {c.value:+.4f} {fmt_ci(c.low, c.high, 4)}, "
              f"must be {c.op} {fmt(c.threshold)}: **{_RESULT[c.status]}**" + (f"; {_cell(evidence(c))}" if evidence(c)
                                                                             else "") + ".", "",
              "| class | images | only the candidate | only the baseline |", "|---|---|---|---|",
