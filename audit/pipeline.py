@@ -22,7 +22,7 @@ from typing import Any
 
 from audit import __version__, findings
 from audit.checks import CHECKS
-from audit.checks.integrity import duplicate_clusters, test_duplicates
+from audit.checks.integrity import duplicate_clusters, duplicate_pairs
 from audit.context import AuditContext
 from audit.engines import Engine, make_engine
 from audit.errors import ConfigError, DataError, ModelError
@@ -164,7 +164,7 @@ def infer(ctx: AuditContext) -> tuple[AuditContext, DataSummary]:
 def find_duplicates(ctx: AuditContext) -> AuditContext:
     """Duplicate pairs inside the test set (integrity settings) and the clusters they make, before any check:
     duplicated images are not independent evidence, so the metrics' intervals count them by cluster."""
-    pairs = tuple(test_duplicates(ctx.predictions, ctx.source, ctx.config.integrity))
+    pairs = tuple(duplicate_pairs(ctx.predictions, ctx.source, ctx.config.integrity))
     preds = replace(ctx.predictions, clusters=duplicate_clusters(ctx.predictions, list(pairs)))
     return replace(ctx, predictions=preds, test_pairs=pairs)
 

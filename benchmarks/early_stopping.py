@@ -2,8 +2,9 @@
 
 Side by side on the same audit context, alternating A / B in rounds (``common.alternate``):
 
-* invariance, the default transform set at severities 1 and 3 on a seeded sample of up to
-  1,000 images: ``early_stop = true`` (each arm stops once its flip rate's confidence sequence
+* invariance on a seeded sample of up to 1,000 images, with the transforms the audit would run
+  (the model card's, else the default set) or ``--transforms all`` (every transform but the
+  identity and the vertical flip) at ``--severities``: ``early_stop = true`` (each arm stops once its flip rate's confidence sequence
   excludes the limit) against ``early_stop = false`` (every arm runs the whole sample); images
   re-run and seconds, and whether each arm reaches the same answer against its limit;
 * latency, ``requests = 200`` per phase: stopping once the p95's sequence excludes ``max_p95_ms``
@@ -15,7 +16,8 @@ set built with ``tests/builders.py`` (a colour model on images whose brightness 
 them hard), so the script runs anywhere. Writes ``benchmarks/results/early_stopping[_NAME].json``
 and ``.md``; the load average is recorded with the results.
 
-    .venv/bin/python benchmarks/early_stopping.py [--model M.onnx --data DIR --name NAME] [--rounds 3]
+    .venv/bin/python benchmarks/early_stopping.py [--model M.onnx --data DIR --name NAME] [--rounds 3] \
+        [--transforms all --severities 1,2,3]
 """
 
 from __future__ import annotations
@@ -36,10 +38,15 @@ from audit.checks.invariance import invariance  # noqa: E402
 from audit.checks.latency import measure_latency  # noqa: E402
 
 
-def context(model: Path, data: Path):
+def context(model: Path, data: Path, transforms: str | None, severities: str):
     import builders
+    from audit.transforms import TRANSFORMS
 
-    return builders.context(model, data)
+    overrides = {"invariance.severities": [int(x) for x in severities.split(",")]}
+    if transforms:
+        names = [t for t in TRANSFORMS if t not in ("none", "vflip")] if transforms == "all" else transforms.split(",")
+        overrides["invariance.transforms"] = names
+    return builders.context(model, data, overrides)
 
 
 def with_invariance(ctx, early_stop: bool):
@@ -100,8 +107,9 @@ def markdown(name: str, source: str, r: dict, m: dict) -> list[str]:
     inv, lat = r["invariance"], r["latency"]
     return [
         f"# Early stopping with confidence sequences: {name}", "",
-        f"{source}: {r['images']} test images, invariance on a sample of {r['sampled']}; rounds alternate stopping "
-        f"and full runs; load average at the end {m['load_average_1min_at_end']}.", "",
+        f"{source}: {r['images']} test images, invariance on a sample of {r['sampled']} (transforms: "
+        f"{r['transforms']}, severities {r['severities']}); rounds alternate stopping and full runs; load average at "
+        f"the end {m['load_average_1min_at_end']:.1f} on {m['cores']} cores.", "",
         "| probe | early stop | full budget | saved | time, stop / full (median of rounds) |", "|---|---|---|---|---|",
         f"| invariance ({len(inv['arms_stop'])} arms) | {inv['images_run_stop']:,} images, "
         f"{inv['seconds_stop']['median_s']} s | {inv['images_run_full']:,} images, {inv['seconds_full']['median_s']} s | "
@@ -124,6 +132,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", type=Path)
     p.add_argument("--name", default="", help="suffix of the results files (e.g. fashion_mnist, elpv_lite0)")
     p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--transforms", help="comma-separated, or 'all'; default: what the audit would run")
+    p.add_argument("--severities", default="1,3", help="comma-separated severities (default 1,3, as the audit)")
     a = p.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         if a.model is None:
@@ -133,9 +143,10 @@ def main(argv: list[str] | None = None) -> int:
             model, source = builders.colour_model(Path(tmp) / "m.onnx", size=28), "synthetic colour set (tests/builders.py)"
         else:
             model, data, source = a.model, a.data, f"`{a.model}` on `{a.data}`"
-        r = measure(context(model, data), a.rounds)
+        r = measure(context(model, data, a.transforms, a.severities), a.rounds)
     m = machine()
     name = "early_stopping" + (f"_{a.name}" if a.name else "")
+    r["transforms"], r["severities"] = a.transforms or "the audit's", a.severities
     write(name, {"benchmark": name, "source": source, "rounds": a.rounds, **r, "machine": m},
           markdown(a.name or "synthetic", source, r, m))
     return 0

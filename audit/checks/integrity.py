@@ -189,7 +189,7 @@ def _pair(h1, h2, i, j, kind, d, leak, confirmation: float = 0.0) -> DuplicatePa
     return DuplicatePair(h1.paths[i], h2.paths[j], kind, d, h1.labels[i] == h2.labels[j], leak, confirmation)
 
 
-def test_duplicates(preds: Predictions, source: DataSource, config: IntegrityConfig) -> list[DuplicatePair]:
+def duplicate_pairs(preds: Predictions, source: DataSource, config: IntegrityConfig) -> list[DuplicatePair]:
     """Exact and confirmed near-duplicate pairs inside the processed test images (empty without hashes)."""
     if not preds.sha256:
         return []
@@ -261,7 +261,8 @@ def findings(res: IntegrityResult, config) -> list[Finding]:
                            importance=res.leaked / res.n_test, criterion="integrity.leakage"))
     if res.n_test_duplicates:
         out.append(Finding("info", f"{res.n_test_duplicates} test images have an exact or near duplicate inside the "
-                                   f"test set ({res.n_test_pairs} pair(s)), so they count more than once.",
+                                   f"test set ({res.n_test_pairs} pair(s)): not independent evidence, so the metrics' "
+                                   "intervals count them by cluster (effective sample size in the evidence section).",
                            "integrity", importance=res.n_test_duplicates / res.n_test,
                            criterion="integrity.test_duplicates"))
     return out
