@@ -74,6 +74,6 @@ def describe(c: Criterion) -> str:
     """One line: 'accuracy: 0.912 [0.901, 0.922] (must be > 0.75) -> PASS'."""
     ci = fmt_ci(c.low, c.high)
     value = fmt(c.value) + ("" if ci == "n/a" else f" {ci}")
-    more = needed(c)
+    more = needed(c) if c.judged else ""
     return (f"{c.title}: {value} ({'must be' if c.judged else 'limit'} {c.op} {fmt(c.threshold)}) -> {outcome(c)}"
             + (f" ({more})" if more else "") + (f"; {c.detail}" if c.detail else ""))
