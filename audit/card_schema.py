@@ -1,6 +1,7 @@
-"""Model card values checked before use (DESIGN §3): every key, its type and its bounds.
+"""Model card values checked before use (docs/ARCHITECTURE.md §7): every key, its type and its bounds.
 
-A card arrives as JSON from the ONNX metadata, a sidecar ``model.json`` or command-line flags.
+The bounds of the preprocessing are those declared on ``audit.preprocess.Preprocess``; this module
+adds what JSON can get wrong on top (types, shapes, unknown keys). A card arrives as JSON from the ONNX metadata, a sidecar ``model.json`` or command-line flags.
 A wrong type must never be misread (the size ``"28"`` as ``[2, 8]``, a label string as ten
 one-letter labels), and a size must not ask for gigabytes per image. ``check_card`` raises
 ``ModelError`` naming the key as it is written in the ONNX metadata (``audit.preprocess.size``;
@@ -19,17 +20,13 @@ from collections.abc import Mapping
 from typing import Any
 
 from audit.errors import ModelError
+from audit.preprocess import FIELDS
+from audit.settings import range_text, violation
 
-MAX_SIDE = 4096  # per side of the model input; 4096 x 4096 x 3 float32 is already 200 MB per image
 MAX_LABELS = 100_000
-CHOICES = {
-    "resize": ("resize", "shorter_side_then_center_crop"),
-    "interpolation": ("nearest", "bilinear", "bicubic", "lanczos"),
-    "color": ("RGB", "L"),
-    "layout": ("NCHW", "NHWC"),
-}
 OUTPUTS = ("logits", "probabilities")
-PREPROCESS_KEYS = ("size", "resize", "crop_pct", "interpolation", "mean", "std", "color", "layout")
+PREPROCESS_KEYS = tuple(FIELDS)
+CHOICES = ("resize", "interpolation", "color", "layout")
 HINT = ("fix the card (audit.model.write_card or the model.json sidecar), or override it with "
         "--labels/--size/--mean/--std")
 
@@ -72,21 +69,27 @@ def _check_preprocess(pre: Any, fail) -> None:
         fail("preprocess", f"an object with keys from {list(PREPROCESS_KEYS)}", f"unknown key(s) {unknown}")
     size = pre.get("size")
     sides = [size] if _is_int(size) else size
-    if not isinstance(sides, (list, tuple)) or len(sides) not in (1, 2) or not all(_is_int(s) and 1 <= s <= MAX_SIDE
-                                                                           for s in sides):
-        fail("preprocess.size", f"[H, W] (or one side) with integers >= 1 and <= {MAX_SIDE}", size)
-    for key, choices in CHOICES.items():
-        if key in pre and pre[key] not in choices:
-            fail(f"preprocess.{key}", f"one of {list(choices)}", pre[key])
+    if not isinstance(sides, (list, tuple)) or len(sides) not in (1, 2) or not all(_is_int(s) for s in sides) or \
+            violation(FIELDS["size"], tuple(sides)):
+        fail("preprocess.size", f"[H, W] (or one side) with integers {_bounds('size')}", size)
+    for key in CHOICES:
+        if key in pre and violation(FIELDS[key], pre[key]):
+            fail(f"preprocess.{key}", f"one of {list(FIELDS[key].metadata['choices'])}", pre[key])
     crop = pre.get("crop_pct", 1.0)
-    if not _is_number(crop) or not 0 < crop <= 1:
-        fail("preprocess.crop_pct", "a number > 0 and <= 1", crop)
-    for key, positive in (("mean", False), ("std", True)):
+    if not _is_number(crop) or violation(FIELDS["crop_pct"], float(crop)):
+        fail("preprocess.crop_pct", f"a number {_bounds('crop_pct')}", crop)
+    for key in ("mean", "std"):
         value = pre.get(key, [1.0])
         values = [value] if _is_number(value) else value
+        bounds = f" {_bounds(key)}" if _bounds(key) else ""
         if not isinstance(values, (list, tuple)) or len(values) not in (1, 3) or not all(
-                _is_number(v) and (v > 0 if positive else True) for v in values):
-            fail(f"preprocess.{key}", f"one or three finite numbers{' > 0' if positive else ''}", value)
+                _is_number(v) for v in values) or violation(FIELDS[key], tuple(float(v) for v in values)):
+            fail(f"preprocess.{key}", f"one or three finite numbers{bounds}", value)
+
+
+def _bounds(key: str) -> str:
+    """The declared range of a preprocessing field, as text: ``>= 1 and <= 4096``."""
+    return range_text(FIELDS[key].metadata)
 
 
 def _is_int(x: Any) -> bool:

@@ -1,4 +1,4 @@
-"""Command line: argument parsing, and the one place that maps outcomes to exit codes (DESIGN §7).
+"""Command line: argument parsing, and the one place that maps outcomes to exit codes (docs/ARCHITECTURE.md §9).
 
 Exit codes: 0 every criterion passes · 1 a criterion failed · 2 usage or input error (one line,
 no traceback) · 3 internal error (traceback with --debug) · 4 inconclusive: no criterion failed but
@@ -8,6 +8,7 @@ the test set cannot decide one (``--on-inconclusive fail|pass`` maps it to 1 or 
 from __future__ import annotations
 
 import argparse
+import json
 import contextlib
 import logging
 import os
@@ -22,7 +23,8 @@ from typing import Any
 from audit import __version__
 from audit.checks import CHECKS
 from audit.errors import (EXIT_BY_OUTCOME, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_PASS, EXIT_TERMINATED, EXIT_USAGE,
-                          Terminated)
+                          AuditError, ConfigError, Terminated, UsageError)
+from audit.model import model_name
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
@@ -30,7 +32,7 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line and exit 2, like every other user mistake
-        self.exit(EXIT_USAGE, f"error: {message} (see python -m audit {self.prog.split()[-1]} --help)\n")
+        self.exit(EXIT_USAGE, f"error: {message} (see {self.prog} --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -168,8 +170,6 @@ def _floats(flag: str, text: str | None) -> list[float] | None:
     try:
         return [float(x) for x in text.split(",") if x.strip()]
     except ValueError:
-        from audit.errors import UsageError
-
         raise UsageError(f"{flag} expects comma-separated numbers, got {text!r}") from None
 
 
@@ -177,8 +177,6 @@ def card_overrides(a: argparse.Namespace) -> dict[str, Any]:
     size = _floats("--size", a.size)
     if size is not None:
         if len(size) not in (1, 2) or any(s <= 0 or s != int(s) for s in size):
-            from audit.errors import UsageError
-
             raise UsageError(f"--size expects S or H,W (positive integers), got {a.size!r}")
         size = [int(s) for s in size] * (2 if len(size) == 1 else 1)
     pre = {"size": size, "mean": _floats("--mean", a.mean), "std": _floats("--std", a.std),
@@ -189,8 +187,7 @@ def card_overrides(a: argparse.Namespace) -> dict[str, Any]:
 
 def default_out(model: Path) -> Path:
     """reports/<model name>/, where a generic file name (model.onnx) takes its folder's name."""
-    name = model.stem if model.stem not in ("model", "best", "last") else model.resolve().parent.name
-    return Path("reports") / name
+    return Path("reports") / model_name(model)
 
 
 def config_overrides(a: argparse.Namespace) -> dict[str, Any]:
@@ -205,8 +202,6 @@ def config_overrides(a: argparse.Namespace) -> dict[str, Any]:
             try:
                 out[o.key] = o.parse(value) if (o.parse and value is not None) else value
             except ValueError:
-                from audit.errors import UsageError
-
                 raise UsageError(f"{o.flag} expects {o.metavar or 'a value'}, got {value!r}") from None
         if spec.toggle:
             out[f"{spec.name}.enabled"] = getattr(a, _dest(f"{spec.name}.enabled"))
@@ -216,7 +211,6 @@ def config_overrides(a: argparse.Namespace) -> dict[str, Any]:
 def _load_config(a: argparse.Namespace):
     """The config file plus the flags; a flag's bad value is reported with the flag in front of the key."""
     from audit.config import load_config
-    from audit.errors import ConfigError
 
     overrides = config_overrides(a)
     try:
@@ -237,7 +231,7 @@ def cmd_run(a: argparse.Namespace) -> int:
     from audit.pipeline import run_audit
     from audit.render.markdown import headline
     from audit.render.outputs import check_out, write_outputs
-    from audit.render.text import describe
+    from audit.text import describe
 
     config = _load_config(a)
     out = a.out or default_out(a.model)
@@ -249,10 +243,11 @@ def cmd_run(a: argparse.Namespace) -> int:
         print("  " + paint(describe(c), c.status if c.judged else "info"))
     d = result.data
     v = result.verdict
+    meta = f" (attributes from {d.metadata})" if d.metadata else ""
     undecided = f", {len(v.undecided)} inconclusive" if v.undecided else ""
     print(f"{paint(headline(v), v.outcome)}: {len(v.judged) - len(v.failed) - len(v.undecided)}/{len(v.judged)} "
           f"criteria pass{undecided} ({len(v.criteria) - len(v.judged)} reported only) · {d.processed} images, "
-          f"{len(d.skipped)} skipped of {d.found} found · report: {out / 'report.html'}")
+          f"{len(d.skipped)} skipped of {d.found} found{meta} · report: {out / 'report.html'}")
     return EXIT_BY_OUTCOME[v.gate]
 
 
@@ -269,11 +264,9 @@ def paint(text: str, status: str) -> str:
 def cmd_compare(a: argparse.Namespace) -> int:
     from audit.comparison import compare_folders
     from audit.render.comparison import write_comparison
-    from audit.render.text import fmt_ci
+    from audit.text import fmt_ci
 
     if a.on_inconclusive not in ("inconclusive", "fail", "pass"):
-        from audit.errors import UsageError
-
         raise UsageError(f"--on-inconclusive must be fail or pass, got {a.on_inconclusive!r}")
     rep = compare_folders(a.candidate, a.baseline, margin=a.margin, alpha=a.alpha, data=a.data,
                           thumbnails=not a.no_thumbnails, on_inconclusive=a.on_inconclusive)
@@ -307,9 +300,6 @@ def _with_card_file(path: Path | None, flags: dict[str, Any]) -> dict[str, Any]:
     """A ``--card`` JSON file (model.json keys) under the card flags, which win."""
     if path is None:
         return flags
-    import json
-
-    from audit.errors import UsageError
 
     try:
         d = json.loads(path.read_text(encoding="utf-8"))
@@ -345,8 +335,6 @@ def _sigterm_as_interrupt(enabled: bool) -> Iterator[None]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from audit.errors import AuditError
-
     parser = build_parser()
     a = parser.parse_args(argv)
     debug = getattr(a, "debug", False)

@@ -1,4 +1,5 @@
-"""Duplicated test images are not independent evidence: clusters, design effects, stratified resampling.
+"""Duplicated test images are not independent evidence: clusters, design effects, stratified resampling
+(docs/ARCHITECTURE.md §4.3).
 
 Exact copies (same SHA-256) and confirmed near duplicates (``audit.checks.integrity``) inside the
 test set form clusters: the connected groups of the duplicate pairs. A model that gets one copy

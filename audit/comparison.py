@@ -1,11 +1,11 @@
 """``python -m audit compare``: two finished audits of the same images, compared image by image.
 
 ``compare_folders`` reads two output folders of ``python -m audit run`` (their ``predictions.csv``
-and ``verdict.json``), pairs them (``audit.compare``), judges "candidate not significantly worse"
-exactly as the ``paired`` check does during a run (pass, fail or inconclusive; ``on_inconclusive``
-maps the last for the exit code), ranks the findings, and captures thumbnails of
-the images only one model gets right from the audited data, when it can still be read and
-neither audit ran with ``thumbnails = false`` (licences, privacy).
+and ``verdict.json``), pairs them (``audit.paired``), judges "candidate not worse by more than the
+margin" exactly as the ``paired`` check does during a run (pass, fail or inconclusive, decided on the
+interval by ``audit.verdict.decide``; ``on_inconclusive`` maps the last for the exit code), ranks the
+findings, and captures thumbnails of the images only one model gets right from the audited data,
+when it can still be read and neither audit ran with ``thumbnails = false`` (licences, privacy).
 ``audit.render.comparison`` writes the report.
 
 Example::
@@ -18,63 +18,14 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 
-from audit import __version__, findings
+from audit import findings
 from audit.checks import paired
-from audit.compare import Comparison, compare_runs, load_run
-from audit.errors import EXIT_BY_OUTCOME, AuditError
-from audit.findings import Finding
-from audit.verdict import Criterion
-
-SCHEMA = "audit.comparison/v2"  # v2: outcome, on_inconclusive, the loss interval's status
-
-
-@dataclass(frozen=True)
-class Data:
-    source: str  # the audited data the thumbnails came from ("" when none were read)
-
-
-@dataclass(frozen=True)
-class ComparisonReport:
-    candidate_dir: str
-    baseline_dir: str
-    paired: Comparison
-    criterion: Criterion
-    findings: tuple[Finding, ...]
-    data: Data
-    thumbnails: Mapping[tuple[str, str], str] = field(default_factory=dict)  # (source, path) -> inline image
-    notes: tuple[str, ...] = ()
-    created: str = ""
-    tool_version: str = __version__
-    on_inconclusive: str = "inconclusive"  # what an inconclusive comparison counts as (exit code)
-
-    @property
-    def outcome(self) -> str:
-        return self.criterion.status
-
-    @property
-    def gate(self) -> str:
-        return self.on_inconclusive if self.outcome == "inconclusive" else self.outcome
-
-    @property
-    def passed(self) -> bool:
-        return self.gate == "pass"
-
-    @property
-    def headline(self) -> str:
-        mapped = f" (counted as {self.gate.upper()}: on_inconclusive = {self.on_inconclusive})" \
-            if self.gate != self.outcome else ""
-        return self.outcome.upper() + mapped
-
-    def to_dict(self) -> dict:
-        return {"schema": SCHEMA, "outcome": self.outcome, "passed": self.passed,
-                "exit_code": EXIT_BY_OUTCOME[self.gate], "on_inconclusive": self.on_inconclusive,
-                "criterion": self.criterion.to_dict(), "findings": [f.to_dict() for f in self.findings],
-                "candidate": self.candidate_dir, "baseline": self.baseline_dir, "comparison": self.paired.to_dict(),
-                "notes": list(self.notes), "created": self.created, "tool_version": self.tool_version}
+from audit.errors import AuditError
+from audit.paired import PairedComparison, compare_runs, load_run
+from audit.result import ComparedData, ComparisonReport
+from audit.verdict import decide
 
 
 def compare_folders(candidate: Path, baseline: Path, *, margin: float = 0.01, alpha: float = 0.05,
@@ -86,7 +37,7 @@ def compare_folders(candidate: Path, baseline: Path, *, margin: float = 0.01, al
     """
     res = compare_runs(load_run(candidate, flag="--candidate"), load_run(baseline, flag="--baseline"),
                        margin=margin, alpha=alpha, examples=max_thumbnails)
-    crit = paired.criteria(res, None)[0]
+    (crit,) = decide(paired.criteria(res, None), "interval")
     ranked = findings.rank(findings.failing([crit], "paired"), paired.findings(res, None))
     source, thumbs, notes = "", {}, []
     if thumbnails and not _without_thumbnails(candidate, baseline):
@@ -94,7 +45,7 @@ def compare_folders(candidate: Path, baseline: Path, *, margin: float = 0.01, al
     elif thumbnails:
         notes = ["no thumbnails: an audit being compared ran with thumbnails = false"]
     return ComparisonReport(
-        str(candidate), str(baseline), res, crit, ranked, Data(source), thumbs, tuple(notes),
+        str(candidate), str(baseline), res, crit, ranked, ComparedData(source), thumbs, tuple(notes),
         created=dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat(), on_inconclusive=on_inconclusive,
     )
 
@@ -114,7 +65,7 @@ def _without_thumbnails(*folders: Path) -> bool:
     return False
 
 
-def _thumbnails(res: Comparison, candidate: Path,
+def _thumbnails(res: PairedComparison, candidate: Path,
                 data: Path | None) -> tuple[str, dict[tuple[str, str], str], list[str]]:
     """Thumbnails of the images only one model gets right, read through the audited data source.
 

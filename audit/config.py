@@ -20,11 +20,11 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from audit import imaging
 from audit.checks import CHECKS
-from audit.errors import ConfigError
+from audit.errors import AuditError, ConfigError
 from audit.settings import Section, build, read_toml, set_dotted, setting, unit
 from audit.verdict import JUDGE_ON, ON_INCONCLUSIVE
 
@@ -39,18 +39,17 @@ class Criteria(Section):
     min_class_f1: float | None = unit(None)  # every class's F1 must reach this
     max_ece: float | None = unit(None)  # expected calibration error, reported but not judged by default
     # "interval": pass, fail or inconclusive by where the 95% CI lies; "value": the point estimate must pass
-    judge_on: str = "interval"  # checked in __post_init__, which names the replacement of the former "ci"
+    judge_on: str = setting("interval", choices=JUDGE_ON)  # applied once by the pipeline (audit.verdict.decide)
     # what an inconclusive run reports: "inconclusive" (exit 4), "fail" (exit 1) or "pass" (exit 0)
     on_inconclusive: str = setting("inconclusive", choices=ON_INCONCLUSIVE)
 
-    def __post_init__(self) -> None:
-        if self.judge_on == "ci":  # the two-outcome pessimistic bound of earlier versions
-            raise ConfigError("config key 'criteria.judge_on' no longer takes 'ci': use 'interval' (the default; "
-                              "a threshold inside the CI is inconclusive, exit 4) with on_inconclusive = 'fail' "
-                              "(--on-inconclusive fail) to fail what the CI cannot show, as 'ci' did")
-        if self.judge_on not in JUDGE_ON:
-            raise ConfigError(f"config key 'criteria.judge_on' must be one of 'interval', 'value', got {self.judge_on!r}")
-        super().__post_init__()
+    @classmethod
+    def refuse(cls, name: str, f: dataclasses.Field, what: str, value: Any) -> AuditError:
+        if f.name == "judge_on" and value == "ci":  # the two-outcome pessimistic bound of earlier versions
+            return ConfigError("config key 'criteria.judge_on' no longer takes 'ci': use 'interval' (the default; "
+                               "a threshold inside the CI is inconclusive, exit 4) with on_inconclusive = 'fail' "
+                               "(--on-inconclusive fail) to fail what the CI cannot show, as 'ci' did")
+        return super().refuse(name, f, what, value)
 
     def accuracy_threshold(self, n_classes: int) -> float:
         """The capstone's rule: > 0.90 for binary, > 0.75 for 10+ classes, linear in between."""
@@ -62,7 +61,7 @@ class Criteria(Section):
 
 @dataclass(frozen=True)
 class EngineConfig(Section):
-    """Where inference runs: this process's threads (local) or a Ray cluster (ray, DESIGN §12)."""
+    """Where inference runs: this process's threads (local) or a Ray cluster (ray, docs/ARCHITECTURE.md §5)."""
 
     section: ClassVar[str] = "engine"
     name: str = setting("local", choices=("local", "ray"))
@@ -94,12 +93,17 @@ class RunConfig(Section):
         return dataclasses.asdict(self)
 
 
-AuditConfig = dataclasses.make_dataclass(
-    "AuditConfig",
-    [(s.name, s.config, field(default_factory=s.config)) for s in CHECKS if s.config is not None],
-    bases=(RunConfig,), frozen=True, namespace={"__module__": __name__},
-)
-AuditConfig.__doc__ = "Run settings plus one section per registered check (``config.<check name>``)."
+if TYPE_CHECKING:
+    class AuditConfig(RunConfig):
+        """How type checkers see the config: the run settings, and each check's section by its name."""
+
+        def __getattr__(self, section: str) -> Any: ...
+else:  # the sections come from the registry, so the class is made from it
+    AuditConfig = dataclasses.make_dataclass(
+        "AuditConfig", [(s.name, s.config, field(default_factory=s.config)) for s in CHECKS if s.config is not None],
+        bases=(RunConfig,), frozen=True, namespace={"__module__": __name__},
+    )
+    AuditConfig.__doc__ = "Run settings plus one section per registered check (``config.<check name>``)."
 
 
 def load_config(path: Path | None, overrides: dict[str, Any] | None = None) -> AuditConfig:

@@ -1,9 +1,10 @@
-"""What a probe check sees (DESIGN §5): one context object instead of a different argument list each.
+"""What a check sees (docs/ARCHITECTURE.md §4): one context object, the same for every check.
 
-Table checks take ``(Predictions, config)``. Probe checks (invariance, parity, integrity,
-latency, baseline) take an ``AuditContext``: the classifier, the data source, the engine with
-``rerun`` through the same batched path, the limits, seed and number of bootstrap resamples,
-what each check prepared before inference, and the comparable measures of the checks run so far.
+An ``AuditContext`` holds the config, the classifier, the data source, the engine (``rerun``
+goes through the same batched path, for checks that re-run the model on transformed images or
+with another classifier), the limits, seed and number of bootstrap resamples, the Predictions
+table of the inference pass, what each check prepared before inference, and the comparable
+measures of the checks run so far.
 
 Example::
 
@@ -17,22 +18,27 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from audit import imaging
+from audit.engines import Engine
+from audit.model import OnnxClassifier
 from audit.predictions import Predictions
-from audit.sources import DataSource, Sample, Skipped
+from audit.sources.base import DataSource, Sample, Skipped
 from audit.verdict import Measure
+
+if TYPE_CHECKING:  # annotations only: the config class is built from the check registry, above this module
+    from audit.config import AuditConfig
 
 
 @dataclass(frozen=True)
 class AuditContext:
-    config: Any  # AuditConfig
-    classifier: Any  # OnnxClassifier
+    config: AuditConfig
+    classifier: OnnxClassifier
     source: DataSource
-    engine: Any  # audit.engines.Engine
+    engine: Engine
     model_path: Path
     card_overrides: Mapping[str, Any] = field(default_factory=dict)
     predictions: Predictions | None = None  # None while checks prepare, before inference

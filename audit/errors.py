@@ -7,7 +7,7 @@ or 4 (inconclusive: the data cannot decide a criterion), ``EXIT_BY_OUTCOME``.
 
 from __future__ import annotations
 
-EXIT_PASS, EXIT_FAIL, EXIT_USAGE, EXIT_INTERNAL, EXIT_INCONCLUSIVE = 0, 1, 2, 3, 4
+EXIT_PASS, EXIT_FAIL, EXIT_USAGE, EXIT_INTERNAL, EXIT_INCONCLUSIVE = 0, 1, 2, 3, 4  # docs/ARCHITECTURE.md §9
 EXIT_BY_OUTCOME = {"pass": EXIT_PASS, "fail": EXIT_FAIL, "inconclusive": EXIT_INCONCLUSIVE}
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports it
 EXIT_TERMINATED = 143  # 128 + SIGTERM (what CI cancellation sends)

@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 
+from audit.text import evidence, fmt, fmt_ci
 from audit.verdict import Criterion
 
 SEVERITIES = ("fail", "inconclusive", "warn", "info")  # in reading order
@@ -45,8 +46,6 @@ class Finding:
 
 def failing(criteria: Iterable[Criterion], section: str) -> list[Finding]:
     """A finding per judged criterion that failed or is inconclusive, linking to the section of its check."""
-    from audit.render.text import evidence, fmt, fmt_ci
-
     def text(c: Criterion) -> str:
         ci = fmt_ci(c.low, c.high)
         value = fmt(c.value) + ("" if ci == "n/a" else f" {ci}")

@@ -62,13 +62,6 @@ class RunningServer:
     startup_s: float
     log: Path  # the server's stdout and stderr
 
-    def peak_rss_bytes(self) -> int:
-        """The server process's peak resident memory so far (Linux ``VmHWM``)."""
-        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-        raise ServerError(f"no VmHWM in /proc/{self.pid}/status")
-
 
 def free_port(host: str = HOST) -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:

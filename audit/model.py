@@ -1,4 +1,4 @@
-"""The model contract (DESIGN §3): a self-describing ONNX file, and a classifier over it.
+"""The model contract (docs/ARCHITECTURE.md §7): a self-describing ONNX file, and a classifier over it.
 
 A model card (labels, preprocessing, output kind, provenance) travels inside the ONNX file as
 ``metadata_props``. A model exported elsewhere still works: the card can come from a sidecar
@@ -17,57 +17,20 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from audit.card_schema import CHOICES, MAX_SIDE, OUTPUTS, check_card, check_preprocess_is_object
+from audit.card_schema import OUTPUTS, check_card, check_preprocess_is_object
 from audit.errors import ModelError
+from audit.preprocess import Preprocess
 
 CARD_PREFIX = "audit."
-RESIZE_MODES = CHOICES["resize"]
-INTERPOLATIONS = CHOICES["interpolation"]
-COLORS = CHOICES["color"]
-LAYOUTS = CHOICES["layout"]
 # ONNX tensor types the classifier can feed and read; other float widths are cast at the boundary
 FLOAT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64}
-
-
-@dataclass(frozen=True)
-class Preprocess:
-    """How an image becomes the model's input tensor (the same in the audit and the server)."""
-
-    size: tuple[int, int]
-    resize: str = "resize"
-    crop_pct: float = 1.0
-    interpolation: str = "bilinear"
-    mean: tuple[float, ...] = (0.0,)
-    std: tuple[float, ...] = (1.0,)
-    color: str = "RGB"
-    layout: str = "NCHW"
-
-    def __post_init__(self) -> None:
-        channels = 1 if self.color == "L" else 3
-        object.__setattr__(self, "size", tuple(int(s) for s in self.size))
-        object.__setattr__(self, "mean", _per_channel("mean", self.mean, channels))
-        object.__setattr__(self, "std", _per_channel("std", self.std, channels))
-        _check_choice("resize", self.resize, RESIZE_MODES)
-        _check_choice("interpolation", self.interpolation, INTERPOLATIONS)
-        _check_choice("color", self.color, COLORS)
-        _check_choice("layout", self.layout, LAYOUTS)
-        if len(self.size) != 2 or min(self.size) < 1 or max(self.size) > MAX_SIDE:
-            raise ModelError(f"preprocess size must be [H, W] with values from 1 to {MAX_SIDE}, got {list(self.size)}")
-        if any(s <= 0 for s in self.std):
-            raise ModelError(f"preprocess std must be positive, got {list(self.std)}")
-        if not 0 < self.crop_pct <= 1:
-            raise ModelError(f"preprocess crop_pct must be in (0, 1], got {self.crop_pct}")
-
-    @property
-    def channels(self) -> int:
-        return 1 if self.color == "L" else 3
 
 
 @dataclass(frozen=True)
@@ -84,7 +47,8 @@ class ModelCard:
     def __post_init__(self) -> None:
         object.__setattr__(self, "labels", tuple(str(x) for x in self.labels))
         object.__setattr__(self, "invariances", tuple(self.invariances))
-        _check_choice("output", self.output, OUTPUTS)
+        if self.output not in OUTPUTS:
+            raise ModelError(f"card key 'audit.output' must be one of {list(OUTPUTS)}, got {self.output!r}")
         if len(self.labels) < 2:
             raise ModelError(f"a classifier needs at least 2 labels, got {list(self.labels)}")
         if len(set(self.labels)) != len(self.labels):
@@ -128,6 +92,11 @@ class ModelCard:
             invariances=tuple(d.get("invariances", ())),
             provenance=dict(d.get("provenance", {})),
         )
+
+
+def model_name(path: Path) -> str:
+    """A model's name for reports: the file stem, or its folder's name for a generic ``model.onnx``."""
+    return path.stem if path.stem not in ("model", "best", "last") else path.resolve().parent.name
 
 
 def read_metadata(path: str | Path, proto=None) -> dict[str, Any]:
@@ -377,19 +346,3 @@ def _reconcile(card: ModelCard | Mapping[str, Any], graph: GraphInfo, path: Path
     if pre.layout != graph.layout and graph.layout_certain:
         card = replace(card, preprocess=replace(pre, layout=graph.layout))  # the graph is the truth
     return card
-
-
-def _per_channel(name: str, values: float | Sequence[float], channels: int) -> tuple[float, ...]:
-    vals = (values,) if isinstance(values, (int, float)) else tuple(values)
-    if len(vals) == 1:
-        vals = vals * channels
-    if len(vals) == 3 and channels == 1:
-        raise ModelError(f"preprocess {name} has 3 values but color is L (1 channel)")
-    if len(vals) != channels:
-        raise ModelError(f"preprocess {name} needs 1 or {channels} values, got {len(vals)}")
-    return tuple(float(v) for v in vals)
-
-
-def _check_choice(name: str, value: Any, choices: Sequence[str]) -> None:
-    if value not in choices:
-        raise ModelError(f"preprocess/card field {name!r} must be one of {list(choices)}, got {value!r}")

@@ -1,7 +1,7 @@
-"""The audit pipeline (DESIGN §5): load -> prepare checks -> inference -> checks -> verdict -> AuditResult.
+"""The audit pipeline (docs/ARCHITECTURE.md §2): load -> prepare checks -> inference -> checks -> verdict.
 
 ``run_audit`` is the library call behind ``python -m audit run``; it is a loop over the check
-registry (``audit.checks.CHECKS``). Renderers only read the finished ``AuditResult``.
+registry (``audit.checks.CHECKS``). Renderers only read the finished ``AuditResult`` (``audit.result``).
 
 Example::
 
@@ -15,74 +15,25 @@ import collections
 import contextlib
 import datetime as dt
 import time
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field, replace
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from audit import __version__, findings
 from audit.checks import CHECKS
 from audit.checks.integrity import duplicate_clusters, duplicate_pairs
+from audit.config import AuditConfig
 from audit.context import AuditContext
+from audit.contract import CheckSpec
 from audit.engines import Engine, make_engine
 from audit.errors import ConfigError, DataError, ModelError
-from audit.findings import Finding
-from audit.model import ModelCard, OnnxClassifier
+from audit.model import OnnxClassifier
 from audit.predictions import Predictions
+from audit.result import AuditResult, DataSummary, ModelSummary
 from audit.sources import NON_FINITE, DataSource, Skipped, open_source
 from audit.thumbnails import capture_thumbnails
-from audit.verdict import Verdict
-
-
-@dataclass(frozen=True)
-class DataSummary:
-    source: str
-    found: int
-    processed: int
-    skipped: tuple[Skipped, ...]
-    class_counts: tuple[tuple[str, int], ...]  # processed images per model label
-    attribute_names: tuple[str, ...]
-    notes: tuple[str, ...]
-    kind: str = "ImageFolder"
-
-    @property
-    def accounted(self) -> bool:
-        return self.processed + len(self.skipped) == self.found
-
-
-@dataclass(frozen=True)
-class ModelSummary:
-    path: str
-    sha256: str
-    size_bytes: int
-    card: ModelCard
-    fixed_batch: int | None
-    input_shape: tuple[Any, ...]
-
-
-@dataclass(frozen=True)
-class AuditResult:
-    tool_version: str
-    created: str
-    model: ModelSummary
-    data: DataSummary
-    config: Any  # AuditConfig
-    predictions: Predictions
-    verdict: Verdict
-    results: Mapping[str, Any]  # check name -> its frozen result, in registry order (enabled checks only)
-    timings: tuple[tuple[str, float], ...] = ()
-    thumbnails: Mapping[str, str] = field(default_factory=dict)  # "role:path" -> inline image, see thumbnails.py
-    engine: str = "local"
-    findings: tuple[Finding, ...] = ()  # failing criteria, then the most important observations (findings.py)
-
-    def __getattr__(self, name: str) -> Any:
-        """A check's result by name (``result.metrics``); None when the check did not run."""
-        if name in _CHECK_NAMES:
-            return self.results.get(name)
-        raise AttributeError(name)
-
-
-_CHECK_NAMES = frozenset(s.name for s in CHECKS)
+from audit.verdict import Verdict, decide
 
 
 class _Timer:
@@ -96,53 +47,59 @@ class _Timer:
         self.timings.append((stage, time.perf_counter() - t0))
 
 
-def run_audit(model_path: Path, data_path: Path, config, *, card_overrides: Mapping[str, Any] | None = None,
-              engine: Engine | None = None, progress: bool | None = None) -> AuditResult:
-    """Audit the model at ``model_path`` on the data at ``data_path`` under ``config`` (an ``AuditConfig``)."""
+def run_audit(model_path: Path, data_path: Path, config: AuditConfig, *,
+              card_overrides: Mapping[str, Any] | None = None, engine: Engine | None = None,
+              progress: bool | None = None, checks: Sequence[CheckSpec] = CHECKS) -> AuditResult:
+    """Audit the model at ``model_path`` on the data at ``data_path`` under ``config``.
+
+    ``checks`` is the registry to run (``audit.checks.CHECKS``; a test may add a check of its own).
+    """
     timed = _Timer()
     with timed("load + scan"):
         ctx = open_context(model_path, data_path, config, card_overrides=card_overrides, engine=engine,
-                           progress=progress)
+                           progress=progress, checks=checks)
     with timed("inference"):
         ctx, data = infer(ctx)
     with timed("duplicate clusters"):
         ctx = find_duplicates(ctx)
     results, criteria, failures, observations = {}, [], [], []
-    for spec in active_checks(config):
+    for spec in active_checks(config, checks):
         with timed(spec.title):
-            res = spec.run(ctx) if spec.probe else spec.run(ctx.predictions, config)
+            res = spec.run(ctx)
         results[spec.name] = res
-        judged = spec.criteria(res, config)
+        judged = decide(spec.criteria(res, config), config.criteria.judge_on)
         criteria += judged
         failures += findings.failing(judged, spec.name)
         observations += spec.findings(res, config)
-        ctx = replace(ctx, measures=ctx.measures + tuple(spec.comparable(res)))
+        ctx = replace(ctx, measures=ctx.measures + tuple(spec.comparable(res, config)))
     with timed("thumbnails"):
-        ran = [(s, results[s.name]) for s in active_checks(config)]
+        ran = [(s, results[s.name]) for s in active_checks(config, checks)]
         thumbs = capture_thumbnails(ctx, ran) if config.thumbnails else {}
     return AuditResult(
         tool_version=__version__,
         created=dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat(),
         model=summarize_model(ctx.classifier), data=data, config=config, predictions=ctx.predictions,
-        verdict=Verdict.of(criteria, config.criteria.judge_on, config.criteria.on_inconclusive), results=results,
+        verdict=Verdict.of(criteria, config.criteria.judge_on, config.criteria.on_inconclusive),
+        checks=tuple(checks), results=results,
         timings=tuple(timed.timings), thumbnails=thumbs, engine=ctx.engine.name,
         findings=findings.rank(failures, observations),
     )
 
 
-def active_checks(config) -> list:
-    return [s for s in CHECKS if s.enabled(config)]
+def active_checks(config: AuditConfig, checks: Sequence[CheckSpec] = CHECKS) -> list[CheckSpec]:
+    return [s for s in checks if s.enabled(config)]
 
 
-def open_context(model_path: Path, data_path: Path, config, *, card_overrides: Mapping[str, Any] | None = None,
-                 engine: Engine | None = None, progress: bool | None = None) -> AuditContext:
+def open_context(model_path: Path, data_path: Path, config: AuditConfig, *,
+                 card_overrides: Mapping[str, Any] | None = None, engine: Engine | None = None,
+                 progress: bool | None = None, checks: Sequence[CheckSpec] = CHECKS) -> AuditContext:
     """Load the model, scan the data and prepare every enabled check: all input errors surface here,
     before the first image is decoded."""
     clf = OnnxClassifier.load(model_path, overrides=card_overrides, threads=config.threads)
     source = open_source(Path(data_path), clf.labels, data_root=data_root(config))
     ctx = AuditContext(config, clf, source, engine or make_engine(config, progress), Path(model_path),
                        dict(card_overrides or {}))
-    return replace(ctx, prepared={s.name: s.prepare(ctx) for s in active_checks(config) if s.prepare})
+    return replace(ctx, prepared={s.name: s.prepare(ctx) for s in active_checks(config, checks) if s.prepare})
 
 
 def infer(ctx: AuditContext) -> tuple[AuditContext, DataSummary]:
@@ -169,7 +126,7 @@ def find_duplicates(ctx: AuditContext) -> AuditContext:
     return replace(ctx, predictions=preds, test_pairs=pairs)
 
 
-def data_root(config) -> Path | None:
+def data_root(config: AuditConfig) -> Path | None:
     """The extra folder a manifest may point into (``--data-root``), checked to exist."""
     if config.data_root is None:
         return None
@@ -200,6 +157,7 @@ def summarize_data(source: DataSource, preds: Predictions, rejected: list[Skippe
         attribute_names=source.attribute_names,
         notes=tuple(notes),
         kind=source.kind,
+        metadata=source.metadata,
     )
 
 

@@ -1,4 +1,5 @@
-"""How much evidence a criterion has: its minimum detectable effect and the images an undecided one needs.
+"""How much evidence a criterion has: its minimum detectable effect and the images an undecided one needs
+(docs/ARCHITECTURE.md §4.1).
 
 A criterion judged on its interval decides when the interval leaves the threshold. Before the
 data, that is a test of "the true value equals the threshold" at level ``alpha = 1 - level``; its

@@ -1,4 +1,4 @@
-"""The Predictions table (DESIGN §5): one row per processed image, the only thing table checks read.
+"""The Predictions table (docs/ARCHITECTURE.md §2): one row per processed image, what most checks read.
 
 It is written out next to every report (``predictions.csv``), so anyone can recompute any number;
 ``Predictions.from_frame`` reads it back.
@@ -17,10 +17,12 @@ from typing import Any
 
 import numpy as np
 
+MISSING = "(missing)"  # the slice/group name of an empty attribute value
+
 
 @dataclass(frozen=True)
 class Predictions:
-    """One row per processed image: the only thing the checks read (DESIGN §5)."""
+    """One row per processed image: the only thing the checks read (docs/ARCHITECTURE.md §2)."""
 
     labels: tuple[str, ...]
     paths: tuple[str, ...]

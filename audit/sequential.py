@@ -1,4 +1,5 @@
-"""Anytime-valid confidence sequences: look at the data as it comes and stop once the answer is clear.
+"""Anytime-valid confidence sequences: look at the data as it comes and stop once the answer is clear
+(docs/ARCHITECTURE.md §4.3).
 
 A fixed-n interval (Wilson, bootstrap) is valid at one sample size chosen in advance; looking
 after every batch and stopping when it excludes the threshold makes its coverage fall well below

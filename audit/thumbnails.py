@@ -16,6 +16,8 @@ from typing import Any
 from PIL import Image
 
 from audit import imaging
+from audit.context import AuditContext
+from audit.contract import CheckSpec
 from audit.sources import DataSource
 
 MAX_THUMBNAIL = 64  # pixels on the longer side: a 64 px JPEG is 1-3 kB
@@ -35,7 +37,7 @@ def thumbnail_uri(data: bytes, size: int = MAX_THUMBNAIL) -> str | None:
     return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def capture_thumbnails(ctx, checks: Sequence[tuple[Any, Any]]) -> dict[tuple[str, str], str]:
+def capture_thumbnails(ctx: AuditContext, checks: Sequence[tuple[CheckSpec, Any]]) -> dict[tuple[str, str], str]:
     """{(source description, path): inline image} for every image the checks' ``thumbnails`` hooks name."""
     wanted: dict[tuple[str, str], DataSource] = {}
     for spec, result in checks:

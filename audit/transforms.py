@@ -1,4 +1,4 @@
-"""Label-preserving image transforms at graded severities (DESIGN §6.4), as picklable callables.
+"""Label-preserving image transforms at graded severities (docs/ARCHITECTURE.md §4.3), as picklable callables.
 
 Each transform acts on a decoded Pillow image, before resizing; ``TRANSFORMS[name].at(severity)``
 is a ``functools.partial`` of a module-level function, so it can be sent to another process (a

@@ -1,10 +1,10 @@
 """What the speed benchmarks share: the model and data they locate or build, alternating runs, results files.
 
-The model is the Fashion-MNIST baseline CNN of the quick start, ``models/fashion_mnist_baseline/model.onnx``.
+The model is the Fashion-MNIST scratch CNN of the quick start, ``models/fashion_mnist_scratch/model.onnx``.
 When it is missing it is built with the documented commands (a few minutes on two cores)::
 
     .venv/bin/python -m training prepare fashion-mnist --out data/fashion-mnist
-    .venv/bin/python -m training fit --config configs/fashion_mnist_baseline.toml
+    .venv/bin/python -m training fit --config configs/fashion_mnist_scratch.toml
 
 Timings alternate A and B in one process (A, B, A, B, ...) so that load from other work on the
 machine hits both alike; results report the median and the spread of each.
@@ -25,7 +25,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-MODEL = ROOT / "models/fashion_mnist_baseline/model.onnx"
+MODEL = ROOT / "models/fashion_mnist_scratch/model.onnx"
 DATA = ROOT / "data/fashion-mnist"
 RESULTS = HERE / "results"
 
@@ -43,13 +43,13 @@ def fashion_mnist_test() -> Path:
 
 
 def fashion_mnist_model(model: Path | None = None) -> Path:
-    """``model`` if given, else the quick start's baseline CNN, trained if missing."""
+    """``model`` if given, else the quick start's scratch CNN, trained if missing."""
     if model is not None:
         return model
     if not MODEL.is_file():
         fashion_mnist_test()
-        print(f"no model at {MODEL}: training the baseline CNN (configs/fashion_mnist_baseline.toml)", flush=True)
-        _python("-m", "training", "fit", "--config", "configs/fashion_mnist_baseline.toml")
+        print(f"no model at {MODEL}: training the scratch CNN (configs/fashion_mnist_scratch.toml)", flush=True)
+        _python("-m", "training", "fit", "--config", "configs/fashion_mnist_scratch.toml")
     return MODEL
 
 

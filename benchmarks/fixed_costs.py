@@ -25,7 +25,7 @@ from pathlib import Path
 
 import common
 
-IMPORTS = "import audit.cli, audit.config, audit.pipeline, audit.render.outputs, audit.render.text"
+IMPORTS = "import audit.cli, audit.config, audit.pipeline, audit.render.outputs, audit.text"
 CHECK_FLAGS = ("--no-latency", "--no-invariance")
 
 
@@ -60,19 +60,18 @@ def in_process(model: Path, data: Path, out: Path) -> dict[str, float]:
     """Seconds of each rendering step of one small audit, in this process."""
     from audit.config import load_config
     from audit.pipeline import run_audit
-    from audit.render import html, plots
+    from audit.render import html
     from audit.render.pdf import write_pdf
 
     t = {}
     t0 = time.perf_counter()
     r = run_audit(model, data, load_config(None, {"latency.enabled": False}), progress=False)
     t["run_audit (50 images)"] = time.perf_counter() - t0
-    figures = {"f1_bars": (r.metrics.per_class, None), "confusion_heatmap": (r.metrics.confusion, r.predictions.labels),
-               "reliability_diagram": (r.calibration.bins,), "slice_forest": (r.slices.slices, r.slices.metric)}
-    for name, args in figures.items():
+    for spec in r.ran:  # each check's charts, drawn as the report draws them
         t0 = time.perf_counter()
-        plots.figure_uri(name, *args)
-        t[f"figure {name}"] = time.perf_counter() - t0
+        charts = [c.uri() for c in spec.charts(r.results[spec.name], r.config).values()]
+        if charts:
+            t[f"charts of {spec.name}"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     page = html.render_html(r)
     t["report.html (figures included)"] = time.perf_counter() - t0

@@ -7,7 +7,7 @@ skipped files, no image properties, no hashes, no checks. Decoding happens on th
 (``--decode main``), or on a thread pool one batch ahead (``--decode pool``); on two cores the main
 thread was the faster of the two, and the benchmarks take the faster one as the floor.
 
-    .venv/bin/python benchmarks/floor.py --model models/fashion_mnist_baseline/model.onnx \\
+    .venv/bin/python benchmarks/floor.py --model models/fashion_mnist_scratch/model.onnx \\
         --data data/fashion-mnist/test
 """
 

@@ -22,7 +22,8 @@ from pathlib import Path
 import common
 import floor
 
-from audit.engines.local import LocalEngine, default_workers
+from audit.engines.local import LocalEngine
+from audit.imaging import default_workers
 from audit.model import OnnxClassifier
 from audit.sources import open_source
 

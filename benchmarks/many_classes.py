@@ -1,4 +1,4 @@
-"""Cost with many classes: a 1,000-class model over 10,000 images, time and peak memory (DESIGN §10).
+"""Cost with many classes: a 1,000-class model over 10,000 images, time and peak memory (docs/ARCHITECTURE.md §12).
 
 The model is a real ONNX graph (global average pool + a linear layer that picks the nearest of
 1,000 colour centres); the data are 10,000 noisy 16x16 PNGs, 10 per class, written to a temporary

@@ -12,7 +12,7 @@
   10k images with each engine: Ray pays a pool start for the main pass and for every probe re-run.
 * split: decode + measure vs ONNX Runtime per image, single-threaded, to say how Ray scales with nodes.
 
-    .venv/bin/python benchmarks/scale.py --model models/fashion_mnist_baseline/model.onnx
+    .venv/bin/python benchmarks/scale.py --model models/fashion_mnist_scratch/model.onnx
 """
 
 from __future__ import annotations
@@ -76,7 +76,7 @@ def run_floor(clf, src) -> float:
     import numpy as np
 
     from audit import imaging
-    from audit.engines.local import default_workers
+    from audit.imaging import default_workers
 
     pre = clf.card.preprocess
 
@@ -242,7 +242,7 @@ def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
         return child(sys.argv[2:])
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", type=Path, default=ROOT / "models/fashion_mnist_baseline/model.onnx")
+    ap.add_argument("--model", type=Path, default=ROOT / "models/fashion_mnist_scratch/model.onnx")
     ap.add_argument("--data", type=Path, default=ROOT / "data/fashion-mnist/test")
     ap.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "audit-scale")
     ap.add_argument("--local-sizes", default="10000,100000,500000")

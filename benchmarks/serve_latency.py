@@ -1,4 +1,4 @@
-"""``POST /predict`` latency vs the floor, and the serving choices side by side (DESIGN §10).
+"""``POST /predict`` latency vs the floor, and the serving choices side by side (docs/ARCHITECTURE.md §12).
 
 * Floor: what any server must do per request: decode the image bytes, preprocess (resize +
   normalise) and a bare ``session.run``, in this process, with the same ONNX Runtime threads.
@@ -13,7 +13,7 @@
   pydantic, base64), and CPU time per request of the server process and of the client thread
   (robust to the machine's load, unlike wall time).
 
-Models: see ``serve_models.py`` (quick-start baseline, colour model and ResNet-18 at 224 px).
+Models: see ``serve_models.py`` (quick-start scratch CNN, colour model and ResNet-18 at 224 px).
 
     .venv/bin/python benchmarks/serve_latency.py
 """

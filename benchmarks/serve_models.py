@@ -1,7 +1,7 @@
 """The models and images the serving benchmarks use, built here so anyone can rerun them.
 
-* ``quickstart``: the Fashion-MNIST baseline CNN (28x28 grey) the README's quick start trains
-  (``python -m training fit --config configs/fashion_mnist_baseline.toml``) on its test images;
+* ``quickstart``: the Fashion-MNIST scratch CNN (28x28 grey) the README's quick start trains
+  (``python -m training fit --config configs/fashion_mnist_scratch.toml``) on its test images;
   skipped with a note when it has not been built.
 * ``colour224``: the tests' colour classifier (global average pool + linear) at 224 px: a model
   that costs almost nothing, so what remains is the serving overhead at 224 px.
@@ -21,7 +21,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-QUICKSTART = ROOT / "models/fashion_mnist_baseline/model.onnx"
+QUICKSTART = ROOT / "models/fashion_mnist_scratch/model.onnx"
 QUICKSTART_DATA = ROOT / "data/fashion-mnist/test"
 
 
@@ -47,11 +47,11 @@ def photos(n: int, size: int = 224) -> list[bytes]:
 def quickstart(n: int) -> Case | None:
     if not (QUICKSTART.exists() and QUICKSTART_DATA.exists()):
         print(f"skipping the quick-start model: build {QUICKSTART.relative_to(ROOT)} with python -m training fit "
-              "--config configs/fashion_mnist_baseline.toml", file=sys.stderr)
+              "--config configs/fashion_mnist_scratch.toml", file=sys.stderr)
         return None
     files = sorted(QUICKSTART_DATA.rglob("*.png"))
     step = max(1, len(files) // n)
-    return Case("fashion_mnist_baseline (L 28x28)", QUICKSTART, [f.read_bytes() for f in files[::step][:n]])
+    return Case("fashion_mnist_scratch (L 28x28)", QUICKSTART, [f.read_bytes() for f in files[::step][:n]])
 
 
 def colour224(tmp: Path, n: int) -> Case:

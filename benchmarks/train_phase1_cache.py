@@ -1,4 +1,4 @@
-"""Phase 1 (frozen backbone, head only) with and without cached features (issue 3, DESIGN §10).
+"""Phase 1 (frozen backbone, head only) with and without cached features (issue 3, docs/ARCHITECTURE.md §12).
 
 Same model (EfficientNet-Lite0, packaged ImageNet weights, grey 64x64), same real Fashion-MNIST
 images, same epochs, same threads, in one process:

@@ -161,7 +161,7 @@ def leaky_split(root: Path, n_per_class: int = 10, classes=tuple(COLOURS)) -> tu
 
 
 def context(model: Path, data: Path, overrides: dict | None = None, config=None):
-    """An audit context after the inference pass (what probe checks receive), built like ``run_audit`` does."""
+    """An audit context after the inference pass (what every check receives), built like ``run_audit`` does."""
     from audit.config import load_config
     from audit.pipeline import find_duplicates, infer, open_context
 

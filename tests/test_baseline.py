@@ -11,6 +11,8 @@ from audit.checks.baseline import Baseline, BaselineConfig, compare, load_baseli
 from audit.cli import main
 from audit.errors import UsageError
 
+pytestmark = pytest.mark.fast  # the tier run before every commit (scripts/test.sh --fast)
+
 QUIET = ["--no-latency"]  # the latency check starts a server; these tests are about the comparison
 
 

@@ -40,7 +40,9 @@ def test_passing_run_exits_0_and_writes_every_output(audited):
     v = json.loads((out / "verdict.json").read_text())
     assert v["schema"] == "audit.verdict/v3" and v["passed"] is True and v["exit_code"] == 0
     assert v["outcome"] == "pass" and {c["status"] for c in v["criteria"] if c["judged"]} == {"pass"}
-    assert v["data"]["found"] == v["data"]["processed"] + v["data"]["skipped"] == 31
+    assert v["data"]["found"] == v["data"]["processed"] + v["data"]["skipped"] == 30  # metadata.csv is no image
+    assert "30 images, 0 skipped of 30 found (attributes from metadata.csv)" in proc.stdout
+    assert "30 found; attributes from metadata.csv." in (out / "summary.md").read_text()
     acc = v["metrics"]["accuracy"]
     assert acc["low"] <= acc["value"] <= acc["high"] and acc["value"] == pytest.approx(27 / 30)
     suite = ET.parse(out / "junit.xml").getroot()
@@ -168,6 +170,7 @@ def test_a_threshold_inside_the_interval_is_inconclusive_exit_4(tmp_path, capsys
         assert f"{acc['images_needed']:,}</td>" in html.split('<section id="evidence">', 1)[1]
 
 
+@pytest.mark.fast
 def test_judge_on_ci_is_refused_naming_its_replacement(tmp_path, capsys):
     data = builders.image_folder(tmp_path / "data", 3)
     model = builders.colour_model(tmp_path / "m.onnx")
@@ -259,6 +262,7 @@ def test_no_thumbnails_embeds_no_image_of_the_data(tmp_path):
     assert "data:image/jpeg" not in html and "thumbnails = false" in html
 
 
+@pytest.mark.fast
 def test_stdout_colours_the_outcome_on_a_terminal_only(monkeypatch):
     import os
     import pty
@@ -279,3 +283,14 @@ def test_stdout_colours_the_outcome_on_a_terminal_only(monkeypatch):
     assert coloured["inconclusive"] == "\033[35mx\033[0m" and coloured["fail"] == "\033[31mx\033[0m"
     assert len({coloured["pass"], coloured["fail"], coloured["inconclusive"]}) == 3
     assert coloured["info"] == plain == "x"
+
+
+@pytest.mark.fast
+@pytest.mark.parametrize(("argv", "hint"), [(["--bogus"], "(see python -m audit --help)"),
+                                           (["run", "--bogus"], "(see python -m audit run --help)"),
+                                           (["compare", "--bogus"], "(see python -m audit compare --help)")])
+def test_a_usage_error_is_one_line_naming_the_command_once(argv, hint, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 2 and err.startswith("error:") and err.endswith(hint) and "\n" not in err

@@ -23,6 +23,7 @@ from audit.stats import proportion_ci
 SETS = 2000
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize("seed", range(3))
 def test_cluster_ids_are_the_connected_components(seed):
     rng = np.random.default_rng(seed)
@@ -36,6 +37,7 @@ def test_cluster_ids_are_the_connected_components(seed):
     assert ids[0] == 0 and np.all(np.diff(np.unique(ids, return_index=True)[1]) > 0)  # numbered by first row
 
 
+@pytest.mark.fast
 def test_a_chain_is_one_cluster_and_no_pairs_are_singletons():
     assert cluster_ids(6, np.array([4, 3, 2, 1]), np.array([5, 4, 3, 2])).tolist() == [0, 1, 1, 1, 1, 1]
     assert cluster_ids(3, np.array([], int), np.array([], int)).tolist() == [0, 1, 2]
@@ -43,6 +45,7 @@ def test_a_chain_is_one_cluster_and_no_pairs_are_singletons():
     assert (c.count, c.duplicated) == (3, 4) and c.to_dict()["clusters"] == 3
 
 
+@pytest.mark.fast
 def test_design_effect_is_one_without_duplicates_and_counts_clusters_when_all_agree():
     rng = np.random.default_rng(0)
     y = rng.random(500) < 0.8
@@ -64,6 +67,7 @@ def _clustered_set(rng, singles: int, pairs: int, triples: int, mu: float, weigh
     return rng.random(len(ids)) < q[ids], ids
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize("singles,pairs,triples,mu,weight", [
     (500, 0, 0, 0.85, np.inf),  # independent images: the plain Wilson interval
     (800, 60, 27, 0.85, 0.2),  # 20% of 1,001 images are copies
@@ -122,6 +126,7 @@ def test_macro_metrics_bootstrap_by_cluster_covers_95_percent_of_clustered_sets(
     assert _balanced_accuracy_coverage(0.4, 0.1, clustered=False) < 0.92  # resampling images: too narrow
 
 
+@pytest.mark.fast
 def test_resampling_keeps_each_class_size_and_moves_clusters_whole():
     y = np.repeat(np.arange(3), [5, 7, 9])
     for w in resample_weights(y, None, 50, seed=0):
@@ -132,6 +137,7 @@ def test_resampling_keeps_each_class_size_and_moves_clusters_whole():
         assert np.all(w[:, y == 0].sum(1) % 1 == 0) and np.all(w.sum(1) > 0)
 
 
+@pytest.mark.fast
 def test_resample_step_size_changes_no_draw(monkeypatch):
     y = np.repeat(np.arange(4), 250)
     ids = np.repeat(np.arange(500), 2)
@@ -141,6 +147,7 @@ def test_resample_step_size_changes_no_draw(monkeypatch):
     assert len(steps[0]) == 7 and np.array_equal(np.concatenate(steps), before)
 
 
+@pytest.mark.fast
 def test_bootstrap_weighted_point_is_the_unweighted_statistic():
     y = np.repeat(np.arange(2), 50)
     x = np.random.default_rng(0).random(100)
@@ -148,6 +155,7 @@ def test_bootstrap_weighted_point_is_the_unweighted_statistic():
     assert est.value == pytest.approx(x.mean()) and est.low < x.mean() < est.high
 
 
+@pytest.mark.fast
 def test_an_audit_counts_copied_test_images_once(tmp_path):
     """Copies planted in the test folder form clusters before the metrics run; accuracy's interval widens."""
     data = builders.image_folder(tmp_path / "data", n_per_class=12, confusers=3)

@@ -19,9 +19,11 @@ from statsmodels.stats.contingency_tables import mcnemar
 from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.proportion import proportion_confint
 
-from audit.compare import PairedRun, compare_runs
+from audit.paired import PairedRun, compare_runs
 from audit.errors import UsageError
 from audit.stats import bootstrap, mcnemar_exact, paired_difference_ci, proportion_ci
+
+pytestmark = pytest.mark.fast  # the tier run before every commit (scripts/test.sh --fast)
 
 LABELS = tuple(str(i) for i in range(10))
 

@@ -13,6 +13,8 @@ from audit.errors import DataError
 from audit.pipeline import run_audit
 from audit.sources import open_source
 
+pytestmark = pytest.mark.fast  # the tier run before every commit (scripts/test.sh --fast)
+
 LABELS = ("red", "green", "blue")
 
 # core checks only: the optional analyses have their own tests

@@ -12,6 +12,8 @@ from audit.duplicates import (
     colour_thumbnail, near_pairs, pair_distances, thumbnail_distance,
 )
 
+pytestmark = pytest.mark.fast  # the tier run before every commit (scripts/test.sh --fast)
+
 METHODS = ("auto", "index", "all")
 
 

@@ -16,6 +16,8 @@ from audit.errors import DataError
 from audit.sources import open_source
 from audit.stats import proportion_ci
 
+pytestmark = pytest.mark.fast  # the tier run before every commit (scripts/test.sh --fast)
+
 FAST = ["--no-pdf", "--no-progress", "--n-boot", "50", "--no-latency", "--no-invariance"]
 
 

@@ -5,9 +5,11 @@ import pytest
 from fairlearn.metrics import demographic_parity_ratio, equal_opportunity_difference
 
 import builders
-from audit.checks.fairness import FairnessConfig, fairness, fairness_criteria, findings
+from audit.checks.fairness import FairnessConfig, criteria, fairness, findings
 from audit.config import AuditConfig
 from audit.errors import DataError
+
+pytestmark = pytest.mark.fast  # the tier run before every commit (scripts/test.sh --fast)
 
 
 def grouped(n, c, seed, groups="abc", weak=None):
@@ -54,7 +56,7 @@ def test_small_groups_reported_and_left_out_like_masked_fairlearn():
         assert not tiny.judged and not tiny.tpr_judged  # listed, with its rates, but not in the ratios
         assert cf.disparate_impact.value == pytest.approx(
             demographic_parity_ratio(yt[keep], yp[keep], sensitive_features=g[keep]))
-    crits = fairness_criteria(res, FairnessConfig(sensitive=("sex",)))
+    crits = criteria(res, AuditConfig(fairness=FairnessConfig(sensitive=("sex",))))
     assert all("too small to judge: tiny (12)" in c.detail for c in crits)
 
 
@@ -62,8 +64,8 @@ def test_criteria_fail_for_a_disadvantaged_group_and_pass_without_one():
     cfg = FairnessConfig(sensitive=("sex",))
     fair, _ = grouped(3000, 2, 4, groups="ab")
     unfair, _ = grouped(3000, 2, 4, groups="ab", weak="b")
-    ok = {c.id: c for c in fairness_criteria(fairness(fair, cfg, n_boot=100), cfg)}
-    bad = {c.id: c for c in fairness_criteria(fairness(unfair, cfg, n_boot=100), cfg)}
+    ok = {c.id: c for c in criteria(fairness(fair, cfg, n_boot=100), AuditConfig(fairness=cfg))}
+    bad = {c.id: c for c in criteria(fairness(unfair, cfg, n_boot=100), AuditConfig(fairness=cfg))}
     assert ok["fairness.sex.disparate_impact"].passed and ok["fairness.sex.equal_opportunity"].passed
     assert not bad["fairness.sex.equal_opportunity"].passed
     assert "(b)" in bad["fairness.sex.equal_opportunity"].detail
@@ -75,7 +77,7 @@ def test_criteria_fail_for_a_disadvantaged_group_and_pass_without_one():
 
 def test_one_group_cannot_be_judged_and_says_so():
     p = builders.predictions(100, seed=0, attributes={"sex": np.array(["a"] * 100, dtype=object)})
-    crits = fairness_criteria(fairness(p, FairnessConfig(sensitive=("sex",)), n_boot=20), FairnessConfig())
+    crits = criteria(fairness(p, FairnessConfig(sensitive=("sex",)), n_boot=20), AuditConfig())
     assert all(not c.passed and c.value is None and "cannot be judged" in c.detail for c in crits)
 
 

@@ -20,6 +20,7 @@ from audit.findings import Finding, rank
 
 # --- ranking --------------------------------------------------------------------------------------
 
+@pytest.mark.fast
 def test_failures_first_then_observations_by_severity_and_importance():
     fails = [Finding("fail", "accuracy fails", "metrics", criterion="accuracy")]
     obs = [Finding("info", "weak class", "metrics", 0.3), Finding("warn", "slice", "slices", 0.1),
@@ -30,6 +31,7 @@ def test_failures_first_then_observations_by_severity_and_importance():
     assert [f.text for f in rank([], [Finding("info", str(i), "x", i) for i in range(9)], limit=2)] == ["8", "7"]
 
 
+@pytest.mark.fast
 def test_unknown_severity_is_named():
     with pytest.raises(ValueError,
                        match=r"Finding.severity must be one of \('fail', 'inconclusive', 'warn', 'info'\), got 'bad'"):
@@ -40,11 +42,11 @@ def test_inconclusive_criteria_come_after_failures_and_before_observations():
     from audit.findings import failing
     from audit.power import Sampling
     from audit.stats import Estimate, proportion_ci
-    from audit.verdict import Measure, judge
+    from audit.verdict import Measure, decide, judge
 
-    acc = judge(Measure("accuracy", "Accuracy", proportion_ci(47, 60), True, sampling=Sampling(60)), 0.77,
-                strict=True, judge_on="interval")
-    ece = judge(Measure("ece", "ECE", Estimate(0.2, 0.15, 0.25), False), 0.1, judge_on="interval")
+    acc, ece = decide([judge(Measure("accuracy", "Accuracy", proportion_ci(47, 60), True, sampling=Sampling(60)),
+                             0.77, strict=True),
+                       judge(Measure("ece", "ECE", Estimate(0.2, 0.15, 0.25), False), 0.1)], "interval")
     found = failing([acc, ece], "metrics")
     assert [f.severity for f in found] == ["inconclusive", "fail"]
     assert found[0].text.startswith("Undecided: Accuracy: 0.783 [0.664, 0.869]; the threshold > 0.770 lies inside")

@@ -5,6 +5,8 @@ from PIL import Image, ImageFilter
 from audit import imaging
 from audit.model import Preprocess
 
+pytestmark = pytest.mark.fast  # the tier run before every commit (scripts/test.sh --fast)
+
 
 def test_batch_properties_match_per_image_definitions():
     rng = np.random.default_rng(0)

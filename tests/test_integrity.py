@@ -8,8 +8,11 @@ from PIL import Image
 
 import builders
 from audit import imaging
-from audit.checks.integrity import IntegrityConfig, findings, integrity, integrity_criteria
+from audit.checks.integrity import IntegrityConfig, criteria, findings, integrity
+from audit.config import AuditConfig
 from audit.duplicates import near_pairs
+
+pytestmark = pytest.mark.fast  # the tier run before every commit (scripts/test.sh --fast)
 
 LABELS = tuple(builders.COLOURS)
 
@@ -44,7 +47,7 @@ def test_planted_train_test_duplicates_are_found(tmp_path):
     assert all(p.b == "red/000.png" for p in leaked.values())
     assert not leaked["green/jpeg.jpg"].same_label and leaked["red/exact.png"].same_label
     assert res.leaked == 3 and res.n_train == 30
-    (c,) = integrity_criteria(res, IntegrityConfig())
+    (c,) = criteria(res, AuditConfig())
     assert c.id == "integrity.leakage" and not c.passed and c.value == 3
     (leak, dup) = findings(res, None)  # the findings block: leakage (restating this criterion), then test duplicates
     assert (leak.severity, leak.criterion, leak.section) == ("warn", "integrity.leakage", "integrity")
@@ -60,9 +63,9 @@ def test_duplicates_inside_test_and_imbalance(tmp_path):
     assert res.n_train is None and res.leaked == 0
     assert dict(res.class_counts) == {"red": 12, "green": 11, "blue": 11}
     assert res.imbalance_ratio == 12 / 11
-    crit = integrity_criteria(res, IntegrityConfig(max_test_duplicates=0))
+    crit = criteria(res, AuditConfig(integrity=IntegrityConfig(max_test_duplicates=0)))
     assert [c.id for c in crit] == ["integrity.test_duplicates"] and not crit[0].passed
-    assert integrity_criteria(res, IntegrityConfig()) == []  # no --train, test duplicates not judged by default
+    assert criteria(res, AuditConfig()) == []  # no --train, test duplicates not judged by default
 
 
 def test_no_false_duplicates_among_distinct_pictures(tmp_path):
@@ -105,3 +108,26 @@ def test_colour_look_alikes_are_not_leaks_but_copies_are(tmp_path):
     assert all(found[a].b == copies[a] for a in found)
     assert len(found) / len(copies) >= 0.6
     assert all(0 <= p.confirmation <= IntegrityConfig().max_colour_distance for p in found.values())
+
+
+def test_duplicate_pairs_are_a_compact_grid_of_at_most_one_pdf_page(tmp_path):
+    """45 exact pairs: 40 laid out as a grid (on one page of the PDF), the rest counted."""
+    import re
+    import shutil
+
+    from pypdf import PdfReader
+
+    from audit.cli import main
+
+    data = builders.image_folder(tmp_path / "data", 15)
+    for p in sorted(data.rglob("*.png")):
+        shutil.copyfile(p, p.with_name(p.stem + "_copy.png"))
+    out = tmp_path / "out"
+    main(["run", "--model", str(builders.colour_model(tmp_path / "m.onnx")), "--data", str(data), "--out", str(out),
+          "--n-boot", "20", "--no-progress", "--no-latency", "--no-invariance", "--no-label-errors"])
+    html = (out / "report.html").read_text()
+    assert html.count('<figure class="pair') == 40 and "5 more pair(s) in <code>verdict.json</code>" in html
+    pages = [page.extract_text() for page in PdfReader(out / "report.pdf").pages]
+    first = [i for i, t in enumerate(pages) if re.search(r"(^|\s)1\. exact", t)]
+    last = [i for i, t in enumerate(pages) if re.search(r"(^|\s)40\. exact", t)]
+    assert first and first == last, f"the grid spans pages {first} to {last}"

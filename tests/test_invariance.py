@@ -8,10 +8,13 @@ import builders
 import dataclasses
 import pickle
 
-from audit.checks.invariance import (FlipLimits, InvarianceConfig, choose_transforms, findings, invariance,
-                                     invariance_criteria)
+from audit.checks.invariance import FlipLimits, InvarianceConfig, choose_transforms, criteria, findings, invariance
+from audit.config import AuditConfig
 from audit.errors import ConfigError
 from audit.transforms import DEFAULT_TRANSFORMS, TRANSFORMS
+from audit.verdict import decide
+
+pytestmark = pytest.mark.fast  # the tier run before every commit (scripts/test.sh --fast)
 
 
 def setup(tmp_path, model="side"):
@@ -39,7 +42,7 @@ def test_not_flip_invariant_model_flips_under_hflip_not_under_noop(tmp_path):
     assert by["vflip"].flip_rate.value == 0.0  # left stays left upside down
     assert {c.label: c.flip_rate for c in by["hflip"].per_class} == {"left": 1.0, "right": 1.0}
     assert len(by["hflip"].flipped) == 8 and res.n_images == 40
-    crit = {c.id: c for c in invariance_criteria(res, cfg)}
+    crit = {c.id: c for c in criteria(res, AuditConfig(invariance=cfg))}
     assert not crit["invariance.hflip"].passed and crit["invariance.none"].passed
     (f,) = findings(res, None)  # the findings block names the least stable transform
     assert (f.severity, f.criterion, f.importance) == ("warn", "invariance.hflip", 1.0)
@@ -54,7 +57,7 @@ def test_graded_severities_and_colour_model_is_invariant(tmp_path):
     assert [(r.transform, r.severity) for r in res.runs if r.transform in ("hflip", "rotate")] == [
         ("hflip", 1), ("rotate", 1), ("rotate", 2), ("rotate", 3)]
     assert res.worst("hflip").flip_rate.value == 0.0  # a global-average-pool model cannot see a flip
-    assert all(c.passed for c in invariance_criteria(res, cfg))
+    assert all(c.passed for c in criteria(res, AuditConfig(invariance=cfg)))
     assert findings(res, None) == []  # nothing flips: nothing to report
     assert res.runs[1].description == "rotate 5°"
 
@@ -64,7 +67,7 @@ def test_bounded_sample_and_per_transform_limit(tmp_path):
     cfg = InvarianceConfig(transforms=("hflip",), max_images=10, max_flip_rate_by=FlipLimits(hflip=1.0))
     res = run(cfg, n_boot=50)
     assert res.n_images == 10 and res.n_total == 40 and res.runs[0].n == 10
-    (c,) = invariance_criteria(res, cfg)
+    (c,) = criteria(res, AuditConfig(invariance=cfg))
     assert c.passed and c.threshold == 1.0
 
 
@@ -103,7 +106,7 @@ def test_an_arm_far_from_its_limit_stops_at_the_first_look_that_decides(tmp_path
     assert run.flip_rate.high < 0.1 and (res.images_run, res.images_budget) == (60, 120)
     # the 60 are a random sample of the three classes, not the first folders in the listing
     assert sum(c.n for c in run.per_class) == 60 and all(c.n >= 10 for c in run.per_class) and len(run.per_class) == 3
-    (c,) = invariance_criteria(res, cfg, judge_on="interval")
+    (c,) = decide(criteria(res, AuditConfig(invariance=cfg)), "interval")
     assert c.status == "pass" and "stopped after 60 of 120 images" in c.detail and c.n == 60
     assert res.to_dict()["images_run"] == 60 and res.to_dict()["runs"][0]["budget"] == 120
 
@@ -113,7 +116,7 @@ def test_an_arm_that_flips_everything_fails_at_its_first_look(tmp_path):
     res = run(InvarianceConfig(transforms=("hflip",), first_look=10), n_boot=50)
     (arm,) = res.runs
     assert arm.n == 10 and arm.flip_rate.value == 1.0 and arm.flip_rate.low > 0.1
-    (c,) = invariance_criteria(res, InvarianceConfig(transforms=("hflip",)), judge_on="interval")
+    (c,) = decide(criteria(res, AuditConfig(invariance=InvarianceConfig(transforms=("hflip",)))), "interval")
     assert c.status == "fail"
 
 

@@ -24,6 +24,8 @@ import builders
 from audit.checks.label_errors import CAVEAT, find_label_errors
 from audit.cli import main
 
+pytestmark = pytest.mark.fast  # the tier run before every commit (scripts/test.sh --fast)
+
 N_FLIP = 45  # 5% of the 899 test images
 
 

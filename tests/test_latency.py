@@ -14,18 +14,21 @@ import numpy as np
 import pytest
 from builders import COLOURS, colour_model, image_folder
 
-from audit.checks.latency import (LatencyConfig, LatencyResult, PhaseLatency, ServedAnswer, latency_criteria,
-                                  measure_latency)
+from audit.checks import latency
+from audit.checks.latency import LatencyConfig, LatencyResult, PhaseLatency, ServedAnswer, measure_latency
 from audit.cli import main
 from audit.config import AuditConfig, Criteria, load_config
 from audit.errors import ConfigError
 from audit.loadgen import ServerError, connect, request, running_server
 from audit.stats import Estimate
+from audit.verdict import decide
 from builders import context
 
 
 def criteria(result, config):
-    return latency_criteria(result, config.latency, config.criteria.judge_on)
+    """The check's criteria as the pipeline decides them (judge_on applied)."""
+    return decide(latency.criteria(result, config), config.criteria.judge_on)
+
 
 CONFIG = LatencyConfig(requests=12, concurrency=3, warmup=1, max_images=6, early_stop=False)
 
@@ -229,9 +232,9 @@ def test_html_escapes_paths_in_the_latency_section(tmp_path):
     res = LatencyResult("m.onnx", 0, 1, 100, 1.0, (_phase(errors=0),),
                         (ServedAnswer("<script>x</script>.png", "red", 0.9, "red", 0.9, 0.0),))
 
-    class R:  # the section template reads only r.latency and r.config
+    class R:  # the section template reads only r.latency and r.config (and its chart)
         latency = res
         config = AuditConfig()
 
-    html = _env().get_template("sections/latency.html.j2").render(r=R, figure=lambda *a: "")
+    html = _env().get_template("sections/latency.html.j2").render(r=R, chart={"histogram": ""})
     assert "<script>x" not in html and "&lt;script&gt;x" in html

@@ -13,6 +13,8 @@ from audit.engines.local import LocalEngine
 from audit.model import OnnxClassifier
 from audit.sources import open_source
 
+pytestmark = pytest.mark.fast  # the tier run before every commit (scripts/test.sh --fast)
+
 
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):

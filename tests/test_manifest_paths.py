@@ -8,6 +8,8 @@ from audit.cli import main
 from audit.errors import DataError
 from audit.sources import open_source
 
+pytestmark = pytest.mark.fast  # the tier run before every commit (scripts/test.sh --fast)
+
 LABELS = tuple(builders.COLOURS)
 
 

@@ -9,6 +9,8 @@ from sklearn import metrics as skm
 from audit.checks.metrics import classification_metrics, top_k_correct
 from audit.predictions import Predictions
 
+pytestmark = pytest.mark.fast  # the tier run before every commit (scripts/test.sh --fast)
+
 
 def random_predictions(n: int, c: int, seed: int, skill: float = 2.0, missing_class: bool = False) -> Predictions:
     rng = np.random.default_rng(seed)
@@ -88,7 +90,7 @@ def test_many_classes_use_per_class_counts_not_a_matrix_per_resample():
     tracemalloc.stop()
     assert peak < 200 * 2**20  # one 1000 x 1000 matrix per resample would need 800 MB per chunk of 100
     assert m.confusion.shape == (1000, 1000) and m.confusion.sum() == 2000
-    from audit.render.plots import MAX_CLASSES, confusion_heatmap, f1_bars
+    from audit.checks.metrics import MAX_CLASSES, confusion_heatmap, f1_bars
 
     worst = sorted(m.per_class, key=lambda pc: pc.f1.value)[:MAX_CLASSES]
     bars = f1_bars(m.per_class).svg()

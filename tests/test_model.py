@@ -11,6 +11,8 @@ from audit.errors import ModelError
 from audit.model import ModelCard, OnnxClassifier, Preprocess, read_metadata, write_card
 from audit.pipeline import run_audit
 
+pytestmark = pytest.mark.fast  # the tier run before every commit (scripts/test.sh --fast)
+
 # core checks only: the optional analyses have their own tests
 FAST = load_config(None, {"n_boot": 20, "pdf": False, "latency.enabled": False, "invariance.enabled": False})
 
@@ -86,8 +88,8 @@ def test_card_that_contradicts_the_graph_is_an_error(tmp_path):
 
 @pytest.mark.parametrize("bad,match", [
     (dict(size=(0, 4)), "size"),
-    (dict(size=(4, 4), std=(0.0,)), "std must be positive"),
-    (dict(size=(4, 4), mean=(0.1, 0.2)), "mean needs 1 or 3 values"),
+    (dict(size=(4, 4), std=(0.0,)), r"card key .audit.preprocess.std. must be > 0"),
+    (dict(size=(4, 4), mean=(0.1, 0.2)), r"card key .audit.preprocess.mean. needs 1 or 3 values"),
     (dict(size=(4, 4), interpolation="cubic"), "interpolation"),
     (dict(size=(4, 4), color="L", mean=(0.1, 0.2, 0.3)), "3 values but color is L"),
 ])

@@ -3,7 +3,7 @@
 import pytest
 
 import builders
-from audit.checks.parity import ParityConfig, parity, parity_criteria
+from audit.checks.parity import ParityConfig, criteria, parity
 from audit.errors import ModelError
 
 
@@ -20,7 +20,7 @@ def run(onnx_path, weights, data, **cfg):
     overrides = {"n_boot": 100, "parity.torch_model": str(weights), **{f"parity.{k}": v for k, v in cfg.items()}}
     ctx = builders.context(onnx_path, data, overrides)
     res = parity(ctx)
-    return res, {c.id: c for c in parity_criteria(res, ctx.config.parity)}
+    return res, {c.id: c for c in criteria(res, ctx.config)}
 
 
 def test_exact_export_passes(exported):

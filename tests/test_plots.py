@@ -5,11 +5,14 @@ import math
 import xml.etree.ElementTree as ET
 
 import numpy as np
+import pytest
 
-from audit.checks.calibration import ReliabilityBin
-from audit.checks.metrics import ClassMetrics
-from audit.render import plots, svg
+from audit import svg
+from audit.checks.calibration import ReliabilityBin, reliability_diagram
+from audit.checks.metrics import ClassMetrics, confusion_heatmap, f1_bars
 from audit.stats import Estimate
+
+pytestmark = pytest.mark.fast  # the tier run before every commit (scripts/test.sh --fast)
 
 NS = "{http://www.w3.org/2000/svg}"
 
@@ -27,7 +30,7 @@ def test_f1_bars_are_proportional_to_f1_worst_first():
     f1 = {"cat": 0.9, "dog": 0.45, "<script>": 0.0}
     per_class = [ClassMetrics(k, 10, 10, Estimate(v, 0, 1), Estimate(v, 0, 1), Estimate(v, max(v - 0.1, 0), v))
                  for k, v in f1.items()]
-    root = parse(plots.figure_uri("f1_bars", per_class, 0.5))
+    root = parse(f1_bars(per_class, 0.5).uri())
     bars = [r for r in root.iter(f"{NS}rect") if r.get("fill-opacity") == "0.85"]
     widths = [float(r.get("width")) for r in bars]
     assert widths[0] == 0 and math.isclose(widths[2] / widths[1], 0.9 / 0.45, rel_tol=0.01)
@@ -38,7 +41,7 @@ def test_f1_bars_are_proportional_to_f1_worst_first():
 
 def test_confusion_heatmap_cells_shade_with_the_row_share():
     cm = np.array([[8, 2], [0, 10]])
-    root = parse(plots.figure_uri("confusion_heatmap", cm, ("a", "b")))
+    root = parse(confusion_heatmap(cm, ("a", "b")).uri())
     fills = [r.get("fill") for r in root.iter(f"{NS}rect")][1:5]  # after the white background
     assert fills == [svg.blue(0.8), svg.blue(0.2), svg.blue(0.0), svg.blue(1.0)]
     assert {"0.80", "8", "0.20", "2", "1.00", "10"} <= set(texts(root))
@@ -48,7 +51,7 @@ def test_confusion_heatmap_cells_shade_with_the_row_share():
 def test_reliability_diagram_draws_one_bar_per_non_empty_bin():
     bins = [ReliabilityBin(i / 4, (i + 1) / 4, c, (i + 0.5) / 4, a) for i, (c, a) in
             enumerate([(0, math.nan), (5, 0.2), (50, 0.6), (500, 0.9)])]
-    root = parse(plots.figure_uri("reliability_diagram", bins))
+    root = parse(reliability_diagram(bins).uri())
     blue = [r for r in root.iter(f"{NS}rect") if r.get("fill") == svg.ACCENT and r.get("fill-opacity") == "0.8"]
     assert len(blue) == 3
     heights = [float(r.get("height")) for r in blue]

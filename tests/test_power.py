@@ -16,6 +16,8 @@ from statsmodels.stats.proportion import proportion_effectsize
 from audit.power import Sampling, paired_images, paired_mde, power_of, proportion_images, proportion_mde
 from audit.stats import paired_difference_ci, proportion_ci
 
+pytestmark = pytest.mark.fast  # the tier run before every commit (scripts/test.sh --fast)
+
 
 @pytest.mark.parametrize("p1,p0,alpha", [(0.78, 0.77, 0.05), (0.9, 0.8, 0.05), (0.05, 0.1, 0.05), (0.6, 0.5, 0.1),
                                          (0.999, 0.99, 0.01)])

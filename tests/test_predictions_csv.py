@@ -10,6 +10,8 @@ import builders
 from audit import predictions as predictions_module
 from audit.predictions import Predictions
 
+pytestmark = pytest.mark.fast  # the tier run before every commit (scripts/test.sh --fast)
+
 
 @pytest.mark.parametrize("rows_at_once", [4096, 7])
 def test_write_csv_equals_pandas_to_csv(tmp_path, monkeypatch, rows_at_once):

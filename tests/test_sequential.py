@@ -17,6 +17,8 @@ from audit.stats import proportion_ci
 PROBES = 2000
 BAR = math.log(20)  # alpha = 0.05
 
+pytestmark = pytest.mark.fast  # the tier run before every commit (scripts/test.sh --fast)
+
 
 def test_looks_double_from_the_first_and_end_at_the_total():
     assert looks(1000, 50) == [50, 100, 200, 400, 800, 1000]

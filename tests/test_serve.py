@@ -28,6 +28,8 @@ from audit.errors import UsageError
 from audit.model import OnnxClassifier
 from audit.serve import ServeLimits, bind
 
+pytestmark = pytest.mark.fast  # the tier run before every commit (scripts/test.sh --fast)
+
 MAX_BODY = 200_000
 MAX_PIXELS = 1_000_000
 

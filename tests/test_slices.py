@@ -5,8 +5,11 @@ import pytest
 from sklearn import metrics as skm
 
 import builders
-from audit.checks.slices import SlicesConfig, _replicates, find_slices, partitions, slice_criteria
+from audit.checks.slices import SlicesConfig, _replicates, criteria, find_slices, partitions
+from audit.config import AuditConfig
 from audit.stats import resample_indices
+
+pytestmark = pytest.mark.fast  # the tier run before every commit (scripts/test.sh --fast)
 
 
 def audit_slices(tmp_path, weak, seed, n_boot=1000):
@@ -37,7 +40,7 @@ def test_no_planted_weakness_no_significant_slice_on_images(tmp_path):
         (tmp_path / str(seed)).mkdir()
         res = audit_slices(tmp_path / str(seed), None, seed)
         assert res.significant == (), [s.name for s in res.significant]
-        (c,) = slice_criteria(res, SlicesConfig())
+        (c,) = criteria(res, AuditConfig())
         assert c.passed and "no slice underperforms significantly" in c.detail
 
 
@@ -103,7 +106,7 @@ def test_criterion_modes(mode, with_weak, passed):
     p = builders.predictions(n, seed=2, attributes={"site": site}, weak=(site == "c") if with_weak else None)
     cfg = SlicesConfig(criterion=mode)
     res = find_slices(p, cfg, n_boot=300)
-    (c,) = slice_criteria(res, cfg)
+    (c,) = criteria(res, AuditConfig(slices=cfg))
     assert c.passed is passed
     assert ("site = c" in c.detail) is with_weak
 

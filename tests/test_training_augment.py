@@ -7,8 +7,8 @@ import torch
 from training_helpers import needs_fmnist, tiny_config, tiny_fmnist
 
 from audit.model import Preprocess
-from training.augment import AugmentedDataset, BatchMix, SampleAugment, augmentation_agreement, invariances
-from training.config import AugmentConfig
+from training.augment import AugmentedDataset, BatchMix, SampleAugment, augmentation_agreement
+from training.config import AugmentConfig, invariances
 from training.data import load_split, read_classes
 from training.module import build_model
 from training.phases import PhaseData, predict, run_phase
@@ -91,9 +91,9 @@ def test_invariances_follow_the_switches():
 def test_trained_model_keeps_its_prediction_under_augmentation(fm, tmp_path):
     root, train, val = fm
     cfg = tiny_config(root, tmp_path, augment={"hflip": True, "crop_scale": [0.9, 1.0]},
-                      phases={"baseline": {"epochs": 4, "lr": 3e-3}})
+                      phases={"scratch": {"epochs": 4, "lr": 3e-3}})
     built = build_model(cfg, len(train.classes))
-    run_phase(cfg, built.net, "baseline", PhaseData(train, val, built.preprocess), tmp_path)
+    run_phase(cfg, built.net, "scratch", PhaseData(train, val, built.preprocess), tmp_path)
     aug = SampleAugment(cfg.augment, PRE.size, seed=1)
     res = augmentation_agreement(lambda x: predict(built.net, x), val.images, val.labels, aug, built.preprocess)
     assert res.n == len(val) and res.clean_accuracy > 0.5

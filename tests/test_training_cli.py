@@ -2,6 +2,8 @@
 
 import csv
 import json
+import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,7 +16,7 @@ from training.data import ELPV_4CLASS, _stratified_split, elpv_source, prepare_e
 
 
 @needs_fmnist
-def test_prepare_then_fit_baseline_end_to_end(tmp_path, capsys):
+def test_prepare_then_fit_scratch_end_to_end(tmp_path, capsys):
     data, out = tmp_path / "fm", tmp_path / "model"
     assert main(["prepare", "fashion-mnist", "--out", str(data), "--limit", "50"]) == 0
     for split in ("train", "val", "test"):
@@ -26,13 +28,13 @@ def test_prepare_then_fit_baseline_end_to_end(tmp_path, capsys):
     assert sum(eda["class_counts"]["test"].values()) == 50 and eda["duplicates_between"]["train/test"] == 0
     assert (data / "examples.png").is_file() and "Class distribution" in (data / "eda.md").read_text()
 
-    code = main(["fit", "--config", "configs/fashion_mnist_baseline.toml", "--out", str(out), "--no-progress",
-                 "--set", f"data.root={json.dumps(str(data))}", "--set", "phases.baseline.epochs=1",
+    code = main(["fit", "--config", "configs/fashion_mnist_scratch.toml", "--out", str(out), "--no-progress",
+                 "--set", f"data.root={json.dumps(str(data))}", "--set", "phases.scratch.epochs=1",
                  "--set", "train.logger='none'", "--set", "export.parity_images=16"])
     assert code == 0, capsys.readouterr().err
     results = json.loads((out / "results.json").read_text())
     clf = OnnxClassifier.load(out / "model.onnx")
-    assert clf.card.invariances == ("hflip",) and clf.card.provenance["config"] == "fashion_mnist_baseline"
+    assert clf.card.invariances == ("hflip",) and clf.card.provenance["config"] == "fashion_mnist_scratch"
     # The auditor's own decode/resize/normalise on the test files reproduces the reported accuracy.
     labels = list(clf.labels)
     paths = sorted((data / "test").glob("*/*.png"))
@@ -41,7 +43,7 @@ def test_prepare_then_fit_baseline_end_to_end(tmp_path, capsys):
     assert acc == pytest.approx(results["test_accuracy"], abs=1e-9)
     assert (out / "training_report.md").is_file() and (out / "model.safetensors").is_file()
 
-    code = main(["export", "--config", "configs/fashion_mnist_baseline.toml", "--checkpoint",
+    code = main(["export", "--config", "configs/fashion_mnist_scratch.toml", "--checkpoint",
                  str(out / "model.safetensors"), "--out", str(tmp_path / "re"),
                  "--set", f"data.root={json.dumps(str(data))}", "--set", "export.parity_images=8"])
     assert code == 0 and (tmp_path / "re" / "model.onnx").is_file()
@@ -51,7 +53,7 @@ def test_usage_errors_exit_2_with_one_line(tmp_path, capsys):
     assert main(["fit", "--config", str(tmp_path / "missing.toml")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: config file not found") and len(err.strip().splitlines()) == 1
-    (tmp_path / "bad.toml").write_text("[model]\narch = 'baseline_cnn'\nwidht = 3\n")
+    (tmp_path / "bad.toml").write_text("[model]\narch = 'scratch_cnn'\nwidht = 3\n")
     assert main(["fit", "--config", str(tmp_path / "bad.toml")]) == 2
     assert "unknown config key 'model.widht'" in capsys.readouterr().err
 
@@ -78,3 +80,18 @@ def test_elpv_split_is_a_stratified_quarter_and_labels_follow_the_probability(tm
             want = ("defective" if p >= 0.5 else "functional") if variant == "binary" else ELPV_4CLASS[round(p * 3)]
             assert m["label"] == want
         assert res.counts["test"] == 12
+
+
+@pytest.mark.fast
+@pytest.mark.parametrize(("override", "message"), [
+    ("train.logger='tensorboard'", "config key 'train.logger' must be one of 'csv', 'mlflow', 'none', got 'tensorboard'"),
+    ("phases.scratch.epochs=-1", "config key 'phases.scratch.epochs' must be >= 0, got -1"),
+    ("phases.phase3.limit_train_batches=0", "config key 'phases.phase3.limit_train_batches' must be > 0 and <= 1"),
+    ("data.size=[4, 4]", "config key 'data.size' must be >= 8, got 4"),
+])
+def test_training_config_bounds_are_declared_on_the_fields_and_name_the_key(override, message):
+    from audit.errors import ConfigError
+    from training.config import load_config
+
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config(Path(__file__).parent.parent / "configs" / "fashion_mnist_scratch.toml", overrides=[override])

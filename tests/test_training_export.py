@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from audit.model import ModelCard, OnnxClassifier, Preprocess
-from training.baseline import BaselineCNN
+from training.scratch import ScratchCNN
 from training.errors import ExportError
 from training.export import export_model, parity
 
@@ -27,7 +27,7 @@ def test_export_is_one_file_with_the_card_and_matches_pytorch(tmp_path, arch):
     torch.manual_seed(0)
     if arch is None:
         pre = Preprocess(size=(28, 28), color="L", mean=(0.5,), std=(0.5,))
-        net = BaselineCNN(1, 3, (28, 28))
+        net = ScratchCNN(1, 3, (28, 28))
     else:
         timm = pytest.importorskip("timm")
         pre = Preprocess(size=(32, 32), color="RGB", mean=(0.5,) * 3, std=(0.5,) * 3)
@@ -48,8 +48,8 @@ def test_safetensors_round_trip_matches_onnx(tmp_path):
 
     pre = Preprocess(size=(28, 28), color="L", mean=(0.5,), std=(0.5,))
     torch.manual_seed(1)
-    export_model(BaselineCNN(1, 3, (28, 28)), _card(pre), tmp_path, parity_inputs=_inputs(pre))
-    again = BaselineCNN(1, 3, (28, 28))
+    export_model(ScratchCNN(1, 3, (28, 28)), _card(pre), tmp_path, parity_inputs=_inputs(pre))
+    again = ScratchCNN(1, 3, (28, 28))
     again.load_state_dict(load_file(str(tmp_path / "model.safetensors")))
     diff, agree = parity(again, tmp_path / "model.onnx", _inputs(pre, 16))
     assert diff <= 1e-4 and agree == 1.0
@@ -58,7 +58,7 @@ def test_safetensors_round_trip_matches_onnx(tmp_path):
 def test_parity_failure_is_an_export_error(tmp_path):
     pre = Preprocess(size=(28, 28), color="L", mean=(0.5,), std=(0.5,))
     with pytest.raises(ExportError, match="ONNX and PyTorch disagree: max abs probability difference"):
-        export_model(BaselineCNN(1, 3, (28, 28)), _card(pre), tmp_path, parity_inputs=_inputs(pre), tolerance=-1.0)
+        export_model(ScratchCNN(1, 3, (28, 28)), _card(pre), tmp_path, parity_inputs=_inputs(pre), tolerance=-1.0)
 
 
 VIEWS = {"hflip": (3,), "vflip": (2,), "hvflip": (2, 3)}
@@ -96,4 +96,4 @@ def test_tta_graph_outputs_the_mean_softmax_over_the_declared_flips(tmp_path, tt
 def test_card_must_describe_the_tta_graph(tmp_path):
     pre = Preprocess(size=(28, 28), color="L", mean=(0.5,), std=(0.5,))
     with pytest.raises(ExportError, match=r"does not describe the graph \(tta \['hflip'\]\)"):
-        export_model(BaselineCNN(1, 3, (28, 28)), _card(pre), tmp_path, parity_inputs=_inputs(pre), tta=("hflip",))
+        export_model(ScratchCNN(1, 3, (28, 28)), _card(pre), tmp_path, parity_inputs=_inputs(pre), tta=("hflip",))

@@ -15,7 +15,7 @@ from audit.model import OnnxClassifier
 from training.progress import wants_bar
 
 ROOT = Path(__file__).resolve().parents[1]
-LINE = re.compile(r"^baseline epoch (\d)/2: (\d+)% \((\d+)/15 batches\), [\d.]+ img/s, loss [\d.]+, ")
+LINE = re.compile(r"^scratch epoch (\d)/2: (\d+)% \((\d+)/15 batches\), [\d.]+ img/s, loss [\d.]+, ")
 
 
 @needs_fmnist
@@ -23,8 +23,8 @@ def test_fit_logs_one_line_per_tenth_of_an_epoch_when_stderr_is_a_pipe(tmp_path)
     data = tiny_fmnist(tmp_path / "fm", limit=60)  # 60 training images, batch 4: 15 batches per epoch
     out = tmp_path / "model"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "NO_ALBUMENTATIONS_UPDATE": "1"}
-    cmd = [sys.executable, "-m", "training", "fit", "--config", "configs/fashion_mnist_baseline.toml",
-           "--out", str(out), "--set", f"data.root={json.dumps(str(data))}", "--set", "phases.baseline.epochs=2",
+    cmd = [sys.executable, "-m", "training", "fit", "--config", "configs/fashion_mnist_scratch.toml",
+           "--out", str(out), "--set", f"data.root={json.dumps(str(data))}", "--set", "phases.scratch.epochs=2",
            "--set", "train.batch_size=4", "--set", "train.logger='none'", "--set", "train.progress_interval_s=1e9",
            "--set", "export.parity_images=8", "--set", "export.tta=['hflip']"]
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)  # stderr is a pipe
@@ -36,7 +36,7 @@ def test_fit_logs_one_line_per_tenth_of_an_epoch_when_stderr_is_a_pipe(tmp_path)
     assert len(progress) == 20  # 10 per epoch: 15 batches cross each 10% mark once
     assert [int(p[1]) for p in progress[:10]] == [13, 20, 33, 40, 53, 60, 73, 80, 93, 100]
     assert [p[0] for p in progress] == ["1"] * 10 + ["2"] * 10
-    assert len(re.findall(r"^baseline epoch [12]/2: val acc 0\.\d{4}", err, re.M)) == 2
+    assert len(re.findall(r"^scratch epoch [12]/2: val acc 0\.\d{4}", err, re.M)) == 2
     assert len(err.splitlines()) < 30
 
     # the same run exported its flip average inside the graph, as the card says
@@ -60,7 +60,7 @@ def test_unknown_or_undeclared_tta_views_are_config_errors():
     from training.config import load_config
     from training.errors import TrainingError
 
-    base = {"model": {"arch": "baseline_cnn"}, "phases": {"baseline": {"epochs": 1}}, "augment": {"hflip": True}}
+    base = {"model": {"arch": "scratch_cnn"}, "phases": {"scratch": {"epochs": 1}}, "augment": {"hflip": True}}
     assert load_config(raw={**base, "export": {"tta": ["hflip"]}}).export.tta == ("hflip",)
     with pytest.raises(TrainingError, match=r"export.tta lists 'vflip' but the card's invariances \['hflip'\] lack "
                                             r"'vflip'") as e:

@@ -79,9 +79,9 @@ def test_three_phases_resume_mid_phase_and_end_with_the_uninterrupted_weights(fm
 
 @needs_fmnist
 def test_resume_refuses_another_config_and_a_missing_checkpoint(fm, tmp_path, capsys):
-    cfg = tiny_config(fm, tmp_path / "m", phases={"baseline": {"epochs": 1}})
+    cfg = tiny_config(fm, tmp_path / "m", phases={"scratch": {"epochs": 1}})
     fit(cfg)
-    args = ["fit", "--config", "configs/fashion_mnist_baseline.toml", "--no-progress", "--resume",
+    args = ["fit", "--config", "configs/fashion_mnist_scratch.toml", "--no-progress", "--resume",
             "--set", f"data.root={json.dumps(str(fm))}", "--set", "train.logger='none'"]
     assert main([*args, "--out", str(tmp_path / "m")]) == 2
     err = capsys.readouterr().err
@@ -103,12 +103,12 @@ def test_sigterm_stops_with_exit_143_and_resume_finishes_the_run(fm, tmp_path):
     root = Path(__file__).resolve().parents[1]
     out = tmp_path / "m"
     env = {**os.environ, "PYTHONPATH": str(root), "HF_HUB_OFFLINE": "1", "NO_ALBUMENTATIONS_UPDATE": "1"}
-    cmd = [sys.executable, "-m", "training", "fit", "--config", "configs/fashion_mnist_baseline.toml", "--out", str(out),
-           "--set", f"data.root={json.dumps(str(fm))}", "--set", "phases.baseline.epochs=30", "--set",
+    cmd = [sys.executable, "-m", "training", "fit", "--config", "configs/fashion_mnist_scratch.toml", "--out", str(out),
+           "--set", f"data.root={json.dumps(str(fm))}", "--set", "phases.scratch.epochs=30", "--set",
            "train.batch_size=4", "--set", "train.early_stopping_patience=0", "--set", "train.logger='none'",
            "--no-progress"]
     proc = subprocess.Popen(cmd, cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    ckpt = out / "checkpoints" / "baseline" / "last.ckpt"
+    ckpt = out / "checkpoints" / "scratch" / "last.ckpt"
     while proc.poll() is None and not ckpt.is_file():
         time.sleep(0.05)
     proc.send_signal(signal.SIGTERM)  # a job scheduler stopping the run
@@ -118,6 +118,6 @@ def test_sigterm_stops_with_exit_143_and_resume_finishes_the_run(fm, tmp_path):
     assert not (out / "model.onnx").exists()  # nothing half-trained was exported
     done = subprocess.run([*cmd, "--resume"], cwd=root, env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
-    assert "baseline: resuming after epoch" in done.stderr
+    assert "scratch: resuming after epoch" in done.stderr
     results = json.loads((out / "results.json").read_text())
     assert results["resumed"] and len(results["phases"][0]["val_acc"]) == 30

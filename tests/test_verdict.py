@@ -4,9 +4,17 @@ import pytest
 
 from audit.config import Criteria
 from audit.stats import Estimate, benjamini_hochberg
-from audit.verdict import Measure, Verdict, judge
+from audit.verdict import Measure, Verdict, decide, judge
+
+pytestmark = pytest.mark.fast  # the tier run before every commit (scripts/test.sh --fast)
 
 EST = Estimate(0.85, 0.78, 0.90)
+
+
+def decided(measure: Measure, threshold: float, judge_on: str, **kw):
+    """A criterion as the pipeline decides it: judged on the value, then ``decide`` with the run's judge_on."""
+    (c,) = decide([judge(measure, threshold, **kw)], judge_on)
+    return c
 
 
 @pytest.mark.parametrize("higher,strict,threshold,judge_on,op,status", [
@@ -19,34 +27,57 @@ EST = Estimate(0.85, 0.78, 0.90)
     (False, True, 0.85, "value", "<", "fail"), (False, True, 0.90, "interval", "<", "inconclusive"),
     (True, False, 0.85, "value", ">=", "pass"),
 ])
-def test_judge_reads_the_interval_or_the_value(higher, strict, threshold, judge_on, op, status):
+def test_decide_reads_the_interval_or_the_value(higher, strict, threshold, judge_on, op, status):
     """Interval: pass when all of [0.78, 0.90] is on the good side, fail when all of it is on the bad side."""
-    c = judge(Measure("x", "x", EST, higher_is_better=higher), threshold, strict=strict, judge_on=judge_on)
+    c = decided(Measure("x", "x", EST, higher_is_better=higher), threshold, judge_on, strict=strict)
     assert c.status == status and c.passed is (status == "pass") and c.op == op
     assert (c.value, c.low, c.high) == (0.85, 0.78, 0.90) and c.to_dict()["status"] == status
+
+
+def test_judge_decides_on_the_value_until_the_run_decides():
+    c = judge(Measure("x", "x", EST, True), 0.80, strict=True)
+    assert c.status == "pass" and decide([c], "value") == [c] and decide([c], "interval")[0].inconclusive
 
 
 def test_exact_measures_have_two_outcomes_on_either_judgement():
     for judge_on in ("interval", "value"):
         share = Measure("share", "share", Estimate(0.95, math.nan, math.nan), True)
-        assert judge(share, 0.9, judge_on=judge_on).status == "pass"
-        assert judge(share, 0.96, judge_on=judge_on).status == "fail"
-        assert judge(Measure.count("n", "n", 2), 1, judge_on=judge_on).status == "fail"
+        assert decided(share, 0.9, judge_on).status == "pass"
+        assert decided(share, 0.96, judge_on).status == "fail"
+        assert decided(Measure.count("n", "n", 2), 1, judge_on).status == "fail"
+
+
+def test_exact_criteria_and_counts_stay_decided_on_their_value():
+    exact = judge(Measure("agree", "agree", EST, higher_is_better=True), 0.80, exact=True)
+    count = judge(Measure.count("n", "n", 0), 0)
+    assert decide([exact, count], "interval") == [exact, count] and exact.passed
+    assert not {"exact", "one_sided", "measure"} & set(exact.to_dict())
+
+
+def test_a_one_sided_test_reads_its_pessimistic_bound_on_value():
+    """The paired non-inferiority loss: under judge_on = "value" only its upper bound decides, as before."""
+    loss = Measure("loss", "loss", Estimate(0.0, -0.02, 0.015), higher_is_better=False)
+    assert decided(loss, 0.01, "value", strict=True).status == "pass"  # the point estimate alone would pass
+    assert decided(loss, 0.01, "value", strict=True, one_sided=True).status == "fail"
+    assert decided(loss, 0.01, "interval", strict=True, one_sided=True).status == "inconclusive"
+    assert decided(loss, 0.02, "value", strict=True, one_sided=True).status == "pass"
 
 
 def test_judge_on_ci_is_refused_with_its_replacement():
     with pytest.raises(ValueError, match="judge_on"):
-        judge(Measure("x", "x", EST, True), 0.5, judge_on="ci")
+        decide([judge(Measure("x", "x", EST, True), 0.5)], "ci")
     from audit.errors import ConfigError
 
     with pytest.raises(ConfigError, match="use 'interval'.*on_inconclusive = 'fail'"):
         Criteria(judge_on="ci")
+    with pytest.raises(ConfigError, match="criteria.judge_on"):
+        Criteria(judge_on="mean")
     assert Criteria().judge_on == "interval" and Criteria().on_inconclusive == "inconclusive"
 
 
 def test_undefined_value_fails():
     for judge_on in ("interval", "value"):
-        c = judge(Measure("x", "x", Estimate(math.nan, math.nan, math.nan), True), 0.5, judge_on=judge_on)
+        c = decided(Measure("x", "x", Estimate(math.nan, math.nan, math.nan), True), 0.5, judge_on)
         assert c.status == "fail" and not c.passed
 
 
@@ -60,7 +91,7 @@ def test_counts_stay_integers_and_have_no_ci():
 def _crit(status: str, judged: bool = True):
     est = {"pass": Estimate(0.9, 0.8, 0.95), "fail": Estimate(0.4, 0.3, 0.45),
            "inconclusive": Estimate(0.55, 0.45, 0.65)}[status]
-    c = judge(Measure(status, status, est, True), 0.5, judge_on="interval", judged=judged)
+    c = decided(Measure(status, status, est, True), 0.5, "interval", judged=judged)
     assert c.status == status
     return c
 
@@ -99,14 +130,15 @@ def test_a_proportion_states_its_power_and_an_undecided_one_its_images():
     from audit.stats import proportion_ci
 
     acc = Measure("accuracy", "Accuracy", proportion_ci(47, 60), True, sampling=Sampling(60))
-    c = judge(acc, 0.77, strict=True, judge_on="interval")
+    c = decided(acc, 0.77, "interval", strict=True)
     assert c.status == "inconclusive" and (c.n, c.n_eff) == (60, 60)
     assert c.mde == pytest.approx(proportion_mde(60, 0.77), abs=1e-4) and 0.14 < c.mde < 0.18  # (1.96 + 0.84) standard errors
     assert c.images_needed == math.ceil(proportion_images(47 / 60, 0.77)) and c.images_needed > 1000
-    far = judge(acc, 0.5, strict=True, judge_on="interval")
+    assert judge(acc, 0.77, strict=True).images_needed is None  # decided on the value: nothing undecided
+    far = decided(acc, 0.5, "interval", strict=True)
     assert far.status == "pass" and far.images_needed is None and far.mde is not None
-    duplicated = judge(Measure("accuracy", "Accuracy", acc.estimate, True, sampling=Sampling(60, 30)), 0.77,
-                       strict=True, judge_on="interval")
+    duplicated = decided(Measure("accuracy", "Accuracy", acc.estimate, True, sampling=Sampling(60, 30)), 0.77,
+                         "interval", strict=True)
     assert duplicated.mde > c.mde and duplicated.images_needed == pytest.approx(2 * c.images_needed, abs=2)
 
 

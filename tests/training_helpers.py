@@ -24,8 +24,8 @@ def tiny_config(root: Path, out: Path, **raw):
     base = {
         "name": "tiny",
         "data": {"root": str(root), "size": [28, 28], "color": "L"},
-        "model": {"arch": "baseline_cnn"},
-        "phases": {"baseline": {"epochs": 1, "lr": 3e-3}},
+        "model": {"arch": "scratch_cnn"},
+        "phases": {"scratch": {"epochs": 1, "lr": 3e-3}},
         "train": {"batch_size": 32, "progress_bar": False, "logger": "none", "early_stopping_patience": 0},
         "export": {"out": str(out), "parity_images": 16},
     }
@@ -34,6 +34,6 @@ def tiny_config(root: Path, out: Path, **raw):
             base[k] = {**base.get(k, {}), **v}
         else:
             base[k] = v
-    if base["model"].get("arch", "baseline_cnn") != "baseline_cnn":
-        base["phases"] = {k: v for k, v in base["phases"].items() if k != "baseline"}
+    if base["model"].get("arch", "scratch_cnn") != "scratch_cnn":
+        base["phases"] = {k: v for k, v in base["phases"].items() if k != "scratch"}
     return load_config(raw=base)

@@ -1,4 +1,4 @@
-"""Training: datasets, offline pretrained backbones, three-phase fine-tuning, ONNX export (DESIGN §8).
+"""Training: datasets, offline pretrained backbones, three-phase fine-tuning, ONNX export (docs/ARCHITECTURE.md §11).
 
 Nothing here touches the network unless a config explicitly allows downloads; the two
 environment defaults below make Hugging Face and albumentations stay offline and quiet.

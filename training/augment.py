@@ -129,24 +129,6 @@ class BatchMix:
         return self.op(x, y)
 
 
-def invariances(cfg: AugmentConfig) -> tuple[str, ...]:
-    """The label-preserving transforms (audit names, §6.4) the model was trained to tolerate."""
-    if cfg.invariances is not None:
-        return tuple(cfg.invariances)
-    out = []
-    if cfg.hflip:
-        out.append("hflip")
-    if cfg.vflip:
-        out.append("vflip")
-    if cfg.crop_scale:
-        out.append("crop")
-    if cfg.affine_degrees or cfg.randaugment:
-        out.append("rotate")
-    if cfg.color or cfg.randaugment:
-        out += ["brightness", "contrast"]
-    return tuple(dict.fromkeys(out))
-
-
 @dataclass(frozen=True)
 class AgreementResult:
     """Prediction agreement between clean and augmented copies of the same images."""

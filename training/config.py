@@ -2,8 +2,8 @@
 
 Example::
 
-    cfg = load_config("configs/fashion_mnist_baseline.toml", overrides=["phases.baseline.epochs=1"])
-    cfg.model.arch  # "baseline_cnn"
+    cfg = load_config("configs/fashion_mnist_scratch.toml", overrides=["phases.scratch.epochs=1"])
+    cfg.model.arch  # "scratch_cnn"
 """
 
 from __future__ import annotations
@@ -15,15 +15,15 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from audit.settings import build, set_dotted
+from audit.settings import build, set_dotted, setting
 from training.errors import TrainingError
 
 
 @dataclass(frozen=True)
 class DataConfig:
     root: str = "data/fashion-mnist"  # holds train/ val/ test/ ImageFolders
-    size: tuple[int, int] = (28, 28)
-    color: str = "L"
+    size: tuple[int, int] = setting((28, 28), ge=8)
+    color: str = setting("L", choices=("RGB", "L"))
     resize: str = "resize"
     interpolation: str = "bilinear"
     crop_pct: float = 1.0
@@ -35,7 +35,7 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    arch: str = "baseline_cnn"  # "baseline_cnn" or a timm model name
+    arch: str = "scratch_cnn"  # "scratch_cnn" or a timm model name
     weights: str = "auto"  # "auto", "none" or a file path
     allow_download: bool = False
     drop_rate: float = 0.0
@@ -60,13 +60,13 @@ class AugmentConfig:
 
 @dataclass(frozen=True)
 class PhaseConfig:
-    epochs: int = 0
+    epochs: int = setting(0, ge=0)
     lr: float = 1e-3
     lr_backbone: float = 1e-5  # phase 3 only
     unfreeze: int = 2  # phase 2: how many last stages/blocks train
     cache: bool = True  # phase 1: cache pooled features; phase 2: cache the frozen prefix
     cache_views: int = 1  # phase 2 cache: augmented views per training image (view 0 is clean)
-    limit_train_batches: float = 1.0  # fraction of an epoch (phase 3 on a slow CPU)
+    limit_train_batches: float = setting(1.0, gt=0, le=1)  # fraction of an epoch (phase 3 on a slow CPU)
     weight_decay: float = 0.05
     warmup_frac: float = 0.1
     freeze_bn_stats: bool = True  # BatchNorm keeps its running statistics (eval mode) while weights train
@@ -74,7 +74,7 @@ class PhaseConfig:
 
 @dataclass(frozen=True)
 class PhasesConfig:
-    baseline: PhaseConfig = field(default_factory=lambda: PhaseConfig(epochs=0, lr=2e-3))
+    scratch: PhaseConfig = field(default_factory=lambda: PhaseConfig(epochs=0, lr=2e-3))
     phase1: PhaseConfig = field(default_factory=lambda: PhaseConfig(epochs=0, lr=1e-3))
     phase2: PhaseConfig = field(default_factory=lambda: PhaseConfig(epochs=0, lr=1e-4))
     phase3: PhaseConfig = field(default_factory=lambda: PhaseConfig(epochs=0, lr=1e-3, lr_backbone=1e-5))
@@ -84,7 +84,7 @@ class PhasesConfig:
 class TrainConfig:
     batch_size: int = 128
     eval_batch_size: int = 256
-    accumulate: int = 1
+    accumulate: int = setting(1, ge=1)
     precision: str = "32-true"
     compile: bool = False
     channels_last: bool = True  # NHWC activations when training on images: 1.1-1.4x faster on CPU
@@ -92,10 +92,10 @@ class TrainConfig:
     deterministic: bool = True
     early_stopping_patience: int = 3
     label_smoothing: float = 0.0
-    logger: str = "csv"  # "csv", "mlflow" or "none"
+    logger: str = setting("csv", choices=("csv", "mlflow", "none"))
     progress_bar: bool = True  # a terminal gets Lightning's bar; a log file gets plain lines
     progress_interval_s: float = 30.0  # plain-line progress: a line per 10% of an epoch or per this many s
-    class_weights: str = "none"  # "none" or "balanced" (cross-entropy weights n / (k * n_class))
+    class_weights: str = setting("none", choices=("none", "balanced"))  # balanced: weights n / (k * n_class)
 
 
 @dataclass(frozen=True)
@@ -159,28 +159,35 @@ def with_values(cfg: Config, **sections: dict[str, Any]) -> Config:
 
 
 def _validate(cfg: Config) -> None:
-    if cfg.data.color not in ("RGB", "L"):
-        raise TrainingError(f"data.color must be 'RGB' or 'L', got {cfg.data.color!r}")
-    if len(cfg.data.size) != 2 or min(cfg.data.size) < 8:
-        raise TrainingError(f"data.size must be [H, W] with both >= 8, got {list(cfg.data.size)}")
-    if cfg.train.logger not in ("csv", "mlflow", "none"):
-        raise TrainingError(f"train.logger must be 'csv', 'mlflow' or 'none', got {cfg.train.logger!r}")
-    if cfg.train.class_weights not in ("none", "balanced"):
-        raise TrainingError(f"train.class_weights must be 'none' or 'balanced', got {cfg.train.class_weights!r}")
+    """What the fields' declared bounds cannot say: shapes and rules across fields."""
+    if len(cfg.data.size) != 2:
+        raise TrainingError(f"data.size must be [H, W], got {list(cfg.data.size)}")
     _validate_tta(cfg)
-    if cfg.train.accumulate < 1:
-        raise TrainingError(f"train.accumulate must be >= 1, got {cfg.train.accumulate}")
-    for name in ("baseline", "phase1", "phase2", "phase3"):
-        ph = getattr(cfg.phases, name)
-        if ph.epochs < 0 or not 0 < ph.limit_train_batches <= 1:
-            raise TrainingError(f"phases.{name}: epochs must be >= 0 and limit_train_batches in (0, 1]")
-    is_baseline = cfg.model.arch == "baseline_cnn"
-    if is_baseline and any(getattr(cfg.phases, p).epochs for p in ("phase1", "phase2", "phase3")):
-        raise TrainingError("model.arch = 'baseline_cnn' trains from scratch: use phases.baseline only",
+    is_scratch = cfg.model.arch == "scratch_cnn"
+    if is_scratch and any(getattr(cfg.phases, p).epochs for p in ("phase1", "phase2", "phase3")):
+        raise TrainingError("model.arch = 'scratch_cnn' trains from scratch: use phases.scratch only",
                             hint="set phases.phase1/2/3.epochs = 0 or choose a timm backbone")
-    if not is_baseline and cfg.phases.baseline.epochs:
-        raise TrainingError("phases.baseline is for model.arch = 'baseline_cnn'",
-                            hint="train the baseline with its own config (configs/*_baseline.toml)")
+    if not is_scratch and cfg.phases.scratch.epochs:
+        raise TrainingError("phases.scratch is for model.arch = 'scratch_cnn'",
+                            hint="train the scratch CNN with its own config (configs/*_scratch.toml)")
+
+
+def invariances(cfg: AugmentConfig) -> tuple[str, ...]:
+    """The label-preserving transforms (audit names, docs/ARCHITECTURE.md §4.3) the model was trained to tolerate."""
+    if cfg.invariances is not None:
+        return tuple(cfg.invariances)
+    out = []
+    if cfg.hflip:
+        out.append("hflip")
+    if cfg.vflip:
+        out.append("vflip")
+    if cfg.crop_scale:
+        out.append("crop")
+    if cfg.affine_degrees or cfg.randaugment:
+        out.append("rotate")
+    if cfg.color or cfg.randaugment:
+        out += ["brightness", "contrast"]
+    return tuple(dict.fromkeys(out))
 
 
 TTA_FLIPS = {"hflip": ("hflip",), "vflip": ("vflip",), "hvflip": ("hflip", "vflip")}
@@ -188,8 +195,6 @@ TTA_FLIPS = {"hflip": ("hflip",), "vflip": ("vflip",), "hvflip": ("hflip", "vfli
 
 def _validate_tta(cfg: Config) -> None:
     """Only flips the card declares as invariances may be averaged inside the graph."""
-    from training.augment import invariances
-
     declared = set(invariances(cfg.augment))
     for view in cfg.export.tta:
         if view not in TTA_FLIPS:

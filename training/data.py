@@ -4,8 +4,9 @@
 (``path`` relative to the split, ``label``, attribute columns) and ``OUT/classes.txt`` (label order).
 ``training.eda`` then writes ``OUT/eda.md``, ``OUT/eda.json`` and ``OUT/examples.png``.
 
-``load_split`` decodes and resizes with ``audit.imaging`` so that clean training/eval tensors are
-byte-for-byte the tensors the auditor feeds the exported model.
+``load_split`` lists and reads a split through ``audit.sources`` and decodes and resizes with
+``audit.imaging`` (the one decode path, docs/ARCHITECTURE.md §11), so clean training/eval tensors
+are byte-for-byte the tensors the auditor feeds the exported model.
 
 Example::
 
@@ -16,6 +17,7 @@ Example::
 from __future__ import annotations
 
 import csv
+import dataclasses
 import gzip
 import shutil
 from collections.abc import Sequence
@@ -25,8 +27,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from audit.imaging import decode, resize
-from audit.model import Preprocess
+from audit.errors import DataError
+from audit.imaging import ImageRejected, decode, resize
+from audit.preprocess import Preprocess
+from audit.sources import DataSource, open_source
 from training.errors import TrainingError
 
 SPLITS = ("train", "val", "test")
@@ -255,32 +259,43 @@ def read_classes(root: str | Path) -> tuple[str, ...]:
 
 def load_split(split_dir: str | Path, pre: Preprocess, *, classes: Sequence[str] | None = None,
                limit: int | None = None, seed: int = 0) -> ImageArray:
-    """Decode and resize every image of an ImageFolder split exactly as the auditor does."""
+    """Decode and resize every image of an ImageFolder split exactly as the auditor does: listed and read
+    through ``audit.sources``, decoded and resized by ``audit.imaging``."""
     split_dir = Path(split_dir)
     if not split_dir.is_dir():
         raise TrainingError(f"split folder not found: {split_dir}",
                             hint="run `python -m training prepare ...` or fix data.root")
     classes = tuple(classes) if classes is not None else read_classes(split_dir.parent)
-    paths, labels = [], []
-    for k, cls in enumerate(classes):
-        d = split_dir / cls
-        if d.is_dir():
-            for p in sorted(d.iterdir()):
-                if p.suffix.lower() in IMAGE_SUFFIXES:
-                    paths.append(p)
-                    labels.append(k)
-    if not paths:
-        raise TrainingError(f"no images under {split_dir}/<class>/", hint=f"expected classes {list(classes)}")
-    y = np.array(labels, dtype=np.int64)
+    samples = split_samples(split_dir, classes)
+    index = {c: k for k, c in enumerate(classes)}
+    y = np.array([index[s.label] for s in samples.samples], dtype=np.int64)
     keep = _limit(np.arange(len(y)), y, limit, seed)
     h, w = pre.size
     images = np.empty((len(keep), h, w, pre.channels), dtype=np.uint8)
     for j, i in enumerate(keep):
-        img, _ = decode(paths[i].read_bytes(), pre.color)
-        arr = np.asarray(resize(img, pre), dtype=np.uint8)
+        arr = np.asarray(resize(decode_sample(samples, samples.samples[i].path, pre.color), pre), dtype=np.uint8)
         images[j] = arr[:, :, None] if arr.ndim == 2 else arr
-    rel = tuple(paths[i].relative_to(split_dir).as_posix() for i in keep)
-    return ImageArray(images, y[keep], classes, rel)
+    return ImageArray(images, y[keep], classes, tuple(samples.samples[i].path for i in keep))
+
+
+def split_samples(split_dir: Path, classes: Sequence[str]) -> DataSource:
+    """The split as the audit sees it (``audit.sources``), its samples in label order, then by path."""
+    try:
+        src = open_source(split_dir, tuple(classes), flag="data.root split")
+    except DataError as e:
+        raise TrainingError(e.message, hint=f"expected {split_dir}/<class>/<image> with classes {list(classes)}") from None
+    index = {c: k for k, c in enumerate(classes)}
+    return dataclasses.replace(src, samples=tuple(sorted(src.samples, key=lambda s: (index[s.label], s.path))))
+
+
+def decode_sample(source: DataSource, path: str, color: str | None):
+    """One image of ``source``, read and decoded as the audit does (``audit.imaging.decode``)."""
+    try:
+        img, _ = decode(source.open(path), color)
+    except (ImageRejected, OSError) as e:
+        raise TrainingError(f"cannot read {source.uri(path)}: {getattr(e, 'reason', e)}",
+                            hint="remove or replace the file, then run again") from None
+    return img
 
 
 def normalise(images: np.ndarray, pre: Preprocess) -> np.ndarray:

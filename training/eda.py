@@ -19,9 +19,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
-from training.data import SPLITS, read_classes
+from audit.sources import DataSource
+from training.data import SPLITS, decode_sample, read_classes, split_samples
 
 
 @dataclass(frozen=True)
@@ -29,7 +29,7 @@ class EdaResult:
     classes: tuple[str, ...]
     class_counts: dict[str, dict[str, int]]  # split -> class -> n
     resolutions: dict[str, dict[str, int]]  # split -> "WxH" -> n (top 10)
-    modes: dict[str, dict[str, int]]  # split -> PIL mode -> n
+    modes: dict[str, dict[str, int]]  # split -> colour mode as the audit decodes it (L or RGB) -> n
     duplicates_within: dict[str, int]  # split -> images whose pixels repeat another in the split
     duplicates_between: dict[str, int]  # "train/test" -> images of the 2nd split also in the 1st
     attributes: dict[str, dict[str, dict[str, int]]]  # split -> column -> value -> n (small columns)
@@ -44,22 +44,22 @@ def eda(root: str | Path, *, examples_per_class: int = 8) -> EdaResult:
     classes = read_classes(root)
     counts, res, modes, dup_within, hashes = {}, {}, {}, {}, {}
     attributes: dict[str, dict[str, dict[str, int]]] = {}
-    examples: dict[str, list[Path]] = {c: [] for c in classes}
+    examples: dict[str, list[tuple[DataSource, str]]] = {c: [] for c in classes}
     for split in SPLITS:
         d = root / split
         if not d.is_dir():
             continue
         c_counts, r_counts, m_counts = Counter(), Counter(), Counter()
         h: dict[str, int] = Counter()
-        for cls in classes:
-            for p in sorted((d / cls).glob("*")) if (d / cls).is_dir() else ():
-                with Image.open(p) as img:
-                    r_counts[f"{img.width}x{img.height}"] += 1
-                    m_counts[img.mode] += 1
-                    h[hashlib.md5(img.tobytes()).hexdigest()] += 1
-                c_counts[cls] += 1
-                if split == "train" and len(examples[cls]) < examples_per_class:
-                    examples[cls].append(p)
+        source = split_samples(d, classes)  # read and decoded as the audit does
+        for sample in source.samples:
+            img = decode_sample(source, sample.path, None)
+            r_counts[f"{img.width}x{img.height}"] += 1
+            m_counts[img.mode] += 1
+            h[hashlib.md5(img.tobytes()).hexdigest()] += 1
+            c_counts[sample.label] += 1
+            if split == "train" and len(examples[sample.label]) < examples_per_class:
+                examples[sample.label].append((source, sample.path))
         counts[split] = {c: c_counts[c] for c in classes}
         res[split] = dict(r_counts.most_common(10))
         modes[split] = dict(m_counts)
@@ -117,7 +117,7 @@ def eda_markdown(r: EdaResult) -> str:
     return "\n".join(lines)
 
 
-def _examples_figure(examples: dict[str, list[Path]], path: Path) -> None:
+def _examples_figure(examples: dict[str, list[tuple[DataSource, str]]], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -131,8 +131,7 @@ def _examples_figure(examples: dict[str, list[Path]], path: Path) -> None:
             ax = axes[r][c]
             ax.axis("off")
             if c < len(paths):
-                with Image.open(paths[c]) as img:
-                    ax.imshow(np.asarray(img.convert("L")), cmap="gray")
+                ax.imshow(np.asarray(decode_sample(*paths[c], "L")), cmap="gray")
         axes[r][0].set_title(cls, fontsize=7, loc="left")
     fig.tight_layout()
     fig.savefig(path, dpi=80)

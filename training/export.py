@@ -1,4 +1,4 @@
-"""Export: one self-contained ``model.onnx`` carrying the model card (§3) + ``model.safetensors``.
+"""Export: one self-contained ``model.onnx`` carrying the model card (docs/ARCHITECTURE.md §7) + ``model.safetensors``.
 
 The export is checked on real images: ONNX Runtime (through ``audit.model.OnnxClassifier``, i.e.
 exactly what the auditor runs) against PyTorch, max absolute probability difference <= tolerance.

@@ -6,7 +6,7 @@ Everything a run produces lands in ``export.out`` (default ``models/<name>/``): 
 
 Example::
 
-    result = fit(load_config("configs/fashion_mnist_baseline.toml"))
+    result = fit(load_config("configs/fashion_mnist_scratch.toml"))
     result.test_accuracy
 """
 
@@ -26,12 +26,12 @@ import numpy as np
 import torch
 
 from audit.model import ModelCard
-from training.augment import SampleAugment, augmentation_agreement, invariances
-from training.config import TTA_FLIPS, Config, with_values
+from training.augment import SampleAugment, augmentation_agreement
+from training.config import TTA_FLIPS, Config, invariances, with_values
 from training.data import ImageArray, load_split, normalise, read_classes
 from training.errors import TrainingError
 from training.export import TTA_DIMS, ExportResult, export_model, onnx_predict, with_tta
-from training.module import BASELINE, build_model
+from training.module import SCRATCH, build_model
 from training.phases import PhaseData, PhaseResult, predict, run_phase
 from training.resume import RunState
 
@@ -76,7 +76,7 @@ def load_data(cfg: Config, pre, classes, *, test: bool = True) -> tuple[ImageArr
 
 
 def fit(cfg: Config, *, out_dir: str | Path | None = None, resume: bool = False, callbacks: tuple = ()) -> FitResult:
-    """Train (baseline or the three phases), export with the card, evaluate the ONNX model on test.
+    """Train (the scratch CNN or the three phases), export with the card, evaluate the ONNX model on test.
 
     A checkpoint is written after every epoch and phase; ``resume=True`` continues a stopped run
     with the same config in the same ``out_dir`` instead of starting over. ``callbacks`` are extra
@@ -121,7 +121,7 @@ def fit(cfg: Config, *, out_dir: str | Path | None = None, resume: bool = False,
 
 def train_phases(cfg: Config, net, data: PhaseData, out: Path, state: RunState, callbacks: tuple = ()) -> list:
     """Run the phases in order, skipping those ``state`` has finished; a checkpoint after each."""
-    names = ["baseline"] if cfg.model.arch == BASELINE else ["phase1", "phase2", "phase3"]
+    names = ["scratch"] if cfg.model.arch == SCRATCH else ["phase1", "phase2", "phase3"]
     names = [n for n in names if getattr(cfg.phases, n).epochs > 0]
     if not names:
         raise TrainingError("no phase has epochs > 0", hint="set phases.<phase>.epochs in the config")
@@ -221,13 +221,13 @@ def make_card(cfg: Config, built, classes, results: list[PhaseResult]) -> ModelC
     }
     if cfg.export.tta:
         provenance["tta"] = list(cfg.export.tta)
-    if built.arch == BASELINE:
-        provenance["model"] = "training.baseline.BaselineCNN"
+    if built.arch == SCRATCH:
+        provenance["model"] = "training.scratch.ScratchCNN"
     else:
         provenance["timm_kwargs"] = {k: v for k, v in built.timm_kwargs.items() if k != "drop_rate"}
     return ModelCard(labels=tuple(classes), preprocess=built.preprocess,
                      output="probabilities" if cfg.export.tta else "logits",
-                     arch=None if built.arch == BASELINE else built.arch,
+                     arch=None if built.arch == SCRATCH else built.arch,
                      invariances=invariances(cfg.augment), provenance=provenance)
 
 
@@ -252,12 +252,12 @@ def ablate(cfg: Config, *, out_dir: str | Path, epochs: int, train_limit: int | 
            variants: tuple[str, ...] = tuple(ABLATION_VARIANTS)) -> tuple[AblationRun, ...]:
     """Train the same model once per augmentation variant; returns val-accuracy curves.
 
-    The baseline trains from scratch; a timm backbone trains phase 3 (everything, differential
+    The scratch CNN trains from scratch; a timm backbone trains phase 3 (everything, differential
     LR) from the pretrained weights, where pixel-level augmentation matters.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    phase = "baseline" if cfg.model.arch == BASELINE else "phase3"
+    phase = "scratch" if cfg.model.arch == SCRATCH else "phase3"
     off = {"hflip": False, "vflip": False, "crop_scale": None, "affine_degrees": 0.0, "affine_translate": 0.0,
            "color": 0.0, "erasing": 0.0, "randaugment": False, "mixup_alpha": 0.0, "cutmix_alpha": 0.0}
     classes = read_classes(cfg.data.root)

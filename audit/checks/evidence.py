@@ -8,7 +8,7 @@ A verdict is only as good as the data under it. Three criteria, judged by defaul
   almost nothing about that class; 10 is also the fairness check's minimum of positives per group.
   A model audited on a subset of its classes sets it to 0 (``--min-images-per-label 0``).
 * **processed share**: processed images / candidate files >= ``min_processed_share`` (default 0.9).
-  Candidates are the files found minus the metadata file, hidden files and duplicate manifest
+  Candidates are the files found minus hidden files and duplicate manifest
   rows; empty, undecodable, missing or non-finite-output files count against it.
 * **finite outputs**: at most ``max_non_finite`` (default 0) images for which the model output NaN
   or Inf. Such rows are never scored (the engine sets them aside as skipped); this criterion
@@ -26,15 +26,19 @@ from __future__ import annotations
 
 import collections
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 
-from audit.checks import CheckSpec, Option
+from audit.context import AuditContext
+from audit.contract import CheckSpec, Option
 from audit.settings import Section, setting, unit
-from audit.sources import NON_FINITE, NOT_DATA
+from audit.sources.base import NON_FINITE, NOT_DATA
 from audit.stats import Estimate
 from audit.verdict import Criterion, Measure, judge
+
+if TYPE_CHECKING:
+    from audit.config import AuditConfig
 
 SHOWN = 8  # labels or files named in a criterion's detail
 
@@ -54,7 +58,7 @@ class EvidenceResult:
     min_images_per_label: int
     label_counts: tuple[tuple[str, int], ...]  # processed images per model label, in label order
     found: int
-    candidates: int  # found minus the metadata file, hidden files and duplicate rows
+    candidates: int  # found minus hidden files and duplicate rows
     processed: int
     skip_reasons: tuple[tuple[str, int], ...]  # (reason, files) of skipped candidates, most frequent first
     non_finite: tuple[str, ...]  # paths of images whose model output was NaN or Inf
@@ -73,7 +77,7 @@ class EvidenceResult:
                 "skip_reasons": dict(self.skip_reasons), "non_finite": list(self.non_finite)}
 
 
-def evidence(ctx) -> EvidenceResult:
+def evidence(ctx: AuditContext) -> EvidenceResult:
     """Coverage of the model's labels and of the files found, from the inference pass."""
     preds, source = ctx.predictions, ctx.source
     counts = np.bincount(preds.y_true, minlength=len(preds.labels))
@@ -87,7 +91,7 @@ def evidence(ctx) -> EvidenceResult:
     )
 
 
-def criteria(res: EvidenceResult, config) -> list[Criterion]:
+def criteria(res: EvidenceResult, config: AuditConfig) -> list[Criterion]:
     c = config.evidence
     short = res.short_labels
     fewest = min((n for _, n in res.label_counts), default=0)
@@ -112,7 +116,7 @@ def criteria(res: EvidenceResult, config) -> list[Criterion]:
 
 
 SPEC = CheckSpec(
-    "evidence", "evidence", evidence, probe=True, config=EvidenceConfig, criteria=criteria,
+    "evidence", "evidence", evidence, config=EvidenceConfig, criteria=criteria,
     options=(Option("--min-images-per-label", "evidence.min_images_per_label",
                     "test images every model label needs (default 10; 0 accepts labels without images)", "N", int),),
 )

@@ -1,4 +1,4 @@
-"""Fairness (DESIGN §6.3): per-group rates through fairlearn, disparate impact and equal opportunity.
+"""Fairness (docs/ARCHITECTURE.md §4.3): per-group rates through fairlearn, disparate impact and equal opportunity.
 
 For every declared sensitive attribute and every target class (the positive class of a binary
 model; each class one-vs-rest for a multiclass model) the per-group selection rate, TPR, FPR
@@ -24,23 +24,28 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 
-from audit.checks import CheckSpec, Option, comma_list
+from audit.context import AuditContext
+from audit.contract import CardPart, CheckSpec, Option, comma_list
 from audit.errors import DataError
 from audit.findings import Finding
-from audit.predictions import Predictions
+from audit.predictions import MISSING, Predictions
 from audit.settings import Section, setting, unit
-from audit.sources import MISSING
 from audit.stats import Estimate, bootstrap_many
+from audit.svg import ACCENT, GREEN, Bar, Canvas, intervals, short_label
+from audit.text import fmt, fmt_ci, md
 from audit.verdict import Criterion, Measure, judge
+
+if TYPE_CHECKING:
+    from audit.config import AuditConfig
 
 
 @dataclass(frozen=True)
 class FairnessConfig(Section):
-    """Fairness (DESIGN §6.3) over the declared sensitive attributes, through fairlearn."""
+    """Fairness (docs/ARCHITECTURE.md §4.3) over the declared sensitive attributes, through fairlearn."""
 
     section: ClassVar[str] = "fairness"
     sensitive: tuple[str, ...] = ()  # metadata columns; none declared = no fairness section
@@ -95,6 +100,11 @@ class AttributeFairness:
     def worst_equal_opportunity(self) -> ClassFairness | None:
         ok = [c for c in self.per_class if math.isfinite(c.equal_opportunity_difference.value)]
         return max(ok, key=lambda c: c.equal_opportunity_difference.value) if ok else None
+
+    @property
+    def shown(self) -> ClassFairness:
+        """The class whose groups the report shows: the largest TPR gap, else the lowest ratio, else the first."""
+        return self.worst_equal_opportunity or self.worst_disparate_impact or self.per_class[0]
 
     def to_dict(self) -> dict:
         return {"attribute": self.attribute, "too_small": [list(x) for x in self.too_small],
@@ -173,7 +183,7 @@ def _group_accuracy(preds, groups):
                        sensitive_features=groups).by_group
 
 
-def _class_rows(preds, groups, names, codes, sizes, judged, acc, t, config):
+def _class_rows(preds, groups, names, codes, sizes, judged, acc, t, config: FairnessConfig):
     """fairlearn's per-group rates for target class ``t`` (one-vs-rest): rows, DI, TPR gap, TPR-judged mask."""
     from fairlearn.metrics import MetricFrame, false_positive_rate, selection_rate, true_positive_rate
 
@@ -244,9 +254,9 @@ def _spread(x: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return np.where(valid.sum(axis=1) >= 2, hi - lo, np.nan)
 
 
-def fairness_criteria(res: FairnessResult, config: FairnessConfig, judge_on: str = "value") -> list[Criterion]:
+def criteria(res: FairnessResult, config: AuditConfig) -> list[Criterion]:
     """Per attribute: the worst class's disparate impact >= min and TPR gap <= max."""
-    out = []
+    cfg, out = config.fairness, []
     for a in res.attributes:
         di, eo = a.worst_disparate_impact, a.worst_equal_opportunity
         small = f"; too small to judge: {', '.join(f'{g} ({n})' for g, n in a.too_small)}" if a.too_small else ""
@@ -258,15 +268,15 @@ def fairness_criteria(res: FairnessResult, config: FairnessConfig, judge_on: str
                      f"and >= {res.min_group_positives} of a class{small}")
         out.append(judge(Measure(f"fairness.{a.attribute}.disparate_impact", f"Disparate impact over {a.attribute}",
                                  di.disparate_impact if di else nan, True, di_detail),
-                         config.min_disparate_impact, judge_on=judge_on))
+                         cfg.min_disparate_impact))
         out.append(judge(Measure(f"fairness.{a.attribute}.equal_opportunity",
                                  f"Equal opportunity difference over {a.attribute}",
                                  eo.equal_opportunity_difference if eo else nan, False, eo_detail),
-                         config.max_equal_opportunity_difference, judge_on=judge_on))
+                         cfg.max_equal_opportunity_difference))
     return out
 
 
-def measures(res: FairnessResult) -> list[Measure]:
+def measures(res: FairnessResult, config: AuditConfig | None = None) -> list[Measure]:
     out = []
     for a in res.attributes:
         for cf in a.per_class:
@@ -287,7 +297,7 @@ def _extremes(cf: ClassFairness, field: str, selection: bool) -> str:
     return f"{name} {getattr(lo, field):.3f} ({lo.group}) vs {getattr(hi, field):.3f} ({hi.group})"
 
 
-def findings(res: FairnessResult, config) -> list[Finding]:
+def findings(res: FairnessResult, config: AuditConfig) -> list[Finding]:
     """Per sensitive attribute, its larger fairness gap: disparate impact below 1, or a TPR difference."""
     cfg, out = config.fairness, []
     for a in res.attributes:
@@ -309,19 +319,44 @@ def findings(res: FairnessResult, config) -> list[Finding]:
     return out
 
 
-def _prepare(ctx) -> None:
+def card(res: FairnessResult, config: AuditConfig | None) -> CardPart:
+    """model_card.md states both gaps of every class over every sensitive attribute."""
+    return CardPart(limitations=tuple(
+        f"Fairness over **{md(a.attribute)}** (class {md(cf.target)}): disparate impact "
+        f"{fmt(cf.disparate_impact.value)} {fmt_ci(cf.disparate_impact.low, cf.disparate_impact.high)}, equal "
+        f"opportunity difference {fmt(cf.equal_opportunity_difference.value)} "
+        f"{fmt_ci(cf.equal_opportunity_difference.low, cf.equal_opportunity_difference.high)}."
+        for a in res.attributes for cf in a.per_class))
+
+
+def charts(res: FairnessResult, config: AuditConfig | None) -> dict[str, Canvas]:
+    return {f"groups.{a.attribute}": fairness_groups(a.shown) for a in res.attributes if a.per_class}
+
+
+def fairness_groups(cf: ClassFairness) -> Canvas:
+    """Selection rate and TPR per group for one target class; groups too small to judge are hatched."""
+    labels, bars = [], []
+    for g in cf.groups:
+        labels.append(short_label(g.group) + ("" if g.judged else " (too small)") + f" n={g.n}")
+        tpr = g.tpr if math.isfinite(g.tpr) else 0.0
+        bars.append([Bar(g.selection_rate, math.nan, math.nan, ACCENT, not g.judged),
+                     Bar(tpr, math.nan, math.nan, GREEN, not g.tpr_judged)])
+    return intervals(labels, bars, lo=0, hi=1, xlabel=f"rate for class {short_label(cf.target)} (one-vs-rest)",
+                     legend=[("selection rate", ACCENT), ("TPR", GREEN)])
+
+
+def _prepare(ctx: AuditContext) -> None:
     check_columns(ctx.config.fairness.sensitive, ctx.source.attribute_names)
     targets(ctx.classifier.labels, ctx.config.fairness.positive_class)
 
 
-def _run(preds: Predictions, config) -> FairnessResult:
-    return fairness(preds, config.fairness, n_boot=config.n_boot, seed=config.seed)
+def _run(ctx: AuditContext) -> FairnessResult:
+    return fairness(ctx.predictions, ctx.config.fairness, n_boot=ctx.config.n_boot, seed=ctx.config.seed)
 
 
 SPEC = CheckSpec(
     "fairness", "fairness", _run, config=FairnessConfig, enabled=lambda c: bool(c.fairness.sensitive),
-    prepare=_prepare, criteria=lambda r, c: fairness_criteria(r, c.fairness, c.criteria.judge_on),
-    comparable=measures, findings=findings,
+    prepare=_prepare, criteria=criteria, comparable=measures, findings=findings, card=card, charts=charts,
     options=(Option("--sensitive", "fairness.sensitive", "sensitive metadata columns for the fairness check",
                     "COL[,COL]", comma_list),),
 )

@@ -1,4 +1,4 @@
-"""Integrity and leakage (DESIGN §6.7): duplicates in the test set, test images seen in training, imbalance.
+"""Integrity and leakage (docs/ARCHITECTURE.md §4.3): duplicates in the test set, test images seen in training, imbalance.
 
 *Exact* duplicates share their file bytes (SHA-256). *Near* duplicates have perceptual hashes
 (pHash, 64 bits) within ``hash_distance`` bits *and* colour thumbnails within
@@ -25,28 +25,31 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
 from audit import imaging
-from audit.checks import CheckSpec, Option
 from audit.clusters import cluster_ids
+from audit.context import AuditContext
+from audit.contract import CheckSpec, Option
 from audit.duplicates import THUMBNAIL_BYTES, ThumbnailStore, colour_thumbnail, near_pairs, pair_distances
-from audit.engines.local import default_workers
 from audit.findings import Finding
 from audit.predictions import Predictions
 from audit.settings import Section, setting
 from audit.sources import DataSource, open_source
 from audit.verdict import Criterion, Measure, judge
 
+if TYPE_CHECKING:
+    from audit.config import AuditConfig
+
 MAX_LISTED = 200
-MAX_THUMBNAIL_PAIRS = 30  # pairs per table shown with thumbnails in the report
+SHOWN_PAIRS = 40  # pairs per grid in the report: 8 rows of 5, one PDF page at most
 
 
 @dataclass(frozen=True)
 class IntegrityConfig(Section):
-    """Integrity (DESIGN §6.7): duplicates in the test set, leakage from ``--train``, imbalance."""
+    """Integrity (docs/ARCHITECTURE.md §4.3): duplicates in the test set, leakage from ``--train``, imbalance."""
 
     section: ClassVar[str] = "integrity"
     enabled: bool = True
@@ -89,6 +92,7 @@ class IntegrityResult:
     imbalance_ratio: float  # largest class / smallest non-empty class
     train_class_counts: tuple[tuple[str, int], ...] = ()
     unreadable: tuple[str, ...] = ()  # training files that could not be hashed
+    shown: ClassVar[int] = SHOWN_PAIRS  # pairs the report lays out per grid (the rest are counted)
 
     def to_dict(self) -> dict:
         return {"n_test": self.n_test, "n_train": self.n_train, "hash_distance": self.hash_distance,
@@ -130,7 +134,7 @@ def hash_source(source: DataSource, *, workers: int = 0, limits: imaging.Limits 
                 chunk: int = 4096) -> _Hashes:
     """SHA-256, 64-bit pHash and colour thumbnail (on disk) of every sample of ``source``; unreadable ones left out."""
     store, paths, labels, shas, hashes, unreadable = ThumbnailStore(), [], [], [], [], []
-    with ThreadPoolExecutor(max_workers=workers or default_workers()) as pool:
+    with ThreadPoolExecutor(max_workers=workers or imaging.default_workers()) as pool:
         for start in range(0, len(source.samples), chunk):
             batch = source.samples[start:start + chunk]
             out = list(pool.map(lambda s: _hash_one(source, s.path, limits), batch, chunksize=64))
@@ -205,7 +209,7 @@ def duplicate_clusters(preds: Predictions, pairs: list[DuplicatePair]) -> np.nda
     return cluster_ids(len(preds), np.array([row[p.a] for p in pairs]), np.array([row[p.b] for p in pairs]))
 
 
-def integrity(ctx) -> IntegrityResult:
+def integrity(ctx: AuditContext) -> IntegrityResult:
     """Exact and near duplicates inside the processed test images and between ``--train`` and them; balance."""
     config, test = ctx.config.integrity, ctx.predictions
     train = ctx.state("integrity")
@@ -236,9 +240,9 @@ def integrity(ctx) -> IntegrityResult:
     )
 
 
-def integrity_criteria(res: IntegrityResult, config: IntegrityConfig) -> list[Criterion]:
+def criteria(res: IntegrityResult, config: AuditConfig) -> list[Criterion]:
     """Leakage (when training data is given) and, if configured, duplicates inside the test set."""
-    out = []
+    out, config = [], config.integrity
     if res.n_train is not None:
         ex = ", ".join(f"{p.a} ~ {p.b}" for p in res.leak_pairs[:3])
         detail = f"{res.n_leak_pairs} exact/near duplicate pair(s) with {res.n_train} training images" + (
@@ -252,7 +256,7 @@ def integrity_criteria(res: IntegrityResult, config: IntegrityConfig) -> list[Cr
     return out
 
 
-def findings(res: IntegrityResult, config) -> list[Finding]:
+def findings(res: IntegrityResult, config: AuditConfig | None) -> list[Finding]:
     """Leakage into the training data, and duplicates inside the test set."""
     out = []
     if res.leaked:
@@ -268,23 +272,23 @@ def findings(res: IntegrityResult, config) -> list[Finding]:
     return out
 
 
-def thumbnails(res: IntegrityResult, ctx) -> list[tuple]:
+def thumbnails(res: IntegrityResult, ctx: AuditContext) -> list[tuple]:
     train = ctx.state("integrity")
     out = []
-    for p in (*res.leak_pairs[:MAX_THUMBNAIL_PAIRS], *res.test_pairs[:MAX_THUMBNAIL_PAIRS]):
+    for p in (*res.leak_pairs[:SHOWN_PAIRS], *res.test_pairs[:SHOWN_PAIRS]):
         out += [(ctx.source, p.a), (train if p.leak else ctx.source, p.b)]
     return out
 
 
-def _open_train(ctx) -> DataSource | None:
+def _open_train(ctx: AuditContext) -> DataSource | None:
     train = ctx.config.integrity.train
     root = Path(ctx.config.data_root) if ctx.config.data_root else None
     return None if train is None else open_source(Path(train), ctx.classifier.labels, flag="--train", data_root=root)
 
 
 SPEC = CheckSpec(
-    "integrity", "integrity", integrity, probe=True, config=IntegrityConfig, enabled=lambda c: c.integrity.enabled,
-    prepare=_open_train, criteria=lambda r, c: integrity_criteria(r, c.integrity), thumbnails=thumbnails,
+    "integrity", "integrity", integrity, config=IntegrityConfig, enabled=lambda c: c.integrity.enabled,
+    prepare=_open_train, criteria=criteria, thumbnails=thumbnails,
     findings=findings, toggle=True, options=(Option("--train", "integrity.train",
                                  "training ImageFolder or manifest: check train/test duplicates (leakage)", "DIR"),),
 )

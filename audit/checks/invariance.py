@@ -1,4 +1,4 @@
-"""Label invariance (DESIGN §6.4): do predictions survive label-preserving transforms?
+"""Label invariance (docs/ARCHITECTURE.md §4.3): do predictions survive label-preserving transforms?
 
 The model is re-run on transformed copies of (a seeded sample of) the test images at graded
 severities, through the same engine and batched path as the audit itself (``ctx.rerun(...,
@@ -33,20 +33,25 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 
-from audit.checks import CheckSpec
 from audit.clusters import clustered_proportion
+from audit.context import AuditContext
+from audit.contract import CheckSpec
 from audit.errors import ConfigError
 from audit.findings import Finding
 from audit.power import Sampling
 from audit.sequential import excludes, looks, rate_sequence
 from audit.settings import Section, setting, unit
 from audit.stats import Estimate, _num, bootstrap, proportion_ci
+from audit.svg import ACCENT, BAD, Bar, Canvas, ci_bounds, intervals, short_label
 from audit.transforms import DEFAULT_TRANSFORMS, TRANSFORMS, TransformSpec
 from audit.verdict import Criterion, Measure, judge
+
+if TYPE_CHECKING:
+    from audit.config import AuditConfig
 
 
 @dataclass(frozen=True)
@@ -68,7 +73,7 @@ class FlipLimits(Section):
 
 @dataclass(frozen=True)
 class InvarianceConfig(Section):
-    """Label invariance (DESIGN §6.4): re-run the model on transformed copies of test images."""
+    """Label invariance (docs/ARCHITECTURE.md §4.3): re-run the model on transformed copies of test images."""
 
     section: ClassVar[str] = "invariance"
     enabled: bool = True
@@ -180,7 +185,7 @@ def choose_transforms(config: InvarianceConfig, card_invariances: Sequence[str])
     return [t for t in dict.fromkeys(names) if t not in config.exclude], source, unknown
 
 
-def invariance(ctx, max_flipped: int = 8) -> InvarianceResult:
+def invariance(ctx: AuditContext, max_flipped: int = 8) -> InvarianceResult:
     """Re-run the classifier on transformed copies of a seeded sample of the processed images."""
     config, preds = ctx.config.invariance, ctx.predictions
     names, source, unknown = choose_transforms(config, ctx.classifier.card.invariances)
@@ -264,7 +269,7 @@ def _compare(spec: TransformSpec, sev, arms: _Arms, ran: np.ndarray, new: np.nda
     )
 
 
-def invariance_criteria(res: InvarianceResult, config: InvarianceConfig, judge_on: str = "value") -> list[Criterion]:
+def criteria(res: InvarianceResult, config: AuditConfig) -> list[Criterion]:
     """Per transform: the flip rate at its worst severity run must not exceed the maximum."""
     out = []
     judged = res.source != "default"
@@ -277,16 +282,16 @@ def invariance_criteria(res: InvarianceResult, config: InvarianceConfig, judge_o
                 if worst.stopped_early else "")
         m = Measure(f"invariance.{t}", f"Flip rate under {t} (worst severity)", worst.flip_rate, False, detail + stop,
                     sampling=Sampling(worst.n))
-        out.append(judge(m, config.limit(t), judge_on=judge_on, judged=judged))
+        out.append(judge(m, config.invariance.limit(t), judged=judged))
     return out
 
 
-def measures(res: InvarianceResult) -> list[Measure]:
+def measures(res: InvarianceResult, config: AuditConfig | None = None) -> list[Measure]:
     return [Measure(f"invariance.{r.transform}.{r.severity}.flip_rate", f"Flip rate under {r.description}",
                     r.flip_rate, False) for r in res.runs]
 
 
-def findings(res: InvarianceResult, config) -> list[Finding]:
+def findings(res: InvarianceResult, config: AuditConfig | None) -> list[Finding]:
     """The least stable transform: where most predictions change."""
     w = res.worst_run
     if w is None or not w.flip_rate.value:
@@ -298,16 +303,29 @@ def findings(res: InvarianceResult, config) -> list[Finding]:
                     criterion=f"invariance.{w.transform}")]
 
 
-def thumbnails(res: InvarianceResult, ctx) -> list[tuple]:
+def charts(res: InvarianceResult, config: AuditConfig) -> dict[str, Canvas]:
+    return {"flip_rates": flip_rates(res.runs, config.invariance.max_flip_rate)} if res.runs else {}
+
+
+def flip_rates(runs, max_flip_rate: float | None = None) -> Canvas:
+    """Flip rate (95% CI) per transform and severity."""
+    cis = [ci_bounds(r.flip_rate) for r in runs]
+    top = max(0.05, min(1.0, max((h for _, _, h in cis if math.isfinite(h)), default=0) * 1.15))
+    bars = [[Bar(v, lo, hi, BAD if max_flip_rate is not None and v > max_flip_rate else ACCENT)] for v, lo, hi in cis]
+    lines = [(max_flip_rate, BAD, True)] if max_flip_rate is not None else []
+    return intervals([short_label(f"{r.transform} {r.severity}: {r.description}", 40) for r in runs], bars, lo=0,
+                     hi=top, lines=lines, xlabel="flip rate: share of images whose prediction changes (95% CI)")
+
+
+def thumbnails(res: InvarianceResult, ctx: AuditContext) -> list[tuple]:
     worst = res.worst_run
     return [(ctx.source, p) for p in worst.flipped] if worst else []
 
 
-def _prepare(ctx) -> None:
+def _prepare(ctx: AuditContext) -> None:
     choose_transforms(ctx.config.invariance, ctx.classifier.card.invariances)
 
 
-SPEC = CheckSpec("invariance", "invariance", invariance, probe=True, config=InvarianceConfig,
-                 enabled=lambda c: c.invariance.enabled, prepare=_prepare,
-                 criteria=lambda r, c: invariance_criteria(r, c.invariance, c.criteria.judge_on),
-                 comparable=measures, thumbnails=thumbnails, findings=findings, toggle=True)
+SPEC = CheckSpec("invariance", "invariance", invariance, config=InvarianceConfig,
+                 enabled=lambda c: c.invariance.enabled, prepare=_prepare, criteria=criteria,
+                 comparable=measures, thumbnails=thumbnails, findings=findings, charts=charts, toggle=True)

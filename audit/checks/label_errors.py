@@ -37,17 +37,22 @@ import re
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from audit.checks import CheckSpec
+from audit.context import AuditContext
+from audit.contract import CardPart, CheckSpec
 from audit.findings import Finding
 from audit.predictions import Predictions
-from audit.settings import Section, setting, unit
 from audit.power import Sampling
+from audit.settings import Section, setting, unit
 from audit.stats import Estimate, proportion_ci
+from audit.text import fmt
 from audit.verdict import Criterion, Measure, judge
+
+if TYPE_CHECKING:
+    from audit.config import AuditConfig
 
 METHODS = ("auto", "confident_learning", "batched")
 MAX_DIRECT_CELLS = 100_000_000  # N x C; 100k images x 1,000 classes (400 MB of float32 probabilities)
@@ -238,15 +243,15 @@ def _run_cleanlab(y: np.ndarray, p: np.ndarray, method: str, batch_size: int) ->
 # --- the registered check ------------------------------------------------------------------------------
 
 
-def _run(preds: Predictions, config) -> LabelErrorsResult:
-    cfg = config.label_errors
+def _run(ctx: AuditContext) -> LabelErrorsResult:
+    cfg, preds = ctx.config.label_errors, ctx.predictions
     res = find_label_errors(preds.y_true, preds.proba, method=cfg.method, max_cells=cfg.max_cells,
                             batch_size=cfg.batch_size, max_listed=cfg.max_listed, labels=preds.labels,
                             paths=preds.paths)
     return dataclasses.replace(res, judged=cfg.judged)
 
 
-def criteria(res: LabelErrorsResult, config) -> list[Criterion]:
+def criteria(res: LabelErrorsResult, config: AuditConfig) -> list[Criterion]:
     """The flagged share against ``max_share``: information unless ``label_errors.judged``."""
     cfg = config.label_errors
     detail = (f"{res.n_flagged} of {res.n} images flagged by cleanlab ({res.method.replace('_', ' ')}); "
@@ -254,10 +259,10 @@ def criteria(res: LabelErrorsResult, config) -> list[Criterion]:
               "suspected, not confirmed")
     m = Measure("label_errors.flagged_share", "Share of images suspected mislabeled", res.flagged_share, False, detail,
                 sampling=Sampling(res.n))
-    return [judge(m, cfg.max_share, judged=cfg.judged, judge_on=config.criteria.judge_on)]
+    return [judge(m, cfg.max_share, judged=cfg.judged)]
 
 
-def findings(res: LabelErrorsResult, config) -> list[Finding]:
+def findings(res: LabelErrorsResult, config: AuditConfig) -> list[Finding]:
     if not res.n_flagged:
         return []
     top = ", ".join(f"{i.path or i.index} ({res.label(i.given)} → {res.label(i.predicted)})" for i in res.issues[:2])
@@ -268,10 +273,19 @@ def findings(res: LabelErrorsResult, config) -> list[Finding]:
                     "label_errors", importance=res.flagged_fraction, criterion="label_errors.flagged_share")]
 
 
-def thumbnails(res: LabelErrorsResult, ctx) -> list[tuple]:
+def card(res: LabelErrorsResult, config: AuditConfig | None) -> CardPart:
+    if not res.n_flagged:
+        return CardPart()
+    return CardPart(limitations=(
+        f"cleanlab flags {res.n_flagged} of {res.n} test images as possibly mislabeled; accuracy without them "
+        f"{fmt(res.accuracy_without.value)} instead of {fmt(res.accuracy.value)}. Suspected, not confirmed: about "
+        "half of such flags are real label errors in published studies.",))
+
+
+def thumbnails(res: LabelErrorsResult, ctx: AuditContext) -> list[tuple]:
     return [(ctx.source, i.path) for i in res.issues[:ctx.config.label_errors.max_thumbnails] if i.path]
 
 
 SPEC = CheckSpec("label_errors", "suspected label errors", _run, config=LabelErrorsConfig,
                  enabled=lambda c: c.label_errors.enabled, criteria=criteria, thumbnails=thumbnails,
-                 findings=findings, toggle=True)
+                 findings=findings, card=card, toggle=True)

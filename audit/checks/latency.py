@@ -1,4 +1,4 @@
-"""Latency (DESIGN §6.8): start the real server, send real base64 requests, report percentiles.
+"""Latency (docs/ARCHITECTURE.md §4.3): start the real server, send real base64 requests, report percentiles.
 
 The server is ``python -m audit serve`` in a subprocess on 127.0.0.1 (a free port), the same
 command a user deploys, so the numbers include HTTP, JSON, base64, decoding, preprocessing and
@@ -28,25 +28,30 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from audit.checks import CheckSpec
+from audit.context import AuditContext
+from audit.contract import CheckSpec
 from audit.loadgen import RequestRun, ServerError, join_runs, request_body, running_server, send_requests
 from audit.predictions import Predictions
 from audit.sequential import looks, quantile_sequence
 from audit.settings import Section, setting
-from audit.sources import DataSource
+from audit.sources.base import DataSource
 from audit.stats import Estimate, _num, bootstrap_many
+from audit.svg import ACCENT, AMBER, BAD, Canvas, Panel
 from audit.verdict import Criterion, Measure, judge
+
+if TYPE_CHECKING:
+    from audit.config import AuditConfig
 
 MAX_BODY_BYTES = 16 * 1024 * 1024  # the server's default request limit (audit.serve)
 
 
 @dataclass(frozen=True)
 class LatencyConfig(Section):
-    """Latency (DESIGN §6.8): the real ``/predict`` server on 127.0.0.1, real base64 requests."""
+    """Latency (docs/ARCHITECTURE.md §4.3): the real ``/predict`` server on 127.0.0.1, real base64 requests."""
 
     section: ClassVar[str] = "latency"
     enabled: bool = True
@@ -201,17 +206,17 @@ def measure_latency(
     )
 
 
-def latency_criteria(result: LatencyResult, config: LatencyConfig, judge_on: str = "value") -> list[Criterion]:
+def criteria(result: LatencyResult, config: AuditConfig) -> list[Criterion]:
     """p95 below ``latency.max_p95_ms`` per phase, no failed request, served answers = the audit's."""
-    seq, conc = result.sequential, result.concurrent
+    seq, conc, config = result.sequential, result.concurrent, config.latency
     out = [judge(Measure("latency.p95", "p95 latency of /predict, one client (ms)", seq.p95, False,
                          f"p50 {seq.p50.value:.1f} ms over {seq.n} requests{_stopped(seq)}"),
-                 config.max_p95_ms, strict=True, judge_on=judge_on)]
+                 config.max_p95_ms, strict=True)]
     if conc is not None:
         out.append(judge(Measure("latency.p95_concurrent", f"p95 latency of /predict, {conc.concurrency} clients (ms)",
                                  conc.p95, False, f"p50 {conc.p50.value:.1f} ms, {conc.throughput:.1f} requests/s"
                                  f"{_stopped(conc)}"),
-                         config.max_p95_ms, strict=True, judge_on=judge_on))
+                         config.max_p95_ms, strict=True))
     first = f"; first: {result.first_error}" if result.first_error else ""
     out.append(judge(Measure.count("latency.errors", "Failed /predict requests", result.errors,
                                    detail=f"{result.errors} of {result.requests}{first}"), 0))
@@ -295,12 +300,43 @@ def _phase(name: str, concurrency: int, run: RequestRun, n_boot: int, seed: int,
     )
 
 
-def _run(ctx) -> LatencyResult:
+def charts(result: LatencyResult, config: AuditConfig) -> dict[str, Canvas]:
+    return {"histogram": latency_histogram(result, config.latency.max_p95_ms)}
+
+
+def latency_histogram(latency: LatencyResult, threshold_ms: float | None = None) -> Canvas:
+    """Request latencies of ``/predict`` per phase, p95 marked; the threshold only when it is within reach
+    of the data, so it does not squash the bars."""
+    phases = [p for p in latency.phases if len(p.latencies_ms)]
+    c = Canvas(640, 290)
+    if not phases:
+        c.text(320, 140, "no successful request", anchor="middle")
+        return c
+    top = max(float(p.latencies_ms.max()) for p in phases) * 1.02
+    edges = np.linspace(0, top, 41)
+    counts = [np.histogram(p.latencies_ms, bins=edges)[0] for p in phases]
+    show = threshold_ms is not None and threshold_ms <= 1.5 * top
+    x_hi = max(top, 1.02 * threshold_ms) if show else top
+    panel = Panel(c, 62, 12, 560, 220, (0, x_hi), (0, max(int(x.max()) for x in counts) * 1.1 or 1))
+    panel.axes("latency of POST /predict (ms, client side)", "requests")
+    items = []
+    for p, n, color in zip(phases, counts, (ACCENT, AMBER)):
+        panel.bars(edges[:-1], edges[1:], n, color, 0.45)
+        c.line(panel.x(p.p95.value), panel.top, panel.x(p.p95.value), panel.top + panel.height, color, width=1.2)
+        label = "one client" if p.concurrency == 1 else f"{p.concurrency} clients"
+        items.append((f"{label} (p95 {p.p95.value:.1f} ms)", color, "box"))
+    if show:
+        c.line(panel.x(threshold_ms), panel.top, panel.x(threshold_ms), panel.top + panel.height, BAD, dash=True)
+        items.append((f"threshold {threshold_ms:g} ms", BAD, "dash"))
+    panel.legend(items)
+    return c
+
+
+def _run(ctx: AuditContext) -> LatencyResult:
     c = ctx.config
     return measure_latency(ctx.model_path, ctx.predictions, ctx.source, c.latency, threads=c.threads,
                            card_overrides=ctx.card_overrides, n_boot=c.n_boot, seed=c.seed)
 
 
-SPEC = CheckSpec("latency", "latency (server)", _run, probe=True, config=LatencyConfig,
-                 enabled=lambda c: c.latency.enabled,
-                 criteria=lambda r, c: latency_criteria(r, c.latency, c.criteria.judge_on), toggle=True)
+SPEC = CheckSpec("latency", "latency (server)", _run, config=LatencyConfig, enabled=lambda c: c.latency.enabled,
+                 criteria=criteria, charts=charts, toggle=True)

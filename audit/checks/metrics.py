@@ -1,4 +1,4 @@
-"""Classification metrics with confidence intervals (DESIGN §6.1).
+"""Classification metrics with confidence intervals (docs/ARCHITECTURE.md §4.3).
 
 Proportions get a Wilson score interval: accuracy (correct / images), top-k accuracy, and per
 class precision (true positives / predicted) and recall (true positives / support). Unlike the
@@ -25,17 +25,26 @@ Example::
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from audit.checks import CheckSpec
 from audit.clusters import bootstrap_weighted, clustered_proportion, grouped_proportions
+from audit.context import AuditContext
+from audit.contract import CardPart, CheckSpec
 from audit.findings import Finding
 from audit.power import Sampling
 from audit.predictions import Predictions
 from audit.stats import Estimate, proportion_ci
+from audit.svg import ACCENT, BAD, Bar, Canvas, ci_bounds, heatmap, intervals, short_label
 from audit.verdict import Criterion, Measure, judge
+
+if TYPE_CHECKING:
+    from audit.config import AuditConfig
+
+MAX_CLASSES = 40  # per-class charts show at most this many classes (the worst); names beyond that are unreadable
 
 
 @dataclass(frozen=True)
@@ -66,11 +75,6 @@ class MetricsResult:
     top_k_not_computed: tuple[int, ...] = ()  # configured k that are not below the number of classes
     n_eff: float = float("nan")  # effective images behind the accuracy (duplicates count once per cluster)
     clusters: int = 0  # duplicate clusters (images without a duplicate are their own)
-
-    @property
-    def confusion_normalized(self) -> np.ndarray:
-        rows = self.confusion.sum(axis=1, keepdims=True)
-        return np.divide(self.confusion, rows, out=np.zeros(self.confusion.shape), where=rows > 0)
 
     @property
     def headline(self) -> tuple[tuple[str, Estimate], ...]:
@@ -203,7 +207,7 @@ def classification_metrics(
     )
 
 
-def measures(m: MetricsResult) -> list[Measure]:
+def measures(m: MetricsResult, config: AuditConfig | None = None) -> list[Measure]:
     """Every comparable number of the metrics, by the id its criterion (if any) uses."""
     sampling = Sampling(m.n, m.n_eff)
     out = [Measure("accuracy", f"Accuracy ({len(m.per_class)} classes)", m.accuracy, True, sampling=sampling),
@@ -215,22 +219,22 @@ def measures(m: MetricsResult) -> list[Measure]:
     return out
 
 
-def criteria(m: MetricsResult, config) -> list[Criterion]:
+def criteria(m: MetricsResult, config: AuditConfig) -> list[Criterion]:
     """Accuracy above the class-count rule; no class with F1 = 0; optionally every class's F1 above a minimum."""
     c = config.criteria
     by_id = {x.id: x for x in measures(m)}
-    out = [judge(by_id["accuracy"], c.accuracy_threshold(len(m.per_class)), strict=True, judge_on=c.judge_on)]
+    out = [judge(by_id["accuracy"], c.accuracy_threshold(len(m.per_class)), strict=True)]
     judged = [pc for pc in m.per_class if pc.support > 0]
     if c.fail_on_zero_f1:
         zero = [pc.label for pc in judged if pc.zero_f1]
         out.append(judge(Measure.count("no_zero_f1", "Classes with F1 = 0", len(zero),
                                        detail="classes with F1 = 0: " + (", ".join(zero) if zero else "none")), 0))
     if c.min_class_f1 is not None:
-        out += [judge(by_id[f"class_f1.{pc.label}"], c.min_class_f1, judge_on=c.judge_on) for pc in judged]
+        out += [judge(by_id[f"class_f1.{pc.label}"], c.min_class_f1) for pc in judged]
     return out
 
 
-def findings(m: MetricsResult, config) -> list[Finding]:
+def findings(m: MetricsResult, config: AuditConfig | None) -> list[Finding]:
     """The weakest class (lowest F1) and what it is most often mistaken for."""
     present = [i for i, pc in enumerate(m.per_class) if pc.support > 0]
     if len(present) < 2:
@@ -248,8 +252,58 @@ def findings(m: MetricsResult, config) -> list[Finding]:
     return [Finding("info", text, "metrics", importance=m.macro_f1.value - f1.value, criterion=f"class_f1.{weak.label}")]
 
 
-def _run(preds: Predictions, config) -> MetricsResult:
-    return classification_metrics(preds, n_boot=config.n_boot, seed=config.seed, top_k=config.top_k)
+def summary(m: MetricsResult, config: AuditConfig | None) -> list[Measure]:
+    """summary.md's closing line: the averages over classes (accuracy is a criterion already)."""
+    return measures(m)[1:3]
 
 
-SPEC = CheckSpec("metrics", "metrics + bootstrap", _run, criteria=criteria, comparable=measures, findings=findings)
+def card(m: MetricsResult, config: AuditConfig | None) -> CardPart:
+    """model_card.md: every metric with its CI (per-class F1 included)."""
+    return CardPart(measures=tuple(measures(m)))
+
+
+def charts(m: MetricsResult, config: AuditConfig) -> dict[str, Canvas]:
+    labels = [pc.label for pc in m.per_class]
+    return {"f1_bars": f1_bars(m.per_class, config.criteria.min_class_f1),
+            "confusion": confusion_heatmap(m.confusion, labels)}
+
+
+def confusion_heatmap(confusion: np.ndarray, labels: Sequence[str]) -> Canvas:
+    """Row-normalised confusion matrix; cells show the share of the true class (and the count).
+
+    Beyond ``MAX_CLASSES`` classes it shows the ``MAX_CLASSES`` classes with the most errors (as true
+    or predicted class), still normalised by each true class's full count.
+    """
+    rows = confusion.sum(axis=1, keepdims=True)
+    norm = np.divide(confusion, rows, out=np.zeros(confusion.shape), where=rows > 0)
+    keep = np.arange(len(labels))
+    note = ""
+    if len(labels) > MAX_CLASSES:
+        errors = confusion.sum(axis=0) + confusion.sum(axis=1) - 2 * np.diagonal(confusion)
+        keep = np.sort(np.argsort(-errors, kind="stable")[:MAX_CLASSES])
+        note = f" ({MAX_CLASSES} of {len(labels)} classes: those with the most errors)"
+    sub, counts = norm[np.ix_(keep, keep)], confusion[np.ix_(keep, keep)]
+    texts = [[f"{sub[i, j]:.2f}\n{counts[i, j]}" if counts[i, j] and len(keep) <= 20 else ""
+              for j in range(len(keep))] for i in range(len(keep))]
+    return heatmap(sub.tolist(), texts, [short_label(labels[k]) for k in keep], xlabel="predicted" + note,
+                   ylabel="true", scale_label="share of true class")
+
+
+def f1_bars(per_class: Sequence[ClassMetrics], threshold: float | None = None) -> Canvas:
+    """Per-class F1 with 95% CI error bars, worst class first (the ``MAX_CLASSES`` worst)."""
+    items = sorted(per_class, key=lambda pc: pc.f1.value)[:MAX_CLASSES]
+    bars = []
+    for pc in items:
+        v, lo, hi = ci_bounds(pc.f1)
+        bars.append([Bar(v, lo, hi, BAD if (v == 0 or (threshold is not None and v < threshold)) else ACCENT)])
+    lines = [(threshold, BAD, True)] if threshold is not None else []
+    return intervals([short_label(pc.label) for pc in items], bars, lo=0, hi=1, xlabel="F1 (95% CI)", lines=lines)
+
+
+def _run(ctx: AuditContext) -> MetricsResult:
+    c = ctx.config
+    return classification_metrics(ctx.predictions, n_boot=c.n_boot, seed=c.seed, top_k=c.top_k)
+
+
+SPEC = CheckSpec("metrics", "metrics + bootstrap", _run, criteria=criteria, comparable=measures, findings=findings,
+                 summary=summary, card=card, charts=charts)

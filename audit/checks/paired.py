@@ -1,14 +1,15 @@
 """Paired comparison with the baseline run (``--baseline old/verdict.json`` with ``old/predictions.csv``).
 
 The ``baseline`` check compares point estimates with a tolerance; this one pairs the two runs'
-predictions image by image (``audit.compare``): the accuracy difference with a paired interval,
+predictions image by image (``audit.paired``): the accuracy difference with a paired interval,
 McNemar's exact test on the images only one model gets right, those images per class (the
 baseline's alone are the *negative flips*, counted with their interval and shown), per-slice
 changes, and the criterion "candidate not worse by more than ``paired.margin``": pass when the
 (1 - 2 alpha) paired interval of the accuracy the candidate loses lies below the margin, fail
 when it lies at or above it, inconclusive (with the images needed at the observed share of
-discordant images) when it holds the margin. With ``judge_on = "value"`` only the upper bound is
-read, as before: below the margin passes, anything else fails.
+discordant images) when it holds the margin. The criterion is a one-sided test
+(``judge(..., one_sided=True)``): with ``judge_on = "value"`` only the upper bound is read, as
+before: below the margin passes, anything else fails.
 
 It runs whenever the baseline's folder holds a ``predictions.csv`` (every run writes one) and
 refuses runs on other data (other images, other bytes, other labels) with exit code 2 before
@@ -22,19 +23,24 @@ Example::
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
-from audit.checks import CheckSpec, Option
-from audit.compare import Comparison, PairedRun, compare_runs, load_run, run_of
+from audit.context import AuditContext
+from audit.contract import CardPart, CheckSpec, Option
 from audit.errors import UsageError
 from audit.findings import Finding
+from audit.model import model_name
+from audit.paired import PairedComparison, PairedRun, compare_runs, load_run, run_of
 from audit.power import Sampling
 from audit.settings import Section, setting
 from audit.stats import Estimate
+from audit.text import code, fmt, fmt_ci
 from audit.verdict import Criterion, Measure, judge
+
+if TYPE_CHECKING:
+    from audit.config import AuditConfig
 
 HINT = "audit both models on the same --data, or pass --no-paired to compare point estimates only"
 
@@ -59,12 +65,7 @@ def beside(baseline_path: str | None) -> Path | None:
     return rows if rows.is_file() else None
 
 
-def model_name(path: Path) -> str:
-    """A model's name for the report: the file stem, or its folder's name for a generic ``model.onnx``."""
-    return path.stem if path.stem not in ("model", "best", "last") else path.resolve().parent.name
-
-
-def _prepare(ctx) -> PairedRun:
+def _prepare(ctx: AuditContext) -> PairedRun:
     """Read the baseline's rows and refuse other data before inference, where the paths already tell."""
     base = load_run(beside(ctx.config.baseline.path).parent, flag="--baseline")
     if set(base.labels) != set(ctx.classifier.labels):
@@ -78,7 +79,7 @@ def _prepare(ctx) -> PairedRun:
     return base
 
 
-def _run(ctx) -> Comparison:
+def _run(ctx: AuditContext) -> PairedComparison:
     cfg = ctx.config.paired
     try:
         return compare_runs(run_of(ctx.predictions, model_name(ctx.model_path)), ctx.state("paired"),
@@ -88,33 +89,26 @@ def _run(ctx) -> Comparison:
         raise UsageError(f"--baseline {ctx.config.baseline.path}: {e.message}", hint=HINT) from None
 
 
-def measure(res: Comparison, judge_on: str = "interval") -> Measure:
-    """The judged number: the accuracy the candidate loses, with its (1 - 2 alpha) paired interval.
-
-    ``judge_on="value"``: the one-sided upper bound of that loss alone, judged as a value.
-    """
+def measure(res: PairedComparison) -> Measure:
+    """The judged number: the accuracy the candidate loses, with its (1 - 2 alpha) paired interval (whose
+    upper bound is the one-sided (1 - alpha) bound of the classical non-inferiority test)."""
     ni, d, t = res.non_inferiority, res.difference, res.table
     detail = (f"accuracy {res.candidate_accuracy.value:.3f} vs {res.baseline_accuracy.value:.3f} ({res.baseline}), "
               f"difference {d.value:+.3f} [{d.low:+.3f}, {d.high:+.3f}]; McNemar exact p = {res.mcnemar_p:.2g} "
               f"({t.candidate_only} images right only for the candidate, {t.baseline_only} only for the baseline: "
               f"negative flips)")
     level = 100 * (1 - ni.alpha)
-    if judge_on == "value":
-        title = f"Candidate not significantly worse than the baseline: accuracy loss, one-sided {level:g}% upper bound"
-        return Measure("paired.not_worse", title, Estimate(ni.upper_bound, math.nan, math.nan, 1 - ni.alpha), False,
-                       detail)
     title = (f"Candidate not worse than the baseline by more than the margin: accuracy lost, "
              f"{100 * (1 - 2 * ni.alpha):g}% paired CI (one-sided {level:g}% bounds)")
     return Measure("paired.not_worse", title, Estimate(-d.value, ni.lower_bound, ni.upper_bound, 1 - 2 * ni.alpha),
                    False, detail, sampling=Sampling(res.n, discordant=res.discordant))
 
 
-def criteria(res: Comparison, config) -> list[Criterion]:
-    judge_on = config.criteria.judge_on if config is not None else "interval"
-    return [judge(measure(res, judge_on), res.non_inferiority.margin, strict=True, judge_on=judge_on)]
+def criteria(res: PairedComparison, config: AuditConfig | None) -> list[Criterion]:
+    return [judge(measure(res), res.non_inferiority.margin, strict=True, one_sided=True)]
 
 
-def findings(res: Comparison, config) -> list[Finding]:
+def findings(res: PairedComparison, config: AuditConfig | None) -> list[Finding]:
     d, t = res.difference, res.table
     nf = res.negative_flips
     out = [Finding("info", f"Against the baseline {res.baseline}, the candidate is {res.direction} on the "
@@ -143,14 +137,27 @@ def _number(flag: str):
     return parse
 
 
-def thumbnails(res: Comparison, ctx) -> list[tuple]:
+def card(res: PairedComparison, config: AuditConfig | None) -> CardPart:
+    """model_card.md's comparison with the baseline run, in one paragraph."""
+    d, ni, t, nf = res.difference, res.non_inferiority, res.table, res.negative_flips
+    text = (f"Paired with the baseline {code(res.baseline)} on the same {res.n} images: accuracy "
+            f"{fmt(res.candidate_accuracy.value)} vs {fmt(res.baseline_accuracy.value)}, difference "
+            f"{d.value:+.3f} {fmt_ci(d.low, d.high)} (Newcombe, paired), McNemar exact p = {res.mcnemar_p:.2g} "
+            f"({t.candidate_only} images only this model gets right, {t.baseline_only} only the baseline: negative "
+            f"flips, {100 * nf.value:.1f}% [{100 * nf.low:.1f}%, {100 * nf.high:.1f}%]). The candidate is "
+            f"{res.direction}; not worse by more than the margin {ni.margin:g}: **{ni.status}** (accuracy lost, "
+            f"one-sided {100 * (1 - ni.alpha):g}% bounds {fmt_ci(ni.lower_bound, ni.upper_bound, 4)}).")
+    return CardPart(sections=(("Comparison with the baseline", text),))
+
+
+def thumbnails(res: PairedComparison, ctx: AuditContext) -> list[tuple]:
     return [(ctx.source, p) for p in (*res.candidate_examples, *res.baseline_examples)]
 
 
 SPEC = CheckSpec(
-    "paired", "paired comparison", _run, probe=True, config=PairedConfig,
+    "paired", "paired comparison", _run, config=PairedConfig,
     enabled=lambda c: c.paired.enabled and beside(c.baseline.path) is not None, prepare=_prepare,
-    criteria=criteria, thumbnails=thumbnails, findings=findings, toggle=True,
+    criteria=criteria, thumbnails=thumbnails, findings=findings, card=card, toggle=True,
     options=(Option("--paired-margin", "paired.margin", "accuracy the candidate may lose against --baseline "
                     "(default 0.01)", "X", _number("--paired-margin")),
              Option("--paired-alpha", "paired.alpha", "one-sided level of that test (default 0.05)", "A",

@@ -1,4 +1,4 @@
-"""Parity (DESIGN §6.5): does the ONNX file compute what the PyTorch model computes?
+"""Parity (docs/ARCHITECTURE.md §4.3): does the ONNX file compute what the PyTorch model computes?
 
 The PyTorch side is ``model.safetensors`` (weights only, never a pickle) loaded into
 ``timm.create_model(arch, num_classes=len(labels))``, with ``arch`` from the model card's
@@ -20,22 +20,27 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 
-from audit.checks import CheckSpec, Option
+from audit.context import AuditContext
+from audit.contract import CheckSpec, Option
 from audit.errors import ModelError
 from audit.settings import Section, setting, unit
 from audit.stats import Estimate, proportion_ci
+from audit.svg import ACCENT, BAD, Canvas, Panel
 from audit.verdict import Criterion, Measure, judge
+
+if TYPE_CHECKING:
+    from audit.config import AuditConfig
 
 TTA_VIEWS = {"hflip": (3,), "vflip": (2,), "hvflip": (2, 3)}  # flipped axes of an NCHW tensor
 
 
 @dataclass(frozen=True)
 class ParityConfig(Section):
-    """Parity (DESIGN §6.5): ONNX Runtime against the PyTorch weights (``--torch-model``)."""
+    """Parity (docs/ARCHITECTURE.md §4.3): ONNX Runtime against the PyTorch weights (``--torch-model``)."""
 
     section: ClassVar[str] = "parity"
     torch_model: str | None = None  # model.safetensors; None = no parity check
@@ -136,7 +141,7 @@ class TorchClassifier:
         return out.numpy().astype(np.float32)
 
 
-def torch_classifier(ctx) -> TorchClassifier:
+def torch_classifier(ctx: AuditContext) -> TorchClassifier:
     """The PyTorch twin of the audited model (built before inference, so a bad file fails early)."""
     config, card = ctx.config.parity, ctx.classifier.card
     arch = config.arch or card.arch
@@ -146,7 +151,7 @@ def torch_classifier(ctx) -> TorchClassifier:
     return TorchClassifier(Path(config.torch_model), arch, card)
 
 
-def parity(ctx, max_listed: int = 20) -> ParityResult:
+def parity(ctx: AuditContext, max_listed: int = 20) -> ParityResult:
     """Run the PyTorch model over a seeded sample of the processed images and compare with ONNX Runtime."""
     torch_clf = ctx.state("parity") or torch_classifier(ctx)
     preds, arch, weights = ctx.predictions, torch_clf.arch, torch_clf.weights
@@ -178,14 +183,14 @@ def parity(ctx, max_listed: int = 20) -> ParityResult:
     )
 
 
-def parity_criteria(res: ParityResult, config: ParityConfig) -> list[Criterion]:
+def criteria(res: ParityResult, config: AuditConfig) -> list[Criterion]:
     """Max abs probability difference <= max_abs_diff and top-1 agreement >= min_agreement (judged on values:
     a single disagreeing image is a fact, not a sampling question)."""
     diff, agree = measures(res)
-    return [judge(diff, config.max_abs_diff), judge(agree, config.min_agreement)]
+    return [judge(diff, config.parity.max_abs_diff), judge(agree, config.parity.min_agreement, exact=True)]
 
 
-def measures(res: ParityResult) -> list[Measure]:
+def measures(res: ParityResult, config: AuditConfig | None = None) -> list[Measure]:
     listed = ": " + ", ".join(d.path for d in res.disagreements[:5]) if res.n_disagree else ""
     nan = math.nan
     return [
@@ -197,10 +202,29 @@ def measures(res: ParityResult) -> list[Measure]:
     ]
 
 
+def charts(res: ParityResult, config: AuditConfig) -> dict[str, Canvas]:
+    return {"histogram": parity_histogram(res.per_image_diff, config.parity.max_abs_diff)}
+
+
+def parity_histogram(per_image_diff: np.ndarray, threshold: float | None = None) -> Canvas:
+    """Distribution of the per-image max abs probability difference, ONNX vs PyTorch (log x)."""
+    d = np.maximum(np.asarray(per_image_diff, dtype=float), 1e-12)
+    edges = np.logspace(-12, 0, 49)
+    counts, _ = np.histogram(d, bins=edges)
+    c = Canvas(600, 270)
+    panel = Panel(c, 62, 12, 520, 200, (1e-12, 1.0), (0, max(int(counts.max()), 1) * 1.1), log_x=True)
+    panel.axes("max |p_onnx - p_torch| per image", "images")
+    panel.bars(edges[:-1], edges[1:], counts, ACCENT)
+    if threshold is not None:
+        c.line(panel.x(threshold), panel.top, panel.x(threshold), panel.top + panel.height, BAD, dash=True)
+        panel.legend([(f"limit {threshold:g}", BAD, "dash")])
+    return c
+
+
 SPEC = CheckSpec(
-    "parity", "parity (PyTorch)", parity, probe=True, config=ParityConfig,
+    "parity", "parity (PyTorch)", parity, config=ParityConfig,
     enabled=lambda c: bool(c.parity.torch_model), prepare=torch_classifier,
-    criteria=lambda r, c: parity_criteria(r, c.parity), comparable=measures,
+    criteria=criteria, comparable=measures, charts=charts,
     options=(Option("--torch-model", "parity.torch_model",
                     "model.safetensors for ONNX/PyTorch parity (arch from audit.arch)", "FILE"),),
 )

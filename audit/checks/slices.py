@@ -1,4 +1,4 @@
-"""Slices (DESIGN §6.2): where does the model underperform, and is that more than noise?
+"""Slices (docs/ARCHITECTURE.md §4.3): where does the model underperform, and is that more than noise?
 
 A *slicing variable* is a metadata column (each value is a slice) or an image property
 (brightness, contrast, ... binned into quantiles; each bin is a slice). For every slice we
@@ -27,24 +27,29 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 
-from audit.checks import CheckSpec
+from audit.context import AuditContext
+from audit.contract import CardPart, CheckSpec
 from audit.findings import Finding
-from audit.predictions import Predictions
+from audit.predictions import MISSING, Predictions
 from audit.settings import Section, setting, unit
-from audit.sources import MISSING
 from audit.stats import Estimate, _estimate, benjamini_hochberg, proportion_ci, resample_indices
+from audit.svg import ACCENT, BAD, Bar, Canvas, ci_bounds, intervals, short_label
+from audit.text import fmt, fmt_ci, md
 from audit.verdict import Criterion, Measure, judge
+
+if TYPE_CHECKING:
+    from audit.config import AuditConfig
 
 METRICS = ("accuracy", "macro_f1")
 
 
 @dataclass(frozen=True)
 class SlicesConfig(Section):
-    """Slices (DESIGN §6.2): metadata columns and binned image properties, BH-corrected."""
+    """Slices (docs/ARCHITECTURE.md §4.3): metadata columns and binned image properties, BH-corrected."""
 
     section: ClassVar[str] = "slices"
     enabled: bool = True
@@ -313,10 +318,10 @@ def _wald_p(gap: float, reps: np.ndarray) -> float:
     return math.erfc(abs(gap) / se / math.sqrt(2))  # two-sided normal tail, 2 * sf(|z|)
 
 
-def slice_criteria(res: SliceResult, config: SlicesConfig) -> list[Criterion]:
+def criteria(res: SliceResult, config: AuditConfig) -> list[Criterion]:
     """The slice criterion. ``report`` (default) always passes and names what was found;
     ``require`` passes only when a significant underperformer is found; ``forbid`` fails when one is."""
-    sig = res.significant
+    sig, rule = res.significant, config.slices.criterion
     names = "; ".join(f"{s.name} (gap {s.gap(res.metric).value:+.3f}, q={s.q_value:.2g})" for s in sig[:5])
     if len(sig) > 5:
         names += f"; and {len(sig) - 5} more"
@@ -325,17 +330,17 @@ def slice_criteria(res: SliceResult, config: SlicesConfig) -> list[Criterion]:
     title, higher, threshold = {
         "report": ("Significant underperforming slices (reported, not judged)", True, 0),
         "require": ("A significant underperforming slice is identified", True, 1),
-        "forbid": ("No significant underperforming slice", False, 0)}[config.criterion]
+        "forbid": ("No significant underperforming slice", False, 0)}[rule]
     found = Measure.count("slices.significant", title, len(sig), higher_is_better=higher, detail=detail)
-    return [judge(found, threshold, judged=config.criterion != "report")]
+    return [judge(found, threshold, judged=rule != "report")]
 
 
-def measures(res: SliceResult) -> list[Measure]:
+def measures(res: SliceResult, config: AuditConfig | None = None) -> list[Measure]:
     return [Measure(f"slices.{s.name}.accuracy", f"Accuracy of slice {s.name}", s.accuracy, True)
             for s in res.slices if s.judged]
 
 
-def findings(res: SliceResult, config) -> list[Finding]:
+def findings(res: SliceResult, config: AuditConfig | None) -> list[Finding]:
     """The largest significant slice gap, or plainly that there is none."""
     sig = res.significant
     metric = res.metric.replace("_", " ")
@@ -351,14 +356,42 @@ def findings(res: SliceResult, config) -> list[Finding]:
     return [Finding("warn", text, "slices", importance=g.value, criterion="slices.significant")]
 
 
-def thumbnails(res: SliceResult, ctx) -> list[tuple]:
+def card(res: SliceResult, config: AuditConfig | None) -> CardPart:
+    """model_card.md names every significantly underperforming slice as a limitation."""
+    return CardPart(limitations=tuple(
+        f"Underperforms on the slice **{md(s.variable)} {md(s.level)}** ({s.n} images): accuracy "
+        f"{fmt(s.accuracy.value)}, {fmt(s.accuracy_gap.value)} {fmt_ci(s.accuracy_gap.low, s.accuracy_gap.high)} "
+        f"below the rest (BH q = {s.q_value:.2g})." for s in res.significant))
+
+
+def charts(res: SliceResult, config: AuditConfig | None) -> dict[str, Canvas]:
+    return {"forest": slice_forest(res.slices, res.metric)}
+
+
+def slice_forest(slices, metric: str = "accuracy", max_rows: int = 30) -> Canvas:
+    """Gap to the rest of the data per slice with its 95% CI, worst first; significant ones in red."""
+    items = [s for s in slices if s.judged][:max_rows]
+    if not items:
+        c = Canvas(680, 40)
+        c.text(340, 24, "no slice large enough to judge", anchor="middle")
+        return c
+    gaps = [ci_bounds(s.gap(metric)) for s in items]
+    lo, hi = min(min(g[1] for g in gaps), 0.0), max(max(g[2] for g in gaps), 0.0)
+    span = (hi - lo) or 0.1
+    bars = [[Bar(v, low, high, BAD if s.significant else ACCENT)] for s, (v, low, high) in zip(items, gaps)]
+    return intervals([short_label(f"{s.name} (n={s.n})", 44) for s in items], bars, lo=lo - 0.05 * span,
+                     hi=hi + 0.05 * span, dots=True, lines=[(0.0, "#111827", False)],
+                     xlabel=f"{metric.replace('_', ' ')} gap: rest of data minus slice (95% CI); right = slice worse")
+
+
+def thumbnails(res: SliceResult, ctx: AuditContext) -> list[tuple]:
     return [(ctx.source, p) for s in res.significant[:6] for p in s.errors]
 
 
-def _run(preds: Predictions, config) -> SliceResult:
-    return find_slices(preds, config.slices, n_boot=config.n_boot, seed=config.seed)
+def _run(ctx: AuditContext) -> SliceResult:
+    return find_slices(ctx.predictions, ctx.config.slices, n_boot=ctx.config.n_boot, seed=ctx.config.seed)
 
 
 SPEC = CheckSpec("slices", "slices", _run, config=SlicesConfig, enabled=lambda c: c.slices.enabled,
-                 criteria=lambda r, c: slice_criteria(r, c.slices), comparable=measures, thumbnails=thumbnails,
-                 findings=findings, toggle=True)
+                 criteria=criteria, comparable=measures, thumbnails=thumbnails, findings=findings, card=card,
+                 charts=charts, toggle=True)

@@ -1,7 +1,7 @@
-"""The engine seam (DESIGN §5, §12): an engine turns a data source into a ``Predictions`` table.
+"""The engine seam (docs/ARCHITECTURE.md §5): an engine turns a data source into a ``Predictions`` table.
 
 Every engine decodes and preprocesses with the same code (``audit.engines.batch``), so pixels,
-probabilities and measurements are identical whichever engine ran them. Probe checks re-run the
+probabilities and measurements are identical whichever engine ran them. Checks re-run the
 model through the same engine (``AuditContext.rerun``), with a transform or another classifier.
 
 Example::
@@ -13,12 +13,15 @@ Example::
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from audit.engines.batch import Transform
 from audit.engines.local import LocalEngine
 from audit.predictions import Predictions
-from audit.sources import DataSource, Sample, Skipped
+from audit.sources.base import DataSource, Sample, Skipped
+
+if TYPE_CHECKING:  # annotations only: the config class is built from the check registry, above the engines
+    from audit.config import AuditConfig
 
 
 class Engine(Protocol):
@@ -36,7 +39,7 @@ class Engine(Protocol):
         ...
 
 
-def make_engine(config, progress: bool | None = None) -> Engine:
+def make_engine(config: AuditConfig, progress: bool | None = None) -> Engine:
     """The engine the config asks for (``[audit.engine] name``): local threads, or Ray."""
     from audit import imaging
 

@@ -20,7 +20,7 @@ from PIL import Image
 
 from audit import imaging
 from audit.duplicates import ThumbnailStore, colour_thumbnail
-from audit.model import Preprocess
+from audit.preprocess import Preprocess
 from audit.predictions import Predictions
 from audit.sources import NON_FINITE, DataSource, Sample, Skipped
 

@@ -9,7 +9,6 @@ batches are decoded while ONNX Runtime (which releases the GIL) runs the current
 
 from __future__ import annotations
 
-import os
 from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -22,24 +21,12 @@ from audit.predictions import Predictions
 from audit.progress import progress_bar
 from audit.sources import DataSource, Sample, Skipped
 
-def cpu_count() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
-def default_workers() -> int:
-    """Decode threads when none are asked for: one per core but one (left to ONNX Runtime and the calling
-    thread), at least 1, at most 8. On an idle 2-core machine one decode thread, with each batch's vectorised
-    steps on the calling thread, was the fastest placement measured (``benchmarks/inference_vs_floor.py``:
-    1.21x the floor against 1.68x for two decode threads, which oversubscribe the cores)."""
-    return max(1, min(8, cpu_count() - 1))
-
-
 @dataclass(frozen=True)
 class LocalEngine:
     """Batched decode ahead of batched inference, in this process (the default engine)."""
 
     batch_size: int = 64
-    workers: int | None = None  # decode threads; None = default_workers(); 0 = decode on the calling thread
+    workers: int | None = None  # decode threads; None = imaging.default_workers(); 0 = decode on the calling thread
     limits: imaging.Limits = imaging.Limits()
     # stack, measure and hash each batch on the calling thread, not the decoder's; None = when one decode thread
     vectorise_on_caller: bool | None = None
@@ -66,7 +53,7 @@ class LocalEngine:
         """Decoded batches in order, ``workers`` of them decoding ahead of the one being run."""
         size = self.batch_size
         batches = [samples[i : i + size] for i in range(0, len(samples), size)]
-        threads = default_workers() if self.workers is None else self.workers
+        threads = imaging.default_workers() if self.workers is None else self.workers
         if threads == 0:
             yield from (vectorise(read(b)) for b in batches)
             return

@@ -1,4 +1,4 @@
-"""The Ray engine (DESIGN §12): the local engine's per-image code, run by a Ray Data pipeline.
+"""The Ray engine (docs/ARCHITECTURE.md §5): the local engine's per-image code, run by a Ray Data pipeline.
 
     samples (index, path) -> map_batches(read + decode + measure, audit.engines.batch)
       -> map_batches(ONNX Runtime, one session per actor, ActorPoolStrategy)
@@ -42,7 +42,8 @@ from audit import imaging
 from audit.duplicates import THUMBNAIL_BYTES, ThumbnailStore
 from audit.engines.batch import Collector, DecodedBatch, Transform, decode_batch
 from audit.errors import AuditError, UsageError
-from audit.model import ModelCard, OnnxClassifier, Preprocess
+from audit.model import ModelCard, OnnxClassifier
+from audit.preprocess import Preprocess
 from audit.predictions import Predictions
 from audit.progress import progress_bar
 from audit.sources import DataSource, Sample, Skipped

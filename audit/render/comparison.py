@@ -9,10 +9,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from audit.comparison import ComparisonReport
 from audit.render.html import _env
 from audit.render.markdown import _cell, findings_markdown
-from audit.render.text import evidence, fmt, fmt_ci, fmt_est
+from audit.result import ComparisonReport
+from audit.text import evidence, fmt, fmt_ci, fmt_est
 
 _RESULT = {"pass": "pass", "fail": "FAIL", "inconclusive": "🟡 INCONCLUSIVE"}
 

@@ -1,10 +1,11 @@
-"""report.html: one self-contained file (CSS, plots and thumbnails inlined, no request leaves the page).
+"""report.html: one self-contained file (CSS, charts and thumbnails inlined, no request leaves the page).
 
-The report is ``templates/report.html.j2`` plus one section template per registered check
+The report is ``templates/report.html.j2`` plus one section template per check that ran
 (``templates/sections/<check>.html.j2``), in registry order. Templates read the frozen
-``AuditResult``; plots are drawn by ``audit.render.plots`` on demand and thumbnails were
-captured during the run. Autoescaping is on, so class names and paths render as text.
-A ``--templates DIR`` folder is searched first, to override or add sections.
+``AuditResult``; each check's charts come from its ``charts`` hook (SVG, inlined as data URIs:
+a section places them by name, ``{{ chart.<name> }}``) and thumbnails were captured during the
+run. Autoescaping is on, so class names and paths render as text. A ``--templates DIR`` folder
+is searched first, to override or add sections.
 """
 
 from __future__ import annotations
@@ -16,12 +17,10 @@ from pathlib import Path
 
 import jinja2
 
-from audit.checks import CHECKS
-from audit.pipeline import AuditResult
 from audit.power import sizes_to_detect
-from audit.render import plots
 from audit.render.markdown import headline
-from audit.render.text import evidence, fmt, fmt_ci, fmt_est, needed, sci
+from audit.result import AuditResult
+from audit.text import evidence, fmt, fmt_ci, fmt_est, needed, sci
 
 MAX_SKIPPED_ROWS = 200
 
@@ -46,7 +45,7 @@ def _env(extra: str | None = None) -> jinja2.Environment:
         lstrip_blocks=True,
     )
     env.filters.update(fmt=fmt, est=fmt_est, sci=sci, basename=os.path.basename)
-    env.globals.update(fmt_ci=fmt_ci, figure=plots.figure_uri, headline=headline, evidence=evidence, needed=needed)
+    env.globals.update(fmt_ci=fmt_ci, headline=headline, evidence=evidence, needed=needed)
     return env
 
 
@@ -57,7 +56,8 @@ def render_html(r: AuditResult, templates: Path | None = None) -> str:
     return env.get_template("report.html.j2").render(
         r=r,
         css=css,
-        checks=[s for s in CHECKS if s.name in r.results],
+        checks=r.ran,
+        charts={s.name: {k: c.uri() for k, c in s.charts(r.results[s.name], r.config).items()} for s in r.ran},
         criterion={c.id: c for c in r.verdict.criteria}.get,
         skip_reasons=collections.Counter(s.reason for s in r.data.skipped).most_common(),
         max_skipped_rows=MAX_SKIPPED_ROWS,

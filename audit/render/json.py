@@ -15,14 +15,13 @@ import json
 from pathlib import Path
 from typing import Any
 
-from audit.checks import CHECKS
-from audit.checks.baseline import numbers, numbers_to_json
 from audit.errors import EXIT_BY_OUTCOME
-from audit.pipeline import AuditResult
+from audit.result import AuditResult
+from audit.verdict import numbers, numbers_to_json
 
 
 def verdict_dict(r: AuditResult) -> dict[str, Any]:
-    ran = [s for s in CHECKS if s.name in r.results]
+    ran = r.ran
     return {
         "schema": r.verdict.schema,
         "outcome": r.verdict.outcome,
@@ -38,7 +37,7 @@ def verdict_dict(r: AuditResult) -> dict[str, Any]:
                  "skipped": len(r.data.skipped)},
         **{s.name: r.results[s.name].to_dict() for s in ran},
         # what a later --baseline compares: every check's comparable measures
-        "comparable": numbers_to_json(numbers([m for s in ran for m in s.comparable(r.results[s.name])])),
+        "comparable": numbers_to_json(numbers([m for s in ran for m in s.comparable(r.results[s.name], r.config)])),
         "seed": r.config.seed,
         "n_boot": r.config.n_boot,
         "tool_version": r.tool_version,

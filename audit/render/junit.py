@@ -10,7 +10,7 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from audit.render.text import describe, evidence
+from audit.text import describe, evidence
 from audit.verdict import Verdict
 
 

@@ -1,11 +1,14 @@
-"""summary.md: the verdict table for a README or a pull-request comment."""
+"""summary.md: the verdict table for a README or a pull-request comment.
+
+The findings, the criteria of every check, then each check's ``summary`` numbers in one line.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from audit.pipeline import AuditResult
-from audit.render.text import evidence, fmt, fmt_ci, fmt_est, outcome
+from audit.result import AuditResult
+from audit.text import evidence, fmt, fmt_ci, fmt_est, outcome
 
 
 _RESULT = {"PASS": "pass", "FAIL": "**FAIL**", "INCONCLUSIVE": "🟡 **INCONCLUSIVE**", "INFO": "info (not judged)"}
@@ -42,6 +45,12 @@ def judged_on(v) -> str:
             "is on the bad side, inconclusive when the threshold lies inside it")
 
 
+def _number(e) -> str:
+    """An estimate with its CI, or a count alone."""
+    ci = fmt_ci(e.low, e.high)
+    return fmt(e.value) if ci == "n/a" else fmt_est(e)
+
+
 def summary_markdown(r: AuditResult) -> str:
     v = r.verdict
     lines = [
@@ -49,7 +58,8 @@ def summary_markdown(r: AuditResult) -> str:
         "",
         *findings_markdown(r.findings),
         f"Model `{_cell(r.model.path)}` (sha256 `{r.model.sha256[:12]}`) on `{_cell(r.data.source)}`: "
-        f"{r.data.processed} images processed, {len(r.data.skipped)} skipped, {r.data.found} found. "
+        f"{r.data.processed} images processed, {len(r.data.skipped)} skipped, {r.data.found} found"
+        f"{f'; attributes from {_cell(r.data.metadata)}' if r.data.metadata else ''}. "
         f"95% CIs: Wilson for proportions (on the effective sample size when test images are duplicated), "
         f"percentile bootstrap ({r.config.n_boot} resamples, seed {r.config.seed}) for the rest; {judged_on(v)}.",
         "",
@@ -59,14 +69,10 @@ def summary_markdown(r: AuditResult) -> str:
     for c in v.criteria:
         lines.append(f"| {_cell(c.title)} | {fmt(c.value)} | {fmt_ci(c.low, c.high)} | {c.op} {fmt(c.threshold)} | "
                      f"{_RESULT[outcome(c)]}{' — ' + _cell(c.detail) if c.detail else ''} | {_cell(evidence(c))} |")
-    m = r.metrics
-    lines += [
-        "",
-        f"Balanced accuracy {fmt_est(m.balanced_accuracy)}, macro F1 {fmt_est(m.macro_f1)}, "
-        f"ECE {fmt_est(r.calibration.ece)}.",
-        "",
-    ]
-    return "\n".join(lines)
+    numbers = [m for s in r.ran for m in s.summary(r.results[s.name], r.config)]
+    if numbers:
+        lines += ["", ", ".join(f"{_cell(m.title)} {_number(m.estimate)}" for m in numbers) + "."]
+    return "\n".join([*lines, ""])
 
 
 def write_summary(r: AuditResult, path: Path) -> None:

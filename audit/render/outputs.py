@@ -1,4 +1,4 @@
-"""Write every output of a run into one folder (DESIGN §7), all or nothing.
+"""Write every output of a run into one folder (docs/ARCHITECTURE.md §9), all or nothing.
 
 The artefacts are written into a staging folder beside ``--out`` (same file system) and swapped
 in at the end with one atomic exchange of the two folders (``renameat2(RENAME_EXCHANGE)`` on
@@ -29,12 +29,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from audit.errors import UsageError
-from audit.pipeline import AuditResult
 from audit.render.html import write_html
 from audit.render.json import write_verdict
 from audit.render.junit import write_junit
 from audit.render.markdown import write_summary
 from audit.render.model_card import build_model_card, write_model_card
+from audit.result import AuditResult
 
 RECORD = ".audit-outputs.json"
 ARTEFACTS = ("report.html", "report.pdf", "verdict.json", "predictions.csv", "junit.xml", "summary.md", "model_card.md",
@@ -71,8 +71,8 @@ def write_all(r: AuditResult, folder: Path, *, pdf: bool = True, templates: Path
     """Write every artefact into ``folder``; returns the names written."""
     paths = {name: folder / name for name in ARTEFACTS}
     r.predictions.write_csv(paths["predictions.csv"])
-    verdict = write_verdict(r, paths["verdict.json"])
-    write_model_card(build_model_card(verdict, r.model.card.to_dict()), paths["model_card.md"])
+    write_verdict(r, paths["verdict.json"])
+    write_model_card(build_model_card(r), paths["model_card.md"])
     write_junit(r.verdict, paths["junit.xml"])
     write_summary(r, paths["summary.md"])
     paths["config.json"].write_text(json.dumps(r.config.to_dict(), indent=2) + "\n", encoding="utf-8")

@@ -1,4 +1,4 @@
-"""Serve an audited model over HTTP (DESIGN §11): ``POST /predict``, ``GET /health``, ``GET /model``.
+"""Serve an audited model over HTTP (docs/ARCHITECTURE.md §10): ``POST /predict``, ``GET /health``, ``GET /model``.
 
 The server loads the model with ``OnnxClassifier.load`` and turns bytes into a tensor with
 ``audit.imaging`` (decode, resize, to_tensor): the same code, card and limits as the audit, so

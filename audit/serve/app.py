@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import socket
 from collections.abc import AsyncIterator, Mapping
@@ -20,13 +19,9 @@ from audit.model import OnnxClassifier
 from audit.serve.endpoint import BodyLimit, PredictEndpoint
 from audit.serve.errors import HANDLERS
 from audit.serve.guard import ConnectionGuard
-from audit.serve.options import Scheduling, ServeLimits, check_listen
+from audit.serve.options import Listen, Scheduling, ServeLimits
 from audit.serve.schema import ERROR_RESPONSES, Health, ModelInfo, Prediction, PredictRequest
 from audit.serve.service import PredictService
-
-HTTP_CHOICES = ("auto", "httptools", "h11")
-LOOP_CHOICES = ("auto", "uvloop", "asyncio")
-
 
 def create_app(
     model_path: str | Path,
@@ -48,7 +43,7 @@ def create_app(
     """
     clf = OnnxClassifier.load(Path(model_path), overrides=card_overrides, threads=threads)
     service = PredictService(clf, limits, scheduling)
-    sha256 = _sha256(clf.path)
+    sha256 = clf.sha256  # hashed once, when the classifier read the file
     card = clf.card
     info = ModelInfo(
         name=clf.path.name, sha256=sha256, **{"arch": None, **card.to_dict()},
@@ -110,14 +105,6 @@ def _document_predict(app: FastAPI) -> None:
     app.openapi = openapi
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def bind(host: str, port: int) -> socket.socket:
     """A listening TCP socket on ``host:port`` (port 0: any free port); ``UsageError`` when taken."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -136,8 +123,6 @@ def bind(host: str, port: int) -> socket.socket:
 
 def protocol_base(http: str) -> type:
     """uvicorn's HTTP protocol class: httptools (C parser) when installed, else h11."""
-    if http not in HTTP_CHOICES:
-        raise UsageError(f"serve option http (--http) must be one of {list(HTTP_CHOICES)}, got {http!r}")
     if http != "h11":
         try:
             from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -169,10 +154,8 @@ def serve(
     """Load and self-check the model, listen on ``host:port`` and serve until SIGINT/SIGTERM."""
     import uvicorn
 
-    check_listen(host, port, threads)
+    Listen(host=host, port=port, threads=threads, http=http, loop=loop)  # bounds, before the model loads
     logging.getLogger("audit.serve").setLevel(log_level.upper())
-    if loop not in LOOP_CHOICES:
-        raise UsageError(f"serve option loop (--loop) must be one of {list(LOOP_CHOICES)}, got {loop!r}")
     guard = ConnectionGuard(limits.read_timeout_s, limits.connection_limit())
     protocol = guard.protocol(protocol_base(http))
     app = create_app(model_path, limits=limits, scheduling=scheduling, threads=threads, card_overrides=card_overrides)

@@ -2,7 +2,9 @@
 
 ``ServeLimits`` bounds what a request may cost (body bytes, decoded pixels, time on the wire);
 ``Scheduling`` says how accepted requests are run (inline or in a thread, one by one or in
-micro-batches). Both validate at construction and name the field and its flag in the error.
+micro-batches); ``Listen`` where the server listens. Their bounds are declared like every setting of
+the project (``audit.settings.setting``, docs/ARCHITECTURE.md §8) and checked at construction; an
+error names the option and its flag.
 
 The image limits are the audit's (``audit.imaging``): the server refuses exactly the images the
 audit would skip. What bounds the server's memory is the pixel budget: the decoded pixels of all
@@ -11,7 +13,7 @@ requests in flight together.
 
 from __future__ import annotations
 
-import math
+import dataclasses
 import resource
 from dataclasses import dataclass, fields
 from typing import Any
@@ -19,27 +21,29 @@ from typing import Any
 from PIL import Image
 
 from audit import imaging
-from audit.errors import UsageError
+from audit.errors import AuditError, UsageError
+from audit.settings import Section, setting
 
-# The formats the audit reads (DESIGN §4); Pillow also opens EPS, PSD, FITS and more, which a
+# The formats the audit reads (docs/ARCHITECTURE.md §6); Pillow also opens EPS, PSD, FITS and more, which a
 # public endpoint has no reason to parse.
 DEFAULT_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "GIF", "TIFF", "PPM")
 DEFAULT_MAX_REQUEST_BYTES = 16 * 1024 * 1024  # the JSON body; base64 makes an image 4/3 larger
 OPEN_FILES_RESERVE = 64  # descriptors kept free for the model, logs, threads and the listening socket
-
-
-def _check(name: str, flag: str, value: Any, *, low: float, high: float = math.inf, integer: bool = False,
-           hint: str | None = None) -> None:
-    kind = "an integer" if integer else "a number"
-    ok = (isinstance(value, int) and not isinstance(value, bool)) if integer else (
-        isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value))
-    if not ok or not low <= value <= high:
-        span = f"from {low:g} to {high:g}" if high != math.inf else f">= {low:g}"
-        raise UsageError(f"serve option {name} ({flag}) must be {kind} {span}, got {value!r}", hint=hint)
+HTTP_CHOICES = ("auto", "httptools", "h11")
+LOOP_CHOICES = ("auto", "uvloop", "asyncio")
 
 
 @dataclass(frozen=True)
-class ServeLimits:
+class _Options(Section):
+    """Server options: an error names the option and its flag."""
+
+    @classmethod
+    def refuse(cls, name: str, f: dataclasses.Field, what: str, value: Any) -> AuditError:
+        return UsageError(f"serve option {name} ({f.metadata['flag']}) {what}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class ServeLimits(_Options):
     """What ``/predict`` accepts and what all requests in flight may hold at once.
 
     * ``max_request_bytes``: the largest JSON body (413 above it; the body is never read).
@@ -57,25 +61,22 @@ class ServeLimits:
         ServeLimits(max_request_bytes=4_000_000, pixel_budget=100_000_000)
     """
 
-    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
-    max_pixels: int = imaging.DEFAULT_MAX_PIXELS
+    max_request_bytes: int = setting(DEFAULT_MAX_REQUEST_BYTES, ge=1, flag="--max-request-bytes")
+    max_pixels: int = setting(imaging.DEFAULT_MAX_PIXELS, ge=1, flag="--max-pixels")
     formats: tuple[str, ...] = DEFAULT_FORMATS
-    pixel_budget: int | None = None
-    queue_timeout_s: float = 10.0
-    read_timeout_s: float = 30.0
-    max_connections: int | None = None
+    pixel_budget: int | None = setting(None, ge=1, flag="--pixel-budget")  # None: max_pixels
+    queue_timeout_s: float = setting(10.0, ge=0, le=3600, flag="--queue-timeout")
+    read_timeout_s: float = setting(30.0, ge=0.1, le=3600, flag="--read-timeout")
+    max_connections: int | None = setting(None, ge=1, flag="--max-connections")
 
     def __post_init__(self) -> None:
-        _check("max_request_bytes", "--max-request-bytes", self.max_request_bytes, low=1, integer=True)
-        _check("max_pixels", "--max-pixels", self.max_pixels, low=1, integer=True)
+        super().__post_init__()
         if self.pixel_budget is None:
             object.__setattr__(self, "pixel_budget", self.max_pixels)
-        _check("pixel_budget", "--pixel-budget", self.pixel_budget, low=self.max_pixels, integer=True,
-               hint="the budget must hold at least one image of --max-pixels")
-        _check("queue_timeout_s", "--queue-timeout", self.queue_timeout_s, low=0, high=3600)
-        _check("read_timeout_s", "--read-timeout", self.read_timeout_s, low=0.1, high=3600)
-        if self.max_connections is not None:
-            _check("max_connections", "--max-connections", self.max_connections, low=1, integer=True)
+        if self.pixel_budget < self.max_pixels:
+            raise UsageError(f"serve option pixel_budget (--pixel-budget) must be >= --max-pixels "
+                             f"({self.max_pixels}), got {self.pixel_budget}",
+                             hint="the budget must hold at least one image of --max-pixels")
         Image.init()
         formats = tuple(f.strip().upper() for f in self.formats if f.strip())
         unknown = [f for f in formats if f not in Image.OPEN]
@@ -114,7 +115,7 @@ class ServeLimits:
 
 
 @dataclass(frozen=True)
-class Scheduling:
+class Scheduling(_Options):
     """How an accepted request is run.
 
     * ``max_batch``: up to this many concurrent requests share one ONNX Runtime call (1: off).
@@ -128,23 +129,26 @@ class Scheduling:
         Scheduling(max_batch=8, max_wait_ms=2)
     """
 
-    max_batch: int = 1
-    max_wait_ms: float = 2.0
+    max_batch: int = setting(1, ge=1, le=1024, flag="--max-batch")
+    max_wait_ms: float = setting(2.0, ge=0, le=1000, flag="--max-wait-ms")
     # 2 ms: a cheap model stays inline even when the start-up measurement runs on a busy machine (the
     # quick-start model measured 0.4-0.9 ms on the shared 2-core machine), while a 224 px decode (3+ ms)
     # goes to a thread and never stalls other connections for long.
-    inline_below_ms: float = 2.0
+    inline_below_ms: float = setting(2.0, ge=0, le=1000, flag="--inline-below-ms")
+
+
+@dataclass(frozen=True)
+class Listen(_Options):
+    """Where the server listens and how uvicorn runs it (port 0 picks any free port)."""
+
+    host: str = "127.0.0.1"
+    port: int = setting(8000, ge=0, le=65535, flag="--port")
+    threads: int = setting(0, ge=0, le=1024, flag="--threads")  # ONNX Runtime intra-op threads; 0: its choice
+    http: str = setting("auto", choices=HTTP_CHOICES, flag="--http")
+    loop: str = setting("auto", choices=LOOP_CHOICES, flag="--loop")
 
     def __post_init__(self) -> None:
-        _check("max_batch", "--max-batch", self.max_batch, low=1, high=1024, integer=True)
-        _check("max_wait_ms", "--max-wait-ms", self.max_wait_ms, low=0, high=1000)
-        _check("inline_below_ms", "--inline-below-ms", self.inline_below_ms, low=0, high=1000)
-
-
-def check_listen(host: str, port: int, threads: int) -> None:
-    """Bounds of the flags that do not belong to a dataclass; ``UsageError`` names the flag."""
-    _check("port", "--port", port, low=0, high=65535, integer=True, hint="0 picks any free port")
-    _check("threads", "--threads", threads, low=0, high=1024, integer=True, hint="0 lets ONNX Runtime choose")
-    if not host or any(c.isspace() for c in host):
-        raise UsageError(f"serve option host (--host) must be an interface name or address, got {host!r}",
-                         hint="e.g. 127.0.0.1 or 0.0.0.0")
+        super().__post_init__()
+        if not self.host or any(c.isspace() for c in self.host):
+            raise UsageError(f"serve option host (--host) must be an interface name or address, got {self.host!r}",
+                             hint="e.g. 127.0.0.1 or 0.0.0.0")

@@ -64,7 +64,7 @@ class PreprocessInfo(BaseModel):
 
 
 class ModelInfo(BaseModel):
-    """The model card (DESIGN §3) the server applies to every request, and how requests are run."""
+    """The model card (docs/ARCHITECTURE.md §7) the server applies to every request, and how requests are run."""
 
     name: str
     sha256: str

@@ -1,9 +1,10 @@
 """ImageFolder sources: ``DIR/<class name>/<image>`` plus an optional ``DIR/metadata.csv``.
 
 ``metadata.csv`` has a ``path`` column (relative to DIR) and any attribute columns (``site``,
-``lighting``, ...); a ``label`` column restates the folder and is not an attribute. Every file
-under DIR is accounted for: hidden files and folders, files outside a class folder, the
-metadata file itself and unknown extensions are skipped with their reason.
+``lighting``, ...); a ``label`` column restates the folder and is not an attribute. It is read
+as attributes and named as the source's ``metadata``, not counted among the files found. Every
+other file under DIR is accounted for: hidden files and folders, files outside a class folder
+and unknown extensions are skipped with their reason.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from audit.errors import DataError
-from audit.sources import DataSource, Sample, Skipped
+from audit.sources.base import DataSource, Sample, Skipped
 
 METADATA_FILE = "metadata.csv"
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm"}
@@ -31,6 +32,8 @@ def scan_folder(root: Path, flag: str = "--data") -> DataSource:
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames.sort()
         rel_dir = Path(dirpath).relative_to(root)
+        if not rel_dir.parts and METADATA_FILE in filenames:
+            filenames = [f for f in filenames if f != METADATA_FILE]  # attributes, not an image: not "found"
         found += len(filenames)
         if rel_dir.parts and rel_dir.parts[0].startswith("."):
             skipped += [Skipped((rel_dir / f).as_posix(), "hidden folder") for f in sorted(filenames)]
@@ -48,12 +51,12 @@ def scan_folder(root: Path, flag: str = "--data") -> DataSource:
     if meta:
         notes += (f"{len(meta)} row(s) of {METADATA_FILE} name no image in the folder (e.g. {next(iter(meta))!r})",)
     return DataSource("ImageFolder", str(root), root, tuple(samples), tuple(skipped), tuple(classes), attr_names,
-                      found, notes)
+                      found, notes, metadata=METADATA_FILE if (root / METADATA_FILE).is_file() else "")
 
 
 def _skip_reason(rel_dir: Path, name: str) -> str | None:
     if not rel_dir.parts:
-        return "metadata file (read as attributes)" if name == METADATA_FILE else "not inside a class folder"
+        return "not inside a class folder"
     if name.startswith("."):
         return "hidden file"
     dot = name.rfind(".")

@@ -18,7 +18,7 @@ import os
 from pathlib import Path
 
 from audit.errors import DataError
-from audit.sources import DUPLICATE, DataSource, Sample, Skipped
+from audit.sources.base import DUPLICATE, DataSource, Sample, Skipped
 from audit.sources.folder import read_csv, unique_rows
 
 

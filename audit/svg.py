@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import math
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from html import escape
@@ -17,8 +18,23 @@ from html import escape
 ACCENT = "#2563eb"
 BAD = "#dc2626"
 GREY = "#6b7280"
+AMBER = "#f59e0b"
+GREEN = "#16a34a"
 FONT = "DejaVu Sans, Helvetica, Arial, sans-serif"
 CHAR = 6.2  # mean advance of an 11 px DejaVu Sans character, for sizing label columns
+
+
+def short_label(s: str, n: int = 24) -> str:
+    """A label that fits a chart: control characters spelled out ("\\r", not a missing glyph), cut at ``n``."""
+    s = "".join(repr(ch)[1:-1] if unicodedata.category(ch) == "Cc" else ch for ch in s)
+    return s if len(s) <= n else s[: n - 1] + "…"
+
+
+def ci_bounds(e) -> tuple[float, float, float]:
+    """value, low, high of an estimate (``audit.stats.Estimate``), undefined bounds collapsed onto the value."""
+    low = e.low if math.isfinite(e.low) else e.value
+    high = e.high if math.isfinite(e.high) else e.value
+    return e.value, low, high
 
 
 def _n(x: float) -> str:

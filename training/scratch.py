@@ -1,4 +1,4 @@
-"""The floor: a 2-conv-layer CNN trained from scratch (DESIGN §8 phase 0)."""
+"""The scratch CNN: a 2-conv-layer network trained from nothing, the floor of the results (docs/ARCHITECTURE.md §11)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 
-class BaselineCNN(nn.Module):
+class ScratchCNN(nn.Module):
     """conv(32)-BN-ReLU-pool, conv(64)-BN-ReLU-pool, dropout, FC(128), FC(classes).
 
     The input size is fixed at construction (the flatten width depends on it), which matches

@@ -1,8 +1,10 @@
-"""Plain-text formatting shared by every renderer (one place decides how a number reads)."""
+"""Plain-text formatting shared by the checks' texts and every renderer (one place decides how a number reads)."""
 
 from __future__ import annotations
 
+import html
 import math
+from typing import Any
 
 from audit.stats import Estimate
 from audit.verdict import Criterion
@@ -77,3 +79,16 @@ def describe(c: Criterion) -> str:
     more = needed(c) if c.judged else ""
     return (f"{c.title}: {value} ({'must be' if c.judged else 'limit'} {c.op} {fmt(c.threshold)}) -> {outcome(c)}"
             + (f" ({more})" if more else "") + (f"; {c.detail}" if c.detail else ""))
+
+
+def md(x: Any) -> str:
+    """Plain text made safe inside Markdown (and HTML): no tags, table cells or emphasis."""
+    s = html.escape(str(x), quote=False).replace("\n", " ")
+    for ch in "\\|*_`[]":
+        s = s.replace(ch, "\\" + ch)
+    return s
+
+
+def code(x: Any) -> str:
+    """A Markdown code span (escapes do not work inside one, so backticks are replaced)."""
+    return "`" + str(x).replace("`", "'").replace("\n", " ") + "`"

@@ -45,7 +45,7 @@ from typing import Any
 import numpy as np
 
 from audit.errors import UsageError
-from audit.sources import MISSING
+from audit.predictions import MISSING
 from audit.stats import Estimate, benjamini_hochberg, mcnemar_exact, paired_difference_ci, proportion_ci
 
 MAX_LEVELS = 50  # like slices.max_levels: a column with more distinct values is an id, not a slice
@@ -165,7 +165,7 @@ class NonInferiority:
 
 
 @dataclass(frozen=True)
-class Comparison:
+class PairedComparison:
     candidate: str
     baseline: str
     n: int
@@ -226,7 +226,7 @@ class Comparison:
 def compare_runs(
     candidate: PairedRun, baseline: PairedRun, *, margin: float = 0.01, alpha: float = 0.05, level: float = 0.95,
     max_levels: int = MAX_LEVELS, examples: int = 12,
-) -> Comparison:
+) -> PairedComparison:
     """Pair two runs by path and compare them (see the module docstring).
 
     Attributes with more than ``max_levels`` distinct values (ids, file names) are not sliced, as
@@ -245,7 +245,7 @@ def compare_runs(
     one_sided = paired_difference_ci(table.array(), level=1 - 2 * alpha)
     paths = np.asarray(candidate.paths, dtype=object)
     slices, unsliced = _slices(_aligned_attributes(candidate, baseline, order), right_c, right_b, level, max_levels)
-    return Comparison(
+    return PairedComparison(
         candidate=candidate.name, baseline=baseline.name, n=len(y), labels=tuple(candidate.labels),
         hashes_checked=hashed,
         candidate_accuracy=proportion_ci(int(right_c.sum()), len(y), level=level),
