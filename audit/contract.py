@@ -13,7 +13,8 @@ Each hook has one signature:
 * ``enabled(config) -> bool``; ``prepare(ctx) -> state``, run before the first image is decoded
   (input errors surface there; ``ctx.state(name)`` hands the state to ``run``);
 * ``hook(result, config)`` for everything made from a result: ``criteria`` (judged on the point
-  estimate; the pipeline applies ``criteria.judge_on`` once, for every check), ``comparable``
+  estimate; the pipeline applies ``criteria.judge_on`` once, for every check: pass, fail or
+  inconclusive), ``comparable``
   (measures a later ``--baseline`` run compares), ``findings`` (the findings block),
   ``summary`` (numbers stated in summary.md's closing line), ``card`` (model_card.md), ``charts`` (SVG charts the
   section template places by name);

@@ -9,9 +9,13 @@ estimates ignores noise altogether. Here:
   (``audit.stats.paired_difference_ci``);
 * McNemar's exact test asks whether the discordant images (right for one model only) split
   evenly (``audit.stats.mcnemar_exact``);
-* "candidate not significantly worse" is a one-sided non-inferiority test: the upper bound of
-  the (1 - 2 alpha) interval of baseline - candidate must lie below ``margin``, which is the
-  one-sided alpha-level test that the candidate loses less than ``margin`` accuracy;
+* "candidate not worse by more than ``margin``" is a non-inferiority question with three
+  answers, read off the (1 - 2 alpha) paired interval of the accuracy the candidate loses
+  (baseline - candidate): **pass** when its upper bound is below ``margin`` (the one-sided
+  alpha-level test that the loss is under the margin), **fail** when its lower bound is at or
+  above it, **inconclusive** when the margin lies inside it;
+* "negative flips", the images the baseline gets right and the candidate gets wrong, are
+  counted with a Wilson interval of their share: what a release gate cares most about;
 * per class, how many images each model alone gets right; per slice of every attribute, the
   accuracy change with its interval and McNemar p-value, Benjamini–Hochberg corrected.
 
@@ -32,6 +36,7 @@ Example::
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -134,12 +139,29 @@ class SliceChange:
 
 @dataclass(frozen=True)
 class NonInferiority:
-    """Candidate not significantly worse: upper bound of (baseline - candidate) < margin."""
+    """Candidate not worse by more than the margin, judged on the (1 - 2 alpha) interval of the loss."""
 
     margin: float
     alpha: float
     upper_bound: float  # one-sided (1 - alpha) upper bound of baseline - candidate accuracy
-    passed: bool
+    lower_bound: float  # one-sided (1 - alpha) lower bound of the same
+    status: str  # "pass": upper bound < margin; "fail": lower bound >= margin; else "inconclusive"
+
+    @property
+    def passed(self) -> bool:
+        return self.status == "pass"
+
+    @property
+    def loss(self) -> Estimate:
+        """Baseline - candidate accuracy with its (1 - 2 alpha) interval."""
+        return Estimate(math.nan, self.lower_bound, self.upper_bound, 1 - 2 * self.alpha)
+
+    @classmethod
+    def of(cls, interval: Estimate, margin: float, alpha: float) -> NonInferiority:
+        """From the (1 - 2 alpha) interval of candidate - baseline accuracy."""
+        upper, lower = -interval.low, -interval.high
+        status = "pass" if upper < margin else "fail" if lower >= margin else "inconclusive"
+        return cls(margin, alpha, upper, lower, status)
 
 
 @dataclass(frozen=True)
@@ -161,7 +183,13 @@ class PairedComparison:
     baseline_only_paths: tuple[str, ...]
     unsliced: tuple[tuple[str, int], ...] = ()  # (attribute, distinct values) of columns too varied to slice
     candidate_examples: tuple[str, ...] = ()  # a few of candidate_only_paths, taken in turn from each class
-    baseline_examples: tuple[str, ...] = ()
+    baseline_examples: tuple[str, ...] = ()  # a few negative flips, taken in turn from each class
+    negative_flips: Estimate = Estimate(math.nan, math.nan, math.nan)  # share right for the baseline only (Wilson)
+
+    @property
+    def discordant(self) -> float:
+        """Share of the images exactly one model gets right."""
+        return (self.table.candidate_only + self.table.baseline_only) / self.n if self.n else math.nan
 
     @property
     def direction(self) -> str:
@@ -182,7 +210,9 @@ class PairedComparison:
                       "baseline_only": t.baseline_only, "both_wrong": t.both_wrong},
             "mcnemar_p": self.mcnemar_p,
             "non_inferiority": {"margin": ni.margin, "alpha": ni.alpha, "upper_bound": ni.upper_bound,
-                                "passed": ni.passed},
+                                "lower_bound": ni.lower_bound, "status": ni.status, "passed": ni.passed},
+            "negative_flips": {"count": t.baseline_only, "share": self.negative_flips.to_dict()},
+            "discordant_share": self.discordant,
             "per_class": [vars(c) for c in self.per_class],
             "slices": [{"attribute": s.attribute, "level": s.level, "n": s.n, "candidate": s.candidate.to_dict(),
                         "baseline": s.baseline.to_dict(), "difference": s.difference.to_dict(),
@@ -213,7 +243,6 @@ def compare_runs(
     right_b = _remap(baseline, candidate.labels, np.asarray(baseline.y_pred)[order]) == y
     table = _table(right_c, right_b)
     one_sided = paired_difference_ci(table.array(), level=1 - 2 * alpha)
-    upper = -one_sided.low  # baseline - candidate
     paths = np.asarray(candidate.paths, dtype=object)
     slices, unsliced = _slices(_aligned_attributes(candidate, baseline, order), right_c, right_b, level, max_levels)
     return PairedComparison(
@@ -226,12 +255,13 @@ def compare_runs(
         mcnemar_p=mcnemar_exact(table.candidate_only, table.baseline_only),
         per_class=_per_class(y, right_c, right_b, candidate.labels),
         slices=slices,
-        non_inferiority=NonInferiority(margin, alpha, upper, bool(upper < margin)),
+        non_inferiority=NonInferiority.of(one_sided, margin, alpha),
         candidate_only_paths=tuple(paths[right_c & ~right_b].tolist()),
         baseline_only_paths=tuple(paths[right_b & ~right_c].tolist()),
         unsliced=unsliced,
         candidate_examples=_spread(paths[right_c & ~right_b], y[right_c & ~right_b], examples),
         baseline_examples=_spread(paths[right_b & ~right_c], y[right_b & ~right_c], examples),
+        negative_flips=proportion_ci(table.baseline_only, len(y), level=level),
     )
 
 

@@ -24,6 +24,7 @@ import numpy as np
 
 from audit import __version__, findings
 from audit.checks import CHECKS
+from audit.checks.integrity import duplicate_clusters, duplicate_pairs
 from audit.config import AuditConfig
 from audit.context import AuditContext, Reference
 from audit.contract import CheckSpec
@@ -65,6 +66,8 @@ def run_audit(model_path: Path, data_path: Path, config: AuditConfig, *,
     if ctx.reference is not None:
         with timed("reference"):
             ctx = infer_reference(ctx, features=features)
+    with timed("duplicate clusters"):
+        ctx = find_duplicates(ctx)
     results, criteria, failures, observations = {}, [], [], []
     for spec in active_checks(config, checks):
         with timed(spec.title):
@@ -84,7 +87,8 @@ def run_audit(model_path: Path, data_path: Path, config: AuditConfig, *,
         created=dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat(),
         model=summarize_model(ctx.classifier), data=data, config=config,
         predictions=replace(ctx.predictions, extra={**ctx.predictions.extra, **columns}),
-        verdict=Verdict.of(criteria, config.criteria.judge_on), checks=tuple(checks), results=results,
+        verdict=Verdict.of(criteria, config.criteria.judge_on, config.criteria.on_inconclusive),
+        checks=tuple(checks), results=results,
         timings=tuple(timed.timings), thumbnails=thumbs, engine=ctx.engine.name,
         findings=findings.rank(failures, observations),
     )
@@ -145,6 +149,14 @@ def infer(ctx: AuditContext, *, features: bool = False) -> tuple[AuditContext, D
         raise DataError(f"none of the {data.found} file(s) in {ctx.source.description} could be used ("
                         + "; ".join(f"{n} {r}" for r, n in reasons) + ")", hint="every image was rejected")
     return replace(ctx, predictions=preds, rejected=tuple(rejected)), data
+
+
+def find_duplicates(ctx: AuditContext) -> AuditContext:
+    """Duplicate pairs inside the test set (integrity settings) and the clusters they make, before any check:
+    duplicated images are not independent evidence, so the metrics' intervals count them by cluster."""
+    pairs = tuple(duplicate_pairs(ctx.predictions, ctx.source, ctx.config.integrity))
+    preds = replace(ctx.predictions, clusters=duplicate_clusters(ctx.predictions, list(pairs)))
+    return replace(ctx, predictions=preds, test_pairs=pairs)
 
 
 def data_root(config: AuditConfig) -> Path | None:

@@ -18,7 +18,9 @@ from audit.errors import ModelError
 from audit.features import FeatureStore, reducer
 from audit.model import ModelCard, OnnxClassifier, Preprocess, write_card
 
-FAST = ["--n-boot", "50", "--no-progress", "--no-latency", "--no-invariance", "--no-label-errors", "--no-pdf"]
+# 72 images cannot decide the accuracy threshold (exit 4, inconclusive): these tests are about the features
+FAST = ["--n-boot", "50", "--no-progress", "--no-latency", "--no-invariance", "--no-label-errors", "--no-pdf",
+        "--on-inconclusive", "pass"]
 OVERRIDES = {"labels": list(builders.COLOURS), "preprocess": {"mean": [builders.MEAN], "std": [builders.STD]}}
 
 

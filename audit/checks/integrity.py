@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from audit import imaging
+from audit.clusters import cluster_ids
 from audit.context import AuditContext
 from audit.contract import CheckSpec, Option
 from audit.duplicates import THUMBNAIL_BYTES, ThumbnailStore, colour_thumbnail, near_pairs, pair_distances
@@ -192,13 +193,30 @@ def _pair(h1, h2, i, j, kind, d, leak, confirmation: float = 0.0) -> DuplicatePa
     return DuplicatePair(h1.paths[i], h2.paths[j], kind, d, h1.labels[i] == h2.labels[j], leak, confirmation)
 
 
+def duplicate_pairs(preds: Predictions, source: DataSource, config: IntegrityConfig) -> list[DuplicatePair]:
+    """Exact and confirmed near-duplicate pairs inside the processed test images (empty without hashes)."""
+    if not preds.sha256:
+        return []
+    h = hashes_of(preds, source)
+    return _pairs(h, h, config, leak=False)
+
+
+def duplicate_clusters(preds: Predictions, pairs: list[DuplicatePair]) -> np.ndarray | None:
+    """A cluster id per row of ``preds`` from its duplicate pairs; None when no two images are duplicates."""
+    if not pairs:
+        return None
+    row = {p: i for i, p in enumerate(preds.paths)}
+    return cluster_ids(len(preds), np.array([row[p.a] for p in pairs]), np.array([row[p.b] for p in pairs]))
+
+
 def integrity(ctx: AuditContext) -> IntegrityResult:
     """Exact and near duplicates inside the processed test images and between ``--train`` and them; balance."""
     config, test = ctx.config.integrity, ctx.predictions
     train = ctx.state("integrity")
     labels = test.labels
     ht = hashes_of(test, ctx.source)
-    test_pairs = _pairs(ht, ht, config, leak=False)
+    # the pipeline found them once after inference, for the clusters of the metrics' intervals
+    test_pairs = list(ctx.test_pairs) if ctx.test_pairs is not None else _pairs(ht, ht, config, leak=False)
     leak_pairs: list[DuplicatePair] = []
     train_counts: tuple[tuple[str, int], ...] = ()
     unreadable: tuple[str, ...] = ()
@@ -247,7 +265,8 @@ def findings(res: IntegrityResult, config: AuditConfig | None) -> list[Finding]:
                            importance=res.leaked / res.n_test, criterion="integrity.leakage"))
     if res.n_test_duplicates:
         out.append(Finding("info", f"{res.n_test_duplicates} test images have an exact or near duplicate inside the "
-                                   f"test set ({res.n_test_pairs} pair(s)), so they count more than once.",
+                                   f"test set ({res.n_test_pairs} pair(s)): not independent evidence, so the metrics' "
+                                   "intervals count them by cluster (effective sample size in the evidence section).",
                            "integrity", importance=res.n_test_duplicates / res.n_test,
                            criterion="integrity.test_duplicates"))
     return out
