@@ -104,6 +104,18 @@ def test_ray_and_local_discover_the_same_slices(local_ray, shape_model, tmp_path
     assert np.array_equal(local.discovered_slices.membership, remote.discovered_slices.membership)
 
 
+def test_ray_and_local_measure_the_same_shift_against_the_training_split(local_ray, shape_model, tmp_path):
+    model, data, _ = shape_model
+    config = load_config(None, {**CONFIG, "invariance.enabled": False, "label_errors.enabled": False,
+                                "integrity.train": str(data.parent / "train")})
+    local = run_audit(model, data, config, engine=make_engine(config, progress=False), progress=False)
+    remote = run_audit(model, data, config, engine=RayEngine(batch_size=48), progress=False)
+    assert local.shift.significant and local.integrity.n_train == 1200
+    assert_same_audit(local, remote)  # verdicts, the novelty column and the reference pass's hashes
+    ref = range(len(local.shift.novelty))
+    assert np.array_equal(local.shift.novelty[ref], remote.shift.novelty[ref])
+
+
 def test_parity_runs_pytorch_on_the_actors_and_gives_the_local_result(local_ray, tmp_path):
     """A convolutional timm model (greyscale, 32 px); parity re-runs its PyTorch weights through the engine."""
     data = with_broken_files(builders.image_folder(tmp_path / "data", 25, confusers=3))
