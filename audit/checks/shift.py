@@ -50,7 +50,7 @@ class ShiftConfig(Section):
     reference: str | None = None  # ImageFolder (class folders optional) or manifest (label column optional)
     reference_limit: int = setting(0, ge=0)  # run at most this many reference images (seeded); 0 = all
     sample: int = setting(5000, ge=50, le=200_000)  # images per side in the two-sample tests
-    permutations: int = setting(1000, ge=100, le=100_000)
+    permutations: int = setting(500, ge=100, le=100_000)  # the smallest p-value is 1/501
     alpha: float = unit(0.01)  # a shift is reported as significant below this p-value (and per band, BH q)
     dims: int = setting(32, ge=1, le=MAX_COMPONENTS)  # PCA axes of the features
     bands: tuple[float, ...] = (0.5, 0.9, 0.99)  # novelty band edges
