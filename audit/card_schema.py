@@ -48,6 +48,8 @@ def check_card(d: Mapping[str, Any], source: str) -> None:
     inv = d.get("invariances", [])
     if not isinstance(inv, (list, tuple)) or not all(isinstance(x, str) for x in inv):
         fail("invariances", "a list of transform names", inv)
+    if d.get("features") is not None and not (isinstance(d["features"], str) and d["features"]):
+        fail("features", "the name of a tensor of the graph (the input of the final classifier layer)", d["features"])
     if not isinstance(d.get("provenance", {}), Mapping):
         fail("provenance", "an object", d.get("provenance"))
     _check_preprocess(d.get("preprocess"), fail)

@@ -1,7 +1,8 @@
 """Command line: argument parsing, and the one place that maps outcomes to exit codes (docs/ARCHITECTURE.md §9).
 
 Exit codes: 0 every criterion passes · 1 a criterion failed · 2 usage or input error (one line,
-no traceback) · 3 internal error (traceback with --debug).
+no traceback) · 3 internal error (traceback with --debug) · 4 inconclusive: no criterion failed but
+the test set cannot decide one (``--on-inconclusive fail|pass`` maps it to 1 or 0).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import Any
 
 from audit import __version__
 from audit.checks import CHECKS
-from audit.errors import (EXIT_FAIL, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_PASS, EXIT_TERMINATED, EXIT_USAGE,
+from audit.errors import (EXIT_BY_OUTCOME, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_PASS, EXIT_TERMINATED, EXIT_USAGE,
                           AuditError, ConfigError, Terminated, UsageError)
 from audit.model import model_name
 
@@ -60,7 +61,7 @@ def _run_parser(sub) -> None:
         if kind is bool:
             opts.add_argument(flag, action="store_true", help=text)
         else:
-            opts.add_argument(flag, type=kind, help=text, **({"choices": ["value", "ci"]} if key.endswith("on") else {}))
+            opts.add_argument(flag, type=kind, help=text)
     opts.add_argument("--no-progress", action="store_true", help="no progress bar or progress lines")
     ana = run.add_argument_group("checks (override the config file)")
     for spec in CHECKS:
@@ -83,7 +84,11 @@ RUN_FLAGS: dict[str, tuple[str, type, str]] = {
                       "with --engine ray: join this Ray cluster (auto, or the HOST:6379 that `ray start --head` "
                       "prints) instead of starting a local Ray"),
     "--min-accuracy": ("criteria.min_accuracy", float, "override the accuracy threshold"),
-    "--judge-on": ("criteria.judge_on", str, "judge the point estimate (value, default) or the pessimistic CI bound"),
+    "--judge-on": ("criteria.judge_on", str, "interval (default): pass or fail when the whole 95%% CI is on one side "
+                                             "of the threshold, inconclusive (exit 4) when it holds it; value: the "
+                                             "point estimate decides"),
+    "--on-inconclusive": ("criteria.on_inconclusive", str, "exit 1 (fail) or 0 (pass) instead of 4 when the test set "
+                                                           "cannot decide a criterion"),
     "--data-root": ("data_root", str, "a folder a manifest's paths may point into besides the manifest's own folder"),
     "--no-pdf": ("pdf", bool, "skip report.pdf"),
     "--no-thumbnails": ("thumbnails", bool,
@@ -97,13 +102,16 @@ def _dest(key: str) -> str:
 
 def _compare_parser(sub) -> None:
     cmp = sub.add_parser("compare", help="compare two audits of the same images, image by image (paired); "
-                                         "exit 0 when the candidate is not significantly worse, 1 when it may be")
+                                         "exit 0 when the candidate is not worse by more than the margin, 1 when it is, "
+                                         "4 when the images cannot tell")
     cmp.add_argument("--candidate", required=True, type=Path, help="output folder of the new model's audit run")
     cmp.add_argument("--baseline", required=True, type=Path, help="output folder of the old model's audit run")
     cmp.add_argument("--out", type=Path, help="output folder (default: reports/<candidate>-vs-<baseline>/)")
     cmp.add_argument("--margin", type=float, default=0.01,
                      help="accuracy the candidate may lose and still pass (default 0.01)")
     cmp.add_argument("--alpha", type=float, default=0.05, help="one-sided level of that test (default 0.05)")
+    cmp.add_argument("--on-inconclusive", default="inconclusive", metavar="fail|pass",
+                     help="exit 1 (fail) or 0 (pass) instead of 4 when the images cannot decide it")
     cmp.add_argument("--data", type=Path, help="the audited data, for thumbnails (default: the folder the "
                                                "candidate's verdict.json names, when it can be read)")
     cmp.add_argument("--no-thumbnails", action="store_true", help="embed no image of the data in the report")
@@ -157,6 +165,9 @@ def _add_card_args(parser: argparse.ArgumentParser) -> None:
     card.add_argument("--resize", choices=["resize", "shorter_side_then_center_crop"])
     card.add_argument("--output-kind", dest="output", choices=["logits", "probabilities"],
                       help="what the model outputs (default: from the card or the graph)")
+    card.add_argument("--features-output", dest="features", metavar="NAME",
+                      help="the graph tensor holding the model's features (the input of its final classifier layer), "
+                           "where the audit cannot find it")
 
 
 def _floats(flag: str, text: str | None) -> list[float] | None:
@@ -177,7 +188,8 @@ def card_overrides(a: argparse.Namespace) -> dict[str, Any]:
     pre = {"size": size, "mean": _floats("--mean", a.mean), "std": _floats("--std", a.std),
            "color": a.color, "resize": a.resize}
     labels = [x.strip() for x in a.labels.split(",")] if a.labels else None
-    return {"labels": labels, "output": a.output, "preprocess": {k: v for k, v in pre.items() if v is not None}}
+    return {"labels": labels, "output": a.output, "features": a.features,
+            "preprocess": {k: v for k, v in pre.items() if v is not None}}
 
 
 def default_out(model: Path) -> Path:
@@ -224,6 +236,7 @@ def _load_config(a: argparse.Namespace):
 
 def cmd_run(a: argparse.Namespace) -> int:
     from audit.pipeline import run_audit
+    from audit.render.markdown import headline
     from audit.render.outputs import check_out, check_templates, write_outputs
     from audit.text import describe
 
@@ -235,35 +248,49 @@ def cmd_run(a: argparse.Namespace) -> int:
                        progress=False if a.no_progress else None)
     write_outputs(result, out, pdf=config.pdf, templates=a.templates)
     for c in result.verdict.criteria:
-        print("  " + describe(c))
+        print("  " + paint(describe(c), c.status if c.judged else "info"))
     d = result.data
     v = result.verdict
     meta = f" (attributes from {d.metadata})" if d.metadata else ""
-    print(f"{'PASS' if v.passed else 'FAIL'}: {len(v.judged) - len(v.failed)}/{len(v.judged)} criteria pass"
-          f" ({len(v.criteria) - len(v.judged)} reported only) · {d.processed} images, {len(d.skipped)} skipped "
-          f"of {d.found} found{meta} · report: {out / 'report.html'}")
-    return EXIT_PASS if result.verdict.passed else EXIT_FAIL
+    undecided = f", {len(v.undecided)} inconclusive" if v.undecided else ""
+    print(f"{paint(headline(v), v.outcome)}: {len(v.judged) - len(v.failed) - len(v.undecided)}/{len(v.judged)} "
+          f"criteria pass{undecided} ({len(v.criteria) - len(v.judged)} reported only) · {d.processed} images, "
+          f"{len(d.skipped)} skipped of {d.found} found{meta} · report: {out / 'report.html'}")
+    return EXIT_BY_OUTCOME[v.gate]
+
+
+_COLOURS = {"pass": "32", "fail": "31", "inconclusive": "35"}  # ANSI green, red, magenta
+
+
+def paint(text: str, status: str) -> str:
+    """``text`` in its status's colour on a terminal (never in a log file, nor with NO_COLOR set)."""
+    if status not in _COLOURS or not sys.stdout.isatty() or os.environ.get("NO_COLOR"):
+        return text
+    return f"\033[{_COLOURS[status]}m{text}\033[0m"
 
 
 def cmd_compare(a: argparse.Namespace) -> int:
     from audit.comparison import compare_folders, default_out
     from audit.render.comparison import check_comparison_out, write_comparison
     from audit.render.outputs import check_templates
+    from audit.text import fmt_ci
 
+    if a.on_inconclusive not in ("inconclusive", "fail", "pass"):
+        raise UsageError(f"--on-inconclusive must be fail or pass, got {a.on_inconclusive!r}")
     out = a.out or default_out(a.candidate, a.baseline)
     check_templates(a.templates)
     target = check_comparison_out(out, a.candidate, a.baseline)  # before the runs are read
     rep = compare_folders(a.candidate, a.baseline, margin=a.margin, alpha=a.alpha, data=a.data,
-                          thumbnails=not a.no_thumbnails)
+                          thumbnails=not a.no_thumbnails, on_inconclusive=a.on_inconclusive)
     write_comparison(rep, out, a.templates, target=target)
     for f in rep.findings:
         print(f"  {f.severity}: {f.text}")
     for note in rep.notes:
         print(f"  note: {note}")
     c = rep.criterion
-    print(f"{'PASS' if c.passed else 'FAIL'}: {c.title}: {c.value:+.4f}, must be {c.op} {c.threshold:g} · "
-          f"report: {out / 'comparison.html'}")
-    return EXIT_PASS if rep.passed else EXIT_FAIL
+    print(f"{paint(rep.headline, c.status)}: {c.title}: {c.value:+.4f} {fmt_ci(c.low, c.high, 4)}, must be {c.op} "
+          f"{c.threshold:g} · report: {out / 'comparison.html'}")
+    return EXIT_BY_OUTCOME[rep.gate]
 
 
 def cmd_serve(a: argparse.Namespace) -> int:

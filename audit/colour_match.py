@@ -8,15 +8,11 @@ No image file is opened here. ``audit.duplicates`` re-exports the public names.
 
 from __future__ import annotations
 
-import errno
-import os
-import tempfile
-import weakref
-
 import numpy as np
 from PIL import Image
 
 from audit import imaging
+from audit.rowstore import RowStore
 
 LUMA_SIZE, CHROMA_SIZE = imaging.PHASH_INPUT, 16  # grey 32 x 32 (the pHash input), Cb and Cr 16 x 16 (as 4:2:0)
 THUMBNAIL_BYTES = LUMA_SIZE**2 + 2 * CHROMA_SIZE**2  # 1,536 bytes an image: 768 MB on disk at 500k
@@ -120,71 +116,13 @@ def _rows(source, idx: np.ndarray) -> np.ndarray:
     return source.read(idx) if isinstance(source, ThumbnailStore) else np.asarray(source)[idx]
 
 
-class ThumbnailStore:
-    """Append-only thumbnails in an anonymous temporary file, so memory does not grow with N.
-
-    ``append`` writes with ``os.pwrite`` (one writer at a time); ``read`` uses ``os.pread``,
-    nearby rows in one read. The file is gone once the store is closed or collected.
+class ThumbnailStore(RowStore):
+    """Colour thumbnails (``THUMBNAIL_BYTES`` a row) on disk, one row per image.
 
     >>> with ThumbnailStore() as store:
     ...     store.append(np.zeros((3, THUMBNAIL_BYTES), np.uint8)), store.read([2, 0]).shape
     (range(0, 3), (2, 1536))
     """
 
-    GAP, RUN = 64, 8192  # rows: wanted rows this close share a read; no read spans more rows
-
     def __init__(self, shape: tuple[int, ...] = (THUMBNAIL_BYTES,), *, dir: str | None = None) -> None:
-        self.shape, self.row_bytes, self._n = tuple(shape), int(np.prod(shape)), 0
-        self._file = tempfile.TemporaryFile(dir=dir)
-        self._close = weakref.finalize(self, self._file.close)  # closed with the store, even if never closed
-
-    def __len__(self) -> int:
-        return self._n
-
-    @property
-    def nbytes(self) -> int:
-        return self._n * self.row_bytes
-
-    def append(self, batch: np.ndarray) -> range:
-        """Write a batch (B, *shape) of uint8 after the last row; returns the rows it took."""
-        batch = np.asarray(batch)
-        if batch.dtype != np.uint8 or batch.shape[1:] != self.shape:
-            raise ValueError(f"batch must be uint8 of shape (rows, {', '.join(map(str, self.shape))}), "
-                             f"got {batch.dtype} {batch.shape}; pass stacked colour_thumbnail() outputs")
-        data, offset = memoryview(np.ascontiguousarray(batch).reshape(-1)), self.nbytes
-        while data:
-            try:
-                written = os.pwrite(self._file.fileno(), data, offset)
-            except OSError as e:
-                if e.errno not in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
-                    raise
-                from audit.errors import UsageError
-
-                raise UsageError(f"cannot store image thumbnails in {tempfile.gettempdir()}: {e.strerror}",
-                                 hint="free some space there or point TMPDIR at a larger disk") from None
-            data, offset = data[written:], offset + written
-        start, self._n = self._n, self._n + len(batch)
-        return range(start, self._n)
-
-    def read(self, rows) -> np.ndarray:
-        """The thumbnails at ``rows`` (any order, repeats allowed), shape (len(rows), *shape)."""
-        rows = np.asarray(rows, np.int64).ravel()
-        if len(rows) and (rows.min() < 0 or rows.max() >= self._n):
-            raise IndexError(f"rows must be in [0, {self._n}) (rows stored), got {rows.min()}..{rows.max()}")
-        wanted, inverse = np.unique(rows, return_inverse=True)
-        out = np.empty((len(wanted), self.row_bytes), np.uint8)
-        breaks = np.flatnonzero((np.diff(wanted) > self.GAP) | (np.diff(wanted // self.RUN) != 0)) + 1
-        for lo, hi in zip(np.r_[0, breaks], np.r_[breaks, len(wanted)]) if len(wanted) else ():
-            first, count = int(wanted[lo]), int(wanted[hi - 1] - wanted[lo]) + 1
-            buf = os.pread(self._file.fileno(), count * self.row_bytes, first * self.row_bytes)
-            out[lo:hi] = np.frombuffer(buf, np.uint8).reshape(count, self.row_bytes)[wanted[lo:hi] - first]
-        return out[inverse].reshape(len(rows), *self.shape)
-
-    def close(self) -> None:
-        self._close()
-
-    def __enter__(self) -> ThumbnailStore:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._close()
+        super().__init__(shape, dir=dir, what="image thumbnails")

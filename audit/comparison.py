@@ -1,10 +1,11 @@
 """``python -m audit compare``: two finished audits of the same images, compared image by image.
 
 ``compare_folders`` reads two output folders of ``python -m audit run`` (their ``predictions.csv``
-and ``verdict.json``), pairs them (``audit.paired``), judges "candidate not significantly worse"
-exactly as the ``paired`` check does during a run, ranks the findings, and captures thumbnails of
-the images only one model gets right from the audited data, when it can still be read and
-neither audit ran with ``thumbnails = false`` (licences, privacy).
+and ``verdict.json``), pairs them (``audit.paired``), judges "candidate not worse by more than the
+margin" exactly as the ``paired`` check does during a run (pass, fail or inconclusive, decided on the
+interval by ``audit.verdict.decide``; ``on_inconclusive`` maps the last for the exit code), ranks the
+findings, and captures thumbnails of the images only one model gets right from the audited data,
+when it can still be read and neither audit ran with ``thumbnails = false`` (licences, privacy).
 ``audit.render.comparison`` writes the report.
 
 Example::
@@ -24,17 +25,19 @@ from audit.checks import paired
 from audit.errors import AuditError
 from audit.paired import PairedComparison, compare_runs, load_run
 from audit.result import ComparedData, ComparisonReport
+from audit.verdict import decide
 
 
 def compare_folders(candidate: Path, baseline: Path, *, margin: float = 0.01, alpha: float = 0.05,
-                    data: Path | None = None, thumbnails: bool = True, max_thumbnails: int = 12) -> ComparisonReport:
+                    data: Path | None = None, thumbnails: bool = True, max_thumbnails: int = 12,
+                    on_inconclusive: str = "inconclusive") -> ComparisonReport:
     """Compare the audits in two output folders (see the module docstring).
 
     Raises ``UsageError`` when a folder is not an audit's output or the runs are not on the same data.
     """
     res = compare_runs(load_run(candidate, flag="--candidate"), load_run(baseline, flag="--baseline"),
                        margin=margin, alpha=alpha, examples=max_thumbnails)
-    crit = paired.criteria(res, None)[0]
+    (crit,) = decide(paired.criteria(res, None), "interval")
     ranked = findings.rank(findings.failing([crit], "paired"), paired.findings(res, None))
     source, thumbs, notes = "", {}, []
     if thumbnails and not _without_thumbnails(candidate, baseline):
@@ -44,7 +47,7 @@ def compare_folders(candidate: Path, baseline: Path, *, margin: float = 0.01, al
     notes += _same_model(candidate, baseline, res)
     return ComparisonReport(
         str(candidate), str(baseline), res, crit, ranked, ComparedData(source), thumbs, tuple(notes),
-        created=dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat(),
+        created=dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat(), on_inconclusive=on_inconclusive,
     )
 
 
@@ -59,7 +62,7 @@ def default_out(candidate: Path, baseline: Path) -> Path:
 
 def _same_model(candidate: Path, baseline: Path, res: PairedComparison) -> list[str]:
     """A note when both sides are one audit, or audits of one model file: no difference is the expected answer,
-    and a FAIL then says only that the test set is too small to show it at this margin."""
+    and an inconclusive (or failed) comparison then says only that the test set is too small for this margin."""
     if _folder(candidate).resolve() == _folder(baseline).resolve():
         what = "the candidate and the baseline are the same audit"
     else:
@@ -70,7 +73,7 @@ def _same_model(candidate: Path, baseline: Path, res: PairedComparison) -> list[
     ni = res.non_inferiority
     if ni.passed:
         return [f"{what}; compare two different models"]
-    return [f"{what}, so no difference is expected; the FAIL says only that {res.n} images "
+    return [f"{what}, so no difference is expected; the {ni.status} result says only that {res.n} images "
             f"cannot show a loss below {ni.margin:g} at alpha {ni.alpha:g} (upper bound {ni.upper_bound:.3f}): "
             "compare two different models, and use more images or a wider --margin"]
 

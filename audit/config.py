@@ -7,7 +7,7 @@ The config file has the same shape as these dataclasses::
     n_boot = 2000
     [audit.criteria]
     min_accuracy = 0.92
-    judge_on = "ci"      # the CI bound, not the point estimate, must meet each threshold
+    on_inconclusive = "fail"   # a threshold inside a CI fails (exit 1) instead of exit 4
 
 ``AuditConfig`` holds the run settings below plus one section per registered check (its
 ``CheckSpec.config``, e.g. ``[audit.slices]``). Unknown keys, wrong types and values out of
@@ -24,8 +24,9 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from audit import imaging
 from audit.checks import CHECKS
-from audit.errors import ConfigError
+from audit.errors import AuditError, ConfigError
 from audit.settings import Section, build, read_toml, set_dotted, setting, unit
+from audit.verdict import JUDGE_ON, ON_INCONCLUSIVE
 
 
 @dataclass(frozen=True)
@@ -37,8 +38,18 @@ class Criteria(Section):
     fail_on_zero_f1: bool = True  # any class with F1 = 0 fails the audit
     min_class_f1: float | None = unit(None)  # every class's F1 must reach this
     max_ece: float | None = unit(None)  # expected calibration error, reported but not judged by default
-    # "value": the point estimate must pass; "ci": the pessimistic CI bound must
-    judge_on: str = setting("value", choices=("value", "ci"))
+    # "interval": pass, fail or inconclusive by where the 95% CI lies; "value": the point estimate must pass
+    judge_on: str = setting("interval", choices=JUDGE_ON)  # applied once by the pipeline (audit.verdict.decide)
+    # what an inconclusive run reports: "inconclusive" (exit 4), "fail" (exit 1) or "pass" (exit 0)
+    on_inconclusive: str = setting("inconclusive", choices=ON_INCONCLUSIVE)
+
+    @classmethod
+    def refuse(cls, name: str, f: dataclasses.Field, what: str, value: Any) -> AuditError:
+        if f.name == "judge_on" and value == "ci":  # the two-outcome pessimistic bound of earlier versions
+            return ConfigError("config key 'criteria.judge_on' no longer takes 'ci': use 'interval' (the default; "
+                               "a threshold inside the CI is inconclusive, exit 4) with on_inconclusive = 'fail' "
+                               "(--on-inconclusive fail) to fail what the CI cannot show, as 'ci' did")
+        return super().refuse(name, f, what, value)
 
     def accuracy_threshold(self, n_classes: int) -> float:
         """The capstone's rule: > 0.90 for binary, > 0.75 for 10+ classes, linear in between."""

@@ -34,6 +34,23 @@ if TYPE_CHECKING:  # annotations only: the config class is built from the check 
 
 
 @dataclass(frozen=True)
+class Reference:
+    """The other data the test set is compared with (``--reference``, or ``--train``), after its own pass
+    through the engine: same decoding, same skips with reasons, hashes and (when asked for) features."""
+
+    flag: str  # "--reference" or "--train": which option named it
+    source: DataSource
+    samples: tuple[Sample, ...]  # the samples run (all of the source's, or a seeded sample of them)
+    predictions: Predictions | None = None  # None until the reference pass has run
+    rejected: tuple[Skipped, ...] = ()
+
+    @property
+    def complete(self) -> bool:
+        """Every sample of the source was run (no subsample)."""
+        return len(self.samples) == len(self.source.samples)
+
+
+@dataclass(frozen=True)
 class AuditContext:
     config: AuditConfig
     classifier: OnnxClassifier
@@ -45,6 +62,8 @@ class AuditContext:
     prepared: Mapping[str, Any] = field(default_factory=dict)  # check name -> what its prepare() returned
     measures: tuple[Measure, ...] = ()  # comparable measures of the checks run so far
     rejected: tuple[Skipped, ...] = ()  # samples the inference pass set aside (undecodable, non-finite output)
+    test_pairs: tuple[Any, ...] | None = None  # duplicate pairs inside the test set, once found after inference
+    reference: Reference | None = None  # the reference set, when a check reads it and one is given
 
     @property
     def seed(self) -> int:

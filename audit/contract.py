@@ -13,11 +13,17 @@ Each hook has one signature:
 * ``enabled(config) -> bool``; ``prepare(ctx) -> state``, run before the first image is decoded
   (input errors surface there; ``ctx.state(name)`` hands the state to ``run``);
 * ``hook(result, config)`` for everything made from a result: ``criteria`` (judged on the point
-  estimate; the pipeline applies ``criteria.judge_on`` once, for every check), ``comparable``
+  estimate; the pipeline applies ``criteria.judge_on`` once, for every check: pass, fail or
+  inconclusive), ``comparable``
   (measures a later ``--baseline`` run compares), ``findings`` (the findings block),
   ``summary`` (numbers stated in summary.md's closing line), ``card`` (model_card.md), ``charts`` (SVG charts the
   section template places by name);
-* ``thumbnails(result, ctx) -> [(DataSource, path)]``: images to embed, read after the run.
+* ``thumbnails(result, ctx) -> [(DataSource, path)]``: images to embed, read after the run;
+* ``columns(result, config) -> {name: (N,) array}``: per-image columns it adds to the predictions
+  table (``predictions.csv``), in row order; ``features = True``: it reads the model's penultimate
+  features (``ctx.predictions.features``), so the inference pass returns them;
+* ``reference(config) -> ReferenceRequest | None``: the other data it compares the test set with;
+  the pipeline runs that data through the engine once (``ctx.reference``).
 
 Example::
 
@@ -57,6 +63,15 @@ def comma_list(text: str) -> list[str]:
 
 
 @dataclass(frozen=True)
+class ReferenceRequest:
+    """Data a check compares the test set with: which option named it, where it is, how much of it to run."""
+
+    flag: str  # "--reference" or "--train"
+    location: str
+    limit: int = 0  # run at most this many of its images (a seeded sample); 0 = all
+
+
+@dataclass(frozen=True)
 class CardPart:
     """What a check adds to model_card.md besides its criteria (text is Markdown, escaped by the check)."""
 
@@ -85,6 +100,10 @@ def _no_thumbnails(result: Any, ctx: AuditContext) -> list:
     return []
 
 
+def _no_columns(result: Any, config: AuditConfig | None) -> Mapping[str, Any]:
+    return {}
+
+
 @dataclass(frozen=True)
 class CheckSpec:
     name: str  # result name, config section, template name and report anchor
@@ -100,6 +119,9 @@ class CheckSpec:
     card: Callable[[Any, AuditConfig | None], CardPart] = _no_card
     charts: Callable[[Any, AuditConfig | None], Mapping[str, Canvas]] = _no_charts
     thumbnails: Callable[[Any, AuditContext], Iterable[tuple[Any, str]]] = _no_thumbnails
+    columns: Callable[[Any, AuditConfig | None], Mapping[str, Any]] = _no_columns
+    features: bool = False  # reads the model's features: the inference pass returns them when any enabled check does
+    reference: Callable[[AuditConfig], ReferenceRequest | None] | None = None  # the data it compares the test set with
     options: tuple[Option, ...] = ()
     toggle: bool = False  # --<name>/--no-<name> sets <name>.enabled (underscores as dashes)
 

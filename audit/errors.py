@@ -1,12 +1,14 @@
 """The error hierarchy: every user-facing failure carries a message and a hint.
 
 The CLI maps these to exit codes in one place (``audit.cli``): user mistakes exit 2 with
-one line, anything else is an internal error (exit 3).
+one line, anything else is an internal error (exit 3). A finished audit exits 0 (pass), 1 (fail)
+or 4 (inconclusive: the data cannot decide a criterion), ``EXIT_BY_OUTCOME``.
 """
 
 from __future__ import annotations
 
-EXIT_PASS, EXIT_FAIL, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3  # docs/ARCHITECTURE.md §9
+EXIT_PASS, EXIT_FAIL, EXIT_USAGE, EXIT_INTERNAL, EXIT_INCONCLUSIVE = 0, 1, 2, 3, 4  # docs/ARCHITECTURE.md §9
+EXIT_BY_OUTCOME = {"pass": EXIT_PASS, "fail": EXIT_FAIL, "inconclusive": EXIT_INCONCLUSIVE}
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports it
 EXIT_TERMINATED = 143  # 128 + SIGTERM (what CI cancellation sends)
 

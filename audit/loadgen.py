@@ -203,8 +203,9 @@ class RequestRun:
 
 
 def send_requests(url: str, bodies: Sequence[bytes], n: int, concurrency: int = 1,
-                  timeout_s: float = 30.0) -> RequestRun:
-    """POST ``n`` bodies (cycling through ``bodies``) to ``url/predict`` from ``concurrency`` clients.
+                  timeout_s: float = 30.0, start: int = 0) -> RequestRun:
+    """POST ``n`` bodies (cycling through ``bodies`` from index ``start``) to ``url/predict`` from
+    ``concurrency`` clients.
 
     Each client is a thread with its own keep-alive connection; latency is client-side, from
     sending the request to having the whole answer.
@@ -230,7 +231,7 @@ def send_requests(url: str, bodies: Sequence[bytes], n: int, concurrency: int = 
                 return
             t0 = time.perf_counter()
             try:
-                status, data = request(conn, "POST", "/predict", bodies[i % len(bodies)])
+                status, data = request(conn, "POST", "/predict", bodies[(start + i) % len(bodies)])
                 lat[i] = (time.perf_counter() - t0) * 1000.0
                 if status == 200:
                     d = json.loads(data)
@@ -249,6 +250,13 @@ def send_requests(url: str, bodies: Sequence[bytes], n: int, concurrency: int = 
         for c in conns:
             c.close()
     return RequestRun(lat, ok, tuple(answers), wall, errors[0] if errors else None)
+
+
+def join_runs(runs: Sequence[RequestRun]) -> RequestRun:
+    """Consecutive runs (the looks of one phase) as one, in send order."""
+    return RequestRun(np.concatenate([r.latencies_ms for r in runs]), np.concatenate([r.ok for r in runs]),
+                      tuple(a for r in runs for a in r.answers), sum(r.wall_s for r in runs),
+                      next((r.first_error for r in runs if r.first_error), None))
 
 
 def _run_clients(worker: Callable[[http.client.HTTPConnection], None], conns: list[http.client.HTTPConnection],

@@ -26,6 +26,8 @@ import numpy as np
 
 from audit.card_schema import OUTPUTS, check_card, check_preprocess_is_object
 from audit.errors import ModelError
+from audit.features import pooled
+from audit.graph import GraphInfo, Located, inspect_graph, locate, with_output
 from audit.preprocess import Preprocess
 
 CARD_PREFIX = "audit."
@@ -43,6 +45,7 @@ class ModelCard:
     arch: str | None = None
     invariances: tuple[str, ...] = ()
     provenance: Mapping[str, Any] = field(default_factory=dict)
+    features: str | None = None  # the penultimate tensor's name, where the graph search cannot find it
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "labels", tuple(str(x) for x in self.labels))
@@ -65,6 +68,8 @@ class ModelCard:
         }
         if self.arch:
             props["arch"] = self.arch
+        if self.features:
+            props["features"] = self.features
         return {CARD_PREFIX + k: json.dumps(v) for k, v in props.items()}
 
     def to_dict(self) -> dict[str, Any]:
@@ -73,10 +78,10 @@ class ModelCard:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any], *, source: str = "card") -> ModelCard:
         """Build a card from plain values (the sidecar ``model.json`` or decoded metadata)."""
-        unknown = set(d) - {"labels", "preprocess", "output", "arch", "invariances", "provenance"}
+        unknown = set(d) - {"labels", "preprocess", "output", "arch", "invariances", "provenance", "features"}
         if unknown:
             raise ModelError(f"{source}: unknown key(s) {sorted(unknown)}",
-                             hint="expected labels, preprocess, output, arch, invariances, provenance")
+                             hint="expected labels, preprocess, output, arch, invariances, provenance, features")
         if "labels" not in d or "preprocess" not in d:
             raise ModelError(f"{source}: needs 'labels' and 'preprocess'")
         check_card(d, source)
@@ -91,6 +96,7 @@ class ModelCard:
             arch=d.get("arch"),
             invariances=tuple(d.get("invariances", ())),
             provenance=dict(d.get("provenance", {})),
+            features=d.get("features"),
         )
 
 
@@ -139,56 +145,6 @@ def write_card(path: str | Path, card: ModelCard) -> None:
     onnx.save(model, str(path))
 
 
-@dataclass(frozen=True)
-class GraphInfo:
-    """What the ONNX graph says about its input and output."""
-
-    input_name: str
-    input_shape: tuple[int | str | None, ...]
-    fixed_batch: int | None
-    layout: str
-    layout_certain: bool
-    size: tuple[int, int] | None
-    channels: int | None
-    ends_in_softmax: bool
-
-
-def inspect_graph(session, proto) -> GraphInfo:
-    """Read layout, fixed batch size, spatial size and a final softmax off an ORT session."""
-    inp = session.get_inputs()[0]
-    shape = tuple(inp.shape)
-    if len(shape) != 4:
-        raise ModelError(f"model input {inp.name!r} has shape {list(shape)}; expected a 4-D image batch")
-    fixed_batch = shape[0] if isinstance(shape[0], int) and shape[0] > 0 else None
-    c1, c3 = shape[1], shape[3]
-    # NHWC when the last axis looks like channels and the second does not.
-    layout = "NHWC" if c3 in (1, 3) and c1 not in (1, 3) else "NCHW"
-    unambiguous = (c1 in (1, 3)) != (c3 in (1, 3))
-    h, w = (shape[1], shape[2]) if layout == "NHWC" else (shape[2], shape[3])
-    size = (h, w) if isinstance(h, int) and isinstance(w, int) else None
-    channels = c3 if layout == "NHWC" else c1
-    return GraphInfo(
-        input_name=inp.name,
-        input_shape=shape,
-        fixed_batch=fixed_batch,
-        layout=layout,
-        layout_certain=unambiguous,
-        size=size,
-        channels=channels if isinstance(channels, int) else None,
-        ends_in_softmax=_ends_in_softmax(proto.graph),
-    )
-
-
-def _ends_in_softmax(graph) -> bool:
-    out = graph.output[0].name
-    producers = {o: n for n in graph.node for o in n.output}
-    node = producers.get(out)
-    # Walk back through shape-only ops (Identity, Reshape, Flatten) to the real producer.
-    while node is not None and node.op_type in ("Identity", "Reshape", "Flatten", "Squeeze"):
-        node = producers.get(node.input[0])
-    return node is not None and node.op_type == "Softmax"
-
-
 class OnnxClassifier:
     """An ONNX Runtime session plus its card: batches of preprocessed images in, probabilities out."""
 
@@ -208,11 +164,16 @@ class OnnxClassifier:
         # Idle ORT threads busy-wait by default; that steals the cores the decode threads need (measured:
         # 10k Fashion-MNIST images 7.0-9.5 s spinning vs 5.5 s not) and inflates /predict tail latency.
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        proto = proto if proto is not None else _load_proto(path, data)
+        named = card.features if isinstance(card, ModelCard) else card.get("features")
+        self.features = locate(proto.graph, named)
         try:
-            self.session = ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
+            # the penultimate tensor as an extra output: the same session.run returns the model's features
+            model_bytes = with_output(proto, self.features.name) if self.features.name else data
+            self.session = ort.InferenceSession(model_bytes, opts, providers=["CPUExecutionProvider"])
         except Exception as e:  # ORT raises its own Fail/InvalidGraph types
             raise ModelError(f"cannot load {path} with ONNX Runtime: {str(e).splitlines()[0]}") from None
-        self.graph = inspect_graph(self.session, proto if proto is not None else _load_proto(path, data))
+        self.graph = inspect_graph(self.session, proto)
         self.card = _reconcile(card, self.graph, path)
         self.input_dtype = _float_type(self.session.get_inputs()[0], "input")
         output = self.session.get_outputs()[0]
@@ -244,10 +205,25 @@ class OnnxClassifier:
 
     def predict_proba(self, batch: np.ndarray) -> np.ndarray:
         """Class probabilities for a preprocessed batch in the card's layout, shape (N, C)."""
+        return self.predict(batch)[0]
+
+    def predict(self, batch: np.ndarray, *, with_features: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+        """(probabilities (N, C), features (N, D) or None) from one ``session.run`` per batch.
+
+        Features come back only when asked for and when the graph has them (``self.features``).
+        """
+        names = [self.output_name] + ([self.features.name] if with_features and self.features.name else [])
         if self.graph.fixed_batch == 1 and len(batch) != 1:
-            out = np.concatenate([self._run(batch[i : i + 1]) for i in range(len(batch))])
+            runs = [self._run(batch[i : i + 1], names) for i in range(len(batch))]
+            outs = [np.concatenate([r[k] for r in runs]) for k in range(len(names))]
         else:
-            out = self._run(batch)
+            outs = self._run(batch, names)
+        out = outs[0]
+        feats = pooled(outs[1]) if len(outs) > 1 else None
+        if feats is not None and len(feats) != len(out):  # e.g. test-time views batched through one classifier
+            self.features = Located(None, f"the feature tensor {self.features.name!r} has {len(feats)} rows for "
+                                          f"{len(out)} images (test-time views batched together?)")
+            feats = None
         if out.ndim != 2 or out.shape[1] != len(self.labels):
             raise ModelError(
                 f"model output has shape {list(out.shape)} but the card lists {len(self.labels)} labels",
@@ -255,11 +231,11 @@ class OnnxClassifier:
             )
         if self.card.output == "logits":
             out = _softmax(out)
-        return out.astype(np.float32, copy=False)
+        return out.astype(np.float32, copy=False), feats
 
-    def _run(self, batch: np.ndarray) -> np.ndarray:
+    def _run(self, batch: np.ndarray, names: list[str]) -> list[np.ndarray]:
         feed = {self.graph.input_name: batch.astype(self.input_dtype, copy=False)}
-        return self.session.run([self.output_name], feed)[0]
+        return self.session.run(names, feed)
 
 
 def _float_type(arg, role: str) -> type:

@@ -9,9 +9,13 @@ estimates ignores noise altogether. Here:
   (``audit.stats.paired_difference_ci``);
 * McNemar's exact test asks whether the discordant images (right for one model only) split
   evenly (``audit.stats.mcnemar_exact``);
-* "candidate not significantly worse" is a one-sided non-inferiority test: the upper bound of
-  the (1 - 2 alpha) interval of baseline - candidate must lie below ``margin``, which is the
-  one-sided alpha-level test that the candidate loses less than ``margin`` accuracy;
+* "candidate not worse by more than ``margin``" is a non-inferiority question with three
+  answers, read off the (1 - 2 alpha) paired interval of the accuracy the candidate loses
+  (baseline - candidate): **pass** when its upper bound is below ``margin`` (the one-sided
+  alpha-level test that the loss is under the margin), **fail** when its lower bound is at or
+  above it, **inconclusive** when the margin lies inside it;
+* "negative flips", the images the baseline gets right and the candidate gets wrong, are
+  counted with a Wilson interval of their share: what a release gate cares most about;
 * per class, how many images each model alone gets right; per slice of every attribute, the
   accuracy change with its interval and McNemar p-value, Benjamini–Hochberg corrected.
 
@@ -31,6 +35,7 @@ Example::
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,7 +45,7 @@ import numpy as np
 
 from audit.errors import UsageError
 from audit.predictions import MISSING
-from audit.run_folder import lookup, read_run_folder
+from audit.run_folder import explain_set_aside, lookup, read_run_folder
 from audit.stats import Estimate, benjamini_hochberg, mcnemar_exact, paired_difference_ci, proportion_ci
 
 MAX_LEVELS = 50  # like slices.max_levels: a column with more distinct values is an id, not a slice
@@ -121,12 +126,29 @@ class SliceChange:
 
 @dataclass(frozen=True)
 class NonInferiority:
-    """Candidate not significantly worse: upper bound of (baseline - candidate) < margin."""
+    """Candidate not worse by more than the margin, judged on the (1 - 2 alpha) interval of the loss."""
 
     margin: float
     alpha: float
     upper_bound: float  # one-sided (1 - alpha) upper bound of baseline - candidate accuracy
-    passed: bool
+    lower_bound: float  # one-sided (1 - alpha) lower bound of the same
+    status: str  # "pass": upper bound < margin; "fail": lower bound >= margin; else "inconclusive"
+
+    @property
+    def passed(self) -> bool:
+        return self.status == "pass"
+
+    @property
+    def loss(self) -> Estimate:
+        """Baseline - candidate accuracy with its (1 - 2 alpha) interval."""
+        return Estimate(math.nan, self.lower_bound, self.upper_bound, 1 - 2 * self.alpha)
+
+    @classmethod
+    def of(cls, interval: Estimate, margin: float, alpha: float) -> NonInferiority:
+        """From the (1 - 2 alpha) interval of candidate - baseline accuracy."""
+        upper, lower = -interval.low, -interval.high
+        status = "pass" if upper < margin else "fail" if lower >= margin else "inconclusive"
+        return cls(margin, alpha, upper, lower, status)
 
 
 @dataclass(frozen=True)
@@ -148,7 +170,13 @@ class PairedComparison:
     baseline_only_paths: tuple[str, ...]
     unsliced: tuple[tuple[str, int], ...] = ()  # (attribute, distinct values) of columns too varied to slice
     candidate_examples: tuple[str, ...] = ()  # a few of candidate_only_paths, taken in turn from each class
-    baseline_examples: tuple[str, ...] = ()
+    baseline_examples: tuple[str, ...] = ()  # a few negative flips, taken in turn from each class
+    negative_flips: Estimate = Estimate(math.nan, math.nan, math.nan)  # share right for the baseline only (Wilson)
+
+    @property
+    def discordant(self) -> float:
+        """Share of the images exactly one model gets right."""
+        return (self.table.candidate_only + self.table.baseline_only) / self.n if self.n else math.nan
 
     @property
     def direction(self) -> str:
@@ -169,7 +197,9 @@ class PairedComparison:
                       "baseline_only": t.baseline_only, "both_wrong": t.both_wrong},
             "mcnemar_p": self.mcnemar_p,
             "non_inferiority": {"margin": ni.margin, "alpha": ni.alpha, "upper_bound": ni.upper_bound,
-                                "passed": ni.passed},
+                                "lower_bound": ni.lower_bound, "status": ni.status, "passed": ni.passed},
+            "negative_flips": {"count": t.baseline_only, "share": self.negative_flips.to_dict()},
+            "discordant_share": self.discordant,
             "per_class": [vars(c) for c in self.per_class],
             "slices": [{"attribute": s.attribute, "level": s.level, "n": s.n, "candidate": s.candidate.to_dict(),
                         "baseline": s.baseline.to_dict(), "difference": s.difference.to_dict(),
@@ -200,7 +230,6 @@ def compare_runs(
     right_b = _remap(baseline, candidate.labels, np.asarray(baseline.y_pred)[order]) == y
     table = _table(right_c, right_b)
     one_sided = paired_difference_ci(table.array(), level=1 - 2 * alpha)
-    upper = -one_sided.low  # baseline - candidate
     paths = np.asarray(candidate.paths, dtype=object)
     slices, unsliced = _slices(_aligned_attributes(candidate, baseline, order), right_c, right_b, level, max_levels)
     return PairedComparison(
@@ -213,12 +242,13 @@ def compare_runs(
         mcnemar_p=mcnemar_exact(table.candidate_only, table.baseline_only),
         per_class=_per_class(y, right_c, right_b, candidate.labels),
         slices=slices,
-        non_inferiority=NonInferiority(margin, alpha, upper, bool(upper < margin)),
+        non_inferiority=NonInferiority.of(one_sided, margin, alpha),
         candidate_only_paths=tuple(paths[right_c & ~right_b].tolist()),
         baseline_only_paths=tuple(paths[right_b & ~right_c].tolist()),
         unsliced=unsliced,
         candidate_examples=_spread(paths[right_c & ~right_b], y[right_c & ~right_b], examples),
         baseline_examples=_spread(paths[right_b & ~right_c], y[right_b & ~right_c], examples),
+        negative_flips=proportion_ci(table.baseline_only, len(y), level=level),
     )
 
 
@@ -237,7 +267,7 @@ def pair_runs(candidate: PairedRun, baseline: PairedRun) -> tuple[np.ndarray, bo
     if missing or extra:
         cand = set(candidate.paths)
         only_b = [p for p in baseline.paths if p not in cand]
-        _explain_set_aside(candidate, baseline, missing, only_b)
+        explain_set_aside(candidate, baseline, missing, only_b)
         raise UsageError(
             f"the runs are on different images: {len(missing)} only in {candidate.name}{_examples(missing)}, "
             f"{extra} only in {baseline.name}{_examples(only_b)}",
@@ -256,24 +286,6 @@ def pair_runs(candidate: PairedRun, baseline: PairedRun) -> tuple[np.ndarray, bo
         raise UsageError(f"{len(diff)} image(s) have different true labels in the two runs{_examples(diff)}",
                          hint="audit both models on the same labelled data")
     return order, hashed
-
-
-def _explain_set_aside(candidate: PairedRun, baseline: PairedRun, only_c: Sequence[str], only_b: Sequence[str]):
-    """A ``UsageError`` saying so when the images only one run scored are ones the other set aside for a NaN/Inf
-    model output: the same images, but a model that could not score some of them."""
-    parts, explained = [], 0
-    for run, other_only in ((baseline, only_c), (candidate, only_b)):
-        aside = set(run.set_aside)
-        nan = [p for p in other_only if p in aside]
-        explained += len(nan)
-        if nan:
-            parts.append(f"{len(nan)} image(s) have no prediction in {run.name} because its model output NaN or Inf "
-                         f"for them (set aside in its skipped.csv{_examples(nan)})")
-    if parts:
-        rest = len(only_c) + len(only_b) - explained
-        raise UsageError("the runs cannot be paired: " + "; ".join(parts)
-                         + (f"; {rest} other image(s) are in one run only" if rest else ""),
-                         hint="fix the model that outputs NaN or Inf (its export, --mean/--std) and audit it again")
 
 
 def _check_run(run: PairedRun) -> None:

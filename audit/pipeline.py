@@ -20,10 +20,13 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from audit import __version__, findings
 from audit.checks import CHECKS
+from audit.checks.integrity import duplicate_clusters, duplicate_pairs
 from audit.config import AuditConfig
-from audit.context import AuditContext
+from audit.context import AuditContext, Reference
 from audit.contract import CheckSpec
 from audit.engines import Engine, make_engine
 from audit.errors import ConfigError, DataError, ModelError
@@ -57,8 +60,14 @@ def run_audit(model_path: Path, data_path: Path, config: AuditConfig, *,
     with timed("load + scan"):
         ctx = open_context(model_path, data_path, config, card_overrides=card_overrides, engine=engine,
                            progress=progress, checks=checks)
+    features = any(s.features for s in active_checks(config, checks))
     with timed("inference"):
-        ctx, data = infer(ctx)
+        ctx, data = infer(ctx, features=features)
+    if ctx.reference is not None:
+        with timed("reference"):
+            ctx = infer_reference(ctx, features=features)
+    with timed("duplicate clusters"):
+        ctx = find_duplicates(ctx)
     results, criteria, failures, observations = {}, [], [], []
     for spec in active_checks(config, checks):
         with timed(spec.title):
@@ -72,11 +81,14 @@ def run_audit(model_path: Path, data_path: Path, config: AuditConfig, *,
     with timed("thumbnails"):
         ran = [(s, results[s.name]) for s in active_checks(config, checks)]
         thumbs = capture_thumbnails(ctx, ran) if config.thumbnails else {}
+    columns = {k: v for s, res in ran for k, v in s.columns(res, config).items()}
     return AuditResult(
         tool_version=__version__,
         created=dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat(),
-        model=summarize_model(ctx.classifier), data=data, config=config, predictions=ctx.predictions,
-        verdict=Verdict.of(criteria, config.criteria.judge_on), checks=tuple(checks), results=results,
+        model=summarize_model(ctx.classifier), data=data, config=config,
+        predictions=replace(ctx.predictions, extra={**ctx.predictions.extra, **columns}),
+        verdict=Verdict.of(criteria, config.criteria.judge_on, config.criteria.on_inconclusive),
+        checks=tuple(checks), results=results,
         timings=tuple(timed.timings), thumbnails=thumbs, engine=ctx.engine.name,
         findings=findings.rank(failures, observations),
     )
@@ -95,12 +107,37 @@ def open_context(model_path: Path, data_path: Path, config: AuditConfig, *,
     source = open_source(Path(data_path), clf.labels, data_root=data_root(config))
     ctx = AuditContext(config, clf, source, engine or make_engine(config, progress), Path(model_path),
                        dict(card_overrides or {}))
+    ctx = replace(ctx, reference=open_reference(ctx, checks))
     return replace(ctx, prepared={s.name: s.prepare(ctx) for s in active_checks(config, checks) if s.prepare})
 
 
-def infer(ctx: AuditContext) -> tuple[AuditContext, DataSummary]:
-    """The inference pass over every sample of the source: the context with its predictions, and the data summary."""
-    preds, rejected = ctx.engine.predict(ctx.classifier, ctx.source)
+def open_reference(ctx: AuditContext, checks: Sequence[CheckSpec]) -> Reference | None:
+    """Scan the data the enabled checks compare the test set with (labels optional), or None."""
+    wanted = sorted({r for s in active_checks(ctx.config, checks) if s.reference and (r := s.reference(ctx.config))},
+                    key=lambda r: r.flag)
+    if not wanted:
+        return None
+    req = wanted[0]
+    src = open_source(Path(req.location), ctx.classifier.labels, flag=req.flag, data_root=data_root(ctx.config),
+                      labels_optional=True)
+    samples = src.samples
+    if req.limit and len(samples) > req.limit:
+        pick = np.sort(np.random.default_rng(ctx.config.seed).choice(len(samples), req.limit, replace=False))
+        samples = tuple(samples[i] for i in pick)
+    return Reference(req.flag, src, tuple(samples))
+
+
+def infer_reference(ctx: AuditContext, *, features: bool = False) -> AuditContext:
+    """The reference's own pass through the engine: hashes, and features when asked for."""
+    ref = ctx.reference
+    preds, rejected = ctx.engine.predict(ctx.classifier, ref.source, ref.samples, features=features, desc="reference")
+    return replace(ctx, reference=replace(ref, predictions=preds, rejected=tuple(rejected)))
+
+
+def infer(ctx: AuditContext, *, features: bool = False) -> tuple[AuditContext, DataSummary]:
+    """The inference pass over every sample of the source: the context with its predictions (and the model's
+    features when ``features``), and the data summary."""
+    preds, rejected = ctx.engine.predict(ctx.classifier, ctx.source, features=features)
     data = summarize_data(ctx.source, preds, rejected)
     if len(preds) == 0:
         non_finite = [s.path for s in rejected if s.reason == NON_FINITE]
@@ -112,6 +149,14 @@ def infer(ctx: AuditContext) -> tuple[AuditContext, DataSummary]:
         raise DataError(f"none of the {data.found} file(s) in {ctx.source.description} could be used ("
                         + "; ".join(f"{n} {r}" for r, n in reasons) + ")", hint="every image was rejected")
     return replace(ctx, predictions=preds, rejected=tuple(rejected)), data
+
+
+def find_duplicates(ctx: AuditContext) -> AuditContext:
+    """Duplicate pairs inside the test set (integrity settings) and the clusters they make, before any check:
+    duplicated images are not independent evidence, so the metrics' intervals count them by cluster."""
+    pairs = tuple(duplicate_pairs(ctx.predictions, ctx.source, ctx.config.integrity))
+    preds = replace(ctx.predictions, clusters=duplicate_clusters(ctx.predictions, list(pairs)))
+    return replace(ctx, predictions=preds, test_pairs=pairs)
 
 
 def data_root(config: AuditConfig) -> Path | None:

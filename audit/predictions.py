@@ -35,6 +35,13 @@ class Predictions:
     # colour thumbnails of the originals, one row per image, on disk (audit.duplicates.ThumbnailStore); None
     # when the table was not made by an inference pass that captured them (e.g. read back from a CSV)
     thumbnails: Any = field(default=None, compare=False, repr=False)
+    # the model's penultimate features, one float16 row per image on disk (audit.features.FeatureStore); None
+    # when not asked for, when the model has none, or when the table was read back from a file
+    features: Any = field(default=None, compare=False, repr=False)
+    # duplicate cluster id per row (exact and confirmed near duplicates, ``audit.clusters``); None when no two
+    # images are duplicates or they were not looked for: then every image is independent evidence
+    clusters: np.ndarray | None = field(default=None, compare=False, repr=False)
+    extra: Mapping[str, np.ndarray] = field(default_factory=dict)  # per-image columns the checks add (by name)
 
     def __post_init__(self) -> None:
         n = len(self.paths)
@@ -68,6 +75,9 @@ class Predictions:
         if self.sha256:
             cols["sha256"] = list(self.sha256)
             cols["phash"] = [f"{h:016x}" for h in self.phash.tolist()]
+        if self.clusters is not None:
+            cols["cluster"] = self.clusters
+        cols.update(self.extra)
         cols.update({f"p:{lab}": self.proba[:, i] for i, lab in enumerate(self.labels)})
         return cols
 
@@ -105,6 +115,7 @@ class Predictions:
             sha256=tuple(df["sha256"].astype(str)) if "sha256" in df else (),
             phash=np.array([int(h, 16) for h in df["phash"].astype(str)], np.uint64) if "phash" in df
             else np.zeros(0, np.uint64),
+            clusters=df["cluster"].to_numpy(np.int64) if "cluster" in df else None,
         )
 
 

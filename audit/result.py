@@ -12,18 +12,19 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from audit import __version__
+from audit.errors import EXIT_BY_OUTCOME
 from audit.findings import Finding
 from audit.model import ModelCard
 from audit.paired import PairedComparison
 from audit.predictions import Predictions
 from audit.sources.base import Skipped
-from audit.verdict import Criterion, Verdict
+from audit.verdict import INCONCLUSIVE, PASS, Criterion, Verdict
 
 if TYPE_CHECKING:  # annotations only: a renderer reading a result needs none of the run's machinery
     from audit.config import AuditConfig
     from audit.contract import CheckSpec
 
-COMPARISON_SCHEMA = "audit.comparison/v1"
+COMPARISON_SCHEMA = "audit.comparison/v2"  # v2: outcome, on_inconclusive, the loss interval's status
 
 
 @dataclass(frozen=True)
@@ -98,13 +99,29 @@ class ComparisonReport:
     notes: tuple[str, ...] = ()
     created: str = ""
     tool_version: str = __version__
+    on_inconclusive: str = INCONCLUSIVE  # what an inconclusive comparison counts as (exit code)
+
+    @property
+    def outcome(self) -> str:
+        return self.criterion.status
+
+    @property
+    def gate(self) -> str:
+        return self.on_inconclusive if self.outcome == INCONCLUSIVE else self.outcome
 
     @property
     def passed(self) -> bool:
-        return self.criterion.passed
+        return self.gate == PASS
+
+    @property
+    def headline(self) -> str:
+        mapped = f" (counted as {self.gate.upper()}: on_inconclusive = {self.on_inconclusive})" \
+            if self.gate != self.outcome else ""
+        return self.outcome.upper() + mapped
 
     def to_dict(self) -> dict:
-        return {"schema": COMPARISON_SCHEMA, "passed": self.passed, "exit_code": 0 if self.passed else 1,
+        return {"schema": COMPARISON_SCHEMA, "outcome": self.outcome, "passed": self.passed,
+                "exit_code": EXIT_BY_OUTCOME[self.gate], "on_inconclusive": self.on_inconclusive,
                 "criterion": self.criterion.to_dict(), "findings": [f.to_dict() for f in self.findings],
                 "candidate": self.candidate_dir, "baseline": self.baseline_dir, "comparison": self.paired.to_dict(),
                 "notes": list(self.notes), "created": self.created, "tool_version": self.tool_version}

@@ -11,7 +11,7 @@ model's rows edited to look right would make it "significantly better"), so befo
 
 Anything that does not hold is a ``UsageError`` (exit 2) naming the folder and the file. The images a run
 set aside because its model output NaN or Inf are read from its ``skipped.csv``, so that a comparison can
-say why those images have no prediction.
+say why those images have no prediction (``explain_set_aside``).
 
 Example::
 
@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -123,3 +124,27 @@ def _set_aside(skipped: Path) -> tuple[str, ...]:
             return tuple(r["path"] for r in csv.DictReader(f) if r.get("reason") == NON_FINITE)
     except (OSError, KeyError, UnicodeDecodeError, csv.Error):
         return ()
+
+
+def explain_set_aside(candidate, baseline, only_c: Sequence[str], only_b: Sequence[str]) -> None:
+    """A ``UsageError`` saying so when the images only one run scored are ones the other set aside for a NaN/Inf
+    model output: the same images, but a model that could not score some of them. ``candidate`` and
+    ``baseline`` are ``audit.paired.PairedRun``s (``name``, ``set_aside``); ``only_c``/``only_b``: the paths
+    only that run scored."""
+    parts, explained = [], 0
+    for run, other_only in ((baseline, only_c), (candidate, only_b)):
+        aside = set(run.set_aside)
+        nan = [p for p in other_only if p in aside]
+        explained += len(nan)
+        if nan:
+            parts.append(f"{len(nan)} image(s) have no prediction in {run.name} because its model output NaN or Inf "
+                         f"for them (set aside in its skipped.csv{_examples(nan)})")
+    if parts:
+        rest = len(only_c) + len(only_b) - explained
+        raise UsageError("the runs cannot be paired: " + "; ".join(parts)
+                         + (f"; {rest} other image(s) are in one run only" if rest else ""),
+                         hint="fix the model that outputs NaN or Inf (its export, --mean/--std) and audit it again")
+
+
+def _examples(paths: Sequence[str], k: int = 3) -> str:
+    return f" (e.g. {', '.join(map(str, list(paths)[:k]))})" if len(paths) else ""

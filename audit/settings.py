@@ -162,7 +162,9 @@ def build(cls: type, raw: Any, where: str = ""):
         if key not in fields:
             raise ConfigError(f"unknown config key {name!r}", hint=f"known keys here: {', '.join(fields)}")
         kwargs[key] = _coerce(hints[key], value, name)
-        check_bounds(fields[key], kwargs[key], name)
+        bad = violation(fields[key], kwargs[key])
+        if bad is not None:  # a Section names the error its own way, as when it is built in Python
+            raise getattr(cls, "refuse", Section.refuse)(name, fields[key], *bad)
     return cls(**kwargs)
 
 

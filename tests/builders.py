@@ -163,11 +163,11 @@ def leaky_split(root: Path, n_per_class: int = 10, classes=tuple(COLOURS)) -> tu
 def context(model: Path, data: Path, overrides: dict | None = None, config=None):
     """An audit context after the inference pass (what every check receives), built like ``run_audit`` does."""
     from audit.config import load_config
-    from audit.pipeline import infer, open_context
+    from audit.pipeline import find_duplicates, infer, open_context
 
     cfg = config if config is not None else load_config(None, overrides or {})
     ctx, _ = infer(open_context(model, data, cfg, progress=False))
-    return ctx
+    return find_duplicates(ctx)
 
 
 def class_labels(n: int) -> tuple[str, ...]:

@@ -1,4 +1,4 @@
-"""End to end: python -m audit run, its outputs, and its exit codes (0 pass, 1 fail, 2 user error)."""
+"""End to end: python -m audit run, its outputs, and its exit codes (0 pass, 1 fail, 2 user error, 4 inconclusive)."""
 
 import json
 import re
@@ -26,7 +26,7 @@ def audited(tmp_path):
     data = builders.image_folder(tmp_path / "data", 10, confusers=1, metadata=True)
     model = builders.colour_model(tmp_path / "model.onnx")
     out = tmp_path / "out"
-    proc = run_cli("run", "--model", model, "--data", data, "--out", out, *FAST)
+    proc = run_cli("run", "--model", model, "--data", data, "--out", out, *FAST, "--min-accuracy", "0.6")
     return proc, out
 
 
@@ -38,7 +38,8 @@ def test_passing_run_exits_0_and_writes_every_output(audited):
                  "config.json", "skipped.csv"):
         assert (out / name).stat().st_size > 0, name
     v = json.loads((out / "verdict.json").read_text())
-    assert v["schema"] == "audit.verdict/v2" and v["passed"] is True and v["exit_code"] == 0
+    assert v["schema"] == "audit.verdict/v3" and v["passed"] is True and v["exit_code"] == 0
+    assert v["outcome"] == "pass" and {c["status"] for c in v["criteria"] if c["judged"]} == {"pass"}
     assert v["data"]["found"] == v["data"]["processed"] + v["data"]["skipped"] == 30  # metadata.csv is no image
     assert "30 images, 0 skipped of 30 found (attributes from metadata.csv)" in proc.stdout
     assert "30 found; attributes from metadata.csv." in (out / "summary.md").read_text()
@@ -109,7 +110,7 @@ def test_class_names_are_escaped(tmp_path):
     model = builders.colour_model(tmp_path / "m.onnx", labels=labels)
     out = tmp_path / "out"
     assert main(["run", "--model", str(model), "--data", str(data), "--out", str(out), "--no-pdf", *FAST,
-                 "--min-images-per-label", "3"]) == 0
+                 "--min-images-per-label", "3", "--min-accuracy", "0.5"]) == 0
     html = (out / "report.html").read_text()
     assert "<script>" not in html and "&lt;script&gt;" in html
 
@@ -136,13 +137,47 @@ def test_zero_f1_class_fails(tmp_path):
     assert not zero["passed"] and "blue" in zero["detail"]
 
 
-def test_judging_on_the_ci_is_stricter(tmp_path):
-    data = builders.image_folder(tmp_path / "data", 10, confusers=1)  # accuracy 0.9
+@pytest.mark.parametrize("threshold,extra,code,status", [
+    ("0.85", [], 4, "inconclusive"),  # 0.85 lies inside accuracy's interval [0.74, 0.97]
+    ("0.50", [], 0, "pass"), ("0.99", [], 1, "fail"),  # far below passes, far above fails
+    ("0.85", ["--on-inconclusive", "fail"], 1, "inconclusive"), ("0.85", ["--on-inconclusive", "pass"], 0, "inconclusive"),
+    ("0.85", ["--judge-on", "value"], 0, "pass"),  # the point estimate 0.9 alone
+])
+def test_a_threshold_inside_the_interval_is_inconclusive_exit_4(tmp_path, capsys, threshold, extra, code, status):
+    data = builders.image_folder(tmp_path / "data", 10, confusers=1)  # accuracy 0.9 on 30 images
     model = builders.colour_model(tmp_path / "m.onnx")
     args = ["run", "--model", str(model), "--data", str(data), "--out", str(tmp_path / "o"), "--no-pdf",
-            "--min-accuracy", "0.85", *FAST]
-    assert main(args) == 0
-    assert main([*args, "--judge-on", "ci"]) == 1
+            "--min-accuracy", threshold, *FAST, *extra]
+    assert main(args) == code
+    v = json.loads((tmp_path / "o" / "verdict.json").read_text())
+    acc = next(c for c in v["criteria"] if c["id"] == "accuracy")
+    assert acc["status"] == status and v["outcome"] == status and v["exit_code"] == code
+    assert acc["n"] == 30 and acc["mde"] is not None
+    assert (acc["images_needed"] is not None) == (status == "inconclusive")
+    out = capsys.readouterr().out
+    assert out.splitlines()[-1].startswith(status.upper())
+    if status == "inconclusive":
+        assert f"INCONCLUSIVE (needs about {acc['images_needed']:,} images)" in out
+        suite = ET.parse(tmp_path / "o" / "junit.xml").getroot()
+        case = next(c for c in suite.iter("testcase") if c.get("name") == "accuracy")
+        mapped = extra == ["--on-inconclusive", "fail"]
+        assert case.find("failure" if mapped else "skipped").get("message").startswith("inconclusive: the threshold")
+        summary = (tmp_path / "o" / "summary.md").read_text()
+        assert "INCONCLUSIVE" in summary.splitlines()[0] and f"about {acc['images_needed']:,} images" in summary
+        html = (tmp_path / "o" / "report.html").read_text()
+        assert 'class="badge inconclusive"' in html and '<tr class="inconclusive">' in html
+        assert 'class="finding-inconclusive"' in html and "How much this test set can tell" in html
+        assert f"{acc['images_needed']:,}</td>" in html.split('<section id="evidence">', 1)[1]
+
+
+@pytest.mark.fast
+def test_judge_on_ci_is_refused_naming_its_replacement(tmp_path, capsys):
+    data = builders.image_folder(tmp_path / "data", 3)
+    model = builders.colour_model(tmp_path / "m.onnx")
+    assert main(["run", "--model", str(model), "--data", str(data), "--out", str(tmp_path / "o"), *FAST,
+                 "--judge-on", "ci"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--judge-on ci" in err and "'interval'" in err and "--on-inconclusive fail" in err
 
 
 @pytest.mark.parametrize("case,pattern", [
@@ -206,12 +241,12 @@ def test_config_file_sets_thresholds(tmp_path):
     data = builders.image_folder(tmp_path / "data", 10, confusers=1)
     model = builders.colour_model(tmp_path / "m.onnx")
     cfg = tmp_path / "pyproject.toml"
-    cfg.write_text("[tool.audit]\nn_boot = 30\n[tool.audit.criteria]\nmin_accuracy = 0.95\nmin_class_f1 = 0.5\n")
+    cfg.write_text("[tool.audit]\nn_boot = 30\n[tool.audit.criteria]\nmin_accuracy = 0.99\nmin_class_f1 = 0.5\n")
     out = tmp_path / "o"
     assert main(["run", "--model", str(model), "--data", str(data), "--out", str(out), "--config", str(cfg),
                  "--no-pdf", "--no-progress", "--no-latency", "--no-invariance"]) == 1
     resolved = json.loads((out / "config.json").read_text())
-    assert resolved["n_boot"] == 30 and resolved["criteria"]["min_accuracy"] == 0.95
+    assert resolved["n_boot"] == 30 and resolved["criteria"]["min_accuracy"] == 0.99
     ids = [c["id"] for c in json.loads((out / "verdict.json").read_text())["criteria"]]
     assert "class_f1.red" in ids
 
@@ -225,6 +260,29 @@ def test_no_thumbnails_embeds_no_image_of_the_data(tmp_path):
     assert "data:image/jpeg" in (tmp_path / "with" / "report.html").read_text()
     html = (tmp_path / "without" / "report.html").read_text()
     assert "data:image/jpeg" not in html and "thumbnails = false" in html
+
+
+@pytest.mark.fast
+def test_stdout_colours_the_outcome_on_a_terminal_only(monkeypatch):
+    import os
+    import pty
+
+    from audit.cli import paint
+
+    assert paint("INCONCLUSIVE", "inconclusive") == "INCONCLUSIVE"  # captured: not a terminal
+    main_fd, tty_fd = pty.openpty()
+    try:
+        with os.fdopen(tty_fd, "w") as tty:
+            monkeypatch.setattr(sys, "stdout", tty)
+            monkeypatch.delenv("NO_COLOR", raising=False)
+            coloured = {s: paint("x", s) for s in ("pass", "fail", "inconclusive", "info")}
+            monkeypatch.setenv("NO_COLOR", "1")
+            plain = paint("x", "inconclusive")
+    finally:
+        os.close(main_fd)
+    assert coloured["inconclusive"] == "\033[35mx\033[0m" and coloured["fail"] == "\033[31mx\033[0m"
+    assert len({coloured["pass"], coloured["fail"], coloured["inconclusive"]}) == 3
+    assert coloured["info"] == plain == "x"
 
 
 @pytest.mark.fast

@@ -73,6 +73,8 @@ def assert_same_audit(local, remote) -> None:
     assert pa.equals(pb)  # probabilities, properties and hashes, bit for bit
     rows = range(len(local.predictions))
     assert np.array_equal(local.predictions.thumbnails.read(rows), remote.predictions.thumbnails.read(rows))
+    if local.predictions.features is not None or remote.predictions.features is not None:
+        assert np.array_equal(local.predictions.features.read(rows), remote.predictions.features.read(rows))
 
 
 def test_ray_gives_the_local_verdict_on_one_node(local_ray, tmp_path):
@@ -90,6 +92,28 @@ def test_ray_gives_the_local_verdict_on_one_node(local_ray, tmp_path):
     # the main pass and one re-run per invariance transform went through Ray, two actors each
     assert len(engine.runs) == 3 and {r.actors for r in engine.runs} == {2}
     assert engine.runs[0].images == 123 and sum(n for _, n in engine.runs[0].rows_per_node) == 123
+
+
+def test_ray_and_local_discover_the_same_slices(local_ray, shape_model, tmp_path):
+    model, data, groups = shape_model
+    config = load_config(None, {**CONFIG, "invariance.enabled": False, "label_errors.enabled": False})
+    local = run_audit(model, data, config, engine=make_engine(config, progress=False), progress=False)
+    remote = run_audit(model, data, config, engine=RayEngine(batch_size=48), progress=False)
+    assert local.discovered_slices.confirmed  # the pose the model never saw
+    assert_same_audit(local, remote)
+    assert np.array_equal(local.discovered_slices.membership, remote.discovered_slices.membership)
+
+
+def test_ray_and_local_measure_the_same_shift_against_the_training_split(local_ray, shape_model, tmp_path):
+    model, data, _ = shape_model
+    config = load_config(None, {**CONFIG, "invariance.enabled": False, "label_errors.enabled": False,
+                                "integrity.train": str(data.parent / "train")})
+    local = run_audit(model, data, config, engine=make_engine(config, progress=False), progress=False)
+    remote = run_audit(model, data, config, engine=RayEngine(batch_size=48), progress=False)
+    assert local.shift.significant and local.integrity.n_train == 1200
+    assert_same_audit(local, remote)  # verdicts, the novelty column and the reference pass's hashes
+    ref = range(len(local.shift.novelty))
+    assert np.array_equal(local.shift.novelty[ref], remote.shift.novelty[ref])
 
 
 def test_parity_runs_pytorch_on_the_actors_and_gives_the_local_result(local_ray, tmp_path):

@@ -30,7 +30,7 @@ def criterion(verdict: dict, cid: str) -> dict:
     return next(c for c in verdict["criteria"] if c["id"] == cid)
 
 
-@pytest.mark.parametrize("judge_on", ["value", "ci"])
+@pytest.mark.parametrize("judge_on", ["value", "interval"])
 def test_one_image_of_one_class_fails_a_ten_class_model(tmp_path, judge_on):
     labels = builders.class_labels(10)
     model = builders.colour_model(tmp_path / "m.onnx", labels=labels)

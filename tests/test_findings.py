@@ -33,8 +33,27 @@ def test_failures_first_then_observations_by_severity_and_importance():
 
 @pytest.mark.fast
 def test_unknown_severity_is_named():
-    with pytest.raises(ValueError, match=r"Finding.severity must be one of \('fail', 'warn', 'info'\), got 'bad'"):
+    with pytest.raises(ValueError,
+                       match=r"Finding.severity must be one of \('fail', 'inconclusive', 'warn', 'info'\), got 'bad'"):
         Finding("bad", "x", "metrics")
+
+
+def test_inconclusive_criteria_come_after_failures_and_before_observations():
+    from audit.findings import failing
+    from audit.power import Sampling
+    from audit.stats import Estimate, proportion_ci
+    from audit.verdict import Measure, decide, judge
+
+    acc, ece = decide([judge(Measure("accuracy", "Accuracy", proportion_ci(47, 60), True, sampling=Sampling(60)),
+                             0.77, strict=True),
+                       judge(Measure("ece", "ECE", Estimate(0.2, 0.15, 0.25), False), 0.1)], "interval")
+    found = failing([acc, ece], "metrics")
+    assert [f.severity for f in found] == ["inconclusive", "fail"]
+    assert found[0].text.startswith("Undecided: Accuracy: 0.783 [0.664, 0.869]; the threshold > 0.770 lies inside")
+    assert f"about {acc.images_needed:,} images would decide it" in found[0].text
+    ranked = rank(found, [Finding("warn", "slice", "slices", 0.5), Finding("warn", "restates", "metrics", 0.9,
+                                                                         criterion="accuracy")])
+    assert [f.severity for f in ranked] == ["fail", "inconclusive", "warn"] and ranked[-1].text == "slice"
 
 
 # --- the rendered report ----------------------------------------------------------------------------

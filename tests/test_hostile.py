@@ -88,7 +88,11 @@ MISTAKES = {
     "config evidence.min_processed_share = 1.5": (lambda t: toml(t, "[audit.evidence]\nmin_processed_share = 1.5\n"),
                                                   "config key 'evidence.min_processed_share' must be >= 0 and <= 1"),
     "--seed abc": (lambda t: ["--seed", "abc"], "argument --seed: invalid int value: 'abc'"),
-    "--judge-on mean": (lambda t: ["--judge-on", "mean"], "argument --judge-on: invalid choice: 'mean'"),
+    "--judge-on mean": (lambda t: ["--judge-on", "mean"],
+                        "config key 'criteria.judge_on' must be one of 'interval', 'value', got 'mean'"),
+    "--judge-on ci": (lambda t: ["--judge-on", "ci"], "no longer takes 'ci': use 'interval'"),
+    "--on-inconclusive maybe": (lambda t: ["--on-inconclusive", "maybe"],
+                                "config key 'criteria.on_inconclusive' must be one of 'inconclusive', 'fail', 'pass'"),
     "--data-root missing": (lambda t: ["--data-root", str(t / "nowhere")], "config key 'data_root' must be an existing folder"),
     "metadata.csv is a folder": (lambda t: (t / "data" / "metadata.csv").mkdir() or [], "metadata.csv is not a file"),
     "manifest names /etc/shadow": (lambda t: ["--data", str(manifest(t, [*GOOD_ROWS, "/etc/shadow,red"]))],
@@ -181,7 +185,7 @@ def failed(verdict: dict) -> set[str]:
     return {c["id"] for c in verdict["criteria"] if c["judged"] and not c["passed"]}
 
 
-@pytest.mark.parametrize("judge_on", ["value", "ci"])
+@pytest.mark.parametrize("judge_on", ["value", "interval"])
 def test_one_image_of_one_class_never_passes(tmp_path, judge_on):
     model = builders.colour_model(tmp_path / "m.onnx", labels=builders.class_labels(10))
     (tmp_path / "data" / "c0").mkdir(parents=True)

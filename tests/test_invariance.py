@@ -12,6 +12,7 @@ from audit.checks.invariance import FlipLimits, InvarianceConfig, choose_transfo
 from audit.config import AuditConfig
 from audit.errors import ConfigError
 from audit.transforms import DEFAULT_TRANSFORMS, TRANSFORMS
+from audit.verdict import decide
 
 pytestmark = pytest.mark.fast  # the tier run before every commit (scripts/test.sh --fast)
 
@@ -90,3 +91,39 @@ def test_transforms_keep_size_and_mode_and_are_deterministic():
             assert np.array_equal(np.asarray(out), np.asarray(spec.at(sev)(img))), name
             # picklable, with the same pixels after a round trip (engines send transforms to other processes)
             assert np.array_equal(np.asarray(out), np.asarray(pickle.loads(pickle.dumps(spec.at(sev)))(img))), name
+
+
+def test_an_arm_far_from_its_limit_stops_at_the_first_look_that_decides(tmp_path):
+    """0 flips: the flip rate's sequence excludes 0.1 after 35 images, so the 60-image look ends the arm."""
+    from audit.sequential import rate_sequence
+
+    ctx = builders.context(builders.colour_model(tmp_path / "m.onnx"), builders.image_folder(tmp_path / "d", 40))
+    cfg = InvarianceConfig(transforms=("hflip",), severities=(1,), first_look=30)
+    res = invariance(dataclasses.replace(ctx, config=dataclasses.replace(ctx.config, invariance=cfg, n_boot=50)))
+    (run,) = res.runs
+    assert (run.n, run.budget, run.sequential, run.stopped_early) == (60, 120, True, True)
+    assert (run.flip_rate.value, run.flip_rate.low, run.flip_rate.high) == (0.0, *rate_sequence(0, 60, 0.1))
+    assert run.flip_rate.high < 0.1 and (res.images_run, res.images_budget) == (60, 120)
+    # the 60 are a random sample of the three classes, not the first folders in the listing
+    assert sum(c.n for c in run.per_class) == 60 and all(c.n >= 10 for c in run.per_class) and len(run.per_class) == 3
+    (c,) = decide(criteria(res, AuditConfig(invariance=cfg)), "interval")
+    assert c.status == "pass" and "stopped after 60 of 120 images" in c.detail and c.n == 60
+    assert res.to_dict()["images_run"] == 60 and res.to_dict()["runs"][0]["budget"] == 120
+
+
+def test_an_arm_that_flips_everything_fails_at_its_first_look(tmp_path):
+    run, _ = setup(tmp_path)
+    res = run(InvarianceConfig(transforms=("hflip",), first_look=10), n_boot=50)
+    (arm,) = res.runs
+    assert arm.n == 10 and arm.flip_rate.value == 1.0 and arm.flip_rate.low > 0.1
+    (c,) = decide(criteria(res, AuditConfig(invariance=InvarianceConfig(transforms=("hflip",)))), "interval")
+    assert c.status == "fail"
+
+
+def test_without_early_stop_every_arm_runs_the_whole_sample_with_wilson_intervals(tmp_path):
+    from audit.stats import proportion_ci
+
+    run, _ = setup(tmp_path)
+    res = run(InvarianceConfig(transforms=("none", "hflip"), first_look=10, early_stop=False), n_boot=50)
+    assert [(r.n, r.budget, r.sequential) for r in res.runs] == [(40, 40, False)] * 2
+    assert res.runs[1].flip_rate == proportion_ci(40, 40) and res.runs[0].flip_rate == proportion_ci(0, 40)

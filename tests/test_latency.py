@@ -30,7 +30,7 @@ def criteria(result, config):
     return decide(latency.criteria(result, config), config.criteria.judge_on)
 
 
-CONFIG = LatencyConfig(requests=12, concurrency=3, warmup=1, max_images=6)
+CONFIG = LatencyConfig(requests=12, concurrency=3, warmup=1, max_images=6, early_stop=False)
 
 
 @pytest.fixture(scope="module")
@@ -82,22 +82,39 @@ def test_criteria_report_value_threshold_and_ci(result):
     assert by_id["latency.errors"].passed and by_id["latency.matches_audit"].passed
 
 
-@pytest.mark.parametrize(("max_p95_ms", "passed"), [(1e-9, False), (1e9, True)])
-def test_p95_criterion_follows_the_threshold(result, max_p95_ms, passed):
+@pytest.mark.parametrize(("max_p95_ms", "status"), [(1e-9, "fail"), (1e9, "pass")])
+def test_p95_criterion_follows_the_threshold(result, max_p95_ms, status):
     config = AuditConfig(latency=LatencyConfig(max_p95_ms=max_p95_ms))
     judged = [c for c in criteria(result, config) if c.id.startswith("latency.p95")]
-    assert len(judged) == 2 and all(c.passed is passed for c in judged)
+    assert len(judged) == 2 and all(c.status == status for c in judged)
 
 
-def test_judge_on_ci_uses_the_upper_bound(result):
+def test_a_limit_inside_the_ci_is_inconclusive_unless_judged_on_the_value(result):
     p95 = result.sequential.p95
     between = (p95.value + p95.high) / 2
     if not p95.value < between < p95.high:
         pytest.skip("degenerate CI")
-    config = AuditConfig(latency=LatencyConfig(max_p95_ms=between), criteria=Criteria(judge_on="ci"))
-    assert not next(c for c in criteria(result, config) if c.id == "latency.p95").passed
     config = AuditConfig(latency=LatencyConfig(max_p95_ms=between))
-    assert next(c for c in criteria(result, config) if c.id == "latency.p95").passed
+    assert next(c for c in criteria(result, config) if c.id == "latency.p95").status == "inconclusive"
+    config = AuditConfig(latency=LatencyConfig(max_p95_ms=between), criteria=Criteria(judge_on="value"))
+    assert next(c for c in criteria(result, config) if c.id == "latency.p95").status == "pass"
+
+
+@pytest.mark.parametrize(("max_p95_ms", "status"), [(1e9, "pass"), (1e-9, "fail")])
+def test_early_stop_ends_a_phase_once_the_p95_sequence_decides(audited, max_p95_ms, status):
+    """A limit far from every latency is decided at the first look (70 requests), not after the 400 budgeted."""
+    from audit.sequential import quantile_sequence
+
+    model, _, preds, source = audited
+    config = LatencyConfig(requests=400, concurrency=1, warmup=1, max_images=6, max_p95_ms=max_p95_ms)
+    res = measure_latency(model, preds, source, config, n_boot=100, seed=0)
+    seq = res.sequential
+    assert seq.sequential and seq.budget == 400 and seq.n == 70 and len(seq.latencies_ms) == 70
+    assert (seq.p95.low, seq.p95.high) == quantile_sequence(seq.latencies_ms, 0.95)
+    assert seq.p95.value == pytest.approx(np.quantile(seq.latencies_ms, 0.95))
+    (c,) = [c for c in criteria(res, AuditConfig(latency=config)) if c.id == "latency.p95"]
+    assert c.status == status and "stopped after 70 of 400 requests" in c.detail
+    assert len(res.answers) == 6 and all(a.agrees for a in res.answers)
 
 
 def _phase(errors: int) -> PhaseLatency:

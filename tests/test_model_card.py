@@ -17,6 +17,8 @@ from audit.pipeline import run_audit
 from audit.render.json import verdict_dict
 from audit.render.model_card import build_model_card, write_model_card
 from audit.render.outputs import write_outputs
+from audit.text import md
+from audit.verdict import decide, judge
 
 pytestmark = pytest.mark.fast  # the tier run before every commit (scripts/test.sh --fast)
 
@@ -69,11 +71,12 @@ def test_card_parses_back_with_the_verdict_numbers(audited, tmp_path, no_network
 def test_body_states_the_verdict_the_limitations_and_the_comparison(audited, no_network):
     result, verdict = audited
     text = str(build_model_card(result))
-    assert "Audit verdict: **PASS**" in text or "Audit verdict: **FAIL**" in text
+    assert f"Audit verdict: **{verdict['outcome'].upper()}**" in text
     limits = text.split("## Limitations", 1)[1]
     for c in verdict["criteria"]:
-        if c["judged"] and not c["passed"]:
-            assert f"Fails **{c['title'].replace('_', chr(92) + '_')}**" in limits
+        if c["judged"] and c["status"] != "pass":
+            word = {"fail": "Fails", "inconclusive": "Inconclusive"}[c["status"]]
+            assert f"{word} **{c['title'].replace('_', chr(92) + '_')}**" in limits
     significant = [s for s in verdict["slices"]["slices"] if s["significant"]]
     assert significant, "the planted weak slice (site c) must be found"
     for s in significant:
@@ -101,3 +104,24 @@ def test_text_from_the_data_is_escaped(audited, no_network):
     text = str(build_model_card(result))
     assert "<script>" not in text and "&lt;script&gt;" in text
     assert "a\\|b" in text and "acc \\| &lt;b&gt;bold&lt;/b&gt;" in text
+
+
+def test_an_inconclusive_criterion_is_named_with_the_images_it_needs(audited, tmp_path, no_network):
+    """The accuracy threshold moved inside its interval (and the failing criteria left out): the card says
+    INCONCLUSIVE, names the criterion with the images that would decide it, and its eval result the evidence."""
+    result, _ = audited
+    acc = next(c for c in result.verdict.criteria if c.id == "accuracy")
+    (undecided,) = decide([judge(acc.measure, round(acc.value, 2), strict=True)], "interval")
+    assert undecided.inconclusive and undecided.images_needed > acc.n
+    kept = tuple(undecided if c.id == "accuracy" else c for c in result.verdict.criteria
+                 if c.id == "accuracy" or not (c.judged and c.status == "fail"))
+    result = dataclasses.replace(result, verdict=dataclasses.replace(result.verdict, criteria=kept))
+    loaded = ModelCard.load(write_model_card(build_model_card(result), tmp_path / "model_card.md"))
+    text = loaded.text
+    assert "Audit verdict: **INCONCLUSIVE**" in text and "## Acceptance criteria: INCONCLUSIVE" in text
+    assert f"about {undecided.images_needed:,} images would decide it" in text.split("## Limitations", 1)[0]
+    assert f"Inconclusive **{md(undecided.title)}**" in text and f"About {undecided.images_needed:,} test images" in text
+    share = next(c for c in kept if c.id == "label_errors.flagged_share")  # reported, not judged
+    (r,) = [r for r in loaded.data.eval_results if r.metric_type == "label_errors.flagged_share"]
+    assert (r.metric_args["status"], r.metric_args.get("images_needed"), r.metric_args["mde"]) == (
+        share.status, share.images_needed, share.mde)

@@ -48,7 +48,7 @@ def test_compare_exits_0_when_the_candidate_is_better_and_matches_statsmodels(au
     out = root / "cmp"
     assert main(["compare", "--candidate", str(root / "good"), "--baseline", str(root / "biased"),
                  "--out", str(out)]) == 0
-    assert "PASS: Candidate not significantly worse" in capsys.readouterr().out
+    assert "PASS: Candidate not worse than the baseline by more than the margin" in capsys.readouterr().out
     d = json.loads((out / "comparison.json").read_text())
     table = table_from_csv(root / "good", root / "biased")
     assert table[0, 1] >= 10 and table[1, 0] == 0  # the bias only costs the baseline
@@ -56,6 +56,10 @@ def test_compare_exits_0_when_the_candidate_is_better_and_matches_statsmodels(au
     assert [[t["both_right"], t["candidate_only"]], [t["baseline_only"], t["both_wrong"]]] == table.tolist()
     assert d["comparison"]["mcnemar_p"] == pytest.approx(mcnemar(table, exact=True).pvalue, rel=1e-12)
     assert d["passed"] is True and d["exit_code"] == 0 and d["comparison"]["direction"] == "significantly better"
+    assert d["outcome"] == "pass" and d["comparison"]["non_inferiority"]["status"] == "pass"
+    assert d["comparison"]["negative_flips"] == {"count": 0, "share": {"value": 0.0, "low": 0.0,
+                                                                       "high": pytest.approx(3.84 / 123.84, abs=1e-3)}}
+    assert d["criterion"]["n"] == 120 and d["criterion"]["mde"] > 0
     per_class = {c["label"]: c for c in d["comparison"]["per_class"]}
     assert per_class["green"]["candidate_only"] == 0 and per_class["red"]["candidate_only"] > 0
     html = (out / "comparison.html").read_text()
@@ -99,7 +103,7 @@ def test_run_with_baseline_runs_the_paired_check(audits):
     ids = {c["id"]: c for c in v["criteria"]}
     assert ids["paired.not_worse"]["passed"] and "baseline.regressions" in ids  # the tolerance check stays
     html = (out / "report.html").read_text()
-    assert '<section id="paired">' in html and "Images only the candidate gets right" in html
+    assert '<section id="paired">' in html and "Only the candidate gets right" in html and "Negative flips" in html
     card = (out / "model_card.md").read_text()
     assert "## Comparison with the baseline" in card and "significantly better" in card
 
@@ -107,14 +111,42 @@ def test_run_with_baseline_runs_the_paired_check(audits):
 def test_margin_and_alpha_flags(audits):
     root, data, good, biased = audits
     out = root / "strict"
-    # the biased model against itself: no discordant pair, but 120 images cannot show a loss below 0.001
+    # the biased model against itself: no discordant pair, but 120 images cannot show a loss below 0.001:
+    # the margin lies inside the loss's interval, so the comparison is inconclusive (exit 4) and says what it needs
     assert main(["run", "--model", str(biased), "--data", str(data), "--out", str(out), "--min-accuracy", "0",
-                 "--baseline", str(root / "biased" / "verdict.json"), "--paired-margin", "0.001", *FAST]) == 1
+                 "--baseline", str(root / "biased" / "verdict.json"), "--paired-margin", "0.001", *FAST]) == 4
+    (c,) = [c for c in json.loads((out / "verdict.json").read_text())["criteria"] if c["id"] == "paired.not_worse"]
+    assert c["status"] == "inconclusive" and c["low"] < 0.001 < c["high"] and c["images_needed"] > 10_000
     assert main(["run", "--model", str(biased), "--data", str(data), "--out", str(out), "--min-accuracy", "0",
                  "--baseline", str(root / "biased" / "verdict.json"), "--paired-margin", "0.2",
                  "--paired-alpha", "0.01", *FAST]) == 0
     (c,) = [c for c in json.loads((out / "verdict.json").read_text())["criteria"] if c["id"] == "paired.not_worse"]
-    assert c["threshold"] == 0.2 and "99% upper bound" in c["title"]
+    assert c["threshold"] == 0.2 and "98% paired CI (one-sided 99% bounds)" in c["title"] and c["status"] == "pass"
+    assert main(["run", "--model", str(biased), "--data", str(data), "--out", str(out), "--min-accuracy", "0",
+                 "--baseline", str(root / "biased" / "verdict.json"), "--paired-margin", "0.001",
+                 "--judge-on", "value", *FAST]) == 1  # as before: only the upper bound, below the margin or not
+    (c,) = [c for c in json.loads((out / "verdict.json").read_text())["criteria"] if c["id"] == "paired.not_worse"]
+    assert c["status"] == "fail" and c["low"] < 0.001 <= c["high"] and "one-sided 95% bounds" in c["title"]
+
+
+@pytest.mark.parametrize("flag,code", [([], 4), (["--on-inconclusive", "fail"], 1), (["--on-inconclusive", "pass"], 0)])
+def test_compare_is_inconclusive_when_the_margin_lies_inside_the_loss_interval(audits, tmp_path, capsys, flag, code):
+    """A v2 verdict still reads; candidate = baseline on 120 images cannot show a loss below 0.001."""
+    root, *_ = audits
+    old = tmp_path / "old"
+    shutil.copytree(root / "biased", old)
+    v = json.loads((old / "verdict.json").read_text())
+    (old / "verdict.json").write_text(json.dumps({**v, "schema": "audit.verdict/v2"}))
+    out = tmp_path / "c"
+    assert main(["compare", "--candidate", str(root / "biased"), "--baseline", str(old), "--margin", "0.001",
+                 "--no-thumbnails", "--out", str(out), *flag]) == code
+    last = capsys.readouterr().out.splitlines()[-1]
+    assert last.startswith("INCONCLUSIVE") and (("counted as" in last) == bool(flag))
+    d = json.loads((out / "comparison.json").read_text())
+    assert (d["outcome"], d["exit_code"], d["criterion"]["status"]) == ("inconclusive", code, "inconclusive")
+    assert d["findings"][0]["severity"] == "inconclusive" and "would decide it" in d["findings"][0]["text"]
+    md = (out / "comparison.md").read_text()
+    assert md.startswith("## Model comparison: 🟡 INCONCLUSIVE") and "INCONCLUSIVE**" in md
 
 
 def test_runs_on_other_data_are_refused_with_one_line(audits, tmp_path, capsys):

@@ -8,8 +8,8 @@ template and one line below.
 
 from __future__ import annotations
 
-from audit.checks import (baseline, calibration, evidence, fairness, integrity, invariance, label_errors, latency,
-                          metrics, paired, parity, slices)
+from audit.checks import (baseline, calibration, discovered_slices, evidence, fairness, integrity, invariance,
+                          label_errors, latency, metrics, paired, parity, shift, slices)
 from audit.contract import CheckSpec
 
 CHECKS: tuple[CheckSpec, ...] = (
@@ -17,10 +17,12 @@ CHECKS: tuple[CheckSpec, ...] = (
     metrics.SPEC,
     calibration.SPEC,
     slices.SPEC,
+    discovered_slices.SPEC,
     fairness.SPEC,
     invariance.SPEC,
     parity.SPEC,
     integrity.SPEC,
+    shift.SPEC,
     latency.SPEC,
     label_errors.SPEC,
     paired.SPEC,  # the per-image comparison with --baseline's predictions.csv

@@ -25,7 +25,7 @@ from audit.context import AuditContext
 from audit.contract import CheckSpec, Option
 from audit.errors import UsageError
 from audit.settings import Section, setting
-from audit.verdict import SCHEMA, Criterion, Measure, judge, numbers
+from audit.verdict import READABLE, SCHEMA, Criterion, Measure, judge, numbers
 
 if TYPE_CHECKING:
     from audit.config import AuditConfig
@@ -104,14 +104,14 @@ def v1_key(key: str) -> str:
 
 
 def load_baseline(path: Path) -> Baseline:
-    """Read an earlier ``verdict.json`` (schema v1 or v2)."""
+    """Read an earlier ``verdict.json`` (schema v1, v2 or v3)."""
     if not path.is_file():
         raise UsageError(f"baseline file not found: {path}", hint="pass --baseline path/to/verdict.json of an earlier run")
     try:
         d = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise UsageError(f"baseline {path} is not valid JSON: {e}") from None
-    if not isinstance(d, dict) or d.get("schema") not in (SCHEMA, SCHEMA_V1):
+    if not isinstance(d, dict) or d.get("schema") not in (*READABLE, SCHEMA_V1):
         found = d.get("schema") if isinstance(d, dict) else type(d).__name__
         raise UsageError(f"baseline {path} is not an audit verdict (schema {found!r}, expected {SCHEMA!r})",
                          hint="pass the verdict.json written by python -m audit run")

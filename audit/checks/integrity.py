@@ -23,15 +23,17 @@ from __future__ import annotations
 import hashlib
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
 from audit import imaging
+from audit.clusters import cluster_ids
 from audit.context import AuditContext
 from audit.contract import CheckSpec, Option
+from audit.copies import CopyRule, copy_rule, nearest_within
 from audit.duplicates import THUMBNAIL_BYTES, ThumbnailStore, colour_thumbnail, near_pairs, pair_distances
 from audit.findings import Finding
 from audit.predictions import Predictions
@@ -73,6 +75,7 @@ class DuplicatePair:
     same_label: bool
     leak: bool  # b is in the training data
     confirmation: float = 0.0  # thumbnail distance that confirmed a near pair (0 for exact)
+    p_value: float = 0.0  # leak pairs: the chance that two independent look-alikes are this close (audit.copies)
 
 
 @dataclass(frozen=True)
@@ -86,11 +89,14 @@ class IntegrityResult:
     n_test_duplicates: int  # test images with another test image as exact/near duplicate
     leak_pairs: tuple[DuplicatePair, ...]  # capped
     n_leak_pairs: int
-    leaked: int  # test images with a duplicate in the training data
+    leaked: int  # test images with a copy in the training data
     class_counts: tuple[tuple[str, int], ...]
     imbalance_ratio: float  # largest class / smallest non-empty class
     train_class_counts: tuple[tuple[str, int], ...] = ()
     unreadable: tuple[str, ...] = ()  # training files that could not be hashed
+    lookalike_pairs: tuple[DuplicatePair, ...] = ()  # near pairs with training images that are not copies (capped)
+    n_lookalike_pairs: int = 0
+    copy_rule: CopyRule | None = None  # how near a pair must be to count as a copy, measured on the data
     shown: ClassVar[int] = SHOWN_PAIRS  # pairs the report lays out per grid (the rest are counted)
 
     def to_dict(self) -> dict:
@@ -99,7 +105,10 @@ class IntegrityResult:
                 "n_leak_pairs": self.n_leak_pairs, "leaked": self.leaked,
                 "imbalance_ratio": self.imbalance_ratio, "class_counts": dict(self.class_counts),
                 "train_class_counts": dict(self.train_class_counts),
-                "test_pairs": [p.__dict__ for p in self.test_pairs], "leak_pairs": [p.__dict__ for p in self.leak_pairs]}
+                "test_pairs": [p.__dict__ for p in self.test_pairs], "leak_pairs": [p.__dict__ for p in self.leak_pairs],
+                "n_lookalike_pairs": self.n_lookalike_pairs,
+                "lookalike_pairs": [p.__dict__ for p in self.lookalike_pairs],
+                "copy_rule": self.copy_rule.to_dict() if self.copy_rule else None}
 
 
 @dataclass(frozen=True)
@@ -115,8 +124,8 @@ class _Hashes:
 
 def hashes_of(preds: Predictions, source: DataSource) -> _Hashes:
     """The hashes and thumbnails the inference pass took of every processed test image."""
-    return _Hashes(source, preds.paths, tuple(preds.labels[i] for i in preds.y_true), preds.sha256, preds.phash,
-                   preds.thumbnails)
+    labels = tuple(preds.labels[i] if i >= 0 else "" for i in preds.y_true.tolist())  # -1: unlabelled reference
+    return _Hashes(source, preds.paths, labels, preds.sha256, preds.phash, preds.thumbnails)
 
 
 def _hash_one(source: DataSource, path: str, limits: imaging.Limits):
@@ -192,19 +201,39 @@ def _pair(h1, h2, i, j, kind, d, leak, confirmation: float = 0.0) -> DuplicatePa
     return DuplicatePair(h1.paths[i], h2.paths[j], kind, d, h1.labels[i] == h2.labels[j], leak, confirmation)
 
 
+def duplicate_pairs(preds: Predictions, source: DataSource, config: IntegrityConfig) -> list[DuplicatePair]:
+    """Exact and confirmed near-duplicate pairs inside the processed test images (empty without hashes)."""
+    if not preds.sha256:
+        return []
+    h = hashes_of(preds, source)
+    return _pairs(h, h, config, leak=False)
+
+
+def duplicate_clusters(preds: Predictions, pairs: list[DuplicatePair]) -> np.ndarray | None:
+    """A cluster id per row of ``preds`` from its duplicate pairs; None when no two images are duplicates."""
+    if not pairs:
+        return None
+    row = {p: i for i, p in enumerate(preds.paths)}
+    return cluster_ids(len(preds), np.array([row[p.a] for p in pairs]), np.array([row[p.b] for p in pairs]))
+
+
 def integrity(ctx: AuditContext) -> IntegrityResult:
     """Exact and near duplicates inside the processed test images and between ``--train`` and them; balance."""
     config, test = ctx.config.integrity, ctx.predictions
     train = ctx.state("integrity")
     labels = test.labels
     ht = hashes_of(test, ctx.source)
-    test_pairs = _pairs(ht, ht, config, leak=False)
+    # the pipeline found them once after inference, for the clusters of the metrics' intervals
+    test_pairs = list(ctx.test_pairs) if ctx.test_pairs is not None else _pairs(ht, ht, config, leak=False)
     leak_pairs: list[DuplicatePair] = []
+    lookalikes: list[DuplicatePair] = []
     train_counts: tuple[tuple[str, int], ...] = ()
     unreadable: tuple[str, ...] = ()
+    rule = None
     if train is not None:
-        hr = hash_source(train, workers=ctx.config.workers, limits=ctx.limits)
-        leak_pairs, unreadable = _pairs(ht, hr, config, leak=True), hr.unreadable
+        hr = _train_hashes(ctx, train)
+        leak_pairs, lookalikes, rule = leakage(ht, hr, config, ctx.seed)
+        unreadable = hr.unreadable
         c = Counter(s.label for s in train.samples)
         train_counts = tuple((lab, c.get(lab, 0)) for lab in labels)
     counts = Counter(ht.labels)
@@ -218,8 +247,44 @@ def integrity(ctx: AuditContext) -> IntegrityResult:
         leak_pairs=tuple(leak_pairs[:MAX_LISTED]), n_leak_pairs=len(leak_pairs),
         leaked=len({p.a for p in leak_pairs}),
         class_counts=class_counts, imbalance_ratio=max(nonzero) / min(nonzero) if nonzero else float("nan"),
-        train_class_counts=train_counts, unreadable=unreadable,
+        train_class_counts=train_counts, unreadable=unreadable, lookalike_pairs=tuple(lookalikes[:MAX_LISTED]),
+        n_lookalike_pairs=len(lookalikes), copy_rule=rule,
     )
+
+
+NULL_IMAGES = 10_000  # images per set whose nearest candidate calibrates the copy rule
+
+
+def leakage(ht: _Hashes, hr: _Hashes, config: IntegrityConfig,
+            seed: int = 0) -> tuple[list[DuplicatePair], list[DuplicatePair], CopyRule]:
+    """(copies, look-alikes, the rule): near pairs with training images, split by how near independent
+    images of this data set get to each other (``audit.copies``). Exact pairs are always copies."""
+    near = _pairs(ht, hr, config, leak=True)
+    rule = copy_rule([_nearest_null(h, config, seed) for h in (hr, ht)],
+                     tested=len({p.a for p in near if p.kind == "near"}), max_distance=config.max_colour_distance)
+    p = rule.p_value(np.array([q.confirmation for q in near]))
+    marked = [replace(q, p_value=float(pv) if q.kind == "near" else 0.0) for q, pv in zip(near, p)]
+    copies = [q for q in marked if q.kind == "exact" or q.confirmation < rule.threshold]
+    return copies, [q for q in marked if q.kind == "near" and q.confirmation >= rule.threshold], rule
+
+
+def _nearest_null(h: _Hashes, config: IntegrityConfig, seed: int) -> np.ndarray:
+    """Each image's distance to its nearest hash candidate inside its own set (a seeded sample of the set)."""
+    rows = np.arange(len(h.paths))
+    if len(rows) > NULL_IMAGES:
+        rows = np.sort(np.random.default_rng(seed).choice(rows, NULL_IMAGES, replace=False))
+    if len(rows) < 2:
+        return np.zeros(0)
+    cand = near_pairs(h.phash[rows], None, config.hash_distance, max_pairs=MAX_CANDIDATES)
+    i, j = rows[cand.i], rows[cand.j]
+    dist = pair_distances(_thumbnails(h, np.r_[i, j]), _thumbnails(h, np.r_[i, j]), _local_rows2(h, i, j, 0),
+                          _local_rows2(h, i, j, 1), limit=config.max_colour_distance)
+    return nearest_within(cand.i, cand.j, dist, len(rows))
+
+
+def _local_rows2(h: _Hashes, i: np.ndarray, j: np.ndarray, side: int) -> np.ndarray:
+    rows = i if side == 0 else j
+    return rows if h.thumbnails is not None else np.searchsorted(np.unique(np.r_[i, j]), rows)
 
 
 def criteria(res: IntegrityResult, config: AuditConfig) -> list[Criterion]:
@@ -229,7 +294,9 @@ def criteria(res: IntegrityResult, config: AuditConfig) -> list[Criterion]:
         ex = ", ".join(f"{p.a} ~ {p.b}" for p in res.leak_pairs[:3])
         detail = f"{res.n_leak_pairs} exact/near duplicate pair(s) with {res.n_train} training images" + (
             f": {ex}" if ex else "")
-        out.append(judge(Measure.count("integrity.leakage", "Test images duplicated in the training data (leakage)",
+        if res.n_lookalike_pairs:
+            detail += f"; {res.n_lookalike_pairs} look-alike pair(s) not counted (no nearer than independent images get)"
+        out.append(judge(Measure.count("integrity.leakage", "Test images copied in the training data (leakage)",
                                        res.leaked, detail=detail), config.max_leaked))
     if config.max_test_duplicates is not None:
         out.append(judge(Measure.count("integrity.test_duplicates", "Duplicated images inside the test set",
@@ -247,7 +314,8 @@ def findings(res: IntegrityResult, config: AuditConfig | None) -> list[Finding]:
                            importance=res.leaked / res.n_test, criterion="integrity.leakage"))
     if res.n_test_duplicates:
         out.append(Finding("info", f"{res.n_test_duplicates} test images have an exact or near duplicate inside the "
-                                   f"test set ({res.n_test_pairs} pair(s)), so they count more than once.",
+                                   f"test set ({res.n_test_pairs} pair(s)): not independent evidence, so the metrics' "
+                                   "intervals count them by cluster (effective sample size in the evidence section).",
                            "integrity", importance=res.n_test_duplicates / res.n_test,
                            criterion="integrity.test_duplicates"))
     return out
@@ -261,10 +329,24 @@ def thumbnails(res: IntegrityResult, ctx: AuditContext) -> list[tuple]:
     return out
 
 
+def _train_hashes(ctx: AuditContext, train: DataSource) -> _Hashes:
+    """The training images' hashes: from the reference pass when it ran over all of them (one decode serves
+    leakage and shift), else hashed here."""
+    ref = ctx.reference
+    if ref is not None and ref.source is train and ref.complete and ref.predictions is not None:
+        hr = hashes_of(ref.predictions, train)
+        return replace(hr, unreadable=tuple(s.path for s in ref.rejected))
+    return hash_source(train, workers=ctx.config.workers, limits=ctx.limits)
+
+
 def _open_train(ctx: AuditContext) -> DataSource | None:
     train = ctx.config.integrity.train
+    if train is None:
+        return None
+    if ctx.reference is not None and ctx.reference.flag == "--train":
+        return ctx.reference.source  # already scanned as the reference
     root = Path(ctx.config.data_root) if ctx.config.data_root else None
-    return None if train is None else open_source(Path(train), ctx.classifier.labels, flag="--train", data_root=root)
+    return open_source(Path(train), ctx.classifier.labels, flag="--train", data_root=root)
 
 
 SPEC = CheckSpec(

@@ -8,6 +8,15 @@ drop* (accuracy on the originals minus on the copies), overall and per true clas
 accuracies are proportions with Wilson intervals (no flip in 30 images is [0, 0.11], not [0, 0]);
 the accuracy drop, a difference, has a percentile-bootstrap CI.
 
+With ``early_stop`` (the default) each transform x severity arm runs its images in looks (50, 100,
+200, ... images, in a seeded random order) and stops as soon as the anytime-valid confidence
+sequence of its flip rate (``audit.sequential``) excludes the transform's limit: an arm far from
+its limit decides after a few dozen images instead of the whole sample. Its flip rate is then
+reported with that sequence, which holds at whatever size the arm stopped (a Wilson interval
+would not: looking and stopping early breaks its coverage). Without ``early_stop`` every arm runs
+the whole sample and flip rates get Wilson intervals on the effective sample size (duplicated
+test images count once, ``audit.clusters``).
+
 Which transforms run: ``invariance.transforms`` from the config, else the model card's
 ``audit.invariances``, else ``DEFAULT_TRANSFORMS``; minus ``invariance.exclude`` (e.g. a
 vertical flip is not label-preserving for digits). Only claimed invariances (card or config)
@@ -21,7 +30,6 @@ Example::
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -29,11 +37,13 @@ from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 
+from audit.clusters import clustered_proportion
 from audit.context import AuditContext
 from audit.contract import CheckSpec
 from audit.errors import ConfigError
 from audit.findings import Finding
-from audit.predictions import Predictions
+from audit.power import Sampling
+from audit.sequential import excludes, looks, rate_sequence
 from audit.settings import Section, setting, unit
 from audit.stats import Estimate, _num, bootstrap, proportion_ci
 from audit.svg import ACCENT, BAD, Bar, Canvas, ci_bounds, intervals, short_label
@@ -73,6 +83,8 @@ class InvarianceConfig(Section):
     max_images: int = setting(1000, ge=0)  # a seeded sample of the test images; 0 = all
     max_flip_rate: float = unit(0.1)
     max_flip_rate_by: FlipLimits = field(default_factory=FlipLimits)
+    early_stop: bool = True  # stop each arm once its flip rate's confidence sequence excludes the limit
+    first_look: int = setting(50, ge=1)  # images before an arm's first look; each later look doubles them
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -104,14 +116,20 @@ class InvarianceRun:
     per_class: tuple[ClassFlips, ...]
     flipped: tuple[str, ...] = ()  # a few paths whose prediction changed
     limit: float = math.nan  # the maximum flip rate that applies to this transform
+    budget: int = 0  # images the arm would run without stopping early
+    sequential: bool = False  # looked as it ran: flip_rate's interval is the anytime-valid sequence
 
     @property
     def over_limit(self) -> bool:
         return self.flip_rate.value > self.limit
 
+    @property
+    def stopped_early(self) -> bool:
+        return self.n < self.budget
+
     def to_dict(self) -> dict:
         return {"transform": self.transform, "severity": self.severity, "description": self.description,
-                "n": self.n, "flip_rate": self.flip_rate.to_dict(), "accuracy": self.accuracy.to_dict(),
+                "n": self.n, "budget": self.budget, "sequential": self.sequential, "flip_rate": self.flip_rate.to_dict(), "accuracy": self.accuracy.to_dict(),
                 "accuracy_drop": self.accuracy_drop.to_dict(),
                 "per_class": {c.label: {"n": c.n, "flip_rate": _num(c.flip_rate), "accuracy_drop": _num(c.accuracy_drop)}
                               for c in self.per_class}}
@@ -139,8 +157,17 @@ class InvarianceResult:
     def transforms(self) -> tuple[str, ...]:
         return tuple(dict.fromkeys(r.transform for r in self.runs))
 
+    @property
+    def images_run(self) -> int:
+        return sum(r.n for r in self.runs)
+
+    @property
+    def images_budget(self) -> int:
+        return sum(r.budget for r in self.runs)
+
     def to_dict(self) -> dict:
         return {"source": self.source, "n_images": self.n_images, "n_total": self.n_total,
+                "images_run": self.images_run, "images_budget": self.images_budget,
                 "accuracy": self.accuracy.to_dict(), "excluded": list(self.excluded), "unknown": list(self.unknown),
                 "runs": [r.to_dict() for r in self.runs]}
 
@@ -163,49 +190,82 @@ def invariance(ctx: AuditContext, max_flipped: int = 8) -> InvarianceResult:
     config, preds = ctx.config.invariance, ctx.predictions
     names, source, unknown = choose_transforms(config, ctx.classifier.card.invariances)
     usable = ctx.sample(config.max_images)
+    if config.early_stop:  # every prefix must be a random sample, not the first classes of the folder
+        usable = [usable[i] for i in np.random.default_rng(ctx.seed).permutation(len(usable))]
     row = {p: i for i, p in enumerate(preds.paths)}
     rows = np.array([row[s.path] for s in usable], dtype=np.int64)
-    y, base = preds.y_true[rows], preds.y_pred[rows]
-    base_ok = (base == y).astype(float)
+    arms = _Arms(usable, preds.y_true[rows], preds.y_pred[rows],
+                 None if preds.clusters is None else preds.clusters[rows], preds.labels)
     runs = []
     for name in names:
         spec = TRANSFORMS[name]
         for sev in spec.severities(config.severities):
-            p2, _ = ctx.rerun(usable, transform=spec.at(sev), desc=f"invariance {name}")
-            run = _compare(spec, sev, usable, y, base, base_ok, p2, preds.labels, ctx, max_flipped)
-            runs.append(dataclasses.replace(run, limit=config.limit(name)))
+            limit = config.limit(name)
+            ran, new = _rerun(ctx, spec.at(sev), arms, limit, config, f"invariance {name}")
+            runs.append(_compare(spec, sev, arms, ran, new, limit, config.early_stop, ctx, max_flipped))
     n = len(rows)
-    acc = proportion_ci(int(base_ok.sum()), n)
+    acc = proportion_ci(int((arms.base == arms.y).sum()), n)
     return InvarianceResult(source, n, len(preds), acc, tuple(runs), tuple(config.exclude), tuple(unknown))
 
 
-def _compare(spec: TransformSpec, sev, usable, y, base, base_ok, p2: Predictions, labels, ctx,
-             max_flipped) -> InvarianceRun:
-    # A transform can make an image undecodable only in theory; keep the rows both runs have.
-    if len(p2) != len(usable):
-        keep = {p: i for i, p in enumerate(p2.paths)}
-        sel = np.array([i for i, s in enumerate(usable) if s.path in keep])
-        y, base, base_ok = y[sel], base[sel], base_ok[sel]
-        new = p2.y_pred[[keep[usable[i].path] for i in sel]]
-        paths = [usable[i].path for i in sel]
-    else:
-        new, paths = p2.y_pred, [s.path for s in usable]
-    flips = (new != base).astype(float)
-    new_ok = (new == y).astype(float)
+@dataclass(frozen=True)
+class _Arms:
+    """The sampled images every arm re-runs (in running order), with their labels and original predictions."""
+
+    usable: list
+    y: np.ndarray
+    base: np.ndarray
+    clusters: np.ndarray | None
+    labels: tuple[str, ...]
+
+
+def _rerun(ctx, transform, arms: _Arms, limit: float, config: InvarianceConfig, desc: str):
+    """(rows of ``arms.usable`` that ran, their new predictions): at once, or look by look until the flip
+    rate's confidence sequence excludes ``limit``. A transform could make an image undecodable only in
+    theory; the rows both runs have are kept."""
+    total = len(arms.usable)
+    stops = looks(total, config.first_look) if config.early_stop else [total]
+    ran, new, done = [], [], 0
+    for upto in stops:
+        chunk = arms.usable[done:upto]
+        p2, _ = ctx.rerun(chunk, transform=transform, desc=desc)
+        at = {s.path: done + i for i, s in enumerate(chunk)}
+        ran += [at[p] for p in p2.paths]
+        new.append(p2.y_pred)
+        done = upto
+        flips = int((np.concatenate(new) != arms.base[ran]).sum())
+        if config.early_stop and excludes(flips, len(ran), limit):
+            break
+    return np.array(ran, dtype=np.int64), (np.concatenate(new) if new else np.zeros(0, np.int64))
+
+
+def _compare(spec: TransformSpec, sev, arms: _Arms, ran: np.ndarray, new: np.ndarray, limit: float,
+             sequential: bool, ctx, max_flipped) -> InvarianceRun:
+    y, base = arms.y[ran], arms.base[ran]
+    paths = [arms.usable[i].path for i in ran]
+    flips = new != base
+    base_ok, new_ok = (base == y).astype(float), (new == y).astype(float)
     n = len(flips)
     drop = base_ok - new_ok
-    ests = [proportion_ci(int(flips.sum()), n), proportion_ci(int(new_ok.sum()), n),
-            bootstrap(lambda idx: drop[idx].mean(axis=1), n, n_boot=ctx.n_boot, seed=ctx.seed) if n else
-            Estimate(math.nan, math.nan, math.nan)]
+    k = int(flips.sum())
+    nan = Estimate(math.nan, math.nan, math.nan)
+    if not n:
+        flip_rate = nan
+    elif sequential:
+        flip_rate = Estimate(k / n, *rate_sequence(k, n, limit))
+    else:
+        flip_rate = clustered_proportion(flips, None if arms.clusters is None else arms.clusters[ran])[0]
     per_class = []
-    for ci, lab in enumerate(labels):
+    for ci, lab in enumerate(arms.labels):
         m = y == ci
         if m.any():
-            per_class.append(ClassFlips(lab, int(m.sum()), float(flips[m].mean()), float((base_ok - new_ok)[m].mean())))
+            per_class.append(ClassFlips(lab, int(m.sum()), float(flips[m].mean()), float(drop[m].mean())))
     return InvarianceRun(
         transform=spec.name, severity=sev, description=spec.describe.format(spec.param(sev)), n=n,
-        flip_rate=ests[0], accuracy=ests[1], accuracy_drop=ests[2], per_class=tuple(per_class),
-        flipped=tuple(paths[i] for i in np.flatnonzero(flips)[:max_flipped]),
+        flip_rate=flip_rate, accuracy=proportion_ci(int(new_ok.sum()), n),
+        accuracy_drop=bootstrap(lambda idx: drop[idx].mean(axis=1), n, n_boot=ctx.n_boot, seed=ctx.seed) if n else nan,
+        per_class=tuple(per_class), flipped=tuple(paths[i] for i in np.flatnonzero(flips)[:max_flipped]),
+        limit=limit, budget=len(arms.usable), sequential=sequential,
     )
 
 
@@ -218,7 +278,10 @@ def criteria(res: InvarianceResult, config: AuditConfig) -> list[Criterion]:
         detail = (("" if judged else "not judged: neither the model card nor the config declares invariances; ")
                   + f"worst severity: {worst.description}; accuracy drop {worst.accuracy_drop.value:+.3f} on "
                   f"{worst.n} images")
-        m = Measure(f"invariance.{t}", f"Flip rate under {t} (worst severity)", worst.flip_rate, False, detail)
+        stop = (f"; stopped after {worst.n} of {worst.budget} images: its confidence sequence excludes the limit"
+                if worst.stopped_early else "")
+        m = Measure(f"invariance.{t}", f"Flip rate under {t} (worst severity)", worst.flip_rate, False, detail + stop,
+                    sampling=Sampling(worst.n))
         out.append(judge(m, config.invariance.limit(t), judged=judged))
     return out
 

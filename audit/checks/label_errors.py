@@ -45,6 +45,7 @@ from audit.context import AuditContext
 from audit.contract import CardPart, CheckSpec
 from audit.findings import Finding
 from audit.predictions import Predictions
+from audit.power import Sampling
 from audit.settings import Section, setting, unit
 from audit.stats import Estimate, proportion_ci
 from audit.text import fmt
@@ -256,7 +257,8 @@ def criteria(res: LabelErrorsResult, config: AuditConfig) -> list[Criterion]:
     detail = (f"{res.n_flagged} of {res.n} images flagged by cleanlab ({res.method.replace('_', ' ')}); "
               f"accuracy {res.accuracy.value:.3f} with them, {res.accuracy_without.value:.3f} without; "
               "suspected, not confirmed")
-    m = Measure("label_errors.flagged_share", "Share of images suspected mislabeled", res.flagged_share, False, detail)
+    m = Measure("label_errors.flagged_share", "Share of images suspected mislabeled", res.flagged_share, False, detail,
+                sampling=Sampling(res.n))
     return [judge(m, cfg.max_share, judged=cfg.judged)]
 
 

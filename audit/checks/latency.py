@@ -8,6 +8,13 @@ the audit's own test images; each phase (sequential, then ``concurrency`` client
 The first answer for each image is compared with the audit's prediction for it, which checks
 that serving and auditing preprocess identically.
 
+With ``early_stop`` (the default) ``requests`` is a budget: each phase sends its requests in looks
+(``first_look``, then doubling) and stops once the anytime-valid confidence sequence of its p95
+(``audit.sequential.quantile_sequence``: the share of requests at or over ``max_p95_ms`` against
+5%) excludes the limit, and the p95 is reported with that sequence, which holds at whatever
+count the phase stopped. No fixed count below 59 requests can show a p95 under a limit at 95%
+confidence without assumptions (0.95^58 > 0.05); the sequence needs 66 when none is slow.
+
 Example::
 
     res = measure_latency(Path("model.onnx"), preds, source, LatencyConfig(requests=50))
@@ -27,8 +34,9 @@ import numpy as np
 
 from audit.context import AuditContext
 from audit.contract import CheckSpec
-from audit.loadgen import RequestRun, ServerError, request_body, running_server, send_requests
+from audit.loadgen import RequestRun, ServerError, join_runs, request_body, running_server, send_requests
 from audit.predictions import Predictions
+from audit.sequential import looks, quantile_sequence
 from audit.settings import Section, setting
 from audit.sources.base import DataSource
 from audit.stats import Estimate, _num, bootstrap_many
@@ -47,7 +55,9 @@ class LatencyConfig(Section):
 
     section: ClassVar[str] = "latency"
     enabled: bool = True
-    requests: int = setting(50, ge=1)  # timed requests per phase (sequential, then concurrent)
+    requests: int = setting(200, ge=1)  # timed requests per phase (sequential, then concurrent): at most, with early_stop
+    early_stop: bool = True  # stop a phase once the p95's confidence sequence excludes max_p95_ms
+    first_look: int = setting(70, ge=1)  # requests before a phase's first look; each later look doubles them
     concurrency: int = setting(4, ge=1, le=256)  # clients in the concurrent phase; 1 = sequential only
     warmup: int = setting(3, ge=0)  # untimed requests first (the first session.run allocates)
     max_images: int = setting(16, ge=1)  # distinct test images the requests cycle through
@@ -72,9 +82,12 @@ class PhaseLatency:
     throughput: float  # successful requests per second of the phase's wall time
     wall_s: float
     latencies_ms: np.ndarray  # (n - errors,) in send order
+    budget: int = 0  # requests the phase would send without stopping early
+    sequential: bool = False  # looked as it ran: p95's interval is the anytime-valid sequence
 
     def to_dict(self) -> dict[str, Any]:
-        return {"concurrency": self.concurrency, "n": self.n, "errors": self.errors,
+        return {"concurrency": self.concurrency, "n": self.n, "budget": self.budget, "sequential": self.sequential,
+                "errors": self.errors,
                 "p50_ms": self.p50.to_dict(), "p95_ms": self.p95.to_dict(), "p99_ms": self.p99.to_dict(),
                 "mean_ms": _num(self.mean_ms), "throughput_rps": _num(self.throughput), "wall_s": self.wall_s}
 
@@ -174,13 +187,11 @@ def measure_latency(
     with running_server(model_path, threads=threads, card_overrides=card_overrides,
                         startup_timeout_s=config.startup_timeout_s) as server:
         send_requests(server.url, bodies, config.warmup, 1, config.request_timeout_s)
-        seq = send_requests(server.url, bodies, config.requests, 1, config.request_timeout_s)
-        runs = [("sequential", 1, seq)]
+        runs = [("sequential", 1, _send_phase(server.url, bodies, 1, config))]
         if config.concurrency > 1:
-            runs.append(("concurrent", config.concurrency,
-                         send_requests(server.url, bodies, config.requests, config.concurrency,
-                                       config.request_timeout_s)))
-    phases = tuple(_phase(name, c, run, n_boot, seed) for name, c, run in runs)
+            runs.append(("concurrent", config.concurrency, _send_phase(server.url, bodies, config.concurrency, config)))
+    seq = runs[0][2]
+    phases = tuple(_phase(name, c, run, n_boot, seed, config) for name, c, run in runs)
     first_error = next((run.first_error for _, _, run in runs if run.first_error), None)
     return LatencyResult(
         model=Path(model_path).name,
@@ -199,11 +210,12 @@ def criteria(result: LatencyResult, config: AuditConfig) -> list[Criterion]:
     """p95 below ``latency.max_p95_ms`` per phase, no failed request, served answers = the audit's."""
     seq, conc, config = result.sequential, result.concurrent, config.latency
     out = [judge(Measure("latency.p95", "p95 latency of /predict, one client (ms)", seq.p95, False,
-                         f"p50 {seq.p50.value:.1f} ms over {seq.n} requests"),
+                         f"p50 {seq.p50.value:.1f} ms over {seq.n} requests{_stopped(seq)}"),
                  config.max_p95_ms, strict=True)]
     if conc is not None:
         out.append(judge(Measure("latency.p95_concurrent", f"p95 latency of /predict, {conc.concurrency} clients (ms)",
-                                 conc.p95, False, f"p50 {conc.p50.value:.1f} ms, {conc.throughput:.1f} requests/s"),
+                                 conc.p95, False, f"p50 {conc.p50.value:.1f} ms, {conc.throughput:.1f} requests/s"
+                                 f"{_stopped(conc)}"),
                          config.max_p95_ms, strict=True))
     first = f"; first: {result.first_error}" if result.first_error else ""
     out.append(judge(Measure.count("latency.errors", "Failed /predict requests", result.errors,
@@ -218,6 +230,14 @@ def criteria(result: LatencyResult, config: AuditConfig) -> list[Criterion]:
                Measure("latency.matches_audit", title, Estimate(math.nan, math.nan, math.nan), False, detail))
     out.append(judge(matches, 0))
     return out
+
+
+def _stopped(phase: PhaseLatency) -> str:
+    if not phase.sequential:
+        return ""
+    if phase.n < phase.budget:
+        return f"; stopped after {phase.n} of {phase.budget} requests: the p95's confidence sequence excludes the limit"
+    return f"; all {phase.budget} requests sent, CI of the p95 is its confidence sequence"
 
 
 def _choose_images(preds: Predictions, source: DataSource, k: int) -> list[tuple[int, bytes]]:
@@ -243,19 +263,40 @@ def _compare(preds: Predictions, row: int, answer: tuple[str, float] | None) -> 
     return ServedAnswer(preds.paths[row], served_class, served_prob, audit_class, audit_prob, diff)
 
 
-def _phase(name: str, concurrency: int, run: RequestRun, n_boot: int, seed: int) -> PhaseLatency:
+def _send_phase(url: str, bodies, concurrency: int, config: LatencyConfig) -> RequestRun:
+    """``config.requests`` requests, or look by look until the p95's confidence sequence excludes the limit."""
+    stops = looks(config.requests, config.first_look) if config.early_stop else [config.requests]
+    runs, done = [], 0
+    for upto in stops:
+        runs.append(send_requests(url, bodies, upto - done, concurrency, config.request_timeout_s, start=done))
+        done = upto
+        lat = np.concatenate([r.latencies_ms[r.ok] for r in runs])
+        if config.early_stop and _decided(lat, config.max_p95_ms):
+            break
+    return join_runs(runs)
+
+
+def _decided(latencies_ms: np.ndarray, limit_ms: float) -> bool:
+    low, high = quantile_sequence(latencies_ms, 0.95)
+    return high < limit_ms or low >= limit_ms
+
+
+def _phase(name: str, concurrency: int, run: RequestRun, n_boot: int, seed: int,
+           config: LatencyConfig = LatencyConfig(early_stop=False)) -> PhaseLatency:
     lat = run.latencies_ms[run.ok]
     if len(lat) >= 2:
         p50, p95, p99 = bootstrap_many(lambda idx: np.quantile(lat[idx], [0.5, 0.95, 0.99], axis=1).T, len(lat),
                                        n_boot=n_boot, seed=seed)
     else:
         p50 = p95 = p99 = Estimate(float(lat[0]) if len(lat) else math.nan, math.nan, math.nan)
+    if config.early_stop and len(lat):
+        p95 = Estimate(float(np.quantile(lat, 0.95)), *quantile_sequence(lat, 0.95))
     return PhaseLatency(
         name=name, concurrency=concurrency, n=len(run.ok), errors=int((~run.ok).sum()),
         p50=p50, p95=p95, p99=p99,
         mean_ms=float(lat.mean()) if len(lat) else math.nan,
         throughput=len(lat) / run.wall_s if run.wall_s > 0 else math.nan,
-        wall_s=run.wall_s, latencies_ms=lat,
+        wall_s=run.wall_s, latencies_ms=lat, budget=config.requests, sequential=config.early_stop,
     )
 
 

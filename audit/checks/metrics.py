@@ -1,14 +1,18 @@
 """Classification metrics with confidence intervals (docs/ARCHITECTURE.md §4.3).
 
-Proportions get a Wilson score interval (``stats.proportion_ci``): accuracy (correct / images),
-top-k accuracy, and per class precision (true positives / predicted) and recall (true positives /
-support). Unlike the percentile bootstrap, it does not collapse to a point on a small or perfect
-sample: 12 of 12 correct is [0.76, 1], not [1, 1]. The numbers that are not one proportion
-(balanced accuracy, macro and weighted F1, per-class F1) keep the percentile bootstrap.
+Proportions get a Wilson score interval: accuracy (correct / images), top-k accuracy, and per
+class precision (true positives / predicted) and recall (true positives / support). Unlike the
+percentile bootstrap, it does not collapse to a point on a small or perfect sample: 12 of 12
+correct is [0.76, 1], not [1, 1]. Duplicated test images (exact copies and confirmed near
+duplicates, ``Predictions.clusters``) are not independent evidence: each proportion's interval
+is computed on its effective sample size (``audit.clusters``). The numbers that are not one
+proportion (balanced accuracy, macro and weighted F1, per-class F1) keep the percentile
+bootstrap, resampling whole duplicate clusters within each true class (the test set's class
+make-up is fixed by design).
 
 The bootstrap works on per-class counts (true positives, support, predicted: O(classes) per
-resample, all resamples of a chunk in three ``bincount`` calls), never on a classes x classes
-matrix per resample, so 1,000 replicates stay cheap at 1,000 classes. Conventions follow
+resample, all resamples of a chunk in three weighted ``bincount`` calls), never on a classes x
+classes matrix per resample, so 1,000 replicates stay cheap at 1,000 classes. Conventions follow
 scikit-learn: precision/recall/F1 of a class with no predicted/true samples is 0 (its interval is
 undefined); macro averages run over the classes present in ``y_true`` or ``y_pred``; balanced
 accuracy is the mean recall over classes present in ``y_true``.
@@ -16,7 +20,7 @@ accuracy is the mean recall over classes present in ``y_true``.
 Example::
 
     m = classification_metrics(preds, n_boot=1000, seed=0)
-    m.accuracy.value, m.accuracy.low, m.per_class[0].f1
+    m.accuracy.value, m.accuracy.low, m.per_class[0].f1, m.n_eff
 """
 
 from __future__ import annotations
@@ -27,11 +31,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from audit.clusters import bootstrap_weighted, clustered_proportion, grouped_proportions
 from audit.context import AuditContext
 from audit.contract import CardPart, CheckSpec
 from audit.findings import Finding
+from audit.power import Sampling
 from audit.predictions import Predictions
-from audit.stats import Estimate, bootstrap_many, proportion_ci
+from audit.stats import Estimate, proportion_ci
 from audit.svg import ACCENT, BAD, Bar, Canvas, ci_bounds, heatmap, intervals, short_label
 from audit.verdict import Criterion, Measure, judge
 
@@ -67,6 +73,8 @@ class MetricsResult:
     per_class: tuple[ClassMetrics, ...]
     confusion: np.ndarray  # (C, C) counts, rows = true label
     top_k_not_computed: tuple[int, ...] = ()  # configured k that are not below the number of classes
+    n_eff: float = float("nan")  # effective images behind the accuracy (duplicates count once per cluster)
+    clusters: int = 0  # duplicate clusters (images without a duplicate are their own)
 
     @property
     def headline(self) -> tuple[tuple[str, Estimate], ...]:
@@ -78,6 +86,8 @@ class MetricsResult:
     def to_dict(self) -> dict:
         return {
             "n": self.n,
+            "n_eff": round(self.n_eff, 1),
+            "clusters": self.clusters,
             "accuracy": self.accuracy.to_dict(),
             "balanced_accuracy": self.balanced_accuracy.to_dict(),
             "macro_f1": self.macro_f1.to_dict(),
@@ -123,9 +133,31 @@ def summarize_counts(counts: np.ndarray) -> np.ndarray:
     return np.column_stack([balanced, macro_f1, weighted_f1, f1])
 
 
+def weighted_class_counts(y_true: np.ndarray, y_pred: np.ndarray, w: np.ndarray, n_classes: int) -> np.ndarray:
+    """Per-class counts (3, k, C) of k weightings ``w`` (k, N) of the rows: true positives, support, predicted."""
+    k = w.shape[0]
+    offset = (np.arange(k) * n_classes)[:, None]
+    size = k * n_classes
+    wt = w.ravel()
+    true_at = (y_true[None, :] + offset).ravel()
+    support = np.bincount(true_at, weights=wt, minlength=size)
+    predicted = np.bincount((y_pred[None, :] + offset).ravel(), weights=wt, minlength=size)
+    tp = np.bincount(true_at, weights=(w * (y_true == y_pred)[None, :]).ravel(), minlength=size)
+    return np.stack([tp, support, predicted]).reshape(3, k, n_classes)
+
+
 def _share(k: int, n: int) -> Estimate:
     """A proportion with its Wilson interval; scikit-learn's 0 (and no interval) when ``n`` is 0."""
     return proportion_ci(k, n) if n else Estimate(0.0, float("nan"), float("nan"))
+
+
+def _shares(success: np.ndarray, groups: np.ndarray, n_groups: int, ids: np.ndarray | None) -> list[Estimate]:
+    """Per group: the share of ``success`` (Wilson on the effective size with clusters), 0 for an empty group."""
+    if ids is None:
+        k = np.bincount(groups, weights=success, minlength=n_groups).astype(int)
+        n = np.bincount(groups, minlength=n_groups)
+        return [_share(int(a), int(b)) for a, b in zip(k, n)]
+    return [e if n_eff else _share(0, 0) for e, n_eff in grouped_proportions(success, groups, n_groups, ids)]
 
 
 def top_k_correct(y_true: np.ndarray, proba: np.ndarray, k: int) -> np.ndarray:
@@ -144,23 +176,25 @@ def classification_metrics(
     """
     c = len(preds.labels)
     y_true, y_pred = preds.y_true, preds.y_pred
-    n = len(y_true)
-    ests = bootstrap_many(lambda idx: summarize_counts(class_counts(y_true, y_pred, idx, c)), n, n_boot=n_boot,
-                          seed=seed)
+    n, ids = len(y_true), preds.clusters
+    ests = bootstrap_weighted(lambda w: summarize_counts(weighted_class_counts(y_true, y_pred, w, c)), y_true, ids,
+                              n_boot=n_boot, seed=seed)
     cm = np.bincount(y_true * c + y_pred, minlength=c * c).reshape(c, c)
-    tp, support, predicted = np.diagonal(cm), cm.sum(axis=1), cm.sum(axis=0)
+    support, predicted = cm.sum(axis=1), cm.sum(axis=0)
+    right = y_true == y_pred
+    recall, precision = _shares(right, y_true, c, ids), _shares(right, y_pred, c, ids)
     per_class = tuple(
         ClassMetrics(label=preds.labels[i], support=int(support[i]), predicted=int(predicted[i]),
-                     precision=_share(int(tp[i]), int(predicted[i])), recall=_share(int(tp[i]), int(support[i])),
-                     f1=ests[3 + i])
+                     precision=precision[i], recall=recall[i], f1=ests[3 + i])
         for i in range(c)
     )
     tops = []
     for k in sorted({k for k in top_k if 1 < k < c}):
-        tops.append((k, _share(int(top_k_correct(y_true, preds.proba, k).sum()), n)))
+        tops.append((k, clustered_proportion(top_k_correct(y_true, preds.proba, k), ids)[0]))
+    accuracy, n_eff = clustered_proportion(right, ids) if n else (_share(0, 0), 0.0)
     return MetricsResult(
         n=n,
-        accuracy=_share(int(tp.sum()), n),
+        accuracy=accuracy,
         balanced_accuracy=ests[0],
         macro_f1=ests[1],
         weighted_f1=ests[2],
@@ -168,16 +202,19 @@ def classification_metrics(
         per_class=per_class,
         confusion=cm,
         top_k_not_computed=tuple(sorted({k for k in top_k if k >= c})),
+        n_eff=n_eff,
+        clusters=n if ids is None else len(np.unique(ids)),
     )
 
 
 def measures(m: MetricsResult, config: AuditConfig | None = None) -> list[Measure]:
     """Every comparable number of the metrics, by the id its criterion (if any) uses."""
-    out = [Measure("accuracy", f"Accuracy ({len(m.per_class)} classes)", m.accuracy, True),
+    sampling = Sampling(m.n, m.n_eff)
+    out = [Measure("accuracy", f"Accuracy ({len(m.per_class)} classes)", m.accuracy, True, sampling=sampling),
            Measure("balanced_accuracy", "Balanced accuracy", m.balanced_accuracy, True),
            Measure("macro_f1", "Macro F1", m.macro_f1, True),
            Measure("weighted_f1", "Weighted F1", m.weighted_f1, True)]
-    out += [Measure(f"top_{k}_accuracy", f"Top-{k} accuracy", e, True) for k, e in m.top_k]
+    out += [Measure(f"top_{k}_accuracy", f"Top-{k} accuracy", e, True, sampling=sampling) for k, e in m.top_k]
     out += [Measure(f"class_f1.{pc.label}", f"F1 of class {pc.label}", pc.f1, True) for pc in m.per_class if pc.support]
     return out
 

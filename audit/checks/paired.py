@@ -2,9 +2,14 @@
 
 The ``baseline`` check compares point estimates with a tolerance; this one pairs the two runs'
 predictions image by image (``audit.paired``): the accuracy difference with a paired interval,
-McNemar's exact test on the images only one model gets right, those images per class, per-slice
-changes, and the criterion "candidate not significantly worse": the one-sided (1 - alpha) upper
-bound of the accuracy the candidate loses must stay below ``paired.margin``.
+McNemar's exact test on the images only one model gets right, those images per class (the
+baseline's alone are the *negative flips*, counted with their interval and shown), per-slice
+changes, and the criterion "candidate not worse by more than ``paired.margin``": pass when the
+(1 - 2 alpha) paired interval of the accuracy the candidate loses lies below the margin, fail
+when it lies at or above it, inconclusive (with the images needed at the observed share of
+discordant images) when it holds the margin. The criterion is a one-sided test
+(``judge(..., one_sided=True)``): with ``judge_on = "value"`` only the upper bound is read, as
+before: below the margin passes, anything else fails.
 
 It runs whenever the baseline's folder holds a ``predictions.csv`` (every run writes one) and
 refuses runs on other data (other images, other bytes, other labels) with exit code 2 before
@@ -18,7 +23,6 @@ Example::
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
@@ -29,6 +33,7 @@ from audit.errors import UsageError
 from audit.findings import Finding
 from audit.model import model_name
 from audit.paired import PairedComparison, PairedRun, compare_runs, load_run, run_of
+from audit.power import Sampling
 from audit.settings import Section, setting
 from audit.sources import NON_FINITE
 from audit.stats import Estimate
@@ -87,27 +92,32 @@ def _run(ctx: AuditContext) -> PairedComparison:
 
 
 def measure(res: PairedComparison) -> Measure:
-    """The judged number: the one-sided upper bound of the accuracy the candidate loses."""
+    """The judged number: the accuracy the candidate loses, with its (1 - 2 alpha) paired interval (whose
+    upper bound is the one-sided (1 - alpha) bound of the classical non-inferiority test)."""
     ni, d, t = res.non_inferiority, res.difference, res.table
     detail = (f"accuracy {res.candidate_accuracy.value:.3f} vs {res.baseline_accuracy.value:.3f} ({res.baseline}), "
               f"difference {d.value:+.3f} [{d.low:+.3f}, {d.high:+.3f}]; McNemar exact p = {res.mcnemar_p:.2g} "
-              f"({t.candidate_only} images right only for the candidate, {t.baseline_only} only for the baseline)")
-    title = (f"Candidate not significantly worse than the baseline: accuracy loss, one-sided "
-             f"{100 * (1 - ni.alpha):g}% upper bound")
-    return Measure("paired.not_worse", title, Estimate(ni.upper_bound, math.nan, math.nan, 1 - ni.alpha), False,
-                   detail)
+              f"({t.candidate_only} images right only for the candidate, {t.baseline_only} only for the baseline: "
+              f"negative flips)")
+    level = 100 * (1 - ni.alpha)
+    title = (f"Candidate not worse than the baseline by more than the margin: accuracy lost, "
+             f"{100 * (1 - 2 * ni.alpha):g}% paired CI (one-sided {level:g}% bounds)")
+    return Measure("paired.not_worse", title, Estimate(-d.value, ni.lower_bound, ni.upper_bound, 1 - 2 * ni.alpha),
+                   False, detail, sampling=Sampling(res.n, discordant=res.discordant))
 
 
 def criteria(res: PairedComparison, config: AuditConfig | None) -> list[Criterion]:
-    return [judge(measure(res), res.non_inferiority.margin, strict=True)]
+    return [judge(measure(res), res.non_inferiority.margin, strict=True, one_sided=True)]
 
 
 def findings(res: PairedComparison, config: AuditConfig | None) -> list[Finding]:
     d, t = res.difference, res.table
+    nf = res.negative_flips
     out = [Finding("info", f"Against the baseline {res.baseline}, the candidate is {res.direction} on the "
                            f"same {res.n} images: accuracy {d.value:+.3f} [{d.low:+.3f}, {d.high:+.3f}], McNemar "
                            f"p = {res.mcnemar_p:.2g} ({t.candidate_only} images only it gets right, "
-                           f"{t.baseline_only} only the baseline).",
+                           f"{t.baseline_only} only the baseline: negative flips, {100 * nf.value:.1f}% "
+                           f"[{100 * nf.low:.1f}%, {100 * nf.high:.1f}%]).",
                    "paired", importance=1.0, criterion="paired.not_worse")]
     worse = [s for s in res.slices if s.q_value < res.non_inferiority.alpha and s.difference.value < 0]
     if worse:
@@ -131,14 +141,14 @@ def _number(flag: str):
 
 def card(res: PairedComparison, config: AuditConfig | None) -> CardPart:
     """model_card.md's comparison with the baseline run, in one paragraph."""
-    d, ni, t = res.difference, res.non_inferiority, res.table
+    d, ni, t, nf = res.difference, res.non_inferiority, res.table, res.negative_flips
     text = (f"Paired with the baseline {code(res.baseline)} on the same {res.n} images: accuracy "
             f"{fmt(res.candidate_accuracy.value)} vs {fmt(res.baseline_accuracy.value)}, difference "
             f"{d.value:+.3f} {fmt_ci(d.low, d.high)} (Newcombe, paired), McNemar exact p = {res.mcnemar_p:.2g} "
-            f"({t.candidate_only} images only this model gets right, {t.baseline_only} only the baseline). The "
-            f"candidate is {res.direction}; not significantly worse at margin {ni.margin:g}: "
-            f"**{'yes' if ni.passed else 'no'}** (one-sided {100 * (1 - ni.alpha):g}% upper bound of the loss "
-            f"{ni.upper_bound:+.4f}).")
+            f"({t.candidate_only} images only this model gets right, {t.baseline_only} only the baseline: negative "
+            f"flips, {100 * nf.value:.1f}% [{100 * nf.low:.1f}%, {100 * nf.high:.1f}%]). The candidate is "
+            f"{res.direction}; not worse by more than the margin {ni.margin:g}: **{ni.status}** (accuracy lost, "
+            f"one-sided {100 * (1 - ni.alpha):g}% bounds {fmt_ci(ni.lower_bound, ni.upper_bound, 4)}).")
     return CardPart(sections=(("Comparison with the baseline", text),))
 
 

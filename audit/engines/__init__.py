@@ -28,7 +28,7 @@ class Engine(Protocol):
     name: str
 
     def predict(self, classifier, source: DataSource, samples: Sequence[Sample] | None = None, *,
-                transform: Transform | None = None, capture: bool = True,
+                transform: Transform | None = None, capture: bool = True, features: bool = False,
                 desc: str = "inference", progress: bool | None = None) -> tuple[Predictions, list[Skipped]]:
         """Run ``classifier`` over ``samples`` of ``source``; images that fail come back as ``Skipped``.
 

@@ -20,6 +20,7 @@ from PIL import Image
 
 from audit import imaging
 from audit.duplicates import ThumbnailStore, colour_thumbnail
+from audit.features import FeatureStore
 from audit.preprocess import Preprocess
 from audit.predictions import Predictions
 from audit.sources import NON_FINITE, DataSource, Sample, Skipped
@@ -149,8 +150,18 @@ def assemble(raw: ReadBatch, pre: Preprocess) -> DecodedBatch:
     )
 
 
+def run_model(classifier, tensor: np.ndarray, features: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    """(probabilities, features or None): features when asked for and the classifier has them."""
+    if features and getattr(getattr(classifier, "features", None), "name", None):
+        return classifier.predict(tensor, with_features=True)
+    return classifier.predict_proba(tensor), None
+
+
 class Collector:
-    """Accumulates decoded batches and their probabilities into one ``Predictions`` table plus the rejected samples."""
+    """Accumulates decoded batches and their probabilities into one ``Predictions`` table plus the rejected samples.
+
+    Feature rows (when the engine passes them) go to a ``FeatureStore`` on disk as they arrive.
+    """
 
     def __init__(self, labels: Sequence[str], samples: Sequence[Sample], capture: bool) -> None:
         self.labels = tuple(labels)
@@ -165,10 +176,11 @@ class Collector:
         self.shas: list[str] = []
         self.phashes: list[np.ndarray] = []
         self.thumbnails = ThumbnailStore() if capture else None
+        self.features: FeatureStore | None = None
         self.rejected: list[Skipped] = []
 
-    def add(self, batch: DecodedBatch, proba: np.ndarray | None) -> None:
-        """One decoded batch and the (n, C) probabilities of its decoded samples.
+    def add(self, batch: DecodedBatch, proba: np.ndarray | None, features: np.ndarray | None = None) -> None:
+        """One decoded batch, the (n, C) probabilities of its decoded samples and their (n, D) features.
 
         Rows whose probabilities are not finite (the model output NaN or Inf) are set aside as
         skipped, never scored: an argmax over NaN would silently say class 0.
@@ -179,10 +191,15 @@ class Collector:
                 batch = batch.take(np.flatnonzero(finite),
                                    [Skipped(s.path, NON_FINITE) for s, ok in zip(batch.samples, finite) if not ok])
                 proba = proba[finite]
+                features = None if features is None else features[finite]
         self.rejected += batch.rejected
         if not batch.samples:
             return
         self.probas.append(proba)
+        if features is not None:
+            if self.features is None:
+                self.features = FeatureStore(features.shape[1])
+            self.features.append(features)
         for k, v in batch.properties.items():
             self.props[k].append(v)
         if self.capture:
@@ -191,7 +208,7 @@ class Collector:
             self.thumbnails.append(batch.thumbnails)
         index = self.index
         self.paths += [s.path for s in batch.samples]
-        self.y_true += [index[s.label] for s in batch.samples]
+        self.y_true += [index.get(s.label, -1) for s in batch.samples]  # -1: an unlabelled (reference) image
         if self.attr_names:
             attrs = [dict(s.attributes) for s in batch.samples]
             for name in self.attr_names:
@@ -209,5 +226,6 @@ class Collector:
             sha256=tuple(self.shas),
             phash=np.concatenate(self.phashes) if self.phashes else np.zeros(0, np.uint64),
             thumbnails=self.thumbnails,
+            features=self.features if self.features is not None and len(self.features) == len(self.paths) else None,
         )
         return preds, self.rejected

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from functools import partial
 
 from audit import imaging
-from audit.engines.batch import Collector, DecodedBatch, Transform, assemble, fitted_batch_size, read_batch
+from audit.engines.batch import Collector, DecodedBatch, Transform, assemble, fitted_batch_size, read_batch, run_model
 from audit.predictions import Predictions
 from audit.progress import progress_bar
 from audit.sources import DataSource, Sample, Skipped
@@ -36,10 +36,11 @@ class LocalEngine:
     name: str = "local"
 
     def predict(self, classifier, source: DataSource, samples: Sequence[Sample] | None = None, *,
-                transform: Transform | None = None, capture: bool = True,
+                transform: Transform | None = None, capture: bool = True, features: bool = False,
                 desc: str = "inference", progress: bool | None = None) -> tuple[Predictions, list[Skipped]]:
         """Run ``classifier`` over ``samples`` (default: all of the source's); failures come back as skipped."""
         samples = source.samples if samples is None else samples
+        features = features and transform is None
         capture = capture and transform is None  # hashes describe the original files
         out = Collector(classifier.labels, samples, capture)
         show = self.progress if progress is None else progress
@@ -48,7 +49,7 @@ class LocalEngine:
         size = fitted_batch_size(self.batch_size, pre)  # a huge card gets fewer images a batch
         with progress_bar(len(samples), desc, show) as bar:
             for batch in self._decoded(read, partial(assemble, pre=pre), samples, size):
-                out.add(batch, classifier.predict_proba(batch.tensor) if batch.samples else None)
+                out.add(batch, *(run_model(classifier, batch.tensor, features) if batch.samples else (None, None)))
                 bar.update(len(batch.samples) + len(batch.rejected))
         return out.result()
 

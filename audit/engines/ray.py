@@ -37,8 +37,9 @@ import numpy as np
 
 from audit import imaging
 from audit.duplicates import THUMBNAIL_BYTES, ThumbnailStore
-from audit.engines.batch import Collector, DecodedBatch, Transform, decode_batch, fitted_batch_size
+from audit.engines.batch import Collector, DecodedBatch, Transform, decode_batch, fitted_batch_size, run_model
 from audit.engines.ray_cluster import connect
+from audit.features import FeatureStore
 from audit.errors import AuditError, UsageError
 from audit.model import ModelCard, OnnxClassifier
 from audit.preprocess import Preprocess
@@ -80,16 +81,17 @@ class RayEngine:
         self.runs: list[RayRun] = []  # one per ``predict``: the main pass, then each probe's re-run
 
     def predict(self, classifier, source: DataSource, samples: Sequence[Sample] | None = None, *,
-                transform: Transform | None = None, capture: bool = True,
+                transform: Transform | None = None, capture: bool = True, features: bool = False,
                 desc: str = "inference", progress: bool | None = None) -> tuple[Predictions, list[Skipped]]:
         """Run ``classifier`` over ``samples`` (default: all of the source's); failures come back as skipped."""
         samples = source.samples if samples is None else samples
+        features = features and transform is None
         if not samples:
             return Collector(classifier.labels, samples, capture).result()
         t0 = time.perf_counter()
         ray = connect(self.address, self.cpus)
         actors, cpus = pool_size(ray.cluster_resources().get("CPU", 0.0), self.actors)
-        ds = self._pipeline(ray, classifier, source, samples, transform, capture, actors, cpus)
+        ds = self._pipeline(ray, classifier, source, samples, transform, capture, features, actors, cpus)
         rows = _Rows()
         show = self.progress if progress is None else progress
         with progress_bar(len(samples), desc, show) as bar, _worker_errors():
@@ -101,7 +103,7 @@ class RayEngine:
         return out
 
     def _pipeline(self, ray, classifier, source: DataSource, samples: Sequence[Sample],
-                  transform: Transform | None, capture: bool, actors: int, cpus: float):
+                  transform: Transform | None, capture: bool, features: bool, actors: int, cpus: float):
         import pyarrow as pa
         from ray.data import ActorPoolStrategy
 
@@ -115,7 +117,7 @@ class RayEngine:
         threads = self.threads or max(1, math.floor(cpus))
         ds = ray.data.from_arrow(blocks)
         ds = ds.map_batches(decode, batch_size=size, num_cpus=cpus, batch_format="numpy")
-        return ds.map_batches(_Infer, fn_constructor_args=(_portable_model(classifier, threads),),
+        return ds.map_batches(_Infer, fn_constructor_args=(_portable_model(classifier, threads), features),
                               batch_size=size, num_cpus=cpus, batch_format="numpy",
                               compute=ActorPoolStrategy(size=actors))
 
@@ -207,27 +209,33 @@ class _Decode:
 
 
 class _Infer:
-    """One ONNX Runtime session per actor, loaded once; maps a decoded batch to probabilities."""
+    """One ONNX Runtime session per actor, loaded once; maps a decoded batch to probabilities (and features)."""
 
-    def __init__(self, model) -> None:
+    def __init__(self, model, features: bool = False) -> None:
         import ray
 
         self.classifier = model.load() if isinstance(model, _OnnxModel) else model
+        self.features = features
         self.node = ray.get_runtime_context().get_node_id()
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         tensor = batch.pop("tensor")
         ok = batch["reason"] == ""
         proba = np.full((len(ok), len(self.classifier.labels)), np.nan, np.float32)
+        feats = np.zeros((len(ok), 0), np.float16)  # no columns: no features in this block
         if ok.any():
-            proba[ok] = self.classifier.predict_proba(np.ascontiguousarray(tensor[ok]))
-        return {**batch, "proba": proba, "node": np.full(len(ok), self.node, dtype=object)}
+            proba[ok], f = run_model(self.classifier, np.ascontiguousarray(tensor[ok]), self.features)
+            if f is not None:
+                feats = np.zeros((len(ok), f.shape[1]), np.float16)
+                feats[ok] = f
+        return {**batch, "proba": proba, "features": feats, "node": np.full(len(ok), self.node, dtype=object)}
 
 
 class _Rows:
     """Output blocks as they stream in; ``collect`` puts them back in source order.
 
-    Thumbnails go to a file as they arrive (``ThumbnailStore``), so they never pile up in memory.
+    Thumbnails and features go to files as they arrive (``ThumbnailStore``, ``FeatureStore``), so they
+    never pile up in memory.
     """
 
     CHUNK = 8192  # rows handed to the Collector at once
@@ -236,6 +244,7 @@ class _Rows:
         self.blocks: list[dict[str, np.ndarray]] = []
         self.nodes: Counter[str] = Counter()
         self.thumbnails = ThumbnailStore()
+        self.features: FeatureStore | None = None
 
     def add(self, batch: dict[str, np.ndarray]) -> None:
         nodes, counts = np.unique(batch.pop("node").astype(str), return_counts=True)
@@ -243,6 +252,12 @@ class _Rows:
         thumbs = batch.pop("thumbnail")
         if thumbs.shape[1]:
             batch["thumbnail_row"] = np.asarray(self.thumbnails.append(thumbs))
+        feats = batch.pop("features")
+        batch["feature_row"] = np.full(len(feats), -1, np.int64)
+        if feats.shape[1]:
+            if self.features is None:
+                self.features = FeatureStore(feats.shape[1])
+            batch["feature_row"][:] = np.asarray(self.features.append(feats))
         self.blocks.append(batch)
 
     def per_node(self) -> tuple[tuple[str, int], ...]:
@@ -261,10 +276,14 @@ class _Rows:
         ok = cols["reason"] == ""
         out.rejected += [Skipped(samples[i].path, str(cols["reason"][i])) for i in np.flatnonzero(~ok)]
         keep = np.flatnonzero(ok)
+        has_features = self.features is not None and (cols["feature_row"][keep] >= 0).all()
         for lo in range(0, len(keep), self.CHUNK):
             rows = keep[lo : lo + self.CHUNK]
-            out.add(self._batch(cols, [samples[i] for i in rows], rows, capture), cols["proba"][rows])
+            feats = self.features.read(cols["feature_row"][rows]) if has_features else None
+            out.add(self._batch(cols, [samples[i] for i in rows], rows, capture), cols["proba"][rows], feats)
         self.thumbnails.close()
+        if self.features is not None:
+            self.features.close()
         return out.result()
 
     def _batch(self, cols: dict[str, np.ndarray], samples: list[Sample], rows: np.ndarray,

@@ -16,7 +16,9 @@ from audit.render.markdown import _cell, findings_markdown
 from audit.render.outputs import render_checked
 from audit.render.staging import OutputError, Target, check_target, write_staged
 from audit.result import ComparisonReport
-from audit.text import fmt, fmt_ci, fmt_est
+from audit.text import evidence, fmt, fmt_ci, fmt_est
+
+_RESULT = {"pass": "pass", "fail": "FAIL", "inconclusive": "🟡 INCONCLUSIVE"}
 
 
 def render_comparison_html(rep: ComparisonReport, templates: Path | None = None) -> str:
@@ -28,7 +30,9 @@ def render_comparison_html(rep: ComparisonReport, templates: Path | None = None)
 
 def comparison_markdown(rep: ComparisonReport) -> str:
     pc, c = rep.paired, rep.criterion
-    lines = [f"## Model comparison: {'PASS' if rep.passed else 'FAIL'}", "",
+    mark = "🟡 " if rep.outcome == "inconclusive" else ""
+    nf = pc.negative_flips
+    lines = [f"## Model comparison: {mark}{rep.headline}", "",
              *findings_markdown(rep.findings, "comparison.html"),
              f"Candidate `{_cell(pc.candidate)}` against baseline `{_cell(pc.baseline)}` on the same {pc.n} images.", "",
              "| | accuracy | 95% CI |", "|---|---|---|",
@@ -36,8 +40,10 @@ def comparison_markdown(rep: ComparisonReport) -> str:
              f"| baseline | {fmt(pc.baseline_accuracy.value)} | {fmt_ci(pc.baseline_accuracy.low, pc.baseline_accuracy.high)} |",
              f"| difference (paired) | {pc.difference.value:+.3f} | {fmt_ci(pc.difference.low, pc.difference.high)} |", "",
              f"McNemar exact p = {pc.mcnemar_p:.2g}: {pc.table.candidate_only} images only the candidate gets right, "
-             f"{pc.table.baseline_only} only the baseline. {_cell(c.title)}: {c.value:+.4f}, must be {c.op} "
-             f"{fmt(c.threshold)}: **{'pass' if c.passed else 'FAIL'}**.", "",
+             f"{pc.table.baseline_only} only the baseline (negative flips: {100 * nf.value:.1f}% "
+             f"[{100 * nf.low:.1f}%, {100 * nf.high:.1f}%]). {_cell(c.title)}: {c.value:+.4f} {fmt_ci(c.low, c.high, 4)}, "
+             f"must be {c.op} {fmt(c.threshold)}: **{_RESULT[c.status]}**" + (f"; {_cell(evidence(c))}" if evidence(c)
+                                                                            else "") + ".", "",
              "| class | images | only the candidate | only the baseline |", "|---|---|---|---|",
              *(f"| {_cell(x.label)} | {x.n} | {x.candidate_only} | {x.baseline_only} |" for x in pc.per_class), ""]
     if pc.slices:

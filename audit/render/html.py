@@ -17,8 +17,10 @@ from pathlib import Path
 
 import jinja2
 
+from audit.power import sizes_to_detect
+from audit.render.markdown import headline
 from audit.result import AuditResult
-from audit.text import fmt, fmt_ci, fmt_est, sci
+from audit.text import evidence, fmt, fmt_ci, fmt_est, needed, sci
 
 MAX_SKIPPED_ROWS = 200
 
@@ -43,7 +45,7 @@ def _env(extra: str | None = None) -> jinja2.Environment:
         lstrip_blocks=True,
     )
     env.filters.update(fmt=fmt, est=fmt_est, sci=sci, basename=os.path.basename)
-    env.globals.update(fmt_ci=fmt_ci)
+    env.globals.update(fmt_ci=fmt_ci, headline=headline, evidence=evidence, needed=needed)
     return env
 
 
@@ -60,7 +62,17 @@ def render_html(r: AuditResult, templates: Path | None = None) -> str:
         skip_reasons=collections.Counter(s.reason for s in r.data.skipped).most_common(),
         max_skipped_rows=MAX_SKIPPED_ROWS,
         thumbnail=lambda source, path: r.thumbnails.get((source, path)),
+        evidence_rows=[c for c in r.verdict.criteria if c.n is not None],
+        accuracy_sizes=_accuracy_sizes(r),
     )
+
+
+def _accuracy_sizes(r: AuditResult) -> tuple[tuple[float, int], ...]:
+    """Test set sizes that tell accuracy from its threshold by 0.1 ... 0.01, at this set's duplicate rate."""
+    acc = next((c for c in r.verdict.criteria if c.id == "accuracy"), None)
+    if acc is None or acc.threshold is None or not acc.n_eff:
+        return ()
+    return sizes_to_detect(acc.threshold, acc.n / acc.n_eff)
 
 
 def write_html(r: AuditResult, path: Path, templates: Path | None = None) -> str:

@@ -1,6 +1,9 @@
-"""verdict.json: the machine-readable verdict (versioned schema ``audit.verdict/v2``).
+"""verdict.json: the machine-readable verdict (versioned schema ``audit.verdict/v3``).
 
-Besides the criteria it carries every check's result (``to_dict()``, one key per registered
+The run's ``outcome`` (pass, fail or inconclusive), ``exit_code`` and ``passed`` (the exit code is 0)
+after ``on_inconclusive``; each criterion with its ``status``, value, CI, threshold and, for
+proportions and paired differences, ``n``, ``n_eff``, ``mde`` and ``images_needed``. Besides the
+criteria it carries every check's result (``to_dict()``, one key per registered
 check that ran) and its comparable measures (``comparable``: measure id -> value and direction),
 so a later run can compare against it (``--baseline``) and CI systems can read numbers without
 parsing HTML.
@@ -12,6 +15,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from audit.errors import EXIT_BY_OUTCOME
 from audit.result import AuditResult
 from audit.verdict import numbers, numbers_to_json
 
@@ -20,9 +24,11 @@ def verdict_dict(r: AuditResult) -> dict[str, Any]:
     ran = r.ran
     return {
         "schema": r.verdict.schema,
+        "outcome": r.verdict.outcome,
         "passed": r.verdict.passed,
-        "exit_code": 0 if r.verdict.passed else 1,
+        "exit_code": EXIT_BY_OUTCOME[r.verdict.gate],
         "judge_on": r.verdict.judge_on,
+        "on_inconclusive": r.verdict.on_inconclusive,
         "criteria": [c.to_dict() for c in r.verdict.criteria],
         "findings": [f.to_dict() for f in r.findings],
         "model": {"path": r.model.path, "sha256": r.model.sha256, "labels": list(r.model.card.labels),

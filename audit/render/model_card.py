@@ -4,10 +4,12 @@ The card is made with ``huggingface_hub``'s ``ModelCard`` / ``ModelCardData`` / 
 so its YAML header is the Hub's ``model-index`` format: one eval result per measure the checks
 report for the card (each check's ``card`` hook: the metrics with per-class F1, calibration) and
 per criterion, each with its confidence interval in ``args`` (``ci_low``, ``ci_high``,
-``ci_level``; counts have none) and, for criteria, the threshold and outcome.
+``ci_level``; counts have none) and, for criteria, the threshold, the status (pass, fail or
+inconclusive) and the evidence behind it (``n_eff``, ``mde``, ``images_needed``).
 The body says what the model is (labels, preprocessing, architecture, provenance, intended
 invariances), the verdict, the sections checks add (the paired comparison with a baseline run),
-and the limitations the audit found: failing criteria, then each check's own (significant
+and the limitations the audit found: failing and inconclusive criteria (with the images that
+would decide them), then each check's own (significant
 slices, fairness gaps, suspected label errors). Nothing touches the network: the template is the
 string below, never the Hub's default.
 
@@ -87,7 +89,7 @@ def build_model_card(r: AuditResult, *, name: str | None = None, license: str | 
     return ModelCard.from_template(
         data, template_str=TEMPLATE, title=md(name), summary=_summary(r), details=_details(r),
         evaluation=_evaluation(r), ci="95%", measures=[_row(m) for m in measures],
-        outcome="PASS" if r.verdict.passed else "FAIL", criteria=[_criterion_row(c) for c in r.verdict.criteria],
+        outcome=r.verdict.outcome.upper(), criteria=[_criterion_row(c) for c in r.verdict.criteria],
         limitations=list(limitations(r, parts)), sections=[s for part in parts for s in part.sections],
     )
 
@@ -122,15 +124,20 @@ def eval_results(r: AuditResult, measures: Sequence[Measure]) -> Iterator:
     shown = {m.id for m in measures}
     for c in r.verdict.criteria:
         if c.value is not None and c.id not in shown:
+            power = {k: getattr(c, k) for k in ("n_eff", "mde", "images_needed") if getattr(c, k) is not None}
             yield result(c.id, c.title, c.to_dict(), threshold=c.threshold, op=c.op, passed=c.passed,
-                         judged=c.judged)
+                         status=c.status, judged=c.judged, **power)
 
 
 def limitations(r: AuditResult, parts: Sequence[CardPart]) -> Iterator[str]:
-    """Failing criteria, then what each check found; then the scope."""
+    """Failing criteria, inconclusive ones, then what each check found; then the scope."""
     for c in r.verdict.failed:
         yield (f"Fails **{md(c.title)}**: {fmt(c.value)} {fmt_ci(c.low, c.high)}, must be {md(c.op)} "
                f"{fmt(c.threshold)}." + (f" {md(c.detail)}" if c.detail else ""))
+    for c in r.verdict.undecided:
+        need = f" About {c.images_needed:,} test images would decide it." if c.images_needed else ""
+        yield (f"Inconclusive **{md(c.title)}**: {fmt(c.value)} {fmt_ci(c.low, c.high)}; the threshold "
+               f"{md(c.op)} {fmt(c.threshold)} lies inside the interval.{need}")
     for part in parts:
         yield from part.limitations
     yield (f"Measured on {r.data.processed} images of {code(r.data.source)} only; "
@@ -138,13 +145,17 @@ def limitations(r: AuditResult, parts: Sequence[CardPart]) -> Iterator[str]:
 
 
 def _summary(r: AuditResult) -> str:
-    judged, failed = r.verdict.judged, [md(c.title) for c in r.verdict.failed]
-    head = (f"Audit verdict: **{'PASS' if r.verdict.passed else 'FAIL'}** "
-            f"({len(judged) - len(failed)} of {len(judged)} acceptance criteria met). ")
-    acc = next((c for c in r.verdict.criteria if c.id == "accuracy"), None)
+    v = r.verdict
+    failed = [md(c.title) for c in v.failed]
+    undecided = [f"{md(c.title)} (about {c.images_needed:,} images would decide it)" if c.images_needed
+                 else md(c.title) for c in v.undecided]
+    met = sum(c.passed for c in v.judged)
+    head = f"Audit verdict: **{v.outcome.upper()}** ({met} of {len(v.judged)} acceptance criteria met). "
+    acc = next((c for c in v.criteria if c.id == "accuracy"), None)
     if acc is not None:
         head += f"Test accuracy {fmt(acc.value)} {fmt_ci(acc.low, acc.high)}. "
-    return head + (f"Failing: {'; '.join(failed)}." if failed else "")
+    return (head + (f"Failing: {'; '.join(failed)}. " if failed else "")
+            + (f"Inconclusive (the test set cannot decide them): {'; '.join(undecided)}." if undecided else "")).strip()
 
 
 def _details(r: AuditResult) -> list[tuple[str, str]]:
@@ -163,7 +174,8 @@ def _details(r: AuditResult) -> list[tuple[str, str]]:
 
 def _evaluation(r: AuditResult) -> str:
     d = r.data
-    judge = "point estimate" if r.verdict.judge_on == "value" else "pessimistic CI bound"
+    judge = ("point estimate" if r.verdict.judge_on == "value"
+             else "interval (pass, fail, or inconclusive when the threshold lies inside it)")
     return (f"Audited on {code(d.source)}: {d.processed} images processed, {len(d.skipped)} skipped, {d.found} "
             f"found. Intervals are 95% (Wilson for proportions, percentile bootstrap with {r.config.n_boot} "
             f"resamples, seed {r.config.seed}, for the rest); criteria are judged on the {judge}. Tool version "
@@ -174,6 +186,9 @@ def _row(m: Measure) -> list[str]:
     return [md(m.title), fmt(m.estimate.to_dict()["value"]), fmt_ci(m.estimate.low, m.estimate.high)]
 
 
+_RESULT = {"pass": "pass", "fail": "**FAIL**", "inconclusive": "🟡 **INCONCLUSIVE**"}
+
+
 def _criterion_row(c: Criterion) -> list[str]:
-    result = "info (not judged)" if not c.judged else "pass" if c.passed else "**FAIL**"
+    result = "info (not judged)" if not c.judged else _RESULT[c.status]
     return [md(c.title), fmt(c.value), fmt_ci(c.low, c.high), f"{md(c.op)} {fmt(c.threshold)}", result]

@@ -18,18 +18,19 @@ from __future__ import annotations
 
 import collections
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from audit.errors import DataError
 from audit.sources.base import DUPLICATE, NON_FINITE, NOT_DATA, DataSource, Sample, Skipped
-from audit.sources.folder import scan_folder
+from audit.sources.folder import OUTSIDE_CLASS, scan_folder, skip_reason
 from audit.sources.manifest import scan_manifest
 
 __all__ = ["DUPLICATE", "NON_FINITE", "NOT_DATA", "DataSource", "Sample", "Skipped", "open_source"]
 
 
 def open_source(location: Path, labels: Sequence[str], *, flag: str = "--data",
-                data_root: Path | None = None) -> DataSource:
+                data_root: Path | None = None, labels_optional: bool = False) -> DataSource:
     """Scan an ImageFolder directory, a CSV manifest or a Parquet manifest against ``labels``.
 
     A manifest may only name files inside its own folder, or inside ``data_root`` when given
@@ -39,6 +40,9 @@ def open_source(location: Path, labels: Sequence[str], *, flag: str = "--data",
     Raises ``DataError`` when nothing can be audited: missing source, no images, a path outside
     the allowed folders, or a class the model does not know (a typo there would silently
     mis-score every image of it).
+
+    ``labels_optional`` (a reference set): a folder of images without class folders, or a manifest
+    without a ``label`` column, gives samples whose label is ``""``.
     """
     if not location.exists():
         raise DataError(f"{flag} not found: {location}",
@@ -47,9 +51,11 @@ def open_source(location: Path, labels: Sequence[str], *, flag: str = "--data",
         if location.suffix.lower() not in (".csv", ".parquet"):
             raise DataError(f"{flag} {location} is a file but not a .csv or .parquet manifest",
                             hint="pass an ImageFolder directory or a manifest with path,label columns")
-        src = scan_manifest(location, flag, data_root)
+        src = scan_manifest(location, flag, data_root, labels_optional=labels_optional)
     else:
         src = scan_folder(location, flag)
+        if labels_optional and not src.samples:
+            src = unlabelled(src)
     _check_labels(src, labels, flag)
     if not src.samples:
         reasons = collections.Counter(s.reason for s in src.skipped).most_common(2)
@@ -59,6 +65,23 @@ def open_source(location: Path, labels: Sequence[str], *, flag: str = "--data",
                         hint="expected DIR/<class name>/<image>" if src.kind == "ImageFolder" else
                         "a manifest's paths are relative to its own folder")
     return src
+
+
+def unlabelled(src: DataSource) -> DataSource:
+    """A folder whose images lie directly in it (no class folders): each one a sample with no label.
+
+    The loose files are judged as a class folder's would be (hidden files and other extensions stay
+    skipped, with that reason); what the scan skipped for other reasons (a FIFO, an unreadable
+    folder) stays skipped: every file found is still accounted for.
+    """
+    samples, skipped = [], []
+    for s in src.skipped:
+        why = skip_reason(s.path) if s.reason == OUTSIDE_CLASS and "/" not in s.path else s.reason
+        if why is None:
+            samples.append(Sample(s.path, ""))
+        else:
+            skipped.append(s if why == s.reason else Skipped(s.path, why))
+    return replace(src, samples=tuple(sorted(samples, key=lambda x: x.path)), skipped=tuple(skipped), classes=())
 
 
 def _check_labels(src: DataSource, labels: Sequence[str], flag: str) -> None:

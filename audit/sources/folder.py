@@ -19,6 +19,7 @@ from audit.errors import DataError
 from audit.sources.base import DataSource, Sample, Skipped, file_kind
 
 METADATA_FILE = "metadata.csv"
+OUTSIDE_CLASS = "not inside a class folder"
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm"}
 
 
@@ -95,8 +96,11 @@ def _other_reason(entry: os.DirEntry) -> str:
 
 
 def _skip_reason(rel_dir: Path, name: str) -> str | None:
-    if not rel_dir.parts:
-        return "not inside a class folder"
+    return OUTSIDE_CLASS if not rel_dir.parts else skip_reason(name)
+
+
+def skip_reason(name: str) -> str | None:
+    """Why a regular file in a class folder is not an image to audit (None when it is one)."""
     if name.startswith("."):
         return "hidden file"
     dot = name.rfind(".")

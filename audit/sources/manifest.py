@@ -23,15 +23,20 @@ from audit.sources.base import DUPLICATE, DataSource, Sample, Skipped, file_kind
 from audit.sources.folder import read_csv, unique_rows
 
 
-def scan_manifest(manifest: Path, flag: str = "--data", data_root: Path | None = None) -> DataSource:
-    """Rows of ``manifest`` (.csv or .parquet) as samples; missing files and repeated rows are skipped."""
+def scan_manifest(manifest: Path, flag: str = "--data", data_root: Path | None = None, *,
+                  labels_optional: bool = False) -> DataSource:
+    """Rows of ``manifest`` (.csv or .parquet) as samples; missing files and repeated rows are skipped.
+    With ``labels_optional``, a manifest without a ``label`` column lists unlabelled images."""
     parquet = manifest.suffix.lower() == ".parquet"
     rows, columns = read_parquet(manifest) if parquet else read_csv(manifest)
+    if labels_optional and "label" not in columns:
+        rows, columns = [{**r, "label": ""} for r in rows], [*columns, "label"]
     missing = {"path", "label"} - set(columns)
     if missing:
         raise DataError(f"manifest {manifest.name} lacks column(s) {sorted(missing)}",
                         hint="a manifest needs path,label columns (paths relative to the manifest)")
-    _check_cells(rows, manifest.name, first_row=1 if parquet else 2)
+    _check_cells(rows, manifest.name, first_row=1 if parquet else 2,
+                 columns=("path",) if labels_optional else ("path", "label"))
     root = manifest.parent
     allowed = AllowedPaths(root, data_root, f"{flag} {manifest}")
     unique, repeated = unique_rows(rows, lambda r: allowed.sample_path(r["path"]), manifest.name,
@@ -39,7 +44,8 @@ def scan_manifest(manifest: Path, flag: str = "--data", data_root: Path | None =
     attr_names = tuple(c for c in columns if c not in ("path", "label"))
     samples, skipped, classes = [], [], {}
     for path, _, row in unique:
-        classes.setdefault(row["label"], None)
+        if row["label"] or not labels_optional:  # an empty label: an unlabelled reference image, else an error
+            classes.setdefault(row["label"], None)
         why = _file_problem(root, path)
         if why:
             skipped.append(Skipped(path, why))
@@ -53,9 +59,11 @@ def scan_manifest(manifest: Path, flag: str = "--data", data_root: Path | None =
                       len(rows), notes)
 
 
-def _check_cells(rows: list[dict[str, str]], name: str, first_row: int) -> None:
-    """Every row needs a path and a label: an empty or null cell is refused, naming the rows."""
-    for col in ("path", "label"):
+def _check_cells(rows: list[dict[str, str]], name: str, first_row: int,
+                 columns: tuple[str, ...] = ("path", "label")) -> None:
+    """Every row needs a path and a label (a path only, for a reference set whose labels are optional): an
+    empty or null cell is refused, naming the rows."""
+    for col in columns:
         bad = [i for i, r in enumerate(rows, start=first_row) if not r[col].strip()]
         if bad:
             rows_text = ", ".join(map(str, bad[:5])) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")

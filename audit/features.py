@@ -1,0 +1,114 @@
+"""The model's features on disk and reduced: what feature checks read, never an engine (docs/ARCHITECTURE.md §14).
+
+The engines return the model's penultimate features (found in the graph by ``audit.graph.locate``)
+from the same ``session.run`` as the probabilities. They are streamed to disk as float16
+(``FeatureStore``) as batches arrive, for every engine, and reduced by a PCA fitted on a bounded
+sample (``reducer``) before any analysis reads them, so memory never holds N x D floats.
+
+Example::
+
+    store = FeatureStore(dim=1280); store.append(batch_features)
+    red = reducer(store, rows=np.arange(len(store)), dims=32, seed=0)
+    z = red.apply(store, np.arange(len(store)))   # (N, <= 32) float32
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from audit.rowstore import RowStore
+
+SAMPLE_ROWS = 20_000  # the reduction is fitted on at most this many rows
+MAX_COMPONENTS = 128
+
+
+def pooled(features: np.ndarray) -> np.ndarray:
+    """(N, D) features from the tensor ORT returns: spatial maps (N, D, H, W) are averaged over H and W."""
+    f = np.asarray(features)
+    if f.ndim == 4:
+        f = f.mean(axis=(2, 3))
+    return f.reshape(len(f), -1)
+
+
+class FeatureStore:
+    """float16 feature rows in an anonymous temporary file, appended as batches arrive (one row per image)."""
+
+    def __init__(self, dim: int) -> None:
+        self.dim = int(dim)
+        self._rows = RowStore((self.dim * 2,), what="model features")  # float16 rows as bytes
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def append(self, features: np.ndarray) -> range:
+        f = np.ascontiguousarray(pooled(features), dtype=np.float16)
+        if f.shape[1] != self.dim:
+            raise ValueError(f"feature rows have {f.shape[1]} values, the store holds {self.dim}")
+        return self._rows.append(f.view(np.uint8))
+
+    def read(self, rows) -> np.ndarray:
+        """Rows as float32 (len(rows), dim)."""
+        return self._rows.read(rows).view(np.float16).astype(np.float32)
+
+    def chunks(self, rows=None, size: int = 8192) -> Iterator[np.ndarray]:
+        """float32 rows in order, ``size`` at a time (all rows when ``rows`` is None)."""
+        rows = np.arange(len(self)) if rows is None else np.asarray(rows)
+        for lo in range(0, len(rows), size):
+            yield self.read(rows[lo : lo + size])
+
+    def close(self) -> None:
+        self._rows.close()
+
+
+@dataclass(frozen=True)
+class Reducer:
+    """Centre, project onto principal axes and scale to unit variance: features -> (N, k) float32."""
+
+    mean: np.ndarray
+    components: np.ndarray  # (k, D)
+    scale: np.ndarray  # (k,) standard deviation along each axis
+    explained: float  # share of the variance the k axes keep
+    fitted_on: int  # rows in the fitting sample
+
+    @property
+    def dims(self) -> int:
+        return len(self.scale)
+
+    def transform(self, x: np.ndarray) -> np.ndarray:
+        return (((x - self.mean) @ self.components.T) / self.scale).astype(np.float32)
+
+    def apply(self, store: FeatureStore, rows) -> np.ndarray:
+        """The reduced features of ``rows`` of ``store``, read in chunks."""
+        rows = np.asarray(rows)
+        parts = [self.transform(c) for c in store.chunks(rows)]
+        return np.concatenate(parts) if parts else np.zeros((0, self.dims), np.float32)
+
+
+def reducer(store: FeatureStore, rows, *, dims: int = MAX_COMPONENTS, variance: float = 0.95,
+            sample: int = SAMPLE_ROWS, seed: int = 0) -> Reducer:
+    """``fit_reducer`` on at most ``sample`` of ``rows`` of ``store`` (seeded)."""
+    rows = np.asarray(rows)
+    if len(rows) > sample:
+        rows = np.sort(np.random.default_rng(seed).choice(rows, sample, replace=False))
+    return fit_reducer(store.read(rows), dims=dims, variance=variance, seed=seed)
+
+
+def fit_reducer(x: np.ndarray, *, dims: int = MAX_COMPONENTS, variance: float = 0.95, seed: int = 0) -> Reducer:
+    """PCA of the rows ``x``, keeping the fewest axes (up to ``dims``) that explain ``variance`` of them;
+    axes with no variance are dropped."""
+    from sklearn.decomposition import PCA
+
+    x = np.asarray(x, np.float64)
+    k = max(1, min(dims, x.shape[1], len(x) - 1))
+    # the covariance route is one n x D^2 product (fastest while D is a few hundred); past that, randomized SVD
+    pca = PCA(n_components=k, svd_solver="covariance_eigh" if x.shape[1] <= 512 else "randomized",
+              random_state=seed).fit(x)
+    ratio = np.cumsum(pca.explained_variance_ratio_)
+    keep = int(np.searchsorted(ratio, variance) + 1) if len(ratio) else 0
+    keep = max(1, min(keep, int((pca.explained_variance_ > 1e-12 * max(pca.explained_variance_[0], 1e-30)).sum())))
+    return Reducer(pca.mean_.astype(np.float32), pca.components_[:keep].astype(np.float32),
+                   np.sqrt(pca.explained_variance_[:keep]).astype(np.float32) + np.float32(1e-12),
+                   float(ratio[keep - 1]) if len(ratio) else 0.0, len(x))
