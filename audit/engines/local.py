@@ -51,6 +51,7 @@ class LocalEngine:
             for batch in self._decoded(read, partial(assemble, pre=pre), samples, size):
                 out.add(batch, *(run_model(classifier, batch.tensor, features) if batch.samples else (None, None)))
                 bar.update(len(batch.samples) + len(batch.rejected))
+                del batch  # before the next one is assembled: one batch's input in memory at a time, not two
         return out.result()
 
     def _decoded(self, read, vectorise, samples: Sequence[Sample], size: int) -> Iterator[DecodedBatch]:
@@ -69,9 +70,11 @@ class LocalEngine:
                 done = pending.popleft().result()
                 pending.append(pool.submit(task, b))
                 yield vectorise(done) if on_caller else done
+                done = None  # the decoded pixels are in the batch now: not kept while the next one is awaited
             while pending:
                 done = pending.popleft().result()
                 yield vectorise(done) if on_caller else done
+                done = None
         finally:
             pool.close()
 
