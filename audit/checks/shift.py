@@ -194,8 +194,9 @@ def run(ctx: AuditContext) -> ShiftResult:
         return ShiftResult(**base, skipped=why, test=None, excess=None, reduced_dims=0, bands=(), most_novel=())
     # one PCA for both sides, fitted on equal samples of each, so a direction only the test set uses is kept
     half = SAMPLE_ROWS // 2
-    red = fit_reducer(np.vstack([rp.features.read(ref_rows[:half]), test.features.read(test_rows[:half])]),
-                      dims=cfg.dims, variance=0.99, seed=ctx.seed)
+    fit_ref, fit_test = (rows[_sample(len(rows), half, rng)] for rows in (ref_rows, test_rows))
+    red = fit_reducer(np.vstack([rp.features.read(fit_ref), test.features.read(fit_test)]), dims=cfg.dims,
+                      variance=0.99, seed=ctx.seed)
     z_ref = red.apply(rp.features, np.arange(len(rp)))
     z_test = red.apply(test.features, np.arange(len(test)))
     shift_test = stats.mmd_test(z_ref[ref_rows], z_test[test_rows], permutations=cfg.permutations, seed=ctx.seed)
