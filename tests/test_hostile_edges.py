@@ -177,6 +177,46 @@ def test_hang_a_fifo_in_the_reference_is_skipped_with_its_reason(tmp_path, layou
     assert f"<code>{prefix}evil.png</code>: image format EPS is not allowed" in html
 
 
+def _unusable(tmp_path):
+    """A training folder where every file is skipped at decode: one undecodable, one EPS named .png."""
+    bad = tmp_path / "bad" / "red"
+    bad.mkdir(parents=True)
+    (bad / "a.png").write_text("not an image")
+    (bad / "b.png").write_bytes(hc.EPS)
+    return bad.parent
+
+
+@pytest.mark.parametrize("how", ["--train (also the reference)", "--train beside another --reference"])
+def test_silent_pass_a_train_or_reference_with_no_usable_image_measures_nothing_and_passes_nothing(tmp_path, how):
+    """Every --train file skipped at decode: leakage compared the test set with nothing, and the shift gate
+    (max_domain_auc) measured nothing. Both fail, saying why, instead of passing on no evidence; the shift
+    section names the skipped reference, not a model without features."""
+    bad = _unusable(tmp_path)
+    cfg = tmp_path / "gate.toml"
+    cfg.write_text("[audit.shift]\nmax_domain_auc = 0.9\n")
+    extra = ["--train", str(bad), "--config", str(cfg)]
+    if how.endswith("--reference"):
+        extra += ["--reference", str(hc.data(tmp_path, "ref", n=3, seed=5))]
+    proc = hc.cli(*hc.run_argv(tmp_path, hc.data(tmp_path), *extra), timeout=120)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    v = json.loads((tmp_path / "out" / "verdict.json").read_text())
+    crit = {c["id"]: c for c in v["criteria"]}
+    leak = crit["integrity.leakage"]
+    assert not leak["passed"] and leak["value"] is None
+    assert leak["detail"].startswith("not measured: none of the 2 training image(s) could be read (e.g. red/")
+    assert v["integrity"]["n_train_unreadable"] == 2
+    html = (tmp_path / "out" / "report.html").read_text()
+    assert "2 of the 2 training image(s) could not be read and were not compared: leakage was not measured" in html
+    shift = crit["shift.domain_auc"]
+    if how.endswith("--reference"):
+        assert shift["value"] is not None and v["shift"]["reference"]["processed"] == 9
+    else:
+        assert not shift["passed"] and shift["value"] is None
+        assert shift["detail"].startswith("not measured: the reference has 0 usable image(s) (2 of its 2 file(s) "
+                                          "skipped; e.g. red/a.png: not an image"), shift["detail"]
+        assert "the model gave no features" not in v["shift"]["skipped"]
+
+
 def test_lost_accounting_a_folder_too_deep_to_list_is_a_skipped_entry(tmp_path):
     data = hc.data(tmp_path)
     deep = hc.deep_folder(data)
