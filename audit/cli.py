@@ -230,7 +230,7 @@ def _load_config(a: argparse.Namespace):
                 try:
                     load_config(None, {key: value})
                 except ConfigError as own:
-                    raise ConfigError(f"{flags[key]} {value}: {own.message}", hint=own.hint) from None
+                    raise ConfigError(f"{flags[key]} {value or repr(value)}: {own.message}", hint=own.hint) from None
         raise
 
 

@@ -96,7 +96,7 @@ def test_unknown_class_folder_is_an_error(tmp_path):
 
 def test_empty_folder_is_an_error(tmp_path):
     (tmp_path / "d").mkdir()
-    with pytest.raises(DataError, match="no images to audit"):
+    with pytest.raises(DataError, match="no usable image in the"):
         open_source(tmp_path / "d", LABELS)
 
 

@@ -3,6 +3,7 @@ the server, Ray's processes or a tree deeper than PATH_MAX. Each runs the real c
 server in a process of its own; builders are in hostile_cases.py."""
 
 import json
+import re
 import os
 import resource
 import shutil
@@ -256,3 +257,22 @@ def test_ray_sigterm_exits_143_and_sigkill_leaves_no_ray_process(tmp_path):
     left = hc.alive(ours)
     hc.kill_all(left)  # the test's own leftovers, never another session's
     assert ours and not left, f"Ray processes outlived the killed run: {left}"
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--reference", "{empty}"], r"^error: --reference .*empty: no usable image in the ImageFolder .*"
+                                 r"\(expected DIR/<image> or DIR/<class name>/<image>\)$"),
+    (["--reference", "{ref}", "--no-shift"], r"^error: config shift.reference \(--reference\) is "
+                                             r"only read by the shift check, which is off \(--no-shift\)"),
+    (["--reference="], r"^error: --reference '': config shift.reference \(--reference\) is empty"),
+])
+def test_unclear_message_a_reference_the_run_cannot_use_is_named_with_its_option(tmp_path, extra, message):
+    """An empty reference folder, a reference beside --no-shift (silently ignored before) and an empty path:
+    exit 2, one line that names --reference and says what to fix."""
+    (tmp_path / "empty").mkdir()
+    ref = hc.data(tmp_path, "ref", n=3, seed=5)
+    extra = [a.format(empty=tmp_path / "empty", ref=ref) for a in extra]
+    proc = hc.cli(*hc.run_argv(tmp_path, hc.data(tmp_path), *extra), timeout=120)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert re.match(message, lines[0]), lines[0]

@@ -29,6 +29,7 @@ from audit.checks.calibration import calibration
 from audit.context import AuditContext
 from audit.contract import CheckSpec, Option, ReferenceRequest
 from audit.discovery import counts_stats
+from audit.errors import ConfigError
 from audit.features import MAX_COMPONENTS, SAMPLE_ROWS, fit_reducer
 from audit.findings import Finding
 from audit.settings import Section, setting, unit
@@ -56,6 +57,14 @@ class ShiftConfig(Section):
     dims: int = setting(32, ge=1, le=MAX_COMPONENTS)  # PCA axes of the features
     bands: tuple[float, ...] = (0.5, 0.9, 0.99)  # novelty band edges
     max_domain_auc: float | None = unit(None)  # None: reported, not judged
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.reference is not None and (not self.enabled or not self.reference.strip()):
+            # only the shift check reads it: a reference the run would silently ignore
+            raise ConfigError("config shift.reference (--reference) is " + (
+                "empty" if self.enabled else "only read by the shift check, which is off (--no-shift)"),
+                hint="pass --reference DIR|MANIFEST with the shift check on, or drop --reference")
 
 
 @dataclass(frozen=True)

@@ -60,9 +60,10 @@ def open_source(location: Path, labels: Sequence[str], *, flag: str = "--data",
     if not src.samples:
         reasons = collections.Counter(s.reason for s in src.skipped).most_common(2)
         why = "".join(f"; {n} {r}" for r, n in reasons)
-        raise DataError(f"no images to audit in {src.kind} {location} ({src.found} file(s) found, "
+        layout = "DIR/<image> or DIR/<class name>/<image>" if labels_optional else "DIR/<class name>/<image>"
+        raise DataError(f"{flag} {location}: no usable image in the {src.kind} ({src.found} file(s) found, "
                         f"{len(src.skipped)} skipped{why})",
-                        hint="expected DIR/<class name>/<image>" if src.kind == "ImageFolder" else
+                        hint=f"expected {layout}" if src.kind == "ImageFolder" else
                         "a manifest's paths are relative to its own folder")
     return src
 
