@@ -12,18 +12,12 @@ Example::
 
 from __future__ import annotations
 
-import copy
 import datetime as _dt
 import json
 import logging
-import os
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-
-import lightning.pytorch as pl
-import numpy as np
-import torch
 
 from audit.model import ModelCard
 from training.augment import SampleAugment, augmentation_agreement
@@ -31,11 +25,10 @@ from training.config import Config, allowed_views, invariances, with_values
 from training.data import ImageArray, load_split, normalise, read_classes
 from training.errors import TrainingError
 from training.export import ExportResult, export_model, onnx_predict, with_tta
-from training.members import (load_train_val, member_accuracies, save_val_probs, train_members, train_single,
-                              view_accuracies, view_probabilities)
+from training.members import (load_train_val, member_accuracies, prepare_runtime, save_val_probs, train_members,
+                              train_single, view_accuracies, view_probabilities)
 from training.module import SCRATCH, build_model
 from training.phases import PhaseData, PhaseResult, predict, run_phase
-from training.resume import RunState
 
 log = logging.getLogger("training")
 
@@ -60,15 +53,6 @@ class FitResult:
     resumed: bool
     card: dict
     members: dict[str, float] = field(default_factory=dict)  # an ensemble's members' own val accuracies
-
-
-def prepare_runtime(cfg: Config) -> None:
-    """Threads, seeds and determinism for a reproducible CPU run."""
-    import lightning.pytorch as pl
-
-    torch.set_num_threads(max(1, cfg.train.threads))
-    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    pl.seed_everything(cfg.seed, workers=True, verbose=False)
 
 
 def load_data(cfg: Config, pre, classes, *, test: bool = True) -> tuple[ImageArray, ImageArray, ImageArray | None]:
@@ -130,50 +114,6 @@ def fit(cfg: Config, *, out_dir: str | Path | None = None, resume: bool = False,
 
     write_fit_report(result, cfg, root)
     return result
-
-
-def train_phases(cfg: Config, net, data: PhaseData, out: Path, state: RunState, callbacks: tuple = ()) -> list:
-    """Run the phases in order, skipping those ``state`` has finished; a checkpoint after each."""
-    names = ["scratch"] if cfg.model.arch == SCRATCH else ["phase1", "phase2", "phase3"]
-    names = [n for n in names if getattr(cfg.phases, n).epochs > 0]
-    if not names:
-        raise TrainingError("no phase has epochs > 0", hint="set phases.<phase>.epochs in the config")
-    if state.last_finished() is not None:
-        state.load_weights(state.last_finished(), net)
-        log.info("resuming: %s finished (best val acc %.4f)", ", ".join(state.progress["phases"]), state.best_val_acc)
-    results, best_acc = [], state.best_val_acc
-    for name in names:
-        done = state.finished(name)
-        if done is not None:
-            results.append(_phase_result(done))
-            continue
-        best_state = copy.deepcopy(net.state_dict())
-        r = run_phase(cfg, net, name, data, out, checkpoint_dir=state.phase_dir(name),
-                      resume_from=state.epoch_checkpoint(name), callbacks=(SaveProgress(state), *callbacks))
-        results.append(r)
-        if r.best_val_acc >= best_acc:
-            best_acc = r.best_val_acc
-        else:  # a later phase that does worse on val does not replace the earlier weights
-            log.info("%s: best val acc %.4f < %.4f of an earlier phase; keeping the earlier weights",
-                     name, r.best_val_acc, best_acc)
-            net.load_state_dict(best_state)
-        state.finish_phase(name, r, net, best_acc)
-    return results
-
-
-def _phase_result(d: dict) -> PhaseResult:
-    return PhaseResult(**{**d, "val_acc": tuple(d["val_acc"]), "groups": tuple(tuple(g) for g in d["groups"])})
-
-
-class SaveProgress(pl.Callback):
-    """Writes ``progress.json`` (wall time so far) after every epoch, next to Lightning's checkpoint."""
-
-    def __init__(self, state: RunState) -> None:
-        self.state = state
-
-    def on_validation_end(self, trainer, module) -> None:
-        if not trainer.sanity_checking:
-            self.state.save()
 
 
 def _test_scores(cfg: Config, nets, exported: ExportResult, test: ImageArray | None, pre) -> dict:
