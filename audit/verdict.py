@@ -39,7 +39,7 @@ from audit.power import Sampling, power_of
 from audit.stats import Estimate
 
 SCHEMA = "audit.verdict/v3"
-READABLE = ("audit.verdict/v2", SCHEMA)  # schemas a --baseline or compare may read (v1: audit.checks.baseline)
+READABLE = ("audit.verdict/v2", SCHEMA)  # schemas a --baseline or compare may read
 PASS, FAIL, INCONCLUSIVE = "pass", "fail", "inconclusive"
 JUDGE_ON = ("interval", "value")
 ON_INCONCLUSIVE = (INCONCLUSIVE, FAIL, PASS)

@@ -76,15 +76,9 @@ def test_bad_baseline_files_are_usage_errors(tmp_path):
         load_baseline(tmp_path / "y.json")
 
 
-def test_schema_v1_verdicts_compare_under_todays_measure_ids(tmp_path):
-    """A verdict written before measures had one id (``metrics.accuracy``) still serves as a baseline."""
-    comparable = {"metrics.accuracy": (0.9, True), "metrics.top_3_accuracy": (0.97, True),
-                  "metrics.f1.Bag": (0.8, True), "calibration.ece": (0.02, False),
-                  "slices.site = a.accuracy": (0.7, True), "invariance.hflip.1.flip_rate": (0.03, False)}
-    (tmp_path / "v.json").write_text(json.dumps({
-        "schema": "audit.verdict/v1", "passed": True,
-        "comparable": {k: {"value": v, "higher_is_better": h} for k, (v, h) in comparable.items()}}))
-    b = load_baseline(tmp_path / "v.json")
-    assert b.numbers == {"accuracy": (0.9, True), "top_3_accuracy": (0.97, True), "class_f1.Bag": (0.8, True),
-                         "ece": (0.02, False), "slices.site = a.accuracy": (0.7, True),
-                         "invariance.hflip.1.flip_rate": (0.03, False)}
+def test_a_schema_v1_verdict_is_refused_with_what_to_do(tmp_path):
+    """The first release's verdicts (schema v1) are no longer read: re-run that audit to compare against it."""
+    (tmp_path / "v.json").write_text(json.dumps({"schema": "audit.verdict/v1", "passed": True, "comparable": {}}))
+    with pytest.raises(UsageError, match="is not an audit verdict \\(schema 'audit.verdict/v1'"):
+        load_baseline(tmp_path / "v.json")
+

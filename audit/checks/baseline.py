@@ -5,7 +5,6 @@ measure id -> ``{value, higher_is_better}``: headline metrics, per-class F1, cal
 judged slice's accuracy, fairness ratios, flip rates, parity), so the file alone is enough to
 compare against. A measure *regresses* when it moves in the wrong direction by more than
 ``baseline.tolerance`` (absolute). Measures present on only one side are listed, not judged.
-Verdicts of schema v1 (measure ids such as ``metrics.accuracy``) are read with their ids translated.
 
 Example::
 
@@ -16,7 +15,6 @@ Example::
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
@@ -29,10 +27,6 @@ from audit.verdict import READABLE, SCHEMA, Criterion, Measure, judge, numbers
 
 if TYPE_CHECKING:
     from audit.config import AuditConfig
-
-SCHEMA_V1 = "audit.verdict/v1"
-_V1_KEYS = [(r"^metrics\.f1\.", "class_f1."), (r"^metrics\.", ""), (r"^calibration\.", "")]
-
 
 @dataclass(frozen=True)
 class BaselineConfig(Section):
@@ -95,29 +89,20 @@ class BaselineResult:
                 "only_in_current": list(self.only_in_current)}
 
 
-def v1_key(key: str) -> str:
-    """A schema-v1 comparable key as today's measure id (``metrics.f1.cat`` -> ``class_f1.cat``)."""
-    for pattern, repl in _V1_KEYS:
-        if re.match(pattern, key):
-            return re.sub(pattern, repl, key)
-    return key
-
-
 def load_baseline(path: Path) -> Baseline:
-    """Read an earlier ``verdict.json`` (schema v1, v2 or v3)."""
+    """Read an earlier ``verdict.json`` (schema v2 or v3)."""
     if not path.is_file():
         raise UsageError(f"baseline file not found: {path}", hint="pass --baseline path/to/verdict.json of an earlier run")
     try:
         d = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise UsageError(f"baseline {path} is not valid JSON: {e}") from None
-    if not isinstance(d, dict) or d.get("schema") not in (*READABLE, SCHEMA_V1):
+    if not isinstance(d, dict) or d.get("schema") not in READABLE:
         found = d.get("schema") if isinstance(d, dict) else type(d).__name__
         raise UsageError(f"baseline {path} is not an audit verdict (schema {found!r}, expected {SCHEMA!r})",
                          hint="pass the verdict.json written by python -m audit run")
-    rename = v1_key if d["schema"] == SCHEMA_V1 else str
     comparable = d.get("comparable") if isinstance(d.get("comparable"), dict) else {}
-    nums = {rename(k): (float(v["value"]), bool(v["higher_is_better"])) for k, v in comparable.items()
+    nums = {k: (float(v["value"]), bool(v["higher_is_better"])) for k, v in comparable.items()
             if isinstance(v, dict) and isinstance(v.get("value"), (int, float))}
     model = d.get("model") or {}
     return Baseline(str(path), nums, model.get("sha256"), d.get("created"), d.get("passed"))
