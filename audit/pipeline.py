@@ -154,8 +154,8 @@ def infer(ctx: AuditContext, *, features: bool = False) -> tuple[AuditContext, D
 def find_duplicates(ctx: AuditContext) -> AuditContext:
     """Duplicate pairs inside the test set (integrity settings) and the clusters they make, before any check:
     duplicated images are not independent evidence, so the metrics' intervals count them by cluster."""
-    pairs = tuple(duplicate_pairs(ctx.predictions, ctx.source, ctx.config.integrity))
-    preds = replace(ctx.predictions, clusters=duplicate_clusters(ctx.predictions, list(pairs)))
+    pairs = duplicate_pairs(ctx.predictions, ctx.source, ctx.config.integrity)
+    preds = replace(ctx.predictions, clusters=duplicate_clusters(ctx.predictions, pairs))
     return replace(ctx, predictions=preds, test_pairs=pairs)
 
 
