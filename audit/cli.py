@@ -89,6 +89,8 @@ RUN_FLAGS: dict[str, tuple[str, type, str]] = {
                                                            "cannot decide a criterion"),
     "--data-root": ("data_root", str, "a folder a manifest's paths may point into besides the manifest's own folder"),
     "--no-pdf": ("pdf", bool, "skip report.pdf"),
+    "--csv-rows": ("csv_rows", int, "write predictions.csv only up to this many images (default 100000); "
+                                    "predictions.parquet always has every row"),
     "--no-thumbnails": ("thumbnails", bool,
                         "embed no image of the data in the report (for data whose licence forbids copies)"),
 }

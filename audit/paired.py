@@ -22,8 +22,8 @@ estimates ignores noise altogether. Here:
 Runs that are not on the same data are refused with a ``UsageError``: other image sets,
 the same path with other bytes (SHA-256), other true labels or other class names.
 
-``load_run`` reads an audit's output folder (``predictions.csv`` for the per-image rows, the
-class names from ``verdict.json``); ``python -m audit compare`` and the ``paired`` check use it.
+``load_run`` reads an audit's output folder (``predictions.parquet``, or ``predictions.csv`` of earlier
+versions, for the per-image rows; the class names from ``verdict.json``); ``python -m audit compare`` and the ``paired`` check use it.
 
 Example::
 
@@ -64,31 +64,39 @@ class PairedRun:
     attributes: Mapping[str, np.ndarray] = field(default_factory=dict)  # name -> (N,) values
 
 
+def rows_file(folder: Path) -> Path | None:
+    """An audit folder's per-image rows: ``predictions.parquet`` (every run writes it), else ``predictions.csv``
+    (the runs of earlier versions)."""
+    for name in ("predictions.parquet", "predictions.csv"):
+        if (Path(folder) / name).is_file():
+            return Path(folder) / name
+    return None
+
+
 def load_run(folder: Path, *, name: str | None = None, flag: str = "--baseline") -> PairedRun:
     """The per-image results of an audit output folder (its ``verdict.json`` may be named instead)."""
-    import pandas as pd
+    from audit.predictions_file import read_table
 
     folder = Path(folder)
     if folder.name == "verdict.json":
         folder = folder.parent
-    verdict, rows = folder / "verdict.json", folder / "predictions.csv"
-    for f in (verdict, rows):
-        if not f.is_file():
-            raise UsageError(f"{flag} {folder}: {f.name} not found there",
+    verdict, rows = folder / "verdict.json", rows_file(folder)
+    for f, what in ((verdict, "verdict.json"), (rows, "predictions.parquet or predictions.csv")):
+        if f is None or not f.is_file():
+            raise UsageError(f"{flag} {folder}: {what} not found there",
                              hint="pass an output folder of python -m audit run")
     try:
         labels = json.loads(verdict.read_text(encoding="utf-8"))["model"]["labels"]
-        df = pd.read_csv(rows, dtype=str, keep_default_na=False,
-                         usecols=lambda c: c in ("path", "label", "predicted", "sha256") or c.startswith("attr:"))
+        df = read_table(rows, lambda c: c in ("path", "label", "predicted", "sha256") or c.startswith("attr:"))
     except (OSError, ValueError, KeyError, TypeError) as e:
-        raise UsageError(f"{flag} {folder}: cannot read its verdict.json and predictions.csv ({e})",
+        raise UsageError(f"{flag} {folder}: cannot read its verdict.json and {rows.name} ({e})",
                          hint="pass an output folder of python -m audit run") from None
     missing = [c for c in ("path", "label", "predicted") if c not in df]
     unknown = sorted((set(df.get("label", ())) | set(df.get("predicted", ()))) - set(labels))
     if missing or unknown or not labels:
         what = f"no column {missing[0]!r}" if missing else f"label {unknown[0]!r} is not in verdict.json's labels" \
             if unknown else "verdict.json names no labels"
-        raise UsageError(f"{flag} {folder}: predictions.csv does not match an audit's output ({what})",
+        raise UsageError(f"{flag} {folder}: {rows.name} does not match an audit's output ({what})",
                          hint="pass an output folder of python -m audit run, unmodified")
     index = {lab: i for i, lab in enumerate(labels)}
     return PairedRun(name or folder.resolve().name, tuple(labels), df["path"].tolist(),

@@ -42,6 +42,9 @@ class Predictions:
     # images are duplicates or they were not looked for: then every image is independent evidence
     clusters: np.ndarray | None = field(default=None, compare=False, repr=False)
     extra: Mapping[str, np.ndarray] = field(default_factory=dict)  # per-image columns the checks add (by name)
+    # the inference pass's rows as streamed to a temporary Parquet file (audit.predictions_file.PredictionStream);
+    # None when the table was not made by an inference pass that streamed them
+    stream: Any = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         n = len(self.paths)
@@ -62,23 +65,13 @@ class Predictions:
 
     def columns(self) -> dict[str, list | np.ndarray]:
         """Every column needed to recompute every number, in file order (``to_frame``, ``write_csv``)."""
-        y_pred = self.y_pred
-        cols = {
-            "path": list(self.paths),
-            "label": [self.labels[i] for i in self.y_true],
-            "predicted": [self.labels[i] for i in y_pred],
-            "correct": self.y_true == y_pred,
-            "confidence": self.confidence,
-        }
-        cols.update({f"attr:{k}": v for k, v in self.attributes.items()})
-        cols.update({f"prop:{k}": v for k, v in self.properties.items()})
-        if self.sha256:
-            cols["sha256"] = list(self.sha256)
-            cols["phash"] = [f"{h:016x}" for h in self.phash.tolist()]
+        cols = row_columns(self.labels, self.paths, self.y_true, self.proba, self.attributes, self.properties,
+                           self.sha256, self.phash)
+        probabilities = {k: cols.pop(k) for k in [k for k in cols if k.startswith("p:")]}
         if self.clusters is not None:
             cols["cluster"] = self.clusters
         cols.update(self.extra)
-        cols.update({f"p:{lab}": self.proba[:, i] for i, lab in enumerate(self.labels)})
+        cols.update(probabilities)
         return cols
 
     def to_frame(self):
@@ -117,6 +110,28 @@ class Predictions:
             else np.zeros(0, np.uint64),
             clusters=df["cluster"].to_numpy(np.int64) if "cluster" in df else None,
         )
+
+
+def row_columns(labels: Sequence[str], paths: Sequence[str], y_true: np.ndarray, proba: np.ndarray,
+                attributes: Mapping[str, Any], properties: Mapping[str, np.ndarray], sha256: Sequence[str],
+                phash: np.ndarray) -> dict[str, list | np.ndarray]:
+    """The columns inference knows, in file order (the cluster and the checks' columns go before ``p:*``).
+    A row of an unlabelled image (``y_true`` -1, a reference set) has an empty label."""
+    y_pred = proba.argmax(axis=1)
+    cols: dict[str, list | np.ndarray] = {
+        "path": list(paths),
+        "label": [labels[i] if i >= 0 else "" for i in y_true.tolist()],
+        "predicted": [labels[i] for i in y_pred.tolist()],
+        "correct": y_true == y_pred,
+        "confidence": proba.max(axis=1) if len(proba) else np.zeros(0, proba.dtype),
+    }
+    cols.update({f"attr:{k}": v for k, v in attributes.items()})
+    cols.update({f"prop:{k}": v for k, v in properties.items()})
+    if len(sha256):
+        cols["sha256"] = list(sha256)
+        cols["phash"] = [f"{h:016x}" for h in phash.tolist()]
+    cols.update({f"p:{lab}": proba[:, i] for i, lab in enumerate(labels)})
+    return cols
 
 
 CSV_ROWS = 4096  # rows formatted at once: 1,000 classes x 10,000 rows at once took 600 MB of strings

@@ -22,7 +22,8 @@ from audit import imaging
 from audit.duplicates import ThumbnailStore, colour_thumbnail
 from audit.features import FeatureStore
 from audit.preprocess import Preprocess
-from audit.predictions import Predictions
+from audit.predictions import Predictions, row_columns
+from audit.predictions_file import PredictionStream
 from audit.sources import NON_FINITE, DataSource, Sample, Skipped
 
 Transform = Callable[[Image.Image], Image.Image]
@@ -148,7 +149,9 @@ def run_model(classifier, tensor: np.ndarray, features: bool) -> tuple[np.ndarra
 class Collector:
     """Accumulates decoded batches and their probabilities into one ``Predictions`` table plus the rejected samples.
 
-    Feature rows (when the engine passes them) go to a ``FeatureStore`` on disk as they arrive.
+    Feature rows (when the engine passes them) go to a ``FeatureStore`` on disk as they arrive. On the original
+    pass (``capture``) every batch's rows are also streamed to a temporary Parquet file as they arrive
+    (``PredictionStream``), which ``predictions.parquet`` is written from.
     """
 
     def __init__(self, labels: Sequence[str], samples: Sequence[Sample], capture: bool) -> None:
@@ -166,6 +169,7 @@ class Collector:
         self.thumbnails = ThumbnailStore() if capture else None
         self.features: FeatureStore | None = None
         self.rejected: list[Skipped] = []
+        self.stream = PredictionStream() if capture else None
 
     def add(self, batch: DecodedBatch, proba: np.ndarray | None, features: np.ndarray | None = None) -> None:
         """One decoded batch, the (n, C) probabilities of its decoded samples and their (n, D) features.
@@ -195,12 +199,20 @@ class Collector:
             self.shas += batch.sha256
             self.thumbnails.append(batch.thumbnails)
         index = self.index
-        self.paths += [s.path for s in batch.samples]
-        self.y_true += [index.get(s.label, -1) for s in batch.samples]  # -1: an unlabelled (reference) image
+        paths = [s.path for s in batch.samples]
+        y_true = [index.get(s.label, -1) for s in batch.samples]  # -1: an unlabelled (reference) image
+        self.paths += paths
+        self.y_true += y_true
+        attrs: dict[str, list[str]] = {}
         if self.attr_names:
-            attrs = [dict(s.attributes) for s in batch.samples]
-            for name in self.attr_names:
-                self.attrs[name] += [a.get(name, "") for a in attrs]
+            rows = [dict(s.attributes) for s in batch.samples]
+            attrs = {name: [a.get(name, "") for a in rows] for name in self.attr_names}
+            for name, values in attrs.items():
+                self.attrs[name] += values
+        if self.stream is not None:
+            self.stream.append(row_columns(self.labels, paths, np.asarray(y_true, np.int64), proba, attrs,
+                                           {k: v.astype(float) for k, v in batch.properties.items()}, batch.sha256,
+                                           batch.phash))
 
     def result(self) -> tuple[Predictions, list[Skipped]]:
         c = len(self.labels)
@@ -215,5 +227,8 @@ class Collector:
             phash=np.concatenate(self.phashes) if self.phashes else np.zeros(0, np.uint64),
             thumbnails=self.thumbnails,
             features=self.features if self.features is not None and len(self.features) == len(self.paths) else None,
+            stream=self.stream,
         )
+        if self.stream is not None:
+            self.stream.close()
         return preds, self.rejected

@@ -29,6 +29,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from audit.errors import UsageError
+from audit.predictions_file import write_parquet
 from audit.render.html import write_html
 from audit.render.json import write_verdict
 from audit.render.junit import write_junit
@@ -37,8 +38,8 @@ from audit.render.model_card import build_model_card, write_model_card
 from audit.result import AuditResult
 
 RECORD = ".audit-outputs.json"
-ARTEFACTS = ("report.html", "report.pdf", "verdict.json", "predictions.csv", "junit.xml", "summary.md", "model_card.md",
-             "config.json", "skipped.csv")
+ARTEFACTS = ("report.html", "report.pdf", "verdict.json", "predictions.parquet", "predictions.csv", "junit.xml",
+             "summary.md", "model_card.md", "config.json", "skipped.csv")
 
 
 class OutputError(UsageError):
@@ -70,7 +71,9 @@ def write_outputs(r: AuditResult, out: Path, *, pdf: bool = True, templates: Pat
 def write_all(r: AuditResult, folder: Path, *, pdf: bool = True, templates: Path | None = None) -> list[str]:
     """Write every artefact into ``folder``; returns the names written."""
     paths = {name: folder / name for name in ARTEFACTS}
-    r.predictions.write_csv(paths["predictions.csv"])
+    write_parquet(r.predictions, paths["predictions.parquet"])
+    if csv_written(r):
+        r.predictions.write_csv(paths["predictions.csv"])
     write_verdict(r, paths["verdict.json"])
     write_model_card(build_model_card(r), paths["model_card.md"])
     write_junit(r.verdict, paths["junit.xml"])
@@ -86,6 +89,11 @@ def write_all(r: AuditResult, folder: Path, *, pdf: bool = True, templates: Path
 
         write_pdf(html, paths["report.pdf"])
     return sorted(p.name for p in folder.iterdir())
+
+
+def csv_written(r: AuditResult) -> bool:
+    """predictions.csv is written up to ``csv_rows`` images; predictions.parquet always."""
+    return len(r.predictions) <= r.config.csv_rows
 
 
 def _render(r: AuditResult, path: Path, templates: Path | None) -> str:
