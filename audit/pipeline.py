@@ -60,6 +60,14 @@ def run_audit(model_path: Path, data_path: Path, config: AuditConfig, *,
     with timed("load + scan"):
         ctx = open_context(model_path, data_path, config, card_overrides=card_overrides, engine=engine,
                            progress=progress, checks=checks)
+    try:
+        return _audit(ctx, timed, checks)
+    finally:
+        close_prepared(ctx)
+
+
+def _audit(ctx: AuditContext, timed: _Timer, checks: Sequence[CheckSpec]) -> AuditResult:
+    config = ctx.config
     features = any(s.features for s in active_checks(config, checks))
     with timed("inference"):
         ctx, data = infer(ctx, features=features)
@@ -108,7 +116,24 @@ def open_context(model_path: Path, data_path: Path, config: AuditConfig, *,
     ctx = AuditContext(config, clf, source, engine or make_engine(config, progress), Path(model_path),
                        dict(card_overrides or {}))
     ctx = replace(ctx, reference=open_reference(ctx, checks))
-    return replace(ctx, prepared={s.name: s.prepare(ctx) for s in active_checks(config, checks) if s.prepare})
+    prepared: dict[str, Any] = {}
+    try:
+        for s in active_checks(config, checks):
+            if s.prepare:
+                prepared[s.name] = s.prepare(ctx)
+    except BaseException:
+        close_prepared(replace(ctx, prepared=prepared))
+        raise
+    return replace(ctx, prepared=prepared)
+
+
+def close_prepared(ctx: AuditContext) -> None:
+    """Close what the checks prepared that holds a resource (``close()``: the latency check's server), however
+    the run ends."""
+    for state in ctx.prepared.values():
+        close = getattr(state, "close", None)
+        if callable(close):
+            close()
 
 
 def open_reference(ctx: AuditContext, checks: Sequence[CheckSpec]) -> Reference | None:
