@@ -35,6 +35,7 @@ from audit.render.json import write_verdict
 from audit.render.junit import write_junit
 from audit.render.markdown import write_summary
 from audit.render.model_card import build_model_card, write_model_card
+from audit.render.pdf import PdfWorker
 from audit.result import AuditResult
 
 RECORD = ".audit-outputs.json"
@@ -46,10 +47,13 @@ class OutputError(UsageError):
     """The outputs cannot be written where --out says (exit 2; the previous outputs are unchanged)."""
 
 
-def write_outputs(r: AuditResult, out: Path, *, pdf: bool = True, templates: Path | None = None) -> list[Path]:
-    """Write report.html/.pdf, verdict.json, predictions.csv, junit.xml, summary.md, model_card.md, config.json,
-    skipped.csv
-    into ``out``, replacing the previous run's outputs in one step."""
+def write_outputs(r: AuditResult, out: Path, *, pdf: bool | PdfWorker = True,
+                  templates: Path | None = None) -> list[Path]:
+    """Write report.html/.pdf, verdict.json, predictions.parquet (and .csv), junit.xml, summary.md, model_card.md,
+    config.json, skipped.csv into ``out``, replacing the previous run's outputs in one step.
+
+    ``pdf``: False for none, True for a PDF laid out by a worker started now, or a ``PdfWorker`` started earlier
+    (``python -m audit run`` starts it before the audit, so weasyprint loads while the model runs)."""
     out = Path(os.path.realpath(out))  # a symbolic link to a folder: swap the folder, keep the link
     check_out(out, Path(r.data.source))
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -68,9 +72,26 @@ def write_outputs(r: AuditResult, out: Path, *, pdf: bool = True, templates: Pat
     return [out / n for n in names]
 
 
-def write_all(r: AuditResult, folder: Path, *, pdf: bool = True, templates: Path | None = None) -> list[str]:
-    """Write every artefact into ``folder``; returns the names written."""
+def write_all(r: AuditResult, folder: Path, *, pdf: bool | PdfWorker = True,
+              templates: Path | None = None) -> list[str]:
+    """Write every artefact into ``folder``; returns the names written. The report is rendered first, so the PDF
+    is laid out (in its worker process) while the other files are written."""
     paths = {name: folder / name for name in ARTEFACTS}
+    _render(r, paths["report.html"], templates)
+    worker = pdf if isinstance(pdf, PdfWorker) else PdfWorker() if pdf else None
+    try:
+        if worker is not None:
+            worker.submit(paths["report.html"], paths["report.pdf"])
+        _write_tables(r, paths)
+        if worker is not None:
+            worker.wait()
+    finally:
+        if worker is not None:
+            worker.close()
+    return sorted(p.name for p in folder.iterdir())
+
+
+def _write_tables(r: AuditResult, paths: dict[str, Path]) -> None:
     write_parquet(r.predictions, paths["predictions.parquet"])
     if csv_written(r):
         r.predictions.write_csv(paths["predictions.csv"])
@@ -83,12 +104,6 @@ def write_all(r: AuditResult, folder: Path, *, pdf: bool = True, templates: Path
         w = csv.writer(f)  # RFC 4180: CRLF rows, so a \r or \n inside a name is quoted
         w.writerow(["path", "reason"])
         w.writerows((s.path, s.reason) for s in r.data.skipped)
-    html = _render(r, paths["report.html"], templates)
-    if pdf:
-        from audit.render.pdf import write_pdf
-
-        write_pdf(html, paths["report.pdf"])
-    return sorted(p.name for p in folder.iterdir())
 
 
 def csv_written(r: AuditResult) -> bool:
