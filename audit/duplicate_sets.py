@@ -29,7 +29,7 @@ import numpy as np
 
 from audit import imaging
 from audit.duplicates import THUMBNAIL_BYTES, colour_thumbnail, near_pairs, pair_distances
-from audit.predictions import Predictions
+from audit.predictions import HexDigests, Predictions
 from audit.sources import DataSource
 
 MAX_CANDIDATES = 2_000_000  # hash candidates confirmed at most (the closest); beyond it the count is reported
@@ -128,13 +128,16 @@ class Digests:
     @classmethod
     def of(cls, sha, chunk: int = 65_536) -> Digests:
         n = len(sha)
-        words = np.zeros((n, 4), np.uint64)
-        for lo in range(0, n, chunk):  # one fromhex per chunk: no bytes object per row
-            part = sha[lo:lo + chunk]
-            words[lo:lo + len(part)] = np.frombuffer(bytes.fromhex("".join(h or "0" * 64 for h in part)),
-                                                     ">u8").reshape(-1, 4)
-        missing = np.array([not h for h in sha], bool)
-        words[missing, 0], words[missing, 1] = np.arange(n, dtype=np.uint64)[missing], np.uint64(2 ** 64 - 1)
+        if isinstance(sha, HexDigests):  # every row hashed, 32 bytes each already
+            words, missing = sha.raw.view(">u8"), np.zeros(n, bool)
+        else:
+            words = np.zeros((n, 4), ">u8")
+            for lo in range(0, n, chunk):  # one fromhex per chunk: no bytes object per row
+                part = sha[lo:lo + chunk]
+                words[lo:lo + len(part)] = np.frombuffer(bytes.fromhex("".join(h or "0" * 64 for h in part)),
+                                                         ">u8").reshape(-1, 4)
+            missing = np.array([not h for h in sha], bool)
+            words[missing, 0], words[missing, 1] = np.arange(n, dtype=np.uint64)[missing], np.uint64(2 ** 64 - 1)
         order = np.lexsort(words.T[::-1])  # stable: a key's rows in row order
         ordered = words[order]
         new = np.r_[True, (ordered[1:] != ordered[:-1]).any(axis=1)] if n else np.zeros(0, bool)

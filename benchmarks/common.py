@@ -112,10 +112,16 @@ def ratios(a: list[float], b: list[float]) -> dict[str, float]:
             "per_round_min": round(min(per_round), 3), "per_round_max": round(max(per_round), 3)}
 
 
+def today() -> str:
+    import datetime as dt
+
+    return dt.date.today().isoformat()
+
+
 def machine() -> dict[str, object]:
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     return {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-            "python": platform.python_version(), "load_average_1min_at_end": load}
+            "python": platform.python_version(), "load_average_1min_at_end": load, "date": today()}
 
 
 def write(name: str, result: dict, markdown: list[str]) -> None:

@@ -115,3 +115,17 @@ def test_near_pairs_per_row_keeps_the_closest_and_no_pair_that_is_not_one():
     small = near_pairs(a[1000:], None, 4, per_row=64)  # no row over the cap: the plain search's pairs
     plain = near_pairs(a[1000:], None, 4)
     assert np.array_equal(small.i, plain.i) and np.array_equal(small.j, plain.j)
+
+
+def test_digests_held_as_bytes_read_as_the_hex_strings_and_group_the_same():
+    from audit.duplicate_sets import Digests
+    from audit.predictions import HexDigests
+
+    hexes = tuple(f"{k % 5:064x}" for k in range(5000))  # more than one block of text at a time
+    d = HexDigests.of(hexes)
+    assert d.raw.nbytes == 32 * 5000 and len(d) == 5000
+    assert list(d) == list(hexes) and d[4999] == hexes[4999] and list(d[10:13]) == list(hexes[10:13])
+    assert d == hexes and d != hexes[:-1]
+    a, b = Digests.of(d), Digests.of(hexes)
+    assert np.array_equal(a.inverse, b.inverse) and np.array_equal(a.counts, b.counts)
+    assert np.array_equal(a.keys, b.keys) and a.hashed.all()

@@ -22,7 +22,7 @@ from audit import imaging
 from audit.duplicates import ThumbnailStore, colour_thumbnail
 from audit.features import FeatureStore
 from audit.preprocess import Preprocess
-from audit.predictions import Predictions, row_columns
+from audit.predictions import HexDigests, Predictions, row_columns
 from audit.predictions_file import PredictionStream
 from audit.sources import NON_FINITE, DataSource, Sample, Skipped
 
@@ -164,7 +164,7 @@ class Collector:
         self.probas: list[np.ndarray] = []
         self.attrs: dict[str, list[str]] = {a: [] for a in self.attr_names}
         self.props: dict[str, list[np.ndarray]] = {k: [] for k in imaging.PROPERTY_NAMES}
-        self.shas: list[str] = []
+        self.shas: list[np.ndarray] = []  # the SHA-256 digests of each batch, 32 bytes a row
         self.phashes: list[np.ndarray] = []
         self.thumbnails = ThumbnailStore() if capture else None
         self.features: FeatureStore | None = None
@@ -196,7 +196,7 @@ class Collector:
             self.props[k].append(v)
         if self.capture:
             self.phashes.append(batch.phash)
-            self.shas += batch.sha256
+            self.shas.append(HexDigests.of(batch.sha256).raw)
             self.thumbnails.append(batch.thumbnails)
         index = self.index
         paths = [s.path for s in batch.samples]
@@ -223,7 +223,7 @@ class Collector:
             proba=np.concatenate(self.probas) if self.probas else np.zeros((0, c), np.float32),
             attributes={a: np.asarray(v, dtype=object) for a, v in self.attrs.items()},
             properties={k: np.concatenate(v).astype(float) if v else np.zeros(0) for k, v in self.props.items()},
-            sha256=tuple(self.shas),
+            sha256=HexDigests(np.concatenate(self.shas)) if self.shas else (),
             phash=np.concatenate(self.phashes) if self.phashes else np.zeros(0, np.uint64),
             thumbnails=self.thumbnails,
             features=self.features if self.features is not None and len(self.features) == len(self.paths) else None,
