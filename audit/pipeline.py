@@ -14,6 +14,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import datetime as dt
+import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import replace
@@ -32,21 +33,31 @@ from audit.engines import Engine, make_engine
 from audit.errors import ConfigError, DataError, ModelError
 from audit.model import OnnxClassifier
 from audit.predictions import Predictions
-from audit.result import AuditResult, DataSummary, ModelSummary
+from audit.result import AuditResult, DataSummary, ModelSummary, Stage
 from audit.sources import NON_FINITE, DataSource, Skipped, open_source
 from audit.thumbnails import capture_thumbnails
 from audit.verdict import Verdict, decide
 
 
+def peak_rss_mib() -> float | None:
+    """This process's peak resident memory so far, in MiB (None where ``resource`` is missing: Windows)."""
+    try:
+        import resource
+    except ImportError:
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024  # bytes on macOS, KiB on Linux
+
+
 class _Timer:
     def __init__(self) -> None:
-        self.timings: list[tuple[str, float]] = []
+        self.timings: list[Stage] = []
 
     @contextlib.contextmanager
     def __call__(self, stage: str) -> Iterator[None]:
         t0 = time.perf_counter()
         yield
-        self.timings.append((stage, time.perf_counter() - t0))
+        self.timings.append(Stage(stage, time.perf_counter() - t0, peak_rss_mib()))
 
 
 def run_audit(model_path: Path, data_path: Path, config: AuditConfig, *,
