@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-ROW_GROUP = 65_536  # rows per row group, in the stream and in the output file
+ROW_GROUP = 16_384  # rows per row group, in the stream and in the output file (65,536 held 40 MB more at 150k rows)
 
 
 def _arrays(columns: Mapping[str, Any]):
@@ -88,16 +88,16 @@ class PredictionStream:
             self._writer.close()
         self.closed = True
 
-    def tables(self, size: int = ROW_GROUP) -> Iterator:
-        """The rows in order, ``size`` at a time, as Arrow tables."""
-        import pyarrow as pa
+    def tables(self) -> Iterator:
+        """The rows in order, one row group at a time, as Arrow tables."""
         import pyarrow.parquet as pq
 
         self.close()
         if not self.rows:
             return
-        for batch in pq.ParquetFile(self.path).iter_batches(batch_size=size):
-            yield pa.Table.from_batches([batch])
+        f = pq.ParquetFile(self.path)
+        for i in range(f.num_row_groups):  # iter_batches read ahead: 60 MB more at 100k rows (measured)
+            yield f.read_row_group(i, use_threads=False)
 
     def discard(self) -> None:
         self.close()
@@ -148,11 +148,11 @@ def _base_tables(preds) -> Iterator:
     if stream is not None and stream.rows == len(preds):
         yield from stream.tables()
         return
-    cols = {k: v for k, v in preds.columns().items() if k != "cluster" and k not in preds.extra}
     import pyarrow as pa
 
-    for lo in range(0, len(preds), ROW_GROUP):
-        yield pa.Table.from_pydict(_arrays({k: v[lo:lo + ROW_GROUP] for k, v in cols.items()}))
+    for lo in range(0, len(preds), ROW_GROUP):  # the columns of one row group at a time
+        cols = preds.columns(slice(lo, lo + ROW_GROUP))
+        yield pa.Table.from_pydict(_arrays({k: v for k, v in cols.items() if k != "cluster" and k not in preds.extra}))
 
 
 def _with_late(table, late: Mapping[str, np.ndarray]):

@@ -89,8 +89,9 @@ def test_the_engine_streams_rows_as_batches_arrive(tmp_path):
 def test_a_stream_keeps_one_row_group_in_memory_and_reads_back_in_order(tmp_path):
     stream = PredictionStream(dir=str(tmp_path))
     n = ROW_GROUP * 2 + 5
-    for lo in range(0, n, 10_000):
-        hi = min(lo + 10_000, n)
+    step = ROW_GROUP // 8
+    for lo in range(0, n, step):
+        hi = min(lo + step, n)
         stream.append({"path": [f"{i}.png" for i in range(lo, hi)], "x": np.arange(lo, hi, dtype=np.float32)})
         assert stream._held < ROW_GROUP
     back = pd.concat([t.to_pandas() for t in stream.tables()])
