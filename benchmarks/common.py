@@ -65,13 +65,21 @@ def linked_copies(src: Path, copies: int, dst: Path) -> Path:
     return dst
 
 
-def alternate(runs: dict[str, Callable[[], object]], repeats: int) -> dict[str, list]:
-    """Call every run once per round, in order, ``repeats`` rounds; each returns its seconds (or wall, CPU)."""
+def alternate(runs: dict[str, Callable[[], object]], repeats: int, loads: list[float] | None = None) -> dict[str, list]:
+    """Call every run once per round, in order, ``repeats`` rounds; each returns its seconds (or wall, CPU).
+    ``loads``, when given, gets the 1-minute load average at the end of each round."""
     out: dict[str, list] = {name: [] for name in runs}
     for _ in range(repeats):
         for name, run in runs.items():
             out[name].append(run())
+        if loads is not None:
+            loads.append(round(os.getloadavg()[0], 2))
     return out
+
+
+def spread(values: list[float]) -> float:
+    """(max - min) / median: how far apart the rounds were, as a share of the median."""
+    return round((max(values) - min(values)) / statistics.median(values), 3) if values else float("nan")
 
 
 def timed(fn: Callable[[], object]) -> Callable[[], float]:

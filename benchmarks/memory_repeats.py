@@ -16,6 +16,7 @@ the 1,000-image run's peak plus 100 bytes per image.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -52,10 +53,10 @@ def run_child(model: Path, data: Path, out: Path, extra: tuple[str, ...] = ()) -
         text = log.read().decode(errors="replace")
     if p.returncode not in (0, 1, 4):
         raise SystemExit(f"audit failed ({p.returncode}) on {data}:\n{text[-3000:]}")
-    last = text.strip().splitlines()[-1]
-    images = int(last.split(" images,")[0].rsplit("·", 1)[-1].strip().replace(",", ""))
+    verdict = json.loads((out / "verdict.json").read_text())
     return {"seconds": round(time.perf_counter() - t0, 1), "peak_rss_mib": round(usage.ru_maxrss / 1024, 1),
-            "images": images, "load_avg": round(os.getloadavg()[0], 1)}
+            "images": verdict["data"]["processed"], "load_avg": round(os.getloadavg()[0], 1),
+            "stages": verdict["run"]["stages"]}  # each stage's seconds and the peak so far (outputs not included)
 
 
 def main() -> None:
