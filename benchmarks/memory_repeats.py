@@ -39,11 +39,14 @@ def folders(work: Path, cases: list[str], size: int) -> dict[str, Path]:
     return {c: make[c]() for c in cases}
 
 
-def run_child(model: Path, data: Path, out: Path, extra: tuple[str, ...] = ()) -> dict:
+FLAGS = ("--no-latency", "--no-pdf")
+
+
+def run_child(model: Path, data: Path, out: Path, flags: tuple[str, ...] = FLAGS) -> dict:
     """Wall seconds, peak RSS (MiB) and images of one audit in a child process."""
     env = {**os.environ, "PYTHONPATH": str(common.ROOT)}
     cmd = [sys.executable, "-m", "audit", "run", "--model", str(model), "--data", str(data), "--out", str(out),
-           "--no-progress", "--no-latency", "--no-pdf", *extra]
+           "--no-progress", *flags]
     t0 = time.perf_counter()
     with tempfile.TemporaryFile() as log:
         p = subprocess.Popen(cmd, env=env, cwd=common.ROOT, stdout=log, stderr=subprocess.STDOUT)
