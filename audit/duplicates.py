@@ -24,7 +24,8 @@ from audit.colour_match import (  # noqa: F401  (re-exported: the confirmation h
 )
 
 BITS = 64
-CHUNK = 1 << 22  # candidate pairs verified at once (about 100 MB of temporaries)
+CHUNK = 1 << 18  # candidate pairs verified at once (about 6 MB of temporaries; 1 << 22 put 100 MB more on the peak
+# at 500,000 distinct hashes and was twice as slow)
 # A multi-index candidate costs ~6x a brute-force comparison (gathers vs a dense XOR, measured); with
 # more than pairs / BRUTE_FORCE_RATIO candidates (crowded buckets) the blocked all-pairs search is faster.
 BRUTE_FORCE_RATIO = 6
@@ -165,12 +166,13 @@ def _unique_pairs(ua: np.ndarray, ub: np.ndarray, d: int, same: bool, method: st
     """Pairs of distinct values within d bits into ``sink``: multi-index, or blocked all-pairs."""
     if method != "all" and d < BITS:  # d + 1 bands need d < 64 (at 64 bits every pair matches anyway)
         masks = _bands(ua, ub, d)
-        ranges = [_bucket_ranges(ua & m, ub & m, same) for m in masks]
-        n_candidates = sum(int(c.sum()) for _, _, c in ranges)
+        # each band's buckets are counted, then made again when searched: holding all of them took 24 bytes a
+        # hash a band (60 MB at 500,000 hashes), the second sort costs less than a tenth of the search
+        n_candidates = sum(int(_bucket_ranges(ua & m, ub & m, same)[2].sum()) for m in masks)
         pairs = len(ua) * (len(ua) - 1) // 2 if same else len(ua) * len(ub)
         if method == "index" or n_candidates * BRUTE_FORCE_RATIO <= pairs:
-            for k, (order, lo, counts) in enumerate(ranges):
-                _band_matches(ua, ub, order, lo, counts, d, masks[:k], sink)
+            for k, m in enumerate(masks):
+                _band_matches(ua, ub, *_bucket_ranges(ua & m, ub & m, same), d, masks[:k], sink)
             return
     _all_pairs(ua, ub, d, same, sink)
 
