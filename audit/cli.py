@@ -53,7 +53,8 @@ def _run_parser(sub) -> None:
                           "(.csv or .parquet)")
     run.add_argument("--out", type=Path, help="output folder (default: reports/<model name>/)")
     run.add_argument("--config", type=Path, help="audit.toml ([audit] table) or pyproject.toml ([tool.audit])")
-    run.add_argument("--templates", type=Path, help="a folder of report templates searched before the packaged ones")
+    run.add_argument("--templates", type=Path, help="a folder of report templates searched before the packaged ones "
+                                                    "(templates are code: use only templates you trust)")
     _add_card_args(run)
     opts = run.add_argument_group("run options (override the config file)")
     for flag, (key, kind, text) in RUN_FLAGS.items():
@@ -80,7 +81,8 @@ RUN_FLAGS: dict[str, tuple[str, type, str]] = {
     "--engine": ("engine.name", str, "where inference runs: local (threads, default) or ray (Ray Data; "
                                      'pip install "model-audit[ray]")'),
     "--ray-address": ("engine.ray_address", str,
-                      "join this Ray cluster (auto, HOST:6379, ray://HOST:10001) instead of starting a local Ray"),
+                      "with --engine ray: join this Ray cluster (auto, or the HOST:6379 that `ray start --head` "
+                      "prints) instead of starting a local Ray"),
     "--min-accuracy": ("criteria.min_accuracy", float, "override the accuracy threshold"),
     "--judge-on": ("criteria.judge_on", str, "interval (default): pass or fail when the whole 95%% CI is on one side "
                                              "of the threshold, inconclusive (exit 4) when it holds it; value: the "
@@ -115,7 +117,8 @@ def _compare_parser(sub) -> None:
     cmp.add_argument("--data", type=Path, help="the audited data, for thumbnails (default: the folder the "
                                                "candidate's verdict.json names, when it can be read)")
     cmp.add_argument("--no-thumbnails", action="store_true", help="embed no image of the data in the report")
-    cmp.add_argument("--templates", type=Path, help="a folder of report templates searched before the packaged ones")
+    cmp.add_argument("--templates", type=Path, help="a folder of report templates searched before the packaged ones "
+                                                    "(templates are code: use only templates you trust)")
     cmp.add_argument("--debug", action="store_true", help="show tracebacks")
 
 
@@ -130,7 +133,7 @@ def _serve_parser(sub) -> None:
     lim = srv.add_argument_group("request limits")
     lim.add_argument("--max-request-bytes", type=int, help="largest JSON body accepted (default 16 MiB)")
     lim.add_argument("--max-pixels", type=int, help="largest image, width x height (default 64,000,000, as the audit)")
-    lim.add_argument("--formats", help="allowed image formats, comma-separated "
+    lim.add_argument("--formats", help="allowed image formats, comma-separated, from the audit's allow-list "
                                        "(default PNG,JPEG,WEBP,BMP,GIF,TIFF,PPM)")
     lim.add_argument("--pixel-budget", type=int,
                      help="decoded pixels of all requests in flight together; bounds memory (default: --max-pixels)")
@@ -229,19 +232,20 @@ def _load_config(a: argparse.Namespace):
                 try:
                     load_config(None, {key: value})
                 except ConfigError as own:
-                    raise ConfigError(f"{flags[key]} {value}: {own.message}", hint=own.hint) from None
+                    raise ConfigError(f"{flags[key]} {value or repr(value)}: {own.message}", hint=own.hint) from None
         raise
 
 
 def cmd_run(a: argparse.Namespace) -> int:
     from audit.pipeline import run_audit
     from audit.render.markdown import headline
-    from audit.render.outputs import check_out, write_outputs
+    from audit.render.outputs import check_out, check_templates, write_outputs
     from audit.render.pdf import PdfWorker
     from audit.text import describe
 
     config = _load_config(a)
     out = a.out or default_out(a.model)
+    check_templates(a.templates)
     check_out(out, a.data)  # before the first image is decoded
     pdf = PdfWorker() if config.pdf else None  # weasyprint loads in its own process while the audit runs
     try:
@@ -274,18 +278,23 @@ def paint(text: str, status: str) -> str:
 
 
 def cmd_compare(a: argparse.Namespace) -> int:
-    from audit.comparison import compare_folders
-    from audit.render.comparison import write_comparison
+    from audit.comparison import compare_folders, default_out
+    from audit.render.comparison import check_comparison_out, write_comparison
+    from audit.render.outputs import check_templates
     from audit.text import fmt_ci
 
     if a.on_inconclusive not in ("inconclusive", "fail", "pass"):
         raise UsageError(f"--on-inconclusive must be fail or pass, got {a.on_inconclusive!r}")
+    out = a.out or default_out(a.candidate, a.baseline)
+    check_templates(a.templates)
+    target = check_comparison_out(out, a.candidate, a.baseline)  # before the runs are read
     rep = compare_folders(a.candidate, a.baseline, margin=a.margin, alpha=a.alpha, data=a.data,
                           thumbnails=not a.no_thumbnails, on_inconclusive=a.on_inconclusive)
-    out = a.out or Path("reports") / f"{rep.paired.candidate}-vs-{rep.paired.baseline}"
-    write_comparison(rep, out, a.templates)
+    write_comparison(rep, out, a.templates, target=target)
     for f in rep.findings:
         print(f"  {f.severity}: {f.text}")
+    for note in rep.notes:
+        print(f"  note: {note}")
     c = rep.criterion
     print(f"{paint(rep.headline, c.status)}: {c.title}: {c.value:+.4f} {fmt_ci(c.low, c.high, 4)}, must be {c.op} "
           f"{c.threshold:g} · report: {out / 'comparison.html'}")
@@ -326,6 +335,9 @@ def _with_card_file(path: Path | None, flags: dict[str, Any]) -> dict[str, Any]:
 COMMANDS = {"run": cmd_run, "compare": cmd_compare, "serve": cmd_serve}
 
 
+_SIGNALLED: set[int] = set()  # signals this process has received (and turned into an exception)
+
+
 @contextlib.contextmanager
 def _sigterm_as_interrupt(enabled: bool) -> Iterator[None]:
     """SIGTERM raises ``Terminated`` (a KeyboardInterrupt) in the main thread, so a run cleans up as on Ctrl-C:
@@ -337,8 +349,10 @@ def _sigterm_as_interrupt(enabled: bool) -> Iterator[None]:
 
     def handler(signum, frame):
         signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the clean-up short
+        _SIGNALLED.add(signal.SIGTERM)  # Ray's C++ layer turns any exception raised in a wait into KeyboardInterrupt
         raise Terminated()
 
+    _SIGNALLED.discard(signal.SIGTERM)  # main() may run more than once in a process (tests)
     previous = signal.signal(signal.SIGTERM, handler)
     try:
         yield
@@ -352,17 +366,17 @@ def main(argv: list[str] | None = None) -> int:
     debug = getattr(a, "debug", False)
     logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
-        with _sigterm_as_interrupt(a.command == "run"):
+        with _sigterm_as_interrupt(a.command in ("run", "compare")):
             return COMMANDS[a.command](a)
     except AuditError as e:
         if debug:
             traceback.print_exc()
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code
-    except Terminated:
-        print("terminated (SIGTERM)", file=sys.stderr)
-        return EXIT_TERMINATED
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
+        if isinstance(e, Terminated) or signal.SIGTERM in _SIGNALLED:
+            print("terminated (SIGTERM)", file=sys.stderr)
+            return EXIT_TERMINATED
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     except Exception as e:  # an internal error: ours to fix, so say so and keep the details

@@ -44,6 +44,7 @@ def compare_folders(candidate: Path, baseline: Path, *, margin: float = 0.01, al
         source, thumbs, notes = _thumbnails(res, candidate, data)
     elif thumbnails:
         notes = ["no thumbnails: an audit being compared ran with thumbnails = false"]
+    notes += _same_model(candidate, baseline, res)
     return ComparisonReport(
         str(candidate), str(baseline), res, crit, ranked, ComparedData(source), thumbs, tuple(notes),
         created=dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat(), on_inconclusive=on_inconclusive,
@@ -52,6 +53,44 @@ def compare_folders(candidate: Path, baseline: Path, *, margin: float = 0.01, al
 
 def _folder(path: Path) -> Path:
     return path.parent if path.name == "verdict.json" else path
+
+
+def default_out(candidate: Path, baseline: Path) -> Path:
+    """reports/<candidate folder>-vs-<baseline folder>/, the names ``load_run`` gives the runs."""
+    return Path("reports") / f"{_folder(candidate).resolve().name}-vs-{_folder(baseline).resolve().name}"
+
+
+def _same_model(candidate: Path, baseline: Path, res: PairedComparison) -> list[str]:
+    """A note when both sides are one audit, or audits of one model file: no difference is the expected answer,
+    and an inconclusive (or failed) comparison then says only that the test set is too small for this margin."""
+    if _folder(candidate).resolve() == _folder(baseline).resolve():
+        what = "the candidate and the baseline are the same audit"
+    else:
+        digests = {_model_sha256(f) for f in (candidate, baseline)}
+        if len(digests) != 1 or None in digests:
+            return []
+        what = "the candidate and the baseline audit the same model file (same SHA-256)"
+    ni = res.non_inferiority
+    if ni.passed:
+        return [f"{what}; compare two different models"]
+    return [f"{what}, so no difference is expected; the {ni.status} result says only that {res.n} images "
+            f"cannot show a loss below {ni.margin:g} at alpha {ni.alpha:g} (upper bound {ni.upper_bound:.3f}): "
+            "compare two different models, and use more images or a wider --margin"]
+
+
+def _model_sha256(folder: Path) -> str | None:
+    try:
+        return json.loads((_folder(folder) / "verdict.json").read_text(encoding="utf-8"))["model"]["sha256"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _data_source(folder: Path) -> str | None:
+    try:
+        source = json.loads((_folder(folder) / "verdict.json").read_text(encoding="utf-8"))["data"]["source"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return source if isinstance(source, str) and source else None
 
 
 def _without_thumbnails(*folders: Path) -> bool:
@@ -78,7 +117,11 @@ def _thumbnails(res: PairedComparison, candidate: Path,
 
     explicit = data is not None
     if not explicit:
-        data = Path(json.loads((_folder(candidate) / "verdict.json").read_text(encoding="utf-8"))["data"]["source"])
+        named = _data_source(candidate)
+        if named is None:
+            return "", {}, ["no thumbnails: the candidate's verdict.json names no data source (data.source); "
+                            "pass --data DIR"]
+        data = Path(named)
     try:
         src = open_source(data, res.labels, flag="--data")
     except AuditError as e:

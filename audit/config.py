@@ -65,9 +65,15 @@ class EngineConfig(Section):
 
     section: ClassVar[str] = "engine"
     name: str = setting("local", choices=("local", "ray"))
-    ray_address: str = ""  # "": start a local Ray; else a cluster address ("auto", "HOST:6379", "ray://HOST:10001")
+    ray_address: str = ""  # "": start a local Ray; else a cluster address ("auto", "HOST:6379")
     ray_actors: int = setting(0, ge=0, le=1_000_000)  # inference actors; 0 = one per CPU of the cluster
     ray_cpus: int = setting(0, ge=0, le=1_000_000)  # CPUs of a local Ray; 0 = every core of this machine
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.ray_address and self.name != "ray":  # an address the local engine would silently ignore
+            raise ConfigError(f"config key 'engine.ray_address' is only read by the Ray engine, but 'engine.name' "
+                              f"is {self.name!r}", hint='pass --engine ray as well (config engine.name = "ray")')
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ ink coverage).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import io
 import os
@@ -21,6 +22,9 @@ from audit.preprocess import Preprocess
 
 DEFAULT_MAX_PIXELS = 64_000_000  # a 8000x8000 photo decodes; a 20000x20000 header does not
 DEFAULT_MAX_BYTES = 50 * 1024 * 1024
+# The one allow-list of image formats, for the audit and the server alike: Pillow also opens EPS (which runs
+# Ghostscript where it is installed), PSD, FITS and more, which neither has a reason to parse. PPM covers PGM/PBM.
+FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "GIF", "TIFF", "PPM")
 
 _RESAMPLE = {
     "nearest": Image.Resampling.NEAREST,
@@ -54,6 +58,31 @@ class ImageRejected(Exception):
 class Limits:
     max_bytes: int = DEFAULT_MAX_BYTES
     max_pixels: int = DEFAULT_MAX_PIXELS
+    formats: tuple[str, ...] = FORMATS  # Pillow format names that may be decoded
+
+
+def sniff_format(data: bytes) -> str | None:
+    """The Pillow format whose signature ``data`` starts with, by each plugin's prefix test only (no plugin
+    parses the bytes); None when none matches."""
+    Image.init()
+    prefix = data[:16]
+    for name in Image.ID:
+        accept = Image.OPEN[name][1]
+        with contextlib.suppress(Exception):
+            if accept is not None and accept(prefix):
+                return name
+    return None
+
+
+def open_image(data: bytes, formats: tuple[str, ...] = FORMATS) -> Image.Image:
+    """``Image.open`` restricted to ``formats``; a file of another format raises ``ImageRejected`` naming it."""
+    try:
+        return Image.open(io.BytesIO(data), formats=formats)
+    except Image.UnidentifiedImageError:
+        other = sniff_format(data)
+        if other is not None and other not in formats:
+            raise ImageRejected(f"image format {other} is not allowed (allowed: {', '.join(formats)})") from None
+        raise
 
 
 GREY_MODES = ("1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "F")
@@ -75,7 +104,7 @@ def decode(data: bytes, color: str | None, limits: Limits = Limits()) -> tuple[I
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            img = Image.open(io.BytesIO(data))
+            img = open_image(data, limits.formats)
             w, h = img.size
             if w * h > limits.max_pixels:
                 raise ImageRejected(f"too many pixels ({w}x{h} > {limits.max_pixels:,}): possible decompression bomb")

@@ -35,7 +35,6 @@ Example::
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -46,6 +45,7 @@ import numpy as np
 
 from audit.errors import UsageError
 from audit.predictions import MISSING
+from audit.run_folder import explain_set_aside, lookup, read_run_folder, rows_file  # noqa: F401 (rows_file: checks.paired)
 from audit.stats import Estimate, benjamini_hochberg, mcnemar_exact, paired_difference_ci, proportion_ci
 
 MAX_LEVELS = 50  # like slices.max_levels: a column with more distinct values is an id, not a slice
@@ -62,53 +62,32 @@ class PairedRun:
     y_pred: np.ndarray
     sha256: Sequence[str] = ()  # of each image's bytes; empty when the run did not hash
     attributes: Mapping[str, np.ndarray] = field(default_factory=dict)  # name -> (N,) values
-
-
-def rows_file(folder: Path) -> Path | None:
-    """An audit folder's per-image rows: ``predictions.parquet`` (every run writes it), else ``predictions.csv``
-    (the runs of earlier versions)."""
-    for name in ("predictions.parquet", "predictions.csv"):
-        if (Path(folder) / name).is_file():
-            return Path(folder) / name
-    return None
+    set_aside: Sequence[str] = ()  # images not scored because the model output NaN or Inf for them
 
 
 def load_run(folder: Path, *, name: str | None = None, flag: str = "--baseline") -> PairedRun:
-    """The per-image results of an audit output folder (its ``verdict.json`` may be named instead)."""
-    from audit.predictions_file import read_table
-
-    folder = Path(folder)
-    if folder.name == "verdict.json":
-        folder = folder.parent
-    verdict, rows = folder / "verdict.json", rows_file(folder)
-    for f, what in ((verdict, "verdict.json"), (rows, "predictions.parquet or predictions.csv")):
-        if f is None or not f.is_file():
-            raise UsageError(f"{flag} {folder}: {what} not found there",
-                             hint="pass an output folder of python -m audit run")
-    try:
-        labels = json.loads(verdict.read_text(encoding="utf-8"))["model"]["labels"]
-        df = read_table(rows, lambda c: c in ("path", "label", "predicted", "sha256") or c.startswith("attr:"))
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise UsageError(f"{flag} {folder}: cannot read its verdict.json and {rows.name} ({e})",
-                         hint="pass an output folder of python -m audit run") from None
-    missing = [c for c in ("path", "label", "predicted") if c not in df]
-    unknown = sorted((set(df.get("label", ())) | set(df.get("predicted", ()))) - set(labels))
-    if missing or unknown or not labels:
-        what = f"no column {missing[0]!r}" if missing else f"label {unknown[0]!r} is not in verdict.json's labels" \
-            if unknown else "verdict.json names no labels"
-        raise UsageError(f"{flag} {folder}: {rows.name} does not match an audit's output ({what})",
+    """The per-image results of an audit output folder (its ``verdict.json`` may be named instead), checked
+    against the digest and the numbers its ``verdict.json`` records (``audit.run_folder``)."""
+    run = read_run_folder(folder, flag=flag)
+    df, labels = run.rows, lookup(run.verdict, "model", "labels")
+    labels = labels if isinstance(labels, list) and all(isinstance(x, str) for x in labels) else []
+    unknown = sorted((set(df["label"]) | set(df["predicted"])) - set(labels))
+    if unknown or not labels:
+        what = "verdict.json names no labels" if not labels else f"label {unknown[0]!r} is not in verdict.json's labels"
+        raise UsageError(f"{flag} {run.folder}: {run.rows_file.name} does not match an audit's output ({what})",
                          hint="pass an output folder of python -m audit run, unmodified")
     index = {lab: i for i, lab in enumerate(labels)}
-    return PairedRun(name or folder.resolve().name, tuple(labels), df["path"].tolist(),
+    return PairedRun(name or run.folder.resolve().name, tuple(labels), df["path"].tolist(),
                      df["label"].map(index).to_numpy(np.int64), df["predicted"].map(index).to_numpy(np.int64),
-                     sha256=df["sha256"].tolist() if "sha256" in df else (),
-                     attributes={c[5:]: df[c].to_numpy(object) for c in df if c.startswith("attr:")})
+                     sha256=df["sha256"].tolist(),
+                     attributes={c[5:]: df[c].to_numpy(object) for c in df if c.startswith("attr:")},
+                     set_aside=run.set_aside)
 
 
-def run_of(preds, name: str) -> PairedRun:
-    """A ``PairedRun`` of an audit's ``Predictions`` table."""
+def run_of(preds, name: str, set_aside: Sequence[str] = ()) -> PairedRun:
+    """A ``PairedRun`` of an audit's ``Predictions`` table (``set_aside``: paths of NaN/Inf outputs)."""
     return PairedRun(name, tuple(preds.labels), preds.paths, preds.y_true, preds.y_pred, preds.sha256,
-                     dict(preds.attributes))
+                     dict(preds.attributes), tuple(set_aside))
 
 
 @dataclass(frozen=True)
@@ -288,6 +267,7 @@ def pair_runs(candidate: PairedRun, baseline: PairedRun) -> tuple[np.ndarray, bo
     if missing or extra:
         cand = set(candidate.paths)
         only_b = [p for p in baseline.paths if p not in cand]
+        explain_set_aside(candidate, baseline, missing, only_b)
         raise UsageError(
             f"the runs are on different images: {len(missing)} only in {candidate.name}{_examples(missing)}, "
             f"{extra} only in {baseline.name}{_examples(only_b)}",

@@ -26,13 +26,13 @@ MAX_THUMBNAIL = 64  # pixels on the longer side: a 64 px JPEG is 1-3 kB
 def thumbnail_uri(data: bytes, size: int = MAX_THUMBNAIL) -> str | None:
     """A small inline JPEG of an image file's bytes; None if it cannot be decoded."""
     try:
-        with Image.open(io.BytesIO(data)) as img:
+        with imaging.open_image(data) as img:  # the audit's allow-list of formats
             img.draft("RGB", (size, size))  # JPEG: decode at reduced scale
             img = img.convert("RGB")
             img.thumbnail((size, size))
             buf = io.BytesIO()
             img.save(buf, format="JPEG", quality=80)
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError, imaging.ImageRejected):
         return None
     return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 

@@ -22,9 +22,7 @@ LAYERS = (  # docs/ARCHITECTURE.md §3, lowest first; a package name covers its 
                     "audit.graph", "audit.onnxwire", "audit.features", "audit.discovery", "audit.shift", "audit.copies")),
     ("records", ("audit.verdict", "audit.text", "audit.findings", "audit.predictions", "audit.model", "audit.preprocess",
                  "audit.card_schema", "audit.imaging", "audit.colour_match", "audit.duplicates", "audit.duplicate_sets",
-                 "audit.predictions_file",
-                 "audit.sources",
-                 "audit.loadgen", "audit.paired")),
+                 "audit.predictions_file", "audit.sources", "audit.loadgen", "audit.paired", "audit.run_folder")),
     ("execution", ("audit.engines", "audit.context", "audit.contract", "audit.thumbnails")),
     ("checks", ("audit.checks.",)),  # the check modules, not the registry package itself
     ("registry", ("audit.checks", "audit.config")),

@@ -183,7 +183,7 @@ def test_judge_on_ci_is_refused_naming_its_replacement(tmp_path, capsys):
 @pytest.mark.parametrize("case,pattern", [
     ("missing model", r"^error: model file not found: .*nope\.onnx \(pass --model"),
     ("missing data", r"^error: --data not found: "),
-    ("empty folder", r"^error: no images to audit in "),
+    ("empty folder", r"^error: --data .*: no usable image in the ImageFolder"),
     ("unknown label", r"^error: class 'purple' in .* is not one of the model's labels"),
     ("not onnx", r"^error: cannot load .* as an ONNX model"),
     ("bad flag", r"^error: .*--size"),

@@ -23,10 +23,10 @@ def test_the_rule_fits_the_lower_tail_and_tightens_with_the_number_of_images_tes
     from scipy.stats import norm
 
     rng = np.random.default_rng(0)
-    null = rng.normal(5.0, 0.4, 5000)
+    null = np.exp(rng.normal(np.log(5.0), 0.1, 5000))  # log-normal look-alike distances around 5
     rule = copy_rule([null[:2500], null[2500:]], tested=100, max_distance=8.0)
-    assert (rule.location, rule.scale) == pytest.approx((5.0, 0.4), abs=0.05)
-    assert rule.threshold == pytest.approx(norm.ppf(0.05 / 100, 5.0, 0.4), abs=0.1)
+    assert (rule.location, rule.scale) == pytest.approx((np.log(5.0), 0.1), abs=0.01)
+    assert rule.threshold == pytest.approx(np.exp(norm.ppf(0.05 / 100, np.log(5.0), 0.1)), abs=0.05)
     assert copy_rule([null], tested=10_000, max_distance=8.0).threshold < rule.threshold
     assert rule.p_value(np.array([1.0, 5.0]))[0] < 1e-9 and rule.p_value(np.array([5.0]))[0] == pytest.approx(0.5, abs=0.1)
     # never looser than the fixed rule; too few distances: the fixed rule decides

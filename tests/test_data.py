@@ -8,6 +8,7 @@ import pytest
 from PIL import Image
 
 import builders
+from audit import imaging
 from audit.config import load_config
 from audit.errors import DataError
 from audit.pipeline import run_audit
@@ -95,7 +96,7 @@ def test_unknown_class_folder_is_an_error(tmp_path):
 
 def test_empty_folder_is_an_error(tmp_path):
     (tmp_path / "d").mkdir()
-    with pytest.raises(DataError, match="no images to audit"):
+    with pytest.raises(DataError, match="no usable image in the"):
         open_source(tmp_path / "d", LABELS)
 
 
@@ -138,3 +139,23 @@ def test_a_broken_parquet_manifest_is_a_clear_error(tmp_path):
     (tmp_path / "m.parquet").write_bytes(b"not parquet at all")
     with pytest.raises(DataError, match="cannot read m.parquet as Parquet"):
         open_source(tmp_path / "m.parquet", LABELS)
+
+
+def test_entries_that_are_not_regular_files_are_skipped_with_their_kind(tmp_path):
+    import os
+    import socket
+
+    root = builders.image_folder(tmp_path / "data", 2)
+    os.mkfifo(root / "red" / "pipe.png")
+    os.symlink(root / "nowhere.png", root / "red" / "broken.png")
+    os.symlink(root / "blue", root / "green" / "linked")
+    with socket.socket(socket.AF_UNIX) as s:
+        s.bind(str(root / "blue" / "sock.png"))
+        src = open_source(root, builders.COLOURS)
+    reasons = {s.path: s.reason for s in src.skipped}
+    assert reasons == {"red/pipe.png": "not a regular file (FIFO)", "red/broken.png": "broken symbolic link",
+                       "green/linked": "symbolic link to a folder (not followed)",
+                       "blue/sock.png": "not a regular file (socket)"}
+    assert src.found == 6 + 4 and len(src.samples) == 6
+    with pytest.raises(imaging.ImageRejected, match=r"not a regular file \(FIFO\)"):
+        src.open("red/pipe.png")  # never blocks, even when asked directly

@@ -235,7 +235,7 @@ def test_engine_comes_from_the_config():
 
 def test_an_unreachable_cluster_is_a_clear_error_without_waiting():
     """Ray itself waits minutes for a head that is not there; the engine checks the port first."""
-    from audit.engines.ray import _check_reachable
+    from audit.engines.ray_cluster import _check_reachable
 
     with pytest.raises(UsageError, match=r"--ray-address '127.0.0.1:1': cannot connect to a Ray cluster "
                                          r"\(Connection refused\) \(start one with `ray start --head`"):

@@ -42,3 +42,12 @@ def test_shorter_side_then_center_crop():
     assert t.shape == (3, 50, 50) and np.allclose(t, 1.0)
     nhwc = imaging.to_tensor(out, Preprocess(size=(50, 50), layout="NHWC"))
     assert nhwc.shape == (50, 50, 3)
+
+
+def test_formats_outside_the_allow_list_are_named_and_never_parsed():
+    eps = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 8 8\nshowpage\n"
+    assert imaging.sniff_format(eps) == "EPS" and imaging.sniff_format(b"\x89PNG\r\n\x1a\n") == "PNG"
+    with pytest.raises(imaging.ImageRejected, match=r"image format EPS is not allowed \(allowed: PNG, JPEG"):
+        imaging.decode(eps, "RGB")
+    with pytest.raises(imaging.ImageRejected, match="not an image"):
+        imaging.decode(b"plain text, no image", "RGB")

@@ -1,6 +1,8 @@
 """Integrity: planted exact, resized and re-encoded duplicates between train and test are found; distinct
 pictures are not; duplicates inside the test set and class imbalance are reported."""
 
+from dataclasses import replace
+
 import imagehash
 import numpy as np
 import pytest
@@ -53,6 +55,24 @@ def test_planted_train_test_duplicates_are_found(tmp_path):
     assert (leak.severity, leak.criterion, leak.section) == ("warn", "integrity.leakage", "integrity")
     assert leak.text.startswith("3 test image(s) also appear in the training data")
     assert dup.criterion == "integrity.test_duplicates" and dup.text.startswith(f"{res.n_test_duplicates} test images have")
+
+
+def test_unreadable_training_files_are_counted_and_none_read_measures_nothing(tmp_path):
+    """Training files that cannot be decoded are not compared: the count says so, and when none could be read
+    the leakage criterion fails as not measured instead of passing on no comparison."""
+    train, test, _ = builders.leaky_split(tmp_path)
+    (train / "red" / "broken.png").write_text("not an image")
+    res = integrity(context(test, train=str(train)))
+    assert res.n_train == 31 and res.unreadable == ("red/broken.png",)
+    assert res.to_dict()["n_train_unreadable"] == 1
+    (c,) = criteria(res, AuditConfig())
+    assert c.value == 3 and "with 30 training images" in c.detail
+    assert "1 training image(s) could not be read and were not compared (e.g. red/broken.png)" in c.detail
+    none_read = replace(res, unreadable=tuple(f"red/{i}.png" for i in range(31)), leak_pairs=(), n_leak_pairs=0,
+                        leaked=0)
+    (c,) = criteria(none_read, AuditConfig())
+    assert c.status == "fail" and c.value is None
+    assert c.detail == "not measured: none of the 31 training image(s) could be read (e.g. red/0.png)"
 
 
 def test_duplicates_inside_test_and_imbalance(tmp_path):

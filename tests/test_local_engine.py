@@ -78,3 +78,35 @@ def test_transformed_pass_equals_image_by_image(folder, workers):
     assert np.array_equal(preds.proba, proba)
     assert all(np.array_equal(preds.properties[k], props[k].astype(float)) for k in props)
     assert preds.sha256 == () and len(preds.phash) == 0  # hashes describe original files only
+
+
+def test_a_decode_thread_stuck_in_a_read_never_holds_the_run_up():
+    """The caller waits on a future, which a signal interrupts; closing does not join the stuck thread."""
+    import os
+    import signal
+    import threading
+    import time
+
+    from audit.engines.local import DecodeThreads
+
+    stuck = threading.Event()
+    pool = DecodeThreads(1)
+    future = pool.submit(lambda _: stuck.wait(), None)  # a read that never returns (a hung network file system)
+    timer = threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT))
+    timer.start()
+    t0 = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        future.result()
+    pool.close()
+    assert time.monotonic() - t0 < 10
+    stuck.set()
+
+
+def test_batches_of_a_huge_card_fit_the_memory_budget():
+    from audit.engines.batch import BATCH_BYTES, fitted_batch_size
+    from audit.preprocess import Preprocess
+
+    assert fitted_batch_size(64, Preprocess(size=(224, 224))) == 64
+    assert fitted_batch_size(64, Preprocess(size=(4096, 4096), color="L")) == 4  # 64 MiB an image
+    assert fitted_batch_size(64, Preprocess(size=(4096, 4096))) == 1  # 192 MiB: never below one image
+    assert fitted_batch_size(64, Preprocess(size=(1024, 1024))) * 1024 * 1024 * 3 * 4 <= BATCH_BYTES

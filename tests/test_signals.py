@@ -75,7 +75,7 @@ def test_sigterm_during_the_latency_check_stops_the_server_and_keeps_the_outputs
     assert main(["run", *common, "--no-latency"]) == 0
     before = snapshot(out)
     # A latency check that would take many minutes: the signal arrives while requests are being sent.
-    (tmp_path / "audit.toml").write_text("[audit.latency]\nrequests = 1000000\nwarmup = 0\n")
+    (tmp_path / "audit.toml").write_text("[audit.latency]\nrequests = 1000000\nwarmup = 0\nearly_stop = false\n")
     tmp = tmp_path / "tmp"
     tmp.mkdir()
     env = {**os.environ, "TMPDIR": str(tmp)}

@@ -20,6 +20,7 @@ Example::
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -41,6 +42,7 @@ from audit.findings import Finding
 from audit.predictions import Predictions
 from audit.settings import Section, setting
 from audit.sources import DataSource, open_source
+from audit.stats import Estimate
 from audit.verdict import Criterion, Measure, judge
 
 if TYPE_CHECKING:
@@ -95,7 +97,8 @@ class IntegrityResult:
                 "test_pairs": [p.__dict__ for p in self.test_pairs], "leak_pairs": [p.__dict__ for p in self.leak_pairs],
                 "n_lookalike_pairs": self.n_lookalike_pairs,
                 "lookalike_pairs": [p.__dict__ for p in self.lookalike_pairs],
-                "copy_rule": self.copy_rule.to_dict() if self.copy_rule else None}
+                "copy_rule": self.copy_rule.to_dict() if self.copy_rule else None,
+                "n_train_unreadable": len(self.unreadable), "train_unreadable": list(self.unreadable[:MAX_LISTED])}
 
 
 def hash_source(source: DataSource, *, workers: int = 0, limits: imaging.Limits = imaging.Limits(),
@@ -208,13 +211,24 @@ def criteria(res: IntegrityResult, config: AuditConfig) -> list[Criterion]:
     """Leakage (when training data is given) and, if configured, duplicates inside the test set."""
     out, config = [], config.integrity
     if res.n_train is not None:
-        ex = ", ".join(f"{p.a} ~ {p.b}" for p in res.leak_pairs[:3])
-        detail = f"{res.n_leak_pairs} exact/near duplicate pair(s) with {res.n_train} training images" + (
-            f": {ex}" if ex else "")
-        if res.n_lookalike_pairs:
-            detail += f"; {res.n_lookalike_pairs} look-alike pair(s) not counted (no nearer than independent images get)"
-        out.append(judge(Measure.count("integrity.leakage", "Test images copied in the training data (leakage)",
-                                       res.leaked, detail=detail), config.max_leaked))
+        title = "Test images copied in the training data (leakage)"
+        unread = len(res.unreadable)
+        if unread >= res.n_train:  # nothing compared: a gate that measured nothing fails (never a silent pass)
+            detail = (f"not measured: none of the {res.n_train} training image(s) could be read "
+                      f"(e.g. {res.unreadable[0]})" if res.unreadable else "not measured: no training image")
+            out.append(judge(Measure("integrity.leakage", title, Estimate(math.nan, math.nan, math.nan), False,
+                                     detail), config.max_leaked))
+        else:
+            ex = ", ".join(f"{p.a} ~ {p.b}" for p in res.leak_pairs[:3])
+            detail = f"{res.n_leak_pairs} exact/near duplicate pair(s) with {res.n_train - unread} training images" + (
+                f": {ex}" if ex else "")
+            if unread:
+                detail += (f"; {unread} training image(s) could not be read and were not compared "
+                           f"(e.g. {res.unreadable[0]})")
+            if res.n_lookalike_pairs:
+                detail += (f"; {res.n_lookalike_pairs} look-alike pair(s) not counted (no nearer than independent "
+                           "images get)")
+            out.append(judge(Measure.count("integrity.leakage", title, res.leaked, detail=detail), config.max_leaked))
     if config.max_test_duplicates is not None:
         out.append(judge(Measure.count("integrity.test_duplicates", "Duplicated images inside the test set",
                                        res.n_test_duplicates, detail=f"{res.n_test_pairs} pair(s)"),

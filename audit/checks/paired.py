@@ -35,6 +35,7 @@ from audit.model import model_name
 from audit.paired import PairedComparison, PairedRun, compare_runs, load_run, rows_file, run_of
 from audit.power import Sampling
 from audit.settings import Section, setting
+from audit.sources import NON_FINITE
 from audit.stats import Estimate
 from audit.text import code, fmt, fmt_ci
 from audit.verdict import Criterion, Measure, judge
@@ -81,7 +82,8 @@ def _prepare(ctx: AuditContext) -> PairedRun:
 def _run(ctx: AuditContext) -> PairedComparison:
     cfg = ctx.config.paired
     try:
-        return compare_runs(run_of(ctx.predictions, model_name(ctx.model_path)), ctx.state("paired"),
+        aside = [s.path for s in ctx.rejected if s.reason == NON_FINITE]
+        return compare_runs(run_of(ctx.predictions, model_name(ctx.model_path), aside), ctx.state("paired"),
                             margin=cfg.margin, alpha=cfg.alpha, max_levels=ctx.config.slices.max_levels,
                             examples=cfg.max_thumbnails)
     except UsageError as e:

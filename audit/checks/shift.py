@@ -29,6 +29,7 @@ from audit.checks.calibration import calibration
 from audit.context import AuditContext
 from audit.contract import CheckSpec, Option, ReferenceRequest
 from audit.discovery import counts_stats
+from audit.errors import ConfigError
 from audit.features import MAX_COMPONENTS, SAMPLE_ROWS, fit_reducer
 from audit.findings import Finding
 from audit.settings import Section, setting, unit
@@ -39,6 +40,7 @@ if TYPE_CHECKING:
     from audit.config import AuditConfig
 
 N_NOVEL_SHOWN = 12
+MIN_IMAGES = 2  # a side, for the feature tests: the witness is fitted on one half of each side and scored on the other
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,14 @@ class ShiftConfig(Section):
     dims: int = setting(32, ge=1, le=MAX_COMPONENTS)  # PCA axes of the features
     bands: tuple[float, ...] = (0.5, 0.9, 0.99)  # novelty band edges
     max_domain_auc: float | None = unit(None)  # None: reported, not judged
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.reference is not None and (not self.enabled or not self.reference.strip()):
+            # only the shift check reads it: a reference the run would silently ignore
+            raise ConfigError("config shift.reference (--reference) is " + (
+                "empty" if self.enabled else "only read by the shift check, which is off (--no-shift)"),
+                hint="pass --reference DIR|MANIFEST with the shift check on, or drop --reference")
 
 
 @dataclass(frozen=True)
@@ -188,14 +198,16 @@ def run(ctx: AuditContext) -> ShiftResult:
                 properties=stats.property_shift({k: v[ref_rows] for k, v in rp.properties.items()},
                                                 {k: v[test_rows] for k, v in test.properties.items()}),
                 labels=stats.label_shift(test.labels, rp.y_true, test.y_true) if labelled else None)
-    if test.features is None or rp.features is None:
-        why = (located.how if located is not None and not located.name else "the model gave no features") + \
-              "; name the penultimate tensor with --features-output NAME"
+    too_few = _too_few(len(rp), len(test), skipped, ref.source.found)
+    if too_few or test.features is None or rp.features is None:
+        why = too_few or (located.how if located is not None and not located.name else "the model gave no features") \
+            + "; name the penultimate tensor with --features-output NAME"
         return ShiftResult(**base, skipped=why, test=None, excess=None, reduced_dims=0, bands=(), most_novel=())
     # one PCA for both sides, fitted on equal samples of each, so a direction only the test set uses is kept
     half = SAMPLE_ROWS // 2
-    red = fit_reducer(np.vstack([rp.features.read(ref_rows[:half]), test.features.read(test_rows[:half])]),
-                      dims=cfg.dims, variance=0.99, seed=ctx.seed)
+    fit_ref, fit_test = (rows[_sample(len(rows), half, rng)] for rows in (ref_rows, test_rows))
+    red = fit_reducer(np.vstack([rp.features.read(fit_ref), test.features.read(fit_test)]), dims=cfg.dims,
+                      variance=0.99, seed=ctx.seed)
     z_ref = red.apply(rp.features, np.arange(len(rp)))
     z_test = red.apply(test.features, np.arange(len(test)))
     shift_test = stats.mmd_test(z_ref[ref_rows], z_test[test_rows], permutations=cfg.permutations, seed=ctx.seed)
@@ -204,6 +216,18 @@ def run(ctx: AuditContext) -> ShiftResult:
     return ShiftResult(**base, skipped="", test=shift_test, excess=stats.novelty_excess(nov), reduced_dims=red.dims,
                        bands=bands(test, nov.score, cfg, ctx.n_boot, ctx.seed),
                        most_novel=_most_novel(test, nov.score, nearest), novelty=nov.score, nearest=nearest)
+
+
+def _too_few(n_ref: int, n_test: int, skipped: list, found: int) -> str:
+    """Why the feature tests cannot run on this few images ("" when they can): a reference whose files were all
+    skipped (undecodable, a format not allowed) must say so, not that the model gave no features."""
+    if n_ref < MIN_IMAGES:
+        first = f"; e.g. {skipped[0].path}: {skipped[0].reason}" if skipped else ""
+        return (f"the reference has {n_ref} usable image(s) ({len(skipped)} of its {found} file(s) skipped{first}); "
+                f"the feature tests need at least {MIN_IMAGES}")
+    if n_test < MIN_IMAGES:
+        return f"the test set has {n_test} processed image(s); the feature tests need at least {MIN_IMAGES}"
+    return ""
 
 
 def _sample(n: int, k: int, rng: np.random.Generator) -> np.ndarray:
@@ -240,10 +264,14 @@ def _most_novel(preds, score: np.ndarray, nearest: np.ndarray) -> tuple[NovelIma
 
 
 def criteria(res: ShiftResult, config: AuditConfig) -> list[Criterion]:
-    if res.max_domain_auc is None or res.test is None:
+    if res.max_domain_auc is None:
         return []
-    m = Measure("shift.domain_auc", "Domain classifier AUC, test set vs reference (0.5 = no shift)", res.test.auc,
-                higher_is_better=False, detail=f"MMD permutation p = {res.test.p_value:.3g}")
+    title = "Domain classifier AUC, test set vs reference (0.5 = no shift)"
+    if res.test is None:  # a gate that was asked for and measured nothing fails (never a silent pass), saying why
+        return [judge(Measure("shift.domain_auc", title, Estimate(math.nan, math.nan, math.nan), higher_is_better=False,
+                              detail=f"not measured: {res.skipped}"), res.max_domain_auc)]
+    m = Measure("shift.domain_auc", title, res.test.auc, higher_is_better=False,
+                detail=f"MMD permutation p = {res.test.p_value:.3g}")
     return [judge(m, res.max_domain_auc)]
 
 

@@ -27,6 +27,18 @@ from audit.predictions_file import PredictionStream
 from audit.sources import NON_FINITE, DataSource, Sample, Skipped
 
 Transform = Callable[[Image.Image], Image.Image]
+# The model input of one batch (float32) stays under this: a 4096 x 4096 card gets 4 images a batch, not 64 (4 GiB).
+BATCH_BYTES = 256 * 1024 * 1024
+
+
+def fitted_batch_size(requested: int, pre: Preprocess, budget: int = BATCH_BYTES) -> int:
+    """``requested`` images a batch, or fewer, so that one batch's model input fits ``budget`` bytes (at least 1).
+
+    >>> fitted_batch_size(64, Preprocess(size=(4096, 4096), color="L", mean=(0.5,), std=(0.5,)))
+    4
+    """
+    h, w = pre.size
+    return max(1, min(requested, budget // (h * w * pre.channels * 4)))
 
 
 @dataclass(frozen=True)

@@ -9,14 +9,16 @@ batches are decoded while ONNX Runtime (which releases the GIL) runs the current
 
 from __future__ import annotations
 
+import queue
+import threading
 from collections import deque
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass
 from functools import partial
 
 from audit import imaging
-from audit.engines.batch import Collector, DecodedBatch, Transform, assemble, read_batch, run_model
+from audit.engines.batch import Collector, DecodedBatch, Transform, assemble, fitted_batch_size, read_batch, run_model
 from audit.predictions import Predictions
 from audit.progress import progress_bar
 from audit.sources import DataSource, Sample, Skipped
@@ -44,15 +46,16 @@ class LocalEngine:
         show = self.progress if progress is None else progress
         pre = classifier.card.preprocess
         read = partial(read_batch, source, pre=pre, limits=self.limits, transform=transform, capture=capture)
+        size = fitted_batch_size(self.batch_size, pre)  # a huge card gets fewer images a batch
         with progress_bar(len(samples), desc, show) as bar:
-            for batch in self._decoded(read, partial(assemble, pre=pre), samples):
+            for batch in self._decoded(read, partial(assemble, pre=pre), samples, size):
                 out.add(batch, *(run_model(classifier, batch.tensor, features) if batch.samples else (None, None)))
                 bar.update(len(batch.samples) + len(batch.rejected))
+                del batch  # before the next one is assembled: one batch's input in memory at a time, not two
         return out.result()
 
-    def _decoded(self, read, vectorise, samples: Sequence[Sample]) -> Iterator[DecodedBatch]:
-        """Decoded batches in order, ``workers`` of them decoding ahead of the one being run."""
-        size = self.batch_size
+    def _decoded(self, read, vectorise, samples: Sequence[Sample], size: int) -> Iterator[DecodedBatch]:
+        """Decoded batches of ``size`` in order, ``workers`` of them decoding ahead of the one being run."""
         batches = [samples[i : i + size] for i in range(0, len(samples), size)]
         threads = imaging.default_workers() if self.workers is None else self.workers
         if threads == 0:
@@ -60,12 +63,56 @@ class LocalEngine:
             return
         on_caller = threads == 1 if self.vectorise_on_caller is None else self.vectorise_on_caller
         task = read if on_caller else (lambda b: vectorise(read(b)))
-        with ThreadPoolExecutor(max_workers=threads) as pool:
+        pool = DecodeThreads(threads)
+        try:
             pending = deque(pool.submit(task, b) for b in batches[:threads])
             for b in batches[threads:]:
                 done = pending.popleft().result()
                 pending.append(pool.submit(task, b))
                 yield vectorise(done) if on_caller else done
+                done = None  # the decoded pixels are in the batch now: not kept while the next one is awaited
             while pending:
                 done = pending.popleft().result()
                 yield vectorise(done) if on_caller else done
+                done = None
+        finally:
+            pool.close()
+
+
+class DecodeThreads:
+    """Decode threads that never hold the run up: daemon threads, never joined. A ``ThreadPoolExecutor`` joins
+    its threads on the way out (and again at exit), so one read stuck in the kernel (a hung network file system)
+    would absorb Ctrl-C; here the calling thread only ever waits on a future, which a signal interrupts."""
+
+    def __init__(self, n: int) -> None:
+        self.tasks: queue.SimpleQueue = queue.SimpleQueue()
+        self.n = n
+        for i in range(n):
+            threading.Thread(target=self._work, name=f"decode-{i}", daemon=True).start()
+
+    def submit(self, fn, arg) -> Future:
+        fut: Future = Future()
+        self.tasks.put((fut, fn, arg))
+        return fut
+
+    def _work(self) -> None:
+        while (item := self.tasks.get()) is not None:
+            fut, fn, arg = item
+            if not fut.set_running_or_notify_cancel():
+                continue
+            try:
+                fut.set_result(fn(arg))
+            except BaseException as e:  # handed to the caller, like ThreadPoolExecutor
+                fut.set_exception(e)
+
+    def close(self) -> None:
+        """Drop the tasks not started and let every thread end after its current task (without waiting for it)."""
+        while True:
+            try:
+                item = self.tasks.get_nowait()
+            except queue.Empty:
+                break
+            if item is not None:
+                item[0].cancel()
+        for _ in range(self.n):
+            self.tasks.put(None)

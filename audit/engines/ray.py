@@ -27,10 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import logging
 import math
-import os
-import socket
 import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -40,7 +37,8 @@ import numpy as np
 
 from audit import imaging
 from audit.duplicates import THUMBNAIL_BYTES, ThumbnailStore
-from audit.engines.batch import Collector, DecodedBatch, Transform, decode_batch, run_model
+from audit.engines.batch import Collector, DecodedBatch, Transform, decode_batch, fitted_batch_size, run_model
+from audit.engines.ray_cluster import connect
 from audit.features import FeatureStore
 from audit.errors import AuditError, UsageError
 from audit.model import ModelCard, OnnxClassifier
@@ -53,7 +51,6 @@ RESERVED_CPUS = 1.0  # of the cluster's CPUs, left to Ray's own tasks
 MIN_ACTOR_CPUS = 0.1
 MAX_BLOCK_ROWS = 1024  # rows per input block (the unit Ray schedules, retries and reports progress on)
 BLOCKS_PER_ACTOR = 4  # at least this many blocks per actor, so the pool stays busy to the end
-INSTALL_HINT = 'install the extra: pip install "model-audit[ray]"'
 
 
 @dataclass(frozen=True)
@@ -110,7 +107,7 @@ class RayEngine:
         import pyarrow as pa
         from ray.data import ActorPoolStrategy
 
-        n, size = len(samples), self.batch_size
+        n, size = len(samples), fitted_batch_size(self.batch_size, classifier.card.preprocess)
         # whole batches per block, so every model call gets the local engine's batch, image for image
         rows = size * max(1, min(MAX_BLOCK_ROWS // size, math.ceil(n / (actors * BLOCKS_PER_ACTOR * size))))
         paths = [s.path for s in samples]
@@ -135,49 +132,6 @@ def pool_size(cluster_cpus: float, actors: int = 0) -> tuple[int, float]:
         raise UsageError("the Ray cluster has no CPUs", hint="start its nodes with --num-cpus N (N >= 1)")
     actors = actors or max(1, math.floor(cluster_cpus))
     return actors, max(MIN_ACTOR_CPUS, (cluster_cpus - RESERVED_CPUS) / actors)
-
-
-def connect(address: str = "", cpus: int = 0):
-    """The ``ray`` module, connected: to ``address``, to the Ray this process already runs, or a new local one."""
-    try:
-        import ray
-        import ray.data
-    except ImportError:
-        raise UsageError("--engine ray needs Ray, which is not installed", hint=INSTALL_HINT) from None
-    if not ray.is_initialized():
-        _check_reachable(address)
-        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # offline: never report usage
-        where = {"address": address} if address else {"num_cpus": cpus or None, "include_dashboard": False}
-        try:
-            ray.init(log_to_driver=False, logging_level=logging.WARNING, **where)
-        except Exception as e:  # Ray raises bare Exception, RuntimeError, ConnectionError, ValueError
-            why = str(e).splitlines()[0][:160]
-            if address:
-                raise _unreachable(address, why) from None
-            ray.shutdown()  # whatever part of the local Ray did start
-            raise UsageError(f"could not start a local Ray ({why})",
-                             hint="Ray gives its processes 30 s to start; on a busy machine retry, "
-                                  "or use --engine local") from None
-    ray.data.DataContext.get_current().enable_progress_bars = False  # ours shows images/s and time left
-    logging.getLogger("ray.data").setLevel(logging.WARNING)  # no per-dataset "execution finished" lines
-    return ray
-
-
-def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
-    """Fail fast on a HOST:PORT nobody listens on (Ray itself waits minutes for a missing head)."""
-    host, sep, port = address.removeprefix("ray://").rpartition(":")
-    if not sep or not port.isdigit():
-        return  # "auto", "local", "": Ray answers those quickly
-    try:
-        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
-    except OSError as e:
-        raise _unreachable(address, e.strerror or str(e)) from None
-
-
-def _unreachable(address: str, why: str) -> UsageError:
-    return UsageError(f"--ray-address {address!r}: cannot connect to a Ray cluster ({why})",
-                      hint="start one with `ray start --head` and pass the address it prints, "
-                           "or leave --ray-address out to start a local Ray")
 
 
 @contextlib.contextmanager

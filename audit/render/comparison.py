@@ -1,16 +1,20 @@
 """The comparison report of ``python -m audit compare``: comparison.html, comparison.json, comparison.md.
 
-The HTML is ``templates/compare.html.j2``: the same stylesheet, findings block and ``paired``
-section as the audit report, so a comparison reads like the paired section of a run.
+Written like a run's outputs: staged and swapped in whole (``audit.render.staging``), ``--out`` checked
+before the runs are read. The HTML is ``templates/compare.html.j2``: the same stylesheet, findings block
+and ``paired`` section as the audit report, so a comparison reads like the paired section of a run.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 from audit.render.html import _env
 from audit.render.markdown import _cell, findings_markdown
+from audit.render.outputs import render_checked
+from audit.render.staging import OutputError, Target, check_target, write_staged
 from audit.result import ComparisonReport
 from audit.text import evidence, fmt, fmt_ci, fmt_est
 
@@ -52,11 +56,30 @@ def comparison_markdown(rep: ComparisonReport) -> str:
     return "\n".join(lines)
 
 
-def write_comparison(rep: ComparisonReport, out: Path, templates: Path | None = None) -> list[Path]:
-    """Write comparison.html, comparison.json and comparison.md into ``out``."""
-    out.mkdir(parents=True, exist_ok=True)
-    paths = [out / "comparison.html", out / "comparison.json", out / "comparison.md"]
-    paths[0].write_text(render_comparison_html(rep, templates), encoding="utf-8")
-    paths[1].write_text(json.dumps(rep.to_dict(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    paths[2].write_text(comparison_markdown(rep), encoding="utf-8")
-    return paths
+ARTEFACTS = ("comparison.html", "comparison.json", "comparison.md")
+
+
+def check_comparison_out(out: Path, candidate: Path, baseline: Path) -> Target:
+    """Where the comparison goes, checked before the runs are read (``audit.render.staging.check_target``); the
+    folder of an audit being compared is refused (its own outputs would be taken for someone else's)."""
+    real = Path(os.path.realpath(out))
+    for flag, folder in (("--candidate", candidate), ("--baseline", baseline)):
+        folder = folder.parent if folder.name == "verdict.json" else folder
+        if real == Path(os.path.realpath(folder)):
+            raise OutputError(f"--out {out} is the {flag} folder", hint="choose a folder of its own for the comparison")
+    return check_target(out, "compare", ARTEFACTS)
+
+
+def write_comparison(rep: ComparisonReport, out: Path, templates: Path | None = None,
+                     target: Target | None = None) -> list[Path]:
+    """Write comparison.html, comparison.json and comparison.md into ``out``, all or nothing (as ``run`` does)."""
+    target = target or check_comparison_out(out, Path(rep.candidate_dir), Path(rep.baseline_dir))
+
+    def write(stage: Path) -> None:
+        html = render_checked(lambda: render_comparison_html(rep, templates), templates)
+        (stage / "comparison.html").write_text(html, encoding="utf-8")
+        (stage / "comparison.json").write_text(json.dumps(rep.to_dict(), indent=2, ensure_ascii=False) + "\n",
+                                               encoding="utf-8")
+        (stage / "comparison.md").write_text(comparison_markdown(rep), encoding="utf-8")
+
+    return write_staged(target, write)

@@ -47,7 +47,11 @@ def verdict_dict(r: AuditResult) -> dict[str, Any]:
     }
 
 
-def write_verdict(r: AuditResult, path: Path) -> dict[str, Any]:
+def write_verdict(r: AuditResult, path: Path, files: dict[str, str] | None = None) -> dict[str, Any]:
+    """``files``: name -> SHA-256 of the files written beside it (``predictions.csv``), recorded as ``files`` so
+    that a later ``compare`` or ``--baseline`` can tell an edited file from the one this run wrote."""
     d = verdict_dict(r)
+    if files:
+        d["files"] = {name: {"sha256": digest} for name, digest in files.items()}
     path.write_text(json.dumps(d, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     return d

@@ -13,6 +13,7 @@ import warnings
 
 from PIL import Image
 
+from audit import imaging
 from audit.serve.errors import ApiError, first_line
 from audit.serve.options import ServeLimits
 
@@ -54,8 +55,8 @@ def check_header(data: bytes, limits: ServeLimits) -> int:
         raise ApiError(413, "image_too_large", f"the image has too many pixels (limit {limits.max_pixels:,}); "
                                                "possible decompression bomb") from None
     except Image.UnidentifiedImageError:
-        other = _sniff_any_format(data)
-        if other is not None:
+        other = imaging.sniff_format(data)
+        if other is not None and other not in limits.formats:
             raise ApiError(415, "unsupported_format", f"image format {other} is not accepted; "
                                                       f"allowed: {', '.join(limits.formats)}") from None
         raise ApiError(422, "not_an_image", f"image_b64 decodes to {len(data):,} bytes that are not an image "
@@ -69,13 +70,3 @@ def check_header(data: bytes, limits: ServeLimits) -> int:
     if w * h == 0:
         raise ApiError(422, "undecodable_image", f"the image is {w}x{h}: it has no pixels")
     return w * h
-
-
-def _sniff_any_format(data: bytes) -> str | None:
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            with Image.open(io.BytesIO(data)) as im:
-                return im.format
-    except Exception:  # anything Pillow cannot even identify is simply "not an image"
-        return None

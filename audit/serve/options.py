@@ -14,6 +14,7 @@ requests in flight together.
 from __future__ import annotations
 
 import dataclasses
+import io
 import resource
 from dataclasses import dataclass, fields
 from typing import Any
@@ -24,9 +25,7 @@ from audit import imaging
 from audit.errors import AuditError, UsageError
 from audit.settings import Section, setting
 
-# The formats the audit reads (docs/ARCHITECTURE.md §6); Pillow also opens EPS, PSD, FITS and more, which a
-# public endpoint has no reason to parse.
-DEFAULT_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "GIF", "TIFF", "PPM")
+DEFAULT_FORMATS = imaging.FORMATS  # the audit's allow-list (audit.imaging): the server refuses what the audit skips
 DEFAULT_MAX_REQUEST_BYTES = 16 * 1024 * 1024  # the JSON body; base64 makes an image 4/3 larger
 OPEN_FILES_RESERVE = 64  # descriptors kept free for the model, logs, threads and the listening socket
 HTTP_CHOICES = ("auto", "httptools", "h11")
@@ -48,7 +47,7 @@ class ServeLimits(_Options):
 
     * ``max_request_bytes``: the largest JSON body (413 above it; the body is never read).
     * ``max_pixels``: the largest image, width x height (413; checked on the header before decoding).
-    * ``formats``: the image formats accepted (415 for others).
+    * ``formats``: the image formats accepted (415 for others), a subset of the audit's ``imaging.FORMATS``.
     * ``pixel_budget``: decoded pixels of all requests in flight together; a request waits for its
       share, or gets 503 after ``queue_timeout_s``. This is what bounds the server's memory.
     * ``read_timeout_s``: a request must arrive whole (headers and body) within this many seconds of
@@ -77,13 +76,17 @@ class ServeLimits(_Options):
             raise UsageError(f"serve option pixel_budget (--pixel-budget) must be >= --max-pixels "
                              f"({self.max_pixels}), got {self.pixel_budget}",
                              hint="the budget must hold at least one image of --max-pixels")
-        Image.init()
         formats = tuple(f.strip().upper() for f in self.formats if f.strip())
-        unknown = [f for f in formats if f not in Image.OPEN]
+        unknown = [f for f in formats if f not in imaging.FORMATS]  # one allow-list: the server may narrow it
         if not formats or unknown:
-            raise UsageError(f"serve formats (--formats) must name image formats Pillow can open, got "
-                             f"{list(self.formats)}", hint=f"e.g. {','.join(DEFAULT_FORMATS)}")
+            raise UsageError(f"serve formats (--formats) must name formats of the audit's allow-list, got "
+                             f"{list(self.formats)}", hint=f"choose from {','.join(DEFAULT_FORMATS)}")
         object.__setattr__(self, "formats", formats)
+        smallest = smallest_request(formats)
+        if smallest is not None and self.max_request_bytes < smallest[1]:
+            raise UsageError(f"serve option max_request_bytes (--max-request-bytes) must be >= {smallest[1]}: no "
+                             f"request could pass (a 1x1 {smallest[0]} image alone takes {smallest[1]} bytes as "
+                             f"JSON), got {self.max_request_bytes}", hint="raise --max-request-bytes")
 
     @property
     def max_image_bytes(self) -> int:
@@ -92,7 +95,7 @@ class ServeLimits(_Options):
 
     @property
     def decode_limits(self) -> imaging.Limits:
-        return imaging.Limits(max_bytes=self.max_image_bytes, max_pixels=self.max_pixels)
+        return imaging.Limits(max_bytes=self.max_image_bytes, max_pixels=self.max_pixels, formats=self.formats)
 
     def connection_limit(self) -> int:
         """``max_connections``, or what the process's open-file limit allows (``UsageError`` past it)."""
@@ -112,6 +115,20 @@ class ServeLimits(_Options):
         d["formats"] = list(self.formats)
         d["max_connections"] = self.connection_limit()
         return d
+
+
+def smallest_request(formats: tuple[str, ...]) -> tuple[str, int] | None:
+    """(format, bytes) of the smallest /predict body: a 1x1 image of the allowed format that saves smallest, as
+    ``{"image_b64": "..."}``; None when Pillow can save none of them."""
+    sizes = []
+    for fmt in formats:
+        buf = io.BytesIO()
+        try:
+            Image.new("L", (1, 1)).save(buf, format=fmt)
+        except (KeyError, OSError, ValueError):
+            continue
+        sizes.append((len('{"image_b64":""}') + 4 * -(-len(buf.getvalue()) // 3), fmt))
+    return (min(sizes)[1], min(sizes)[0]) if sizes else None
 
 
 @dataclass(frozen=True)

@@ -16,14 +16,14 @@ Example::
 
 from __future__ import annotations
 
-import os
+import collections
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
 from audit.errors import DataError
 from audit.sources.base import DUPLICATE, NON_FINITE, NOT_DATA, DataSource, Sample, Skipped
-from audit.sources.folder import IMAGE_EXTENSIONS, OUTSIDE_CLASS, scan_folder
+from audit.sources.folder import OUTSIDE_CLASS, scan_folder, skip_reason
 from audit.sources.manifest import scan_manifest
 
 __all__ = ["DUPLICATE", "NON_FINITE", "NOT_DATA", "DataSource", "Sample", "Skipped", "open_source"]
@@ -58,17 +58,31 @@ def open_source(location: Path, labels: Sequence[str], *, flag: str = "--data",
             src = unlabelled(src)
     _check_labels(src, labels, flag)
     if not src.samples:
-        raise DataError(f"no images to audit in {location} ({src.found} file(s) found, {len(src.skipped)} skipped)",
-                        hint="expected DIR/<class name>/<image>")
+        reasons = collections.Counter(s.reason for s in src.skipped).most_common(2)
+        why = "".join(f"; {n} {r}" for r, n in reasons)
+        layout = "DIR/<image> or DIR/<class name>/<image>" if labels_optional else "DIR/<class name>/<image>"
+        raise DataError(f"{flag} {location}: no usable image in the {src.kind} ({src.found} file(s) found, "
+                        f"{len(src.skipped)} skipped{why})",
+                        hint=f"expected {layout}" if src.kind == "ImageFolder" else
+                        "a manifest's paths are relative to its own folder")
     return src
 
 
 def unlabelled(src: DataSource) -> DataSource:
-    """A folder whose images lie directly in it (no class folders): each one a sample with no label."""
-    loose = {s.path for s in src.skipped if s.reason == OUTSIDE_CLASS and "/" not in s.path
-             and os.path.splitext(s.path)[1].lower() in IMAGE_EXTENSIONS}
-    samples = tuple(Sample(p, "") for p in sorted(loose))
-    return replace(src, samples=samples, skipped=tuple(s for s in src.skipped if s.path not in loose), classes=())
+    """A folder whose images lie directly in it (no class folders): each one a sample with no label.
+
+    The loose files are judged as a class folder's would be (hidden files and other extensions stay
+    skipped, with that reason); what the scan skipped for other reasons (a FIFO, an unreadable
+    folder) stays skipped: every file found is still accounted for.
+    """
+    samples, skipped = [], []
+    for s in src.skipped:
+        why = skip_reason(s.path) if s.reason == OUTSIDE_CLASS and "/" not in s.path else s.reason
+        if why is None:
+            samples.append(Sample(s.path, ""))
+        else:
+            skipped.append(s if why == s.reason else Skipped(s.path, why))
+    return replace(src, samples=tuple(sorted(samples, key=lambda x: x.path)), skipped=tuple(skipped), classes=())
 
 
 def _check_labels(src: DataSource, labels: Sequence[str], flag: str) -> None:

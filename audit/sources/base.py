@@ -8,6 +8,7 @@ through ``DataSource.open``.
 from __future__ import annotations
 
 import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -52,16 +53,22 @@ class DataSource:
         return str(self.root / path)
 
     def open(self, path: str, limits: imaging.Limits = imaging.Limits()) -> bytes:
-        """The image file's bytes, refusing empty and oversized files before reading them.
+        """The image file's bytes, refusing empty, oversized and non-regular files before reading them.
 
-        Raises ``imaging.ImageRejected`` (with a reason for the report) or ``OSError``.
+        The file is opened without blocking and its type checked first: a FIFO or a device named like an
+        image would otherwise block the read forever. Raises ``imaging.ImageRejected`` (with a reason for the
+        report) or ``OSError``.
         """
-        with open(os.path.join(self.root, path), "rb") as f:  # one open, then its size: no pathlib per image
-            size = os.fstat(f.fileno()).st_size
-            if size == 0:
+        flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+        fd = os.open(os.path.join(self.root, path), flags)
+        with open(fd, "rb") as f:  # one open, then its type and size: no pathlib per image
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise imaging.ImageRejected(f"not a regular file ({file_kind(st.st_mode)})")
+            if st.st_size == 0:
                 raise imaging.ImageRejected("empty file (0 bytes)")
-            if size > limits.max_bytes:
-                raise imaging.ImageRejected(f"file too large ({size:,} bytes > {limits.max_bytes:,})")
+            if st.st_size > limits.max_bytes:
+                raise imaging.ImageRejected(f"file too large ({st.st_size:,} bytes > {limits.max_bytes:,})")
             return f.read()
 
     @property
@@ -75,3 +82,12 @@ class DataSource:
         for s in self.samples:
             counts[s.label] = counts.get(s.label, 0) + 1
         return counts
+
+
+def file_kind(mode: int) -> str:
+    """What a non-regular file is, for a skip reason."""
+    for test, kind in ((stat.S_ISFIFO, "FIFO"), (stat.S_ISSOCK, "socket"), (stat.S_ISCHR, "character device"),
+                       (stat.S_ISBLK, "block device"), (stat.S_ISDIR, "folder")):
+        if test(mode):
+            return kind
+    return "special file"

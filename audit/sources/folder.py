@@ -12,11 +12,11 @@ from __future__ import annotations
 import csv
 import os
 import posixpath
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from audit.errors import DataError
-from audit.sources.base import DataSource, Sample, Skipped
+from audit.sources.base import DataSource, Sample, Skipped, file_kind
 
 METADATA_FILE = "metadata.csv"
 OUTSIDE_CLASS = "not inside a class folder"
@@ -24,24 +24,28 @@ IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".
 
 
 def scan_folder(root: Path, flag: str = "--data") -> DataSource:
-    """Walk ``root`` once: every file becomes a ``Sample`` or a ``Skipped`` record."""
+    """Walk ``root`` once: every file becomes a ``Sample`` or a ``Skipped`` record.
+
+    A folder that cannot be listed (permissions, a path too long) and an entry that is not a regular file
+    (a FIFO, a socket, a device, a broken link: opening one could block forever) are skipped entries
+    with their reason, never silently missing from the files found.
+    """
     meta, attr_names, notes = read_metadata(root / METADATA_FILE)
     samples: list[Sample] = []
     skipped: list[Skipped] = []
     classes: list[str] = []
     found = 0
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames.sort()
-        rel_dir = Path(dirpath).relative_to(root)
+    for rel_dir, filenames, others in _walk(root):
         if not rel_dir.parts and METADATA_FILE in filenames:
             filenames = [f for f in filenames if f != METADATA_FILE]  # attributes, not an image: not "found"
-        found += len(filenames)
+        found += len(filenames) + len(others)
+        prefix = f"{rel_dir.as_posix()}/" if rel_dir.parts else ""  # strings, not a Path per file (10k files)
+        skipped += [Skipped(prefix + name if name else rel_dir.as_posix(), why) for name, why in others]
         if rel_dir.parts and rel_dir.parts[0].startswith("."):
-            skipped += [Skipped((rel_dir / f).as_posix(), "hidden folder") for f in sorted(filenames)]
+            skipped += [Skipped(prefix + f, "hidden folder") for f in sorted(filenames)]
             continue
         if len(rel_dir.parts) == 1:
             classes.append(rel_dir.parts[0])
-        prefix = f"{rel_dir.as_posix()}/" if rel_dir.parts else ""  # strings, not a Path per file (10k files)
         for name in sorted(filenames):
             rel = prefix + name
             why = _skip_reason(rel_dir, name)
@@ -55,9 +59,48 @@ def scan_folder(root: Path, flag: str = "--data") -> DataSource:
                       found, notes, metadata=METADATA_FILE if (root / METADATA_FILE).is_file() else "")
 
 
+def _walk(root: Path) -> Iterator[tuple[Path, list[str], list[tuple[str, str]]]]:
+    """Like ``os.walk`` (top-down, sorted, symbolic links to folders not followed), yielding each folder's
+    regular files and, with a reason, every other entry: what cannot be listed or is not a regular file."""
+    stack = [Path()]
+    while stack:
+        rel = stack.pop()
+        files, others, dirs = [], [], []
+        try:
+            with os.scandir(root / rel) as it:
+                entries = list(it)
+        except OSError as e:
+            if not rel.parts:
+                raise DataError(f"cannot list the folder {root} ({e.strerror or e})",
+                                hint="check its permissions, or pass another folder") from None
+            yield rel, [], [("", f"folder cannot be read ({e.strerror or e})")]  # the folder is the entry
+            continue
+        for entry in entries:
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    dirs.append(entry.name)
+                elif entry.is_file():
+                    files.append(entry.name)
+                else:
+                    others.append((entry.name, _other_reason(entry)))
+            except OSError as e:
+                others.append((entry.name, f"cannot be read ({e.strerror or e})"))
+        yield rel, files, others
+        stack += [rel / d for d in sorted(dirs, reverse=True)]
+
+
+def _other_reason(entry: os.DirEntry) -> str:
+    if entry.is_symlink():
+        return "symbolic link to a folder (not followed)" if entry.is_dir() else "broken symbolic link"
+    return f"not a regular file ({file_kind(entry.stat(follow_symlinks=False).st_mode)})"
+
+
 def _skip_reason(rel_dir: Path, name: str) -> str | None:
-    if not rel_dir.parts:
-        return OUTSIDE_CLASS
+    return OUTSIDE_CLASS if not rel_dir.parts else skip_reason(name)
+
+
+def skip_reason(name: str) -> str | None:
+    """Why a regular file in a class folder is not an image to audit (None when it is one)."""
     if name.startswith("."):
         return "hidden file"
     dot = name.rfind(".")
