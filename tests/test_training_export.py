@@ -95,5 +95,5 @@ def test_tta_graph_outputs_the_mean_softmax_over_the_declared_flips(tmp_path, tt
 
 def test_card_must_describe_the_tta_graph(tmp_path):
     pre = Preprocess(size=(28, 28), color="L", mean=(0.5,), std=(0.5,))
-    with pytest.raises(ExportError, match=r"does not describe the graph \(tta \['hflip'\]\)"):
+    with pytest.raises(ExportError, match=r"does not describe the graph \(tta \['hflip'\], 1 member"):
         export_model(ScratchCNN(1, 3, (28, 28)), _card(pre), tmp_path, parity_inputs=_inputs(pre), tta=("hflip",))

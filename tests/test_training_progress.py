@@ -68,5 +68,5 @@ def test_unknown_or_undeclared_tta_views_are_config_errors():
     assert "augment.vflip = true" in e.value.hint
     with pytest.raises(TrainingError, match="export.tta lists 'hvflip' but .* lack 'vflip'"):
         load_config(raw={**base, "export": {"tta": ["hvflip"]}})
-    with pytest.raises(TrainingError, match="export.tta: unknown view 'rot90'"):
-        load_config(raw={**base, "export": {"tta": ["rot90"]}})
+    with pytest.raises(TrainingError, match="export.tta: unknown view 'rot45'"):
+        load_config(raw={**base, "export": {"tta": ["rot45"]}})

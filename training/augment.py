@@ -1,4 +1,4 @@
-"""Augmentation: albumentations (flip, crop/scale, affine, colour) + RandAugment + erasing per sample,
+"""Augmentation: albumentations (flip, quarter turn, crop/scale, affine, colour) + RandAugment + erasing per sample,
 MixUp / CutMix per batch; each switchable from ``[augment]`` in the config.
 
 Per-sample transforms work on uint8 HWC arrays already at the model-input size (see
@@ -41,6 +41,8 @@ class SampleAugment:
             ops.append(A.HorizontalFlip(p=0.5))
         if cfg.vflip:
             ops.append(A.VerticalFlip(p=0.5))
+        if cfg.rot90:  # 0, 1, 2 or 3 quarter turns; with both flips every symmetry of the square is equally likely
+            ops.append(A.RandomRotate90(p=1.0))
         if cfg.affine_degrees or cfg.affine_translate:
             ops.append(A.Affine(rotate=(-cfg.affine_degrees, cfg.affine_degrees),
                                 translate_percent=(-cfg.affine_translate, cfg.affine_translate), p=0.5))
@@ -81,7 +83,10 @@ class Erasing:
 
 
 class AugmentedDataset(torch.utils.data.Dataset):
-    """In-memory uint8 images -> (normalised float CHW tensor, label), optionally augmented."""
+    """In-memory uint8 images -> (normalised float CHW tensor, label), optionally augmented.
+
+    ``labels`` may be (N, classes) soft targets: each sample then carries its float row.
+    """
 
     def __init__(self, images: np.ndarray, labels: np.ndarray, pre: Preprocess,
                  augment: SampleAugment | None = None, erasing: float = 0.0) -> None:
@@ -99,7 +104,8 @@ class AugmentedDataset(torch.utils.data.Dataset):
         x = torch.from_numpy(normalise(img[None], self.pre)[0])
         if self.erasing is not None:
             x = self.erasing(x)
-        return x, int(self.labels[i])
+        y = self.labels[i]
+        return x, (torch.from_numpy(y) if np.ndim(y) else int(y))
 
 
 class BatchMix:

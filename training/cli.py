@@ -149,7 +149,9 @@ def _fit(args) -> int:
     for p in r.phases:
         print(f"{p.name}: {p.epochs} epochs, best val acc {p.best_val_acc:.4f}, {p.train_seconds:.0f}s train"
               + (f" + {p.cache_seconds:.0f}s cache" if p.cached else ""))
-    print("val accuracy by test-time flips: " + ", ".join(f"{k} {v:.4f}" for k, v in r.val_tta.items()))
+    print("val accuracy by test-time views: " + ", ".join(f"{k} {v:.4f}" for k, v in r.val_tta.items()))
+    if r.members:
+        print("ensemble members' val accuracy: " + ", ".join(f"{k} {v:.4f}" for k, v in r.members.items()))
     test = "not evaluated" if r.test_accuracy is None else f"{r.test_accuracy:.4f} (ONNX, n={r.n_test})"
     print(f"test accuracy {test}; parity max abs diff {r.export.max_abs_diff:.1e}; "
           f"wall {r.wall_seconds / 60:.1f} min")
@@ -185,7 +187,10 @@ def _export(args) -> int:
     built = build_model(with_values(cfg, model={"weights": "none"}), len(classes))
     built.net.load_state_dict(read_state_dict(args.checkpoint))
     _, val, _ = load_data(with_values(cfg, data={"val_limit": cfg.export.parity_images}), built.preprocess, classes)
-    card = make_card(cfg, built, classes, [])
+    from training.members import Trained
+
+    card = make_card(cfg, Trained(nets=[built.net], built=built, results=[], train=None, val=val, seeds=(cfg.seed,),
+                                  member_best=(), seconds=0.0), classes)
     r = export_model(built.net, card, args.out, parity_inputs=normalise(val.images, built.preprocess),
                      tolerance=cfg.export.parity_tolerance)
     print(f"wrote {r.onnx_path}; parity max abs diff {r.max_abs_diff:.1e} on {r.n_images} images")

@@ -45,6 +45,7 @@ class ModelConfig:
 class AugmentConfig:
     hflip: bool = False
     vflip: bool = False
+    rot90: bool = False  # quarter turns (with both flips: all 8 symmetries of the square); needs a square input
     crop_scale: tuple[float, float] | None = None  # RandomResizedCrop scale; None = off
     affine_degrees: float = 0.0
     affine_translate: float = 0.0
@@ -96,6 +97,9 @@ class TrainConfig:
     progress_bar: bool = True  # a terminal gets Lightning's bar; a log file gets plain lines
     progress_interval_s: float = 30.0  # plain-line progress: a line per 10% of an epoch or per this many s
     class_weights: str = setting("none", choices=("none", "balanced"))  # balanced: weights n / (k * n_class)
+    # two classes only: a metadata.csv column holding each training image's probability of the second class
+    # (ELPV: "defect_probability", 0, 1/3, 2/3 or 1); the training targets become (1 - p, p), not the label
+    soft_label_column: str | None = None
 
 
 @dataclass(frozen=True)
@@ -103,8 +107,17 @@ class ExportConfig:
     out: str = "models/model"
     parity_tolerance: float = 1e-4
     parity_images: int = 64
-    tta: tuple[str, ...] = ()  # extra views averaged inside the ONNX graph: "hflip", "vflip", "hvflip"
+    tta: tuple[str, ...] = ()  # extra views averaged inside the ONNX graph (TTA_NEEDS): "hflip", "rot90", ...
     evaluate_test: bool = True  # false for pilots: select on val, never look at the test split
+
+
+# how a run uses the machine, not what it learns: a resumed run may change them (fewer threads on a busier CPU)
+RUNTIME_KNOBS = ("threads", "progress_bar", "progress_interval_s")
+
+
+@dataclass(frozen=True)
+class EnsembleConfig:
+    seeds: tuple[int, ...] = ()  # one member per seed, each a full run of the phases; () = one model (``seed``)
 
 
 @dataclass(frozen=True)
@@ -117,6 +130,7 @@ class Config:
     phases: PhasesConfig = field(default_factory=PhasesConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
+    ensemble: EnsembleConfig = field(default_factory=EnsembleConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -124,6 +138,17 @@ class Config:
     def digest(self) -> str:
         """A short hash of the resolved config (goes into the model card's provenance)."""
         return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:12]
+
+    def training_digest(self) -> str:
+        """A short hash of what decides the trained weights: not the name, the export, the ensemble or the
+        ``RUNTIME_KNOBS``.
+
+        ``fit --resume`` checks it, so a finished run can be exported again with other ``[export]``
+        values, and a single run with seed s can serve as the member of seed s of an ensemble.
+        """
+        d = {k: v for k, v in self.to_dict().items() if k not in ("name", "export", "ensemble")}
+        d["train"] = {k: v for k, v in d["train"].items() if k not in RUNTIME_KNOBS}
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def load_config(path: str | Path | None = None, *, overrides: list[str] | tuple[str, ...] = (),
@@ -181,6 +206,8 @@ def invariances(cfg: AugmentConfig) -> tuple[str, ...]:
         out.append("hflip")
     if cfg.vflip:
         out.append("vflip")
+    if cfg.rot90:
+        out.append("rot90")
     if cfg.crop_scale:
         out.append("crop")
     if cfg.affine_degrees or cfg.randaugment:
@@ -190,18 +217,43 @@ def invariances(cfg: AugmentConfig) -> tuple[str, ...]:
     return tuple(dict.fromkeys(out))
 
 
-TTA_FLIPS = {"hflip": ("hflip",), "vflip": ("vflip",), "hvflip": ("hflip", "vflip")}
+# view -> sets of invariances, any one of which makes it label-preserving: the view lies in the group they
+# generate (rot180 = hvflip = two quarter turns; a quarter turn and one flip give all 8 symmetries)
+TTA_NEEDS = {
+    "hflip": (("hflip",), ("rot90", "vflip")), "vflip": (("vflip",), ("rot90", "hflip")),
+    "hvflip": (("hflip", "vflip"), ("rot90",)),
+    "rot90": (("rot90",),), "rot270": (("rot90",),),
+    "transpose": (("rot90", "hflip"), ("rot90", "vflip")), "antitranspose": (("rot90", "hflip"), ("rot90", "vflip")),
+}
+QUARTER_TURNS = ("rot90", "rot270", "transpose", "antitranspose")  # views that swap H and W
+D4_VIEWS = ("hflip", "vflip", "hvflip", "rot90", "rot270", "transpose", "antitranspose")  # with the identity: all 8
+
+
+def allowed_views(declared) -> tuple[str, ...]:
+    """The views of ``TTA_NEEDS`` that the declared invariances make label-preserving."""
+    have = set(declared)
+    return tuple(v for v, needs in TTA_NEEDS.items() if any(set(n) <= have for n in needs))
 
 
 def _validate_tta(cfg: Config) -> None:
-    """Only flips the card declares as invariances may be averaged inside the graph."""
-    declared = set(invariances(cfg.augment))
+    """Only views the card's invariances make label-preserving may be averaged inside the graph."""
+    declared = invariances(cfg.augment)
+    allowed = allowed_views(declared)
     for view in cfg.export.tta:
-        if view not in TTA_FLIPS:
-            raise TrainingError(f"export.tta: unknown view {view!r}", hint=f"choose from {sorted(TTA_FLIPS)}")
-        missing = [f for f in TTA_FLIPS[view] if f not in declared]
-        if missing:
+        if view not in TTA_NEEDS:
+            raise TrainingError(f"export.tta: unknown view {view!r}", hint=f"choose from {list(TTA_NEEDS)}")
+        if view not in allowed:
+            missing = [f for f in TTA_NEEDS[view][0] if f not in declared]
             raise TrainingError(f"export.tta lists {view!r} but the card's invariances {sorted(declared)} lack "
                                 f"{missing[0]!r}", hint=f"train with augment.{missing[0]} = true or drop {view!r}")
     if len(set(cfg.export.tta)) != len(cfg.export.tta):
         raise TrainingError(f"export.tta lists a view twice: {list(cfg.export.tta)}")
+    turns = cfg.augment.rot90 or any(v in QUARTER_TURNS for v in cfg.export.tta)
+    if turns and cfg.data.size[0] != cfg.data.size[1]:
+        raise TrainingError(f"quarter turns need a square input, data.size is {list(cfg.data.size)}",
+                            hint="set data.size = [S, S] or augment.rot90 = false")
+    if cfg.train.soft_label_column and (cfg.augment.mixup_alpha or cfg.augment.cutmix_alpha):
+        raise TrainingError("train.soft_label_column cannot be combined with MixUp/CutMix",
+                            hint="set augment.mixup_alpha = augment.cutmix_alpha = 0")
+    if len(set(cfg.ensemble.seeds)) != len(cfg.ensemble.seeds):
+        raise TrainingError(f"ensemble.seeds lists a seed twice: {list(cfg.ensemble.seeds)}")

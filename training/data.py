@@ -57,6 +57,11 @@ class ImageArray:
     labels: np.ndarray
     classes: tuple[str, ...]
     paths: tuple[str, ...]
+    targets: np.ndarray | None = None  # (N, classes) float training targets where they are not the labels
+
+    def train_targets(self) -> np.ndarray:
+        """What training fits: the soft targets if the split has them, else the integer labels."""
+        return self.labels if self.targets is None else self.targets
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -276,6 +281,29 @@ def load_split(split_dir: str | Path, pre: Preprocess, *, classes: Sequence[str]
         arr = np.asarray(resize(decode_sample(samples, samples.samples[i].path, pre.color), pre), dtype=np.uint8)
         images[j] = arr[:, :, None] if arr.ndim == 2 else arr
     return ImageArray(images, y[keep], classes, tuple(samples.samples[i].path for i in keep))
+
+
+def soft_targets(split_dir: str | Path, arr: ImageArray, column: str) -> ImageArray:
+    """``arr`` with targets (1 - p, p), p read per image from ``column`` of the split's ``metadata.csv``.
+
+    Two classes only; p must lie in [0, 1] and agree with the label (p >= 0.5 exactly for the second class).
+    """
+    path = Path(split_dir) / "metadata.csv"
+    if len(arr.classes) != 2:
+        raise TrainingError(f"train.soft_label_column needs two classes, {path.parent} has {len(arr.classes)}")
+    if not path.is_file():
+        raise TrainingError(f"train.soft_label_column = {column!r} but {path} does not exist",
+                            hint="prepare the data with `python -m training prepare`")
+    with open(path, newline="") as f:
+        rows = {r["path"]: r for r in csv.DictReader(f)}
+    try:
+        p = np.array([float(rows[q][column]) for q in arr.paths])
+    except KeyError as e:
+        raise TrainingError(f"{path} has no {column!r} value for {e.args[0]!r}",
+                            hint=f"every training image needs a {column} between 0 and 1") from None
+    if ((p < 0) | (p > 1)).any() or ((p >= 0.5) != (arr.labels == 1)).any():
+        raise TrainingError(f"{path}: {column} must lie in [0, 1] and be >= 0.5 exactly for class {arr.classes[1]!r}")
+    return dataclasses.replace(arr, targets=np.stack([1 - p, p], axis=1).astype(np.float32))
 
 
 def split_samples(split_dir: Path, classes: Sequence[str]) -> DataSource:

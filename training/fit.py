@@ -18,7 +18,7 @@ import json
 import logging
 import os
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -27,10 +27,12 @@ import torch
 
 from audit.model import ModelCard
 from training.augment import SampleAugment, augmentation_agreement
-from training.config import TTA_FLIPS, Config, invariances, with_values
+from training.config import Config, allowed_views, invariances, with_values
 from training.data import ImageArray, load_split, normalise, read_classes
 from training.errors import TrainingError
-from training.export import TTA_DIMS, ExportResult, export_model, onnx_predict, with_tta
+from training.export import ExportResult, export_model, onnx_predict, with_tta
+from training.members import (load_train_val, member_accuracies, save_val_probs, train_members, train_single,
+                              view_accuracies, view_probabilities)
 from training.module import SCRATCH, build_model
 from training.phases import PhaseData, PhaseResult, predict, run_phase
 from training.resume import RunState
@@ -57,6 +59,7 @@ class FitResult:
     wall_seconds: float  # training + export + evaluation, summed over resumed invocations
     resumed: bool
     card: dict
+    members: dict[str, float] = field(default_factory=dict)  # an ensemble's members' own val accuracies
 
 
 def prepare_runtime(cfg: Config) -> None:
@@ -69,49 +72,59 @@ def prepare_runtime(cfg: Config) -> None:
 
 
 def load_data(cfg: Config, pre, classes, *, test: bool = True) -> tuple[ImageArray, ImageArray, ImageArray | None]:
-    root = Path(cfg.data.root)
-    train = load_split(root / "train", pre, classes=classes, limit=cfg.data.train_limit, seed=cfg.seed)
-    val = load_split(root / "val", pre, classes=classes, limit=cfg.data.val_limit, seed=cfg.seed)
-    return train, val, load_split(root / "test", pre, classes=classes) if test else None
+    train, val = load_train_val(cfg, pre, classes)
+    return train, val, load_test(cfg, pre, classes) if test else None
+
+
+def load_test(cfg: Config, pre, classes) -> ImageArray:
+    return load_split(Path(cfg.data.root) / "test", pre, classes=classes)
 
 
 def fit(cfg: Config, *, out_dir: str | Path | None = None, resume: bool = False, callbacks: tuple = ()) -> FitResult:
-    """Train (the scratch CNN or the three phases), export with the card, evaluate the ONNX model on test.
+    """Train (the scratch CNN, the three phases, or an ensemble of them), export with the card, evaluate
+    the ONNX model on test.
 
     A checkpoint is written after every epoch and phase; ``resume=True`` continues a stopped run
-    with the same config in the same ``out_dir`` instead of starting over. ``callbacks`` are extra
-    Lightning callbacks for every phase. ``export.evaluate_test = false`` never loads the test split.
+    with the same training config in the same ``out_dir`` instead of starting over (``[export]``
+    may differ). ``callbacks`` are extra Lightning callbacks for every phase.
+    ``export.evaluate_test = false`` never loads the test split.
     """
     prepare_runtime(cfg)
     out = Path(out_dir or cfg.export.out)
     out.mkdir(parents=True, exist_ok=True)
-    state = RunState.open(out, cfg, resume=resume)
     root = Path(cfg.data.root)
     classes = read_classes(root)
-    built = build_model(cfg, len(classes))
-    net, pre = built.net, built.preprocess
-    train, val, test = load_data(cfg, pre, classes, test=cfg.export.evaluate_test)
     (out / "config.resolved.json").write_text(json.dumps(cfg.to_dict(), indent=2))
-    results = train_phases(cfg, net, PhaseData(train, val, pre), out, state, callbacks)
-    net.eval()
-    for p in net.parameters():
-        p.requires_grad_(False)
-    card = make_card(cfg, built, classes, results)
+    if cfg.ensemble.seeds:
+        trained, state = train_members(cfg, classes, out, resume=resume, callbacks=callbacks), None
+    else:
+        trained, state = train_single(cfg, classes, out, resume=resume, callbacks=callbacks)
+    t_trained = time.perf_counter()
+    pre, val = trained.built.preprocess, trained.val
+    card = make_card(cfg, trained, classes)
     x_val = normalise(val.images, pre)
-    exported = export_model(net, card, out, parity_inputs=x_val[: cfg.export.parity_images],
+    exported = export_model(trained.nets if len(trained.nets) > 1 else trained.nets[0], card, out,
+                            parity_inputs=x_val[: cfg.export.parity_images],
                             tolerance=cfg.export.parity_tolerance, tta=cfg.export.tta)
-    val_tta = flip_accuracies(net, x_val, val.labels, cfg, invariances(cfg.augment))
-    test_scores = _test_scores(cfg, net, exported, test, pre)
+    card = replace(card, features=exported.features)
+    probs = view_probabilities(trained.nets, x_val, allowed_views(invariances(cfg.augment)), cfg.train.eval_batch_size)
+    save_val_probs(out / "val_probs.npz", probs, val, trained.seeds)
+    val_tta = view_accuracies(probs, val.labels, invariances(cfg.augment))
+    test = load_test(cfg, pre, classes) if cfg.export.evaluate_test else None
+    test_scores = _test_scores(cfg, trained.nets, exported, test, pre)
+    graph = with_tta(trained.nets, ())
     agreement = None
     aug = SampleAugment(cfg.augment, pre.size, seed=cfg.seed + 1000)
     if aug.active:
         n = min(len(val), 1000)
-        agreement = asdict(augmentation_agreement(lambda x: predict(net, x), val.images[:n], val.labels[:n], aug, pre))
+        agreement = asdict(augmentation_agreement(lambda x: predict(graph, x), val.images[:n], val.labels[:n], aug, pre))
+    wall = state.elapsed if state is not None else trained.seconds + time.perf_counter() - t_trained
     result = FitResult(
-        name=cfg.name, arch=built.arch, out_dir=out, phases=tuple(results), val_accuracy=val_tta["none"],
-        val_tta=val_tta, tta=tuple(cfg.export.tta), **test_scores, n_test=0 if test is None else len(test),
-        export=exported, agreement=agreement, weights=built.weights.detail, wall_seconds=state.elapsed,
-        resumed=resume, card=card.to_dict(),
+        name=cfg.name, arch=trained.built.arch, out_dir=out, phases=tuple(trained.results),
+        val_accuracy=val_tta["none"], val_tta=val_tta, tta=tuple(cfg.export.tta), **test_scores,
+        n_test=0 if test is None else len(test), export=exported, agreement=agreement,
+        weights=trained.built.weights.detail, wall_seconds=wall, resumed=resume, card=card.to_dict(),
+        members=member_accuracies(probs, val.labels, trained.seeds),
     )
     from training.report import write_fit_report
 
@@ -163,29 +176,7 @@ class SaveProgress(pl.Callback):
             self.state.save()
 
 
-def flip_accuracies(net, x: np.ndarray, y: np.ndarray, cfg: Config, declared: tuple[str, ...]) -> dict[str, float]:
-    """Val accuracy of the network alone ("none"), with each allowed flip view, and with all of them.
-
-    Only views whose flips the card declares as invariances are tried (the ones ``export.tta`` may list).
-    """
-    views = [v for v, flips in TTA_FLIPS.items() if all(f in declared for f in flips)]
-    bs = cfg.train.eval_batch_size
-    with torch.no_grad():
-        probs = {v: np.concatenate([torch.softmax(net(_flip(torch.from_numpy(x[i:i + bs]), v)), 1).numpy()
-                                    for i in range(0, len(x), bs)]) for v in ["none", *views]}
-    out = {"none": float((probs["none"].argmax(1) == y).mean())}
-    sets = [(v,) for v in views] + ([tuple(views)] if len(views) > 1 else [])
-    for s in sets:
-        mean = (probs["none"] + sum(probs[v] for v in s)) / (1 + len(s))
-        out["+".join(s)] = float((mean.argmax(1) == y).mean())
-    return out
-
-
-def _flip(x: torch.Tensor, view: str) -> torch.Tensor:
-    return x if view == "none" else torch.flip(x, TTA_DIMS[view])
-
-
-def _test_scores(cfg: Config, net, exported: ExportResult, test: ImageArray | None, pre) -> dict:
+def _test_scores(cfg: Config, nets, exported: ExportResult, test: ImageArray | None, pre) -> dict:
     """Accuracy of the exported graph (ONNX and PyTorch) and macro F1 on the test split."""
     if test is None:
         return {"test_accuracy": None, "test_accuracy_torch": None, "test_macro_f1": None}
@@ -193,16 +184,18 @@ def _test_scores(cfg: Config, net, exported: ExportResult, test: ImageArray | No
 
     x_test = normalise(test.images, pre)
     y_pred = onnx_predict(exported.onnx_path, x_test).argmax(1)
-    graph = with_tta(net, tuple(cfg.export.tta))
+    graph = with_tta(nets, tuple(cfg.export.tta))
     torch_pred = predict(graph, x_test, cfg.train.eval_batch_size)
     return {"test_accuracy": float((y_pred == test.labels).mean()),
             "test_accuracy_torch": float((torch_pred == test.labels).mean()),
             "test_macro_f1": float(f1_score(test.labels, y_pred, average="macro"))}
 
 
-def make_card(cfg: Config, built, classes, results: list[PhaseResult]) -> ModelCard:
+def make_card(cfg: Config, trained, classes) -> ModelCard:
+    """The card of the exported graph: preprocessing, invariances and how the weights came about."""
     import importlib.metadata as md
 
+    built, results = trained.built, trained.results
     versions = {}
     for lib in ("torch", "timm", "lightning", "albumentations", "onnx", "onnxruntime"):
         try:
@@ -221,12 +214,16 @@ def make_card(cfg: Config, built, classes, results: list[PhaseResult]) -> ModelC
     }
     if cfg.export.tta:
         provenance["tta"] = list(cfg.export.tta)
+    if cfg.ensemble.seeds:
+        provenance["ensemble"] = [{"seed": s, "best_val_acc": round(b, 4)}
+                                  for s, b in zip(trained.seeds, trained.member_best)]
     if built.arch == SCRATCH:
         provenance["model"] = "training.scratch.ScratchCNN"
     else:
         provenance["timm_kwargs"] = {k: v for k, v in built.timm_kwargs.items() if k != "drop_rate"}
+    averaged = bool(cfg.export.tta) or len(trained.nets) > 1
     return ModelCard(labels=tuple(classes), preprocess=built.preprocess,
-                     output="probabilities" if cfg.export.tta else "logits",
+                     output="probabilities" if averaged else "logits",
                      arch=None if built.arch == SCRATCH else built.arch,
                      invariances=invariances(cfg.augment), provenance=provenance)
 

@@ -229,7 +229,7 @@ def _phase_inputs(cfg: Config, model: nn.Module, phase: str, data: PhaseData, ca
     if cached and phase == "phase2" and a.prefix is not None:
         return _phase2_cached(cfg, a, data)
     aug = SampleAugment(cfg.augment, data.pre.size, seed=cfg.seed)
-    train_ds = AugmentedDataset(data.train.images, data.train.labels, data.pre, aug, cfg.augment.erasing)
+    train_ds = AugmentedDataset(data.train.images, data.train.train_targets(), data.pre, aug, cfg.augment.erasing)
     val_ds = AugmentedDataset(data.val.images, data.val.labels, data.pre)
     return _Inputs(model, train_ds, val_ds, len(train_ds), aug.reseed)
 
@@ -249,7 +249,7 @@ def _phase1_cached(cfg: Config, a: Anatomy, data: PhaseData) -> _Inputs:
     else:
         feats_tr = features(a.model, data.train.images, data.pre, bsz)
         feats_val = features(a.model, data.val.images, data.pre, bsz)
-    train_ds = torch.utils.data.TensorDataset(feats_tr, torch.from_numpy(data.train.labels))
+    train_ds = torch.utils.data.TensorDataset(feats_tr, torch.from_numpy(data.train.train_targets()))
     val_ds = torch.utils.data.TensorDataset(feats_val, torch.from_numpy(data.val.labels))
     return _Inputs(a.head, train_ds, val_ds, len(train_ds), cache_seconds=time.perf_counter() - t0)
 
@@ -269,7 +269,7 @@ def _phase2_cached(cfg: Config, a: Anatomy, data: PhaseData) -> _Inputs:
     feats_val = data.extra.pop(("prefix", k, "val"), None)
     if feats_val is None:
         feats_val = prefix_features(a, k, data.val.images, data.pre, cfg.train.eval_batch_size)
-    labels = torch.from_numpy(np.concatenate([data.train.labels] * len(views)))
+    labels = torch.from_numpy(np.concatenate([data.train.train_targets()] * len(views)))
     train_ds = _HalfDataset(torch.cat(views), labels)
     val_ds = _HalfDataset(feats_val, torch.from_numpy(data.val.labels))
     # Each epoch draws one training-set's worth of samples from all cached views.

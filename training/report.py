@@ -53,8 +53,10 @@ def write_fit_report(result, cfg: Config, data_root: Path) -> Path:
              f"* model: `{result.arch}`; weights: {result.weights}",
              f"* data: `{cfg.data.root}` at {cfg.data.size[0]}x{cfg.data.size[1]} {cfg.data.color}",
              f"* val accuracy of the trained network on the whole val split: {result.val_accuracy:.4f}; "
-             f"with test-time flips: "
+             f"with test-time views: "
              + ", ".join(f"{k} {v:.4f}" for k, v in result.val_tta.items()),
+             *([f"* ensemble of {sum('+' not in k for k in result.members)} members; each member's own val "
+                f"accuracy: " + ", ".join(f"{k} {v:.4f}" for k, v in result.members.items())] if result.members else []),
              f"* test-time augmentation inside the graph: {tta}",
              test,
              f"* export parity: max abs probability difference {result.export.max_abs_diff:.2e} on "

@@ -2,7 +2,8 @@
 
 ``OUT/checkpoints/`` holds
 
-* ``progress.json``: the config hash, the finished phases (their ``PhaseResult``), the best val
+* ``progress.json``: the training config's hash (``Config.training_digest``: all but the name,
+  ``[export]`` and ``[ensemble]``), the finished phases (their ``PhaseResult``), the best val
   accuracy so far and the wall time spent;
 * ``after_<phase>.safetensors``: the network after each finished phase;
 * ``<phase>/last.ckpt``: Lightning's full state (weights, optimiser, LR schedule, loop counters,
@@ -77,16 +78,18 @@ class RunState:
         if not resume:
             shutil.rmtree(root, ignore_errors=True)
             root.mkdir(parents=True)
-            return cls(root, cfg.digest(), {"config_hash": cfg.digest(), "phases": {}, "best_val_acc": -1.0})
+            return cls(root, cfg.training_digest(),
+                       {"config_hash": cfg.training_digest(), "phases": {}, "best_val_acc": -1.0})
         if not path.is_file():
             raise TrainingError(f"--resume: no checkpoint to resume from in {root}",
                                 hint="run without --resume to start, or pass the --out of the stopped run")
         progress = json.loads(path.read_text())
-        if progress.get("config_hash") != cfg.digest():
+        if progress.get("config_hash") != cfg.training_digest():
             raise TrainingError(f"--resume: the checkpoints in {root} were written by config hash "
-                                f"{progress.get('config_hash')}, this config is {cfg.digest()}",
-                                hint="resume with the same config and --set values, or run without --resume")
-        return cls(root, cfg.digest(), progress)
+                                f"{progress.get('config_hash')}, this config is {cfg.training_digest()}",
+                                hint="resume with the same config and --set values (only [export] and the name "
+                                     "may change), or run without --resume")
+        return cls(root, cfg.training_digest(), progress)
 
     @property
     def elapsed(self) -> float:
