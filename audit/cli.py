@@ -91,6 +91,8 @@ RUN_FLAGS: dict[str, tuple[str, type, str]] = {
                                                            "cannot decide a criterion"),
     "--data-root": ("data_root", str, "a folder a manifest's paths may point into besides the manifest's own folder"),
     "--no-pdf": ("pdf", bool, "skip report.pdf"),
+    "--csv-rows": ("csv_rows", int, "write predictions.csv only up to this many images (default 100000); "
+                                    "predictions.parquet always has every row"),
     "--no-thumbnails": ("thumbnails", bool,
                         "embed no image of the data in the report (for data whose licence forbids copies)"),
 }
@@ -238,15 +240,21 @@ def cmd_run(a: argparse.Namespace) -> int:
     from audit.pipeline import run_audit
     from audit.render.markdown import headline
     from audit.render.outputs import check_out, check_templates, write_outputs
+    from audit.render.pdf import PdfWorker
     from audit.text import describe
 
     config = _load_config(a)
     out = a.out or default_out(a.model)
     check_templates(a.templates)
     check_out(out, a.data)  # before the first image is decoded
-    result = run_audit(a.model, a.data, config, card_overrides=card_overrides(a),
-                       progress=False if a.no_progress else None)
-    write_outputs(result, out, pdf=config.pdf, templates=a.templates)
+    pdf = PdfWorker() if config.pdf else None  # weasyprint loads in its own process while the audit runs
+    try:
+        result = run_audit(a.model, a.data, config, card_overrides=card_overrides(a),
+                           progress=False if a.no_progress else None)
+        write_outputs(result, out, pdf=pdf or False, templates=a.templates)
+    finally:
+        if pdf is not None:
+            pdf.close()
     for c in result.verdict.criteria:
         print("  " + paint(describe(c), c.status if c.judged else "info"))
     d = result.data

@@ -91,6 +91,8 @@ class RunConfig(Section):
     max_pixels: int = setting(imaging.DEFAULT_MAX_PIXELS, ge=1)
     data_root: str | None = None  # a folder a manifest may point into besides its own (--data-root)
     pdf: bool = True
+    # predictions.csv is written up to this many rows (above it, predictions.parquet only); Parquet always
+    csv_rows: int = setting(100_000, ge=0, le=1_000_000_000)
     thumbnails: bool = True  # False: no image of the data is embedded in the report (licences, privacy)
     criteria: Criteria = field(default_factory=Criteria)
     engine: EngineConfig = field(default_factory=EngineConfig)

@@ -62,7 +62,7 @@ class AuditContext:
     prepared: Mapping[str, Any] = field(default_factory=dict)  # check name -> what its prepare() returned
     measures: tuple[Measure, ...] = ()  # comparable measures of the checks run so far
     rejected: tuple[Skipped, ...] = ()  # samples the inference pass set aside (undecodable, non-finite output)
-    test_pairs: tuple[Any, ...] | None = None  # duplicate pairs inside the test set, once found after inference
+    test_pairs: Any = None  # duplicate pairs inside the test set (audit.duplicate_sets.PairSet), found after inference
     reference: Reference | None = None  # the reference set, when a check reads it and one is given
 
     @property

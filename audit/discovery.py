@@ -258,7 +258,7 @@ class Mixture:
             ll = ll + self.error_weight * self.log_p_error[:, wrong.astype(int)].T
         return ll
 
-    def assign(self, z: np.ndarray, y: np.ndarray, *, second: bool = False, chunk: int = 65_536):
+    def assign(self, z: np.ndarray, y: np.ndarray, *, second: bool = False, chunk: int = 8192):
         """The most likely component of each image from its features and label (never its error); with
         ``second``, also the next most likely one (which components neighbour each other)."""
         firsts, seconds = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]

@@ -24,7 +24,8 @@ from audit.colour_match import (  # noqa: F401  (re-exported: the confirmation h
 )
 
 BITS = 64
-CHUNK = 1 << 22  # candidate pairs verified at once (about 100 MB of temporaries)
+CHUNK = 1 << 18  # candidate pairs verified at once (about 6 MB of temporaries; 1 << 22 put 100 MB more on the peak
+# at 500,000 distinct hashes and was twice as slow)
 # A multi-index candidate costs ~6x a brute-force comparison (gathers vs a dense XOR, measured); with
 # more than pairs / BRUTE_FORCE_RATIO candidates (crowded buckets) the blocked all-pairs search is faster.
 BRUTE_FORCE_RATIO = 6
@@ -56,13 +57,16 @@ def _check_hashes(name: str, h) -> np.ndarray:
     return h
 
 
-def near_pairs(a, b=None, max_distance: int = 4, *, max_pairs: int | None = None,
+def near_pairs(a, b=None, max_distance: int = 4, *, max_pairs: int | None = None, per_row: int | None = None,
                method: str = "auto") -> NearPairs:
     """All pairs (i, j) with popcount(a[i] ^ b[j]) <= ``max_distance``; within ``a`` (i < j) when b is None.
 
     Exactly the pairs an all-pairs search returns. ``max_pairs`` bounds the memory of degenerate
     inputs (thousands of identical blank images make millions of true pairs): the count is exact,
-    the list is cut. ``method``: "index" (multi-index), "all" (blocked all-pairs) or "auto" (the
+    the list is cut. ``per_row`` keeps each row's ``per_row`` closest pairs (a pair is kept when it is among
+    the closest of one of its rows; a crowd of equal hashes is linked as a band, each row with its
+    ``per_row // 2`` next ones, never expanded pair by pair), so the list has at most ``per_row`` pairs
+    per row in all: linear in the rows, and a crowd stays one connected group. ``method``: "index" (multi-index), "all" (blocked all-pairs) or "auto" (the
     index unless its buckets are too crowded to pay off); all three return the same pairs.
 
     >>> a = np.array([0b1011, 0b0011, 0xFF00], np.uint64)
@@ -79,12 +83,16 @@ def near_pairs(a, b=None, max_distance: int = 4, *, max_pairs: int | None = None
         raise ValueError(f'method must be "auto", "index" or "all", got {method!r}')
     if max_pairs is not None and max_pairs < 0:
         raise ValueError(f"max_pairs must be None (no limit) or >= 0, got {max_pairs}")
+    if per_row is not None and per_row < 1:
+        raise ValueError(f"per_row must be None (no limit) or >= 1, got {per_row}")
     ga, gb = _Groups.of(a), (None if same else _Groups.of(b))
     sink = _Sink(ga, gb, max_pairs)
     _unique_pairs(ga.values, ga.values if same else gb.values, int(max_distance), same, method, sink)
     if same:  # members of one group are 0 bits apart
         many = np.flatnonzero(ga.counts > 1)
         sink.add(many, many, np.zeros(len(many), np.uint8))
+    if per_row is not None:
+        return _expand_capped(*_concat(sink.parts), ga, gb, max_pairs, sink.total, per_row)
     return _expand(*_concat(sink.parts), ga, gb, max_pairs, sink.total)
 
 
@@ -158,12 +166,13 @@ def _unique_pairs(ua: np.ndarray, ub: np.ndarray, d: int, same: bool, method: st
     """Pairs of distinct values within d bits into ``sink``: multi-index, or blocked all-pairs."""
     if method != "all" and d < BITS:  # d + 1 bands need d < 64 (at 64 bits every pair matches anyway)
         masks = _bands(ua, ub, d)
-        ranges = [_bucket_ranges(ua & m, ub & m, same) for m in masks]
-        n_candidates = sum(int(c.sum()) for _, _, c in ranges)
+        # each band's buckets are counted, then made again when searched: holding all of them took 24 bytes a
+        # hash a band (60 MB at 500,000 hashes), the second sort costs less than a tenth of the search
+        n_candidates = sum(int(_bucket_ranges(ua & m, ub & m, same)[2].sum()) for m in masks)
         pairs = len(ua) * (len(ua) - 1) // 2 if same else len(ua) * len(ub)
         if method == "index" or n_candidates * BRUTE_FORCE_RATIO <= pairs:
-            for k, (order, lo, counts) in enumerate(ranges):
-                _band_matches(ua, ub, order, lo, counts, d, masks[:k], sink)
+            for k, m in enumerate(masks):
+                _band_matches(ua, ub, *_bucket_ranges(ua & m, ub & m, same), d, masks[:k], sink)
             return
     _all_pairs(ua, ub, d, same, sink)
 
@@ -235,3 +244,48 @@ def _unrank_triangle(t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     s -= s * (s - 1) // 2 > t  # float rounding, either way
     s += (s + 1) * s // 2 <= t
     return t - s * (s - 1) // 2, s
+
+
+def _expand_capped(x, y, d, ga: _Groups, gb: _Groups | None, max_pairs: int | None, total: int,
+                   per_row: int) -> NearPairs:
+    """Pairs of hash groups to about ``per_row`` pairs per row: each member of the larger group with its
+    ``per_row`` next members of the other (a band, wrapping round); within one group, its ``per_row // 2`` next."""
+    same, gb = gb is None, ga if gb is None else gb
+    o = np.lexsort((y, x, d))
+    x, y, d = x[o], y[o], d[o]
+    ca, cb = ga.counts[x], gb.counts[y]
+    diag = (x == y) if same else np.zeros(len(x), bool)
+    steps = np.where(diag, np.minimum(ca - 1, max(1, per_row // 2)), np.minimum(np.minimum(ca, cb), per_row))
+    w = np.maximum(ca, cb) * steps
+    if max_pairs is not None:
+        w = np.clip(max_pairs - (np.cumsum(w) - w), 0, w)
+    p = np.repeat(np.arange(len(w)), w)
+    t = np.arange(int(w.sum()), dtype=np.int64) - np.repeat(np.cumsum(w) - w, w)
+    u, v = t // steps[p], t % steps[p]
+    a_big = ca[p] >= cb[p]
+    r = np.where(diag[p], u, np.where(a_big, u, (u + v) % ca[p]))
+    s = np.where(diag[p], u + v + 1, np.where(a_big, (u + v) % cb[p], u))
+    ok = ~diag[p] | (s < ca[p])
+    p, r, s = p[ok], r[ok], s[ok]
+    i, j = ga.order[ga.start[x[p]] + r], gb.order[gb.start[y[p]] + s]
+    if same:
+        i, j = np.minimum(i, j), np.maximum(i, j)
+    i, j, dist = _cap_rows(i, j, d[p], per_row)
+    return NearPairs(i, j, dist, total)
+
+
+def _cap_rows(i: np.ndarray, j: np.ndarray, d: np.ndarray, k: int):
+    """The pairs among the ``k`` closest (by distance, then partner) of either of their rows, sorted by (d, i, j):
+    at most ``k`` per row in all."""
+    o = np.lexsort((j, i, d))
+    i, j, d = i[o], j[o], d[o]
+    n = len(i)
+    ends, other, dist = np.r_[i, j], np.r_[j, i], np.r_[d, d]
+    order = np.lexsort((other, dist, ends))
+    e = ends[order]
+    first = np.r_[True, e[1:] != e[:-1]] if len(e) else np.zeros(0, bool)
+    run = np.maximum.accumulate(np.where(first, np.arange(2 * n), 0)) if len(e) else np.zeros(0, np.int64)
+    rank = np.empty(2 * n, np.int64)
+    rank[order] = np.arange(2 * n) - run
+    keep = (rank[:n] < k) | (rank[n:] < k)
+    return i[keep], j[keep], d[keep]

@@ -81,10 +81,33 @@ class Reducer:
         return (((x - self.mean) @ self.components.T) / self.scale).astype(np.float32)
 
     def apply(self, store: FeatureStore, rows) -> np.ndarray:
-        """The reduced features of ``rows`` of ``store``, read in chunks."""
+        """The reduced features of ``rows`` of ``store``, read in chunks into one array."""
         rows = np.asarray(rows)
-        parts = [self.transform(c) for c in store.chunks(rows)]
-        return np.concatenate(parts) if parts else np.zeros((0, self.dims), np.float32)
+        out = np.empty((len(rows), self.dims), np.float32)
+        lo = 0
+        for c in store.chunks(rows):
+            out[lo:lo + len(c)] = self.transform(c)
+            lo += len(c)
+        return out
+
+
+class Reduced:
+    """The reduced features of every row of a store, computed from the store when rows are read: ``z[rows]``
+    (an index array or a slice) is (len(rows), k) float32, and N x k floats are never held at once."""
+
+    def __init__(self, store: FeatureStore, red: Reducer) -> None:
+        self.store, self.reducer = store, red
+
+    def __len__(self) -> int:
+        return len(self.store)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return len(self.store), self.reducer.dims
+
+    def __getitem__(self, rows) -> np.ndarray:
+        rows = np.arange(len(self.store))[rows]  # a slice, a mask or row numbers: row numbers
+        return self.reducer.apply(self.store, rows)
 
 
 def reducer(store: FeatureStore, rows, *, dims: int = MAX_COMPONENTS, variance: float = 0.95,

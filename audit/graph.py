@@ -6,18 +6,21 @@ model's penultimate tensor, the input of its final classifier layer (a Gemm, a M
 without a bias Add, or a 1x1 Conv), by walking back from the output through shape-only and
 scaling ops; a card key (``audit.features``) or ``--features-output NAME`` names it where the walk
 cannot. ``with_output`` adds it to the graph's outputs in memory, so one ``session.run`` returns
-probabilities and features: features cost no extra inference.
+probabilities and features: features cost no extra inference. The graph is read from the model's
+bytes by ``audit.onnxwire`` (``onnx``'s own ``GraphProto`` works as well): importing ``onnx`` would
+cost more than the rest of a small audit's imports.
 
 Example::
 
-    found = locate(proto.graph)            # Located(name="flat", how="input of the final Gemm")
-    session = ort.InferenceSession(with_output(proto, found.name))
+    found = locate(parse_model(data).graph)    # Located(name="flat", how="input of the final Gemm")
+    session = ort.InferenceSession(with_output(data, found.name))
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from audit import onnxwire
 from audit.errors import ModelError
 
 # ops between the classifier layer and the output that keep the classifier's input meaningful
@@ -36,7 +39,8 @@ class Located:
 
 
 def locate(graph, named: str | None = None) -> Located:
-    """Find the penultimate tensor of ``graph`` (an ``onnx.GraphProto``); ``named`` overrides the search.
+    """Find the penultimate tensor of ``graph`` (``onnxwire.Graph`` or an ``onnx.GraphProto``); ``named`` overrides
+    the search.
 
     A name that is not a tensor of the graph is a ``ModelError`` (the user's card or flag is wrong).
     """
@@ -77,15 +81,9 @@ def _near_output(graph, producers) -> str:
     return repr(names[0]) if names else "a tensor listed by `python -c 'import onnx; ...'`"
 
 
-def with_output(proto, name: str) -> bytes:
-    """The model's bytes with ``name`` added as a graph output (the original proto is not changed)."""
-    from onnx import helper
-
-    copy = type(proto)()
-    copy.CopyFrom(proto)
-    if name not in {o.name for o in copy.graph.output}:
-        copy.graph.output.append(helper.make_empty_tensor_value_info(name))
-    return copy.SerializeToString()
+def with_output(data: bytes, name: str) -> bytes:
+    """The serialised model ``data`` with ``name`` added as a graph output."""
+    return onnxwire.with_output(data, name)
 
 
 @dataclass(frozen=True)

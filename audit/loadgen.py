@@ -20,6 +20,7 @@ import http.client
 import itertools
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -27,6 +28,7 @@ import tempfile
 import threading
 import time
 import urllib.parse
+import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -69,6 +71,76 @@ def free_port(host: str = HOST) -> int:
         return s.getsockname()[1]
 
 
+class ServerStart:
+    """``python -m audit serve`` on 127.0.0.1 at a free port, started now and used later.
+
+    The process starts in the constructor, so it loads while the caller works (the latency check starts it
+    before inference). ``ready()`` waits (at most ``startup_timeout_s`` from then) until ``GET /health``
+    answers 200, on another port when the first was taken; it raises ``ServerError`` with the server's last
+    stderr line when it exits or never answers. ``close()`` stops it and removes its folder (also done when
+    the object is collected or the interpreter exits). ``open_files`` lowers the server's open-file limit
+    (RLIMIT_NOFILE), as a small container has.
+    """
+
+    ATTEMPTS = 3  # another process may take the free port between probe and bind
+
+    def __init__(self, model_path: Path, *, threads: int = 0, card_overrides: Mapping[str, Any] | None = None,
+                 extra_args: Sequence[str] = (), startup_timeout_s: float = 60.0,
+                 open_files: int | None = None) -> None:
+        self._tmp = tempfile.mkdtemp(prefix="audit-serve-")
+        args = ["--threads", str(threads), "--log-level", "warning", "--no-access-log", *extra_args]
+        card = {k: v for k, v in (card_overrides or {}).items() if v not in (None, {}, [])}
+        if card:
+            card_file = Path(self._tmp) / "card.json"
+            card_file.write_text(json.dumps(card), encoding="utf-8")
+            args += ["--card", str(card_file)]
+        self._spawn_args = (Path(model_path), args, open_files)
+        self.timeout_s = startup_timeout_s
+        self._held: list = []  # [proc, log] of the server now running, for the finaliser
+        self._finalizer = weakref.finalize(self, _shutdown, self._held, self._tmp)
+        self.attempt = 0
+        self._start()
+
+    def _start(self) -> None:
+        self.url = f"http://{HOST}:{free_port()}"
+        self.t0 = time.perf_counter()
+        model, args, open_files = self._spawn_args
+        proc, log = _spawn(model, int(self.url.rsplit(":", 1)[1]), args,
+                           Path(self._tmp) / f"server{self.attempt}.log", open_files)
+        self._held[:] = [proc, log]
+
+    def ready(self) -> RunningServer:
+        """The server, once it answers (seconds from its start to its first answer in ``startup_s``)."""
+        while True:
+            proc, log = self._held
+            started = _wait_healthy(proc, log, self.url, self.timeout_s, since=self.t0)
+            if started is not None:
+                return RunningServer(self.url, proc.pid, started, Path(log.name))
+            _stop(proc)
+            log.close()
+            self.attempt += 1
+            if self.attempt >= self.ATTEMPTS:
+                raise ServerError(f"the server could not listen on {HOST} after {self.ATTEMPTS} attempts",
+                                  hint=SKIP_HINT)
+            self._start()
+
+    def close(self) -> None:
+        self._finalizer()
+
+    def __enter__(self) -> ServerStart:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _shutdown(held: list, folder: str) -> None:
+    if held:
+        _stop(held[0])
+        held[1].close()
+    shutil.rmtree(folder, ignore_errors=True)
+
+
 @contextlib.contextmanager
 def running_server(
     model_path: Path,
@@ -79,37 +151,16 @@ def running_server(
     startup_timeout_s: float = 60.0,
     open_files: int | None = None,
 ) -> Iterator[RunningServer]:
-    """``python -m audit serve`` on 127.0.0.1 at a free port, stopped on exit from the block.
-
-    Waits (at most ``startup_timeout_s``) until ``GET /health`` answers 200; raises
-    ``ServerError`` with the server's last stderr line when it exits or never answers.
-    ``open_files`` lowers the server's open-file limit (RLIMIT_NOFILE), as a small container has.
+    """``ServerStart`` in a block: the server once it answers, stopped on exit from the block.
 
     Example::
 
         with running_server(Path("model.onnx")) as server, closing(connect(server.url)) as conn:
             status, body = request(conn, "GET", "/health")
     """
-    with tempfile.TemporaryDirectory(prefix="audit-serve-") as tmp:
-        args = ["--threads", str(threads), "--log-level", "warning", "--no-access-log", *extra_args]
-        card = {k: v for k, v in (card_overrides or {}).items() if v not in (None, {}, [])}
-        if card:
-            card_file = Path(tmp) / "card.json"
-            card_file.write_text(json.dumps(card), encoding="utf-8")
-            args += ["--card", str(card_file)]
-        for attempt in range(3):  # another process may take the free port between probe and bind
-            port = free_port()
-            proc, log = _spawn(model_path, port, args, Path(tmp) / f"server{attempt}.log", open_files)
-            try:
-                started = _wait_healthy(proc, log, f"http://{HOST}:{port}", startup_timeout_s)
-                if started is None:
-                    continue
-                yield RunningServer(f"http://{HOST}:{port}", proc.pid, started, Path(log.name))
-                return
-            finally:
-                _stop(proc)
-                log.close()
-        raise ServerError(f"the server could not listen on {HOST} after 3 attempts", hint=SKIP_HINT)
+    with ServerStart(model_path, threads=threads, card_overrides=card_overrides, extra_args=extra_args,
+                     startup_timeout_s=startup_timeout_s, open_files=open_files) as start:
+        yield start.ready()
 
 
 def _spawn(model_path: Path, port: int, args: Sequence[str], log_path: Path, open_files: int | None = None):
@@ -130,8 +181,9 @@ def _spawn(model_path: Path, port: int, args: Sequence[str], log_path: Path, ope
     return proc, log
 
 
-def _wait_healthy(proc: subprocess.Popen, log, url: str, timeout_s: float) -> float | None:
-    """Seconds until /health answered 200; None when the port was taken (retry)."""
+def _wait_healthy(proc: subprocess.Popen, log, url: str, timeout_s: float, since: float) -> float | None:
+    """Seconds from ``since`` (the start) until /health answered 200, waiting at most ``timeout_s`` from now;
+    None when the port was taken (retry)."""
     t0 = time.perf_counter()
     while True:
         code = proc.poll()
@@ -143,7 +195,7 @@ def _wait_healthy(proc: subprocess.Popen, log, url: str, timeout_s: float) -> fl
         conn = connect(url, 2.0)
         try:
             if request(conn, "GET", "/health")[0] == 200:
-                return time.perf_counter() - t0
+                return time.perf_counter() - since
         except (OSError, http.client.HTTPException):
             pass
         finally:

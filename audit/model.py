@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from audit import onnxwire
 from audit.card_schema import OUTPUTS, check_card, check_preprocess_is_object
 from audit.errors import ModelError
 from audit.features import pooled
@@ -106,7 +107,7 @@ def model_name(path: Path) -> str:
 
 
 def read_metadata(path: str | Path, proto=None) -> dict[str, Any]:
-    """The decoded ``audit.*`` metadata of an ONNX file (empty when it has none)."""
+    """The decoded ``audit.*`` metadata of an ONNX file (empty when it has none); ``proto`` is its parsed model."""
     model = proto if proto is not None else _load_proto(path)
     out = {}
     for prop in model.metadata_props:
@@ -118,15 +119,11 @@ def read_metadata(path: str | Path, proto=None) -> dict[str, Any]:
     return out
 
 
-def _load_proto(path: str | Path, data: bytes | None = None):
-    import onnx
-    from google.protobuf.message import DecodeError
-
+def _load_proto(path: str | Path, data: bytes | None = None) -> onnxwire.Model:
+    """The model's graph structure and metadata, read from its bytes without importing ``onnx`` (``audit.onnxwire``)."""
     try:
-        if data is not None:
-            return onnx.load_model_from_string(data)
-        return onnx.load(str(path), load_external_data=False)
-    except (DecodeError, ValueError, OSError) as e:
+        return onnxwire.parse_model(Path(path).read_bytes() if data is None else data)
+    except (onnxwire.WireError, OSError) as e:
         raise ModelError(f"cannot load {path} as an ONNX model: {str(e).splitlines()[0][:120]}",
                          hint="pass the .onnx file exported from your framework") from None
 
@@ -169,7 +166,7 @@ class OnnxClassifier:
         self.features = locate(proto.graph, named)
         try:
             # the penultimate tensor as an extra output: the same session.run returns the model's features
-            model_bytes = with_output(proto, self.features.name) if self.features.name else data
+            model_bytes = with_output(data, self.features.name) if self.features.name else data
             self.session = ort.InferenceSession(model_bytes, opts, providers=["CPUExecutionProvider"])
         except Exception as e:  # ORT raises its own Fail/InvalidGraph types
             raise ModelError(f"cannot load {path} with ONNX Runtime: {str(e).splitlines()[0]}") from None

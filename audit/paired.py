@@ -22,8 +22,8 @@ estimates ignores noise altogether. Here:
 Runs that are not on the same data are refused with a ``UsageError``: other image sets,
 the same path with other bytes (SHA-256), other true labels or other class names.
 
-``load_run`` reads an audit's output folder (``predictions.csv`` for the per-image rows, the
-class names from ``verdict.json``); ``python -m audit compare`` and the ``paired`` check use it.
+``load_run`` reads an audit's output folder (``predictions.parquet``, or ``predictions.csv`` of earlier
+versions, for the per-image rows; the class names from ``verdict.json``); ``python -m audit compare`` and the ``paired`` check use it.
 
 Example::
 
@@ -45,7 +45,7 @@ import numpy as np
 
 from audit.errors import UsageError
 from audit.predictions import MISSING
-from audit.run_folder import explain_set_aside, lookup, read_run_folder
+from audit.run_folder import explain_set_aside, lookup, read_run_folder, rows_file  # noqa: F401 (rows_file: checks.paired)
 from audit.stats import Estimate, benjamini_hochberg, mcnemar_exact, paired_difference_ci, proportion_ci
 
 MAX_LEVELS = 50  # like slices.max_levels: a column with more distinct values is an id, not a slice
@@ -74,7 +74,7 @@ def load_run(folder: Path, *, name: str | None = None, flag: str = "--baseline")
     unknown = sorted((set(df["label"]) | set(df["predicted"])) - set(labels))
     if unknown or not labels:
         what = "verdict.json names no labels" if not labels else f"label {unknown[0]!r} is not in verdict.json's labels"
-        raise UsageError(f"{flag} {run.folder}: predictions.csv does not match an audit's output ({what})",
+        raise UsageError(f"{flag} {run.folder}: {run.rows_file.name} does not match an audit's output ({what})",
                          hint="pass an output folder of python -m audit run, unmodified")
     index = {lab: i for i, lab in enumerate(labels)}
     return PairedRun(name or run.folder.resolve().name, tuple(labels), df["path"].tolist(),

@@ -14,6 +14,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import datetime as dt
+import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import replace
@@ -32,21 +33,31 @@ from audit.engines import Engine, make_engine
 from audit.errors import ConfigError, DataError, ModelError
 from audit.model import OnnxClassifier
 from audit.predictions import Predictions
-from audit.result import AuditResult, DataSummary, ModelSummary
+from audit.result import AuditResult, DataSummary, ModelSummary, Stage
 from audit.sources import NON_FINITE, DataSource, Skipped, open_source
 from audit.thumbnails import capture_thumbnails
 from audit.verdict import Verdict, decide
 
 
+def peak_rss_mib() -> float | None:
+    """This process's peak resident memory so far, in MiB (None where ``resource`` is missing: Windows)."""
+    try:
+        import resource
+    except ImportError:
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024  # bytes on macOS, KiB on Linux
+
+
 class _Timer:
     def __init__(self) -> None:
-        self.timings: list[tuple[str, float]] = []
+        self.timings: list[Stage] = []
 
     @contextlib.contextmanager
     def __call__(self, stage: str) -> Iterator[None]:
         t0 = time.perf_counter()
         yield
-        self.timings.append((stage, time.perf_counter() - t0))
+        self.timings.append(Stage(stage, time.perf_counter() - t0, peak_rss_mib()))
 
 
 def run_audit(model_path: Path, data_path: Path, config: AuditConfig, *,
@@ -60,6 +71,14 @@ def run_audit(model_path: Path, data_path: Path, config: AuditConfig, *,
     with timed("load + scan"):
         ctx = open_context(model_path, data_path, config, card_overrides=card_overrides, engine=engine,
                            progress=progress, checks=checks)
+    try:
+        return _audit(ctx, timed, checks)
+    finally:
+        close_prepared(ctx)
+
+
+def _audit(ctx: AuditContext, timed: _Timer, checks: Sequence[CheckSpec]) -> AuditResult:
+    config = ctx.config
     features = any(s.features for s in active_checks(config, checks))
     with timed("inference"):
         ctx, data = infer(ctx, features=features)
@@ -108,7 +127,24 @@ def open_context(model_path: Path, data_path: Path, config: AuditConfig, *,
     ctx = AuditContext(config, clf, source, engine or make_engine(config, progress), Path(model_path),
                        dict(card_overrides or {}))
     ctx = replace(ctx, reference=open_reference(ctx, checks))
-    return replace(ctx, prepared={s.name: s.prepare(ctx) for s in active_checks(config, checks) if s.prepare})
+    prepared: dict[str, Any] = {}
+    try:
+        for s in active_checks(config, checks):
+            if s.prepare:
+                prepared[s.name] = s.prepare(ctx)
+    except BaseException:
+        close_prepared(replace(ctx, prepared=prepared))
+        raise
+    return replace(ctx, prepared=prepared)
+
+
+def close_prepared(ctx: AuditContext) -> None:
+    """Close what the checks prepared that holds a resource (``close()``: the latency check's server), however
+    the run ends."""
+    for state in ctx.prepared.values():
+        close = getattr(state, "close", None)
+        if callable(close):
+            close()
 
 
 def open_reference(ctx: AuditContext, checks: Sequence[CheckSpec]) -> Reference | None:
@@ -154,8 +190,8 @@ def infer(ctx: AuditContext, *, features: bool = False) -> tuple[AuditContext, D
 def find_duplicates(ctx: AuditContext) -> AuditContext:
     """Duplicate pairs inside the test set (integrity settings) and the clusters they make, before any check:
     duplicated images are not independent evidence, so the metrics' intervals count them by cluster."""
-    pairs = tuple(duplicate_pairs(ctx.predictions, ctx.source, ctx.config.integrity))
-    preds = replace(ctx.predictions, clusters=duplicate_clusters(ctx.predictions, list(pairs)))
+    pairs = duplicate_pairs(ctx.predictions, ctx.source, ctx.config.integrity)
+    preds = replace(ctx.predictions, clusters=duplicate_clusters(ctx.predictions, pairs))
     return replace(ctx, predictions=preds, test_pairs=pairs)
 
 

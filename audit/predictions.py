@@ -42,6 +42,9 @@ class Predictions:
     # images are duplicates or they were not looked for: then every image is independent evidence
     clusters: np.ndarray | None = field(default=None, compare=False, repr=False)
     extra: Mapping[str, np.ndarray] = field(default_factory=dict)  # per-image columns the checks add (by name)
+    # the inference pass's rows as streamed to a temporary Parquet file (audit.predictions_file.PredictionStream);
+    # None when the table was not made by an inference pass that streamed them
+    stream: Any = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         n = len(self.paths)
@@ -60,25 +63,17 @@ class Predictions:
     def confidence(self) -> np.ndarray:
         return self.proba.max(axis=1)
 
-    def columns(self) -> dict[str, list | np.ndarray]:
-        """Every column needed to recompute every number, in file order (``to_frame``, ``write_csv``)."""
-        y_pred = self.y_pred
-        cols = {
-            "path": list(self.paths),
-            "label": [self.labels[i] for i in self.y_true],
-            "predicted": [self.labels[i] for i in y_pred],
-            "correct": self.y_true == y_pred,
-            "confidence": self.confidence,
-        }
-        cols.update({f"attr:{k}": v for k, v in self.attributes.items()})
-        cols.update({f"prop:{k}": v for k, v in self.properties.items()})
-        if self.sha256:
-            cols["sha256"] = list(self.sha256)
-            cols["phash"] = [f"{h:016x}" for h in self.phash.tolist()]
+    def columns(self, rows: slice = slice(None)) -> dict[str, list | np.ndarray]:
+        """Every column needed to recompute every number, in file order (``to_frame``, ``write_csv``), of the
+        ``rows`` asked for (all by default; the writers ask for a few thousand at a time)."""
+        cols = row_columns(self.labels, self.paths[rows], self.y_true[rows], self.proba[rows],
+                           {k: v[rows] for k, v in self.attributes.items()},
+                           {k: v[rows] for k, v in self.properties.items()}, self.sha256[rows], self.phash[rows])
+        probabilities = {k: cols.pop(k) for k in [k for k in cols if k.startswith("p:")]}
         if self.clusters is not None:
-            cols["cluster"] = self.clusters
-        cols.update(self.extra)
-        cols.update({f"p:{lab}": self.proba[:, i] for i, lab in enumerate(self.labels)})
+            cols["cluster"] = self.clusters[rows]
+        cols.update({k: v[rows] for k, v in self.extra.items()})
+        cols.update(probabilities)
         return cols
 
     def to_frame(self):
@@ -94,12 +89,13 @@ class Predictions:
         ``"`` is quoted and reads back with pandas and the ``csv`` module."""
         import csv
 
-        cols = self.columns()
         with open(path, "w", newline="", encoding="utf-8") as f:
             w = csv.writer(f, lineterminator="\r\n")
-            w.writerow(cols)
-            for lo in range(0, len(self.paths), CSV_ROWS):  # cells as text for a few thousand rows at a time
-                w.writerows(zip(*(_csv_cells(v[lo : lo + CSV_ROWS]) for v in cols.values())))
+            for lo in range(0, max(len(self.paths), 1), CSV_ROWS):  # a few thousand rows at a time
+                cols = self.columns(slice(lo, lo + CSV_ROWS))
+                if lo == 0:
+                    w.writerow(cols)
+                w.writerows(zip(*(_csv_cells(v) for v in cols.values())))
 
     @classmethod
     def from_frame(cls, df, labels: Sequence[str]) -> Predictions:
@@ -117,6 +113,76 @@ class Predictions:
             else np.zeros(0, np.uint64),
             clusters=df["cluster"].to_numpy(np.int64) if "cluster" in df else None,
         )
+
+
+def row_columns(labels: Sequence[str], paths: Sequence[str], y_true: np.ndarray, proba: np.ndarray,
+                attributes: Mapping[str, Any], properties: Mapping[str, np.ndarray], sha256: Sequence[str],
+                phash: np.ndarray) -> dict[str, list | np.ndarray]:
+    """The columns inference knows, in file order (the cluster and the checks' columns go before ``p:*``).
+    A row of an unlabelled image (``y_true`` -1, a reference set) has an empty label."""
+    y_pred = proba.argmax(axis=1)
+    cols: dict[str, list | np.ndarray] = {
+        "path": list(paths),
+        "label": [labels[i] if i >= 0 else "" for i in y_true.tolist()],
+        "predicted": [labels[i] for i in y_pred.tolist()],
+        "correct": y_true == y_pred,
+        "confidence": proba.max(axis=1) if len(proba) else np.zeros(0, proba.dtype),
+    }
+    cols.update({f"attr:{k}": v for k, v in attributes.items()})
+    cols.update({f"prop:{k}": v for k, v in properties.items()})
+    if len(sha256):
+        cols["sha256"] = list(sha256)
+        cols["phash"] = [f"{h:016x}" for h in phash.tolist()]
+    cols.update({f"p:{lab}": proba[:, i] for i, lab in enumerate(labels)})
+    return cols
+
+
+class HexDigests(Sequence[str]):
+    """SHA-256 digests held as one (N, 32) uint8 array and read as hex strings: 32 bytes an image where a tuple
+    of hex strings took 121 (a million images: 32 MB, not 121 MB).
+
+    >>> d = HexDigests.of(["00" * 32, "ff" * 32])
+    >>> len(d), d[1][:4], list(d[:1]) == ["00" * 32]
+    (2, 'ffff', True)
+    """
+
+    __slots__ = ("raw",)
+    BLOCK = 4096  # digests turned into text at once when iterating
+
+    def __init__(self, raw: np.ndarray) -> None:
+        self.raw = np.ascontiguousarray(raw, np.uint8).reshape(-1, 32)
+
+    @classmethod
+    def of(cls, hexes: Sequence[str], chunk: int = 65_536) -> HexDigests:
+        """From 64-character hex strings (one ``bytes.fromhex`` per chunk)."""
+        parts = [np.frombuffer(bytes.fromhex("".join(hexes[lo:lo + chunk])), np.uint8)
+                 for lo in range(0, len(hexes), chunk)]
+        return cls(np.concatenate(parts) if parts else np.zeros(0, np.uint8))
+
+    def __len__(self) -> int:
+        return len(self.raw)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return HexDigests(self.raw[i])
+        return self.raw[i].tobytes().hex()
+
+    def __iter__(self):
+        for lo in range(0, len(self.raw), self.BLOCK):
+            text = self.raw[lo:lo + self.BLOCK].tobytes().hex()
+            yield from (text[k:k + 64] for k in range(0, len(text), 64))
+
+    def __eq__(self, other) -> bool:
+        if isinstance(other, HexDigests):
+            return np.array_equal(self.raw, other.raw)
+        if isinstance(other, Sequence) and not isinstance(other, str):
+            return len(other) == len(self) and all(a == b for a, b in zip(self, other))
+        return NotImplemented
+
+    __hash__ = None  # mutable array inside, like a list
+
+    def __repr__(self) -> str:
+        return f"HexDigests({len(self)} SHA-256 digests)"
 
 
 CSV_ROWS = 4096  # rows formatted at once: 1,000 classes x 10,000 rows at once took 600 MB of strings

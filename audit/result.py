@@ -55,6 +55,20 @@ class ModelSummary:
 
 
 @dataclass(frozen=True)
+class Stage:
+    """One stage of the run (the Run table, verdict.json ``run``): its wall seconds and the process's peak
+    resident memory when it ended (None where the platform does not say)."""
+
+    name: str
+    seconds: float
+    peak_rss_mib: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"stage": self.name, "seconds": round(self.seconds, 3),
+                "peak_rss_mib": None if self.peak_rss_mib is None else round(self.peak_rss_mib, 1)}
+
+
+@dataclass(frozen=True)
 class AuditResult:
     tool_version: str
     created: str
@@ -65,7 +79,7 @@ class AuditResult:
     verdict: Verdict
     checks: tuple[CheckSpec, ...]  # the registry the run used, in order
     results: Mapping[str, Any]  # check name -> its frozen result, in registry order (enabled checks only)
-    timings: tuple[tuple[str, float], ...] = ()
+    timings: tuple[Stage, ...] = ()  # the stages in the order they ran
     thumbnails: Mapping[tuple[str, str], str] = field(default_factory=dict)  # (source, path) -> inline image
     engine: str = "local"
     findings: tuple[Finding, ...] = ()  # failing criteria, then the most important observations (findings.py)

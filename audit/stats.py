@@ -21,7 +21,7 @@ import numpy as np
 
 DEFAULT_N_BOOT = 1000
 CHUNK = 100  # at most this many replicates per vectorised step
-INDEX_BYTES = 16 * 2**20  # and at most this many bytes of resample indices per step, whatever N
+INDEX_BYTES = 4 * 2**20  # and at most this many bytes of resample indices per step, whatever N
 
 
 @dataclass(frozen=True)

@@ -65,13 +65,21 @@ def linked_copies(src: Path, copies: int, dst: Path) -> Path:
     return dst
 
 
-def alternate(runs: dict[str, Callable[[], object]], repeats: int) -> dict[str, list]:
-    """Call every run once per round, in order, ``repeats`` rounds; each returns its seconds (or wall, CPU)."""
+def alternate(runs: dict[str, Callable[[], object]], repeats: int, loads: list[float] | None = None) -> dict[str, list]:
+    """Call every run once per round, in order, ``repeats`` rounds; each returns its seconds (or wall, CPU).
+    ``loads``, when given, gets the 1-minute load average at the end of each round."""
     out: dict[str, list] = {name: [] for name in runs}
     for _ in range(repeats):
         for name, run in runs.items():
             out[name].append(run())
+        if loads is not None:
+            loads.append(round(os.getloadavg()[0], 2))
     return out
+
+
+def spread(values: list[float]) -> float:
+    """(max - min) / median: how far apart the rounds were, as a share of the median."""
+    return round((max(values) - min(values)) / statistics.median(values), 3) if values else float("nan")
 
 
 def timed(fn: Callable[[], object]) -> Callable[[], float]:
@@ -112,10 +120,16 @@ def ratios(a: list[float], b: list[float]) -> dict[str, float]:
             "per_round_min": round(min(per_round), 3), "per_round_max": round(max(per_round), 3)}
 
 
+def today() -> str:
+    import datetime as dt
+
+    return dt.date.today().isoformat()
+
+
 def machine() -> dict[str, object]:
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     return {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-            "python": platform.python_version(), "load_average_1min_at_end": load}
+            "python": platform.python_version(), "load_average_1min_at_end": load, "date": today()}
 
 
 def write(name: str, result: dict, markdown: list[str]) -> None:

@@ -161,11 +161,12 @@ def leaky_split(root: Path, n_per_class: int = 10, classes=tuple(COLOURS)) -> tu
 
 
 def context(model: Path, data: Path, overrides: dict | None = None, config=None):
-    """An audit context after the inference pass (what every check receives), built like ``run_audit`` does."""
+    """An audit context after the inference pass (what every check receives), built like ``run_audit`` does; the
+    latency check is off unless asked for (it would start its server when the context is prepared)."""
     from audit.config import load_config
     from audit.pipeline import find_duplicates, infer, open_context
 
-    cfg = config if config is not None else load_config(None, overrides or {})
+    cfg = config if config is not None else load_config(None, {"latency.enabled": False, **(overrides or {})})
     ctx, _ = infer(open_context(model, data, cfg, progress=False))
     return find_duplicates(ctx)
 

@@ -81,18 +81,25 @@ def audits(root: Path) -> tuple[Path, Path, Path]:
     return images, root / "good", root / "weak"
 
 
-def edited(audit: Path, tmp: Path, *, keep_digest: bool = True, drop: str | None = None) -> Path:
-    """A copy of ``audit`` whose predictions.csv claims every image right (and lacks ``drop``); without
-    ``keep_digest`` its verdict.json is made to look like one written before digests were recorded."""
+def edited(audit: Path, tmp: Path, *, keep_digest: bool = True, drop: str | None = None,
+           csv_only: bool = False) -> Path:
+    """A copy of ``audit`` whose predictions.parquet and predictions.csv claim every image right (and lack
+    ``drop``); without ``keep_digest`` its verdict.json is made to look like one written before digests were
+    recorded; with ``csv_only`` like a folder of a version that wrote no Parquet."""
     copy = shutil.copytree(audit, tmp / f"edited-{audit.name}")
-    rows = pd.read_csv(copy / "predictions.csv", dtype=str, keep_default_na=False)
-    rows["predicted"] = rows["label"]
-    rows = rows.drop(columns=[drop]) if drop else rows
-    rows.to_csv(copy / "predictions.csv", index=False)
+    verdict = json.loads((copy / "verdict.json").read_text())
+    for name in ("predictions.parquet", "predictions.csv"):
+        f = copy / name
+        rows = pd.read_parquet(f) if f.suffix == ".parquet" else pd.read_csv(f, dtype=str, keep_default_na=False)
+        rows["predicted"] = rows["label"]
+        rows = rows.drop(columns=[drop]) if drop else rows
+        rows.to_parquet(f, index=False) if f.suffix == ".parquet" else rows.to_csv(f, index=False)
+    if csv_only:
+        (copy / "predictions.parquet").unlink()
+        verdict["files"].pop("predictions.parquet")
     if not keep_digest:
-        verdict = json.loads((copy / "verdict.json").read_text())
         verdict.pop("files")
-        (copy / "verdict.json").write_text(json.dumps(verdict))
+    (copy / "verdict.json").write_text(json.dumps(verdict))
     return copy
 
 

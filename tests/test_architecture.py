@@ -19,10 +19,10 @@ DOC = ROOT / "docs" / "ARCHITECTURE.md"
 LAYERS = (  # docs/ARCHITECTURE.md §3, lowest first; a package name covers its submodules
     ("foundation", ("audit", "audit.errors", "audit.stats", "audit.settings", "audit.svg", "audit.progress",
                     "audit.transforms", "audit.power", "audit.clusters", "audit.sequential", "audit.rowstore",
-                    "audit.graph", "audit.features", "audit.discovery", "audit.shift", "audit.copies")),
+                    "audit.graph", "audit.onnxwire", "audit.features", "audit.discovery", "audit.shift", "audit.copies")),
     ("records", ("audit.verdict", "audit.text", "audit.findings", "audit.predictions", "audit.model", "audit.preprocess",
-                 "audit.card_schema", "audit.imaging", "audit.colour_match", "audit.duplicates", "audit.sources",
-                 "audit.loadgen", "audit.paired", "audit.run_folder")),
+                 "audit.card_schema", "audit.imaging", "audit.colour_match", "audit.duplicates", "audit.duplicate_sets",
+                 "audit.predictions_file", "audit.sources", "audit.loadgen", "audit.paired", "audit.run_folder")),
     ("execution", ("audit.engines", "audit.context", "audit.contract", "audit.thumbnails")),
     ("checks", ("audit.checks.",)),  # the check modules, not the registry package itself
     ("registry", ("audit.checks", "audit.config")),

@@ -3,6 +3,7 @@ import pytest
 from sklearn import metrics as skm
 
 from audit.checks.calibration import calibration
+import builders
 from test_metrics import random_predictions
 
 pytestmark = pytest.mark.fast  # the tier run before every commit (scripts/test.sh --fast)
@@ -50,3 +51,11 @@ def test_perfectly_calibrated_model_has_small_ece():
 
     p = Predictions(("a", "b"), tuple(map(str, range(n))), y, proba.astype(np.float32))
     assert calibration(p, n_boot=50).ece.value < 0.02
+
+
+def test_the_brier_score_read_a_chunk_at_a_time_equals_the_whole_array_formula():
+    from audit.checks.calibration import _brier
+
+    p = builders.predictions(100, c=4, seed=3)
+    whole = ((p.proba.astype(float) - np.eye(4)[p.y_true]) ** 2).sum(axis=1)
+    assert np.array_equal(_brier(p.proba, p.y_true, chunk=7), whole)  # many chunks, the last one short

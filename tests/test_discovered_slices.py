@@ -181,3 +181,13 @@ def test_switched_off_the_inference_pass_reads_no_features(shape_model, tmp_path
     assert proc.returncode == 0, proc.stderr
     v = json.loads((tmp_path / "out" / "verdict.json").read_text())
     assert "discovered_slices" not in v and "discovered_slice" not in rows(tmp_path / "out")[0]
+
+
+def test_the_assignment_read_a_chunk_at_a_time_does_not_depend_on_the_chunk():
+    from audit.discovery import DiscoveryParams, fit_mixture
+
+    rng = np.random.default_rng(0)
+    z, y, wrong = rng.normal(size=(300, 3)), rng.integers(0, 3, 300), rng.random(300) < 0.2
+    mix = fit_mixture(z, y, wrong, 4, 3, DiscoveryParams(), 0)
+    small, whole = mix.assign(z, y, second=True, chunk=7), mix.assign(z, y, second=True, chunk=300)
+    assert all(np.array_equal(a, b) for a, b in zip(small, whole)) and len(small[0]) == 300

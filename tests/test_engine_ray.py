@@ -15,6 +15,7 @@ from pathlib import Path
 
 import builders
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 
 ray = pytest.importorskip("ray")  # the dev extra installs it
@@ -25,6 +26,7 @@ from audit.engines.ray import RayEngine, pool_size  # noqa: E402
 from audit.errors import UsageError  # noqa: E402
 from audit.model import OnnxClassifier  # noqa: E402
 from audit.pipeline import run_audit  # noqa: E402
+from audit.predictions_file import write_parquet  # noqa: E402
 from audit.render.json import verdict_dict  # noqa: E402
 from audit.sources import open_source  # noqa: E402
 
@@ -60,7 +62,8 @@ def audit_both(model: Path, data: Path, ray_engine: RayEngine):
 def assert_same_audit(local, remote) -> None:
     """Equal verdicts, rows in the same order, the same skipped files with the same reasons."""
     a, b = verdict_dict(local), verdict_dict(remote)
-    a.pop("created"), b.pop("created")
+    for d in (a, b):
+        d.pop("created"), d.pop("run")  # when it ran, and each stage's seconds and memory: not results
     # PyTorch on an actor runs with the actor's CPU share as its thread count, so its float sums may be
     # ordered differently: the parity differences agree to 1e-7, not bit for bit (ONNX Runtime's do).
     for key in ("max_abs_diff", "mean_abs_diff"):
@@ -84,6 +87,12 @@ def test_ray_gives_the_local_verdict_on_one_node(local_ray, tmp_path):
     local, remote = audit_both(model, data, engine)
     assert_same_audit(local, remote)
     assert remote.engine == "ray" and local.engine == "local"
+    files = []
+    for name, r in (("local", local), ("ray", remote)):  # both streamed their rows; the same predictions.parquet
+        assert r.predictions.stream.rows == len(r.predictions)
+        write_parquet(r.predictions, tmp_path / f"{name}.parquet")
+        files.append(pq.read_table(tmp_path / f"{name}.parquet"))
+    assert files[0].equals(files[1]) and files[0].num_rows == 120
     reasons = {s.path: s.reason for s in remote.data.skipped}
     assert reasons["red/empty.png"] == "empty file (0 bytes)"
     assert reasons["green/truncated.png"] == "truncated image"

@@ -172,3 +172,21 @@ def test_the_store_round_trips_float16_and_the_pca_sees_a_bounded_sample():
     assert z.shape == (3000, red.dims)
     assert z[sample].std(axis=0) == pytest.approx(1.0, abs=1e-3)  # unit variance on the fitting sample
     store.close()
+
+
+def test_reduced_features_read_from_the_store_equal_the_reduced_array():
+    from audit.features import Reduced
+
+    rng = np.random.default_rng(1)
+    store = FeatureStore(6)
+    store.append(rng.normal(size=(500, 6)))
+    red = reducer(store, np.arange(500), dims=3, sample=500, seed=0)
+    full = red.apply(store, np.arange(500))
+    z = Reduced(store, red)
+    assert z.shape == full.shape and len(z) == 500
+    rows = np.array([499, 3, 3, 0])
+    assert np.array_equal(z[rows], full[rows])
+    assert np.array_equal(z[10:20], full[10:20])
+    mask = np.arange(500) % 7 == 0
+    assert np.array_equal(z[mask], full[mask])
+    store.close()

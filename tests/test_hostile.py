@@ -307,10 +307,13 @@ def two_audits(tmp_path_factory):
 
 
 EDITS = {  # what is done to the weak model's audit -> the one line compare answers
-    "rows edited": (dict(), "predictions.csv does not match the SHA-256 that verdict.json records for it"),
+    "rows edited": (dict(), "predictions.parquet does not match the SHA-256 that verdict.json records for it"),
     "rows edited, verdict without a digest": (dict(keep_digest=False),
-                                              "predictions.csv does not agree with verdict.json (accuracy 1.0000"),
-    "sha256 column removed": (dict(keep_digest=False, drop="sha256"), "predictions.csv has no 'sha256' column"),
+                                              "predictions.parquet does not agree with verdict.json (accuracy 1.0000"),
+    "sha256 column removed": (dict(keep_digest=False, drop="sha256"), "predictions.parquet has no 'sha256' column"),
+    "rows edited in a folder without Parquet": (dict(csv_only=True),
+                                                "predictions.csv does not match the SHA-256 that verdict.json records "
+                                                "for it"),
 }
 
 

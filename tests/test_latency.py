@@ -238,3 +238,31 @@ def test_html_escapes_paths_in_the_latency_section(tmp_path):
 
     html = _env().get_template("sections/latency.html.j2").render(r=R, chart={"histogram": ""})
     assert "<script>x" not in html and "&lt;script&gt;x" in html
+
+
+def test_the_server_starts_before_inference_and_is_stopped_however_the_run_ends(tmp_path):
+    """The latency check's prepare starts the server (it loads while the model runs); the pipeline stops it when a
+    later step fails, as when the run ends."""
+    from audit.checks import CHECKS
+    from audit.config import load_config
+    from audit.contract import CheckSpec
+    from audit.pipeline import close_prepared, open_context, run_audit
+
+    model, data = colour_model(tmp_path / "m.onnx"), image_folder(tmp_path / "data", 4)
+    config = load_config(None, {"invariance.enabled": False})
+    ctx = open_context(model, data, config, progress=False)
+    start = ctx.state("latency")
+    assert start._held[0].poll() is None  # running before any image was decoded
+    close_prepared(ctx)
+    assert start._held[0].poll() is not None
+
+    seen = []
+
+    def boom(ctx):
+        seen.append(ctx.state("latency")._held[0])
+        raise RuntimeError("a check failed")
+
+    failing = CheckSpec("boom", "boom", boom)
+    with pytest.raises(RuntimeError, match="a check failed"):
+        run_audit(model, data, config, checks=(failing, *CHECKS), progress=False)
+    assert seen and seen[0].poll() is not None

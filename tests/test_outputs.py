@@ -185,3 +185,17 @@ def test_an_out_that_is_a_link_to_a_folder_stays_a_link(setup, tmp_path):
     link.symlink_to(out, target_is_directory=True)
     assert audit(model, data, link) == 0
     assert link.is_symlink() and (link / "verdict.json").is_file() and not leftovers(out)
+
+
+def test_each_stage_has_its_seconds_and_peak_memory_in_verdict_json_and_the_run_table(setup):
+    import json
+
+    _, _, out = setup
+    stages = json.loads((out / "verdict.json").read_text())["run"]["stages"]
+    names = [s["stage"] for s in stages]
+    assert names[:3] == ["load + scan", "inference", "duplicate clusters"] and "suspected label errors" in names
+    assert all(s["seconds"] >= 0 for s in stages)
+    peaks = [s["peak_rss_mib"] for s in stages]
+    assert peaks == sorted(peaks) and peaks[0] > 10  # a peak so far: never falls, and a Python process is > 10 MiB
+    html = (out / "report.html").read_text()
+    assert html.count("peak memory") == len(stages)

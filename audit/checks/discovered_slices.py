@@ -25,7 +25,7 @@ import numpy as np
 
 from audit.contract import CheckSpec
 from audit.discovery import Candidate, DiscoveryParams, HalfStats, discover, split_halves
-from audit.features import MAX_COMPONENTS, SAMPLE_ROWS, reducer
+from audit.features import MAX_COMPONENTS, SAMPLE_ROWS, Reduced, reducer
 from audit.findings import Finding
 from audit.settings import Section, setting, unit
 from audit.verdict import Criterion, Measure, judge
@@ -169,7 +169,7 @@ def run(ctx) -> DiscoveredSlicesResult:
                         f"(min_support {cfg.min_support} in each half)", config, where)
     in_confirm = split_halves(preds.y_true, config.seed)
     red = reducer(preds.features, np.flatnonzero(~in_confirm), dims=cfg.dims, sample=cfg.pca_rows, seed=config.seed)
-    z = red.apply(preds.features, np.arange(len(preds)))
+    z = Reduced(preds.features, red)  # read from the store in chunks where used: N x k floats never held
     params = DiscoveryParams(cfg.components, cfg.label_weight, cfg.error_weight, cfg.min_support,
                              cfg.max_candidates, cfg.alpha, fit_rows=cfg.fit_rows)
     found = discover(z, preds.y_true, preds.y_pred, params, n_classes=len(preds.labels), seed=config.seed,

@@ -20,7 +20,6 @@ Example::
 
 from __future__ import annotations
 
-import hashlib
 import math
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -35,7 +34,10 @@ from audit.clusters import cluster_ids
 from audit.context import AuditContext
 from audit.contract import CheckSpec, Option
 from audit.copies import CopyRule, copy_rule, nearest_within
-from audit.duplicates import THUMBNAIL_BYTES, ThumbnailStore, colour_thumbnail, near_pairs, pair_distances
+from audit.duplicate_sets import (  # noqa: F401  (DuplicatePair, hashes_of: re-exported)
+    MAX_CANDIDATES, PER_IMAGE, DuplicatePair, Hashes, PairSet, find_pairs, hash_one, hashes_of, local_rows, thumbnails_for,
+)
+from audit.duplicates import ThumbnailStore, near_pairs, pair_distances
 from audit.findings import Finding
 from audit.predictions import Predictions
 from audit.settings import Section, setting
@@ -65,21 +67,6 @@ class IntegrityConfig(Section):
     max_colour_distance: float = setting(8.0, ge=0.0, le=255.0)
     max_leaked: int = setting(0, ge=0)  # test images with a duplicate in the training data
     max_test_duplicates: int | None = setting(None, ge=0)  # None: reported, not judged
-MAX_CANDIDATES = 2_000_000  # hash candidates confirmed at most (the closest); beyond it the count is reported
-
-
-@dataclass(frozen=True)
-class DuplicatePair:
-    a: str  # path (test set, relative to the data root)
-    b: str  # path (test set, or training set when leak)
-    kind: str  # "exact" or "near"
-    distance: int  # Hamming distance of the perceptual hashes (0 for exact)
-    same_label: bool
-    leak: bool  # b is in the training data
-    confirmation: float = 0.0  # thumbnail distance that confirmed a near pair (0 for exact)
-    p_value: float = 0.0  # leak pairs: the chance that two independent look-alikes are this close (audit.copies)
-
-
 @dataclass(frozen=True)
 class IntegrityResult:
     n_test: int
@@ -114,41 +101,14 @@ class IntegrityResult:
                 "n_train_unreadable": len(self.unreadable), "train_unreadable": list(self.unreadable[:MAX_LISTED])}
 
 
-@dataclass(frozen=True)
-class _Hashes:
-    source: DataSource  # where the images are read from
-    paths: tuple[str, ...]
-    labels: tuple[str, ...]
-    sha: tuple[str, ...]
-    phash: np.ndarray  # (n,) uint64
-    thumbnails: Any = None  # ThumbnailStore (one row per path) or an array; None: decode on demand
-    unreadable: tuple[str, ...] = ()
-
-
-def hashes_of(preds: Predictions, source: DataSource) -> _Hashes:
-    """The hashes and thumbnails the inference pass took of every processed test image."""
-    labels = tuple(preds.labels[i] if i >= 0 else "" for i in preds.y_true.tolist())  # -1: unlabelled reference
-    return _Hashes(source, preds.paths, labels, preds.sha256, preds.phash, preds.thumbnails)
-
-
-def _hash_one(source: DataSource, path: str, limits: imaging.Limits):
-    try:
-        data = source.open(path, limits)
-        img, _ = imaging.decode(data, None, limits)
-        ph = imaging.phash_input(img)
-        return hashlib.sha256(data).hexdigest(), ph, colour_thumbnail(img, ph)
-    except (imaging.ImageRejected, OSError):
-        return None
-
-
 def hash_source(source: DataSource, *, workers: int = 0, limits: imaging.Limits = imaging.Limits(),
-                chunk: int = 4096) -> _Hashes:
+                chunk: int = 4096) -> Hashes:
     """SHA-256, 64-bit pHash and colour thumbnail (on disk) of every sample of ``source``; unreadable ones left out."""
     store, paths, labels, shas, hashes, unreadable = ThumbnailStore(), [], [], [], [], []
     with ThreadPoolExecutor(max_workers=workers or imaging.default_workers()) as pool:
         for start in range(0, len(source.samples), chunk):
             batch = source.samples[start:start + chunk]
-            out = list(pool.map(lambda s: _hash_one(source, s.path, limits), batch, chunksize=64))
+            out = list(pool.map(lambda s: hash_one(source, s.path, limits), batch, chunksize=64))
             keep = [(s, h) for s, h in zip(batch, out) if h is not None]
             unreadable += [s.path for s, h in zip(batch, out) if h is None]
             if keep:
@@ -158,66 +118,26 @@ def hash_source(source: DataSource, *, workers: int = 0, limits: imaging.Limits 
                 hashes.append(imaging.batch_phash(np.stack([h[1] for _, h in keep])))
                 store.append(np.stack([h[2] for _, h in keep]))
     phash = np.concatenate(hashes) if hashes else np.zeros(0, np.uint64)
-    return _Hashes(source, tuple(paths), tuple(labels), tuple(shas), phash, store, tuple(unreadable))
+    return Hashes(source, tuple(paths), tuple(labels), tuple(shas), phash, store, tuple(unreadable))
 
 
-def _pairs(h1: _Hashes, h2: _Hashes, config: IntegrityConfig, leak: bool) -> list[DuplicatePair]:
-    same = h2 is h1
-    pairs: dict[tuple[int, int], DuplicatePair] = {}
-    by_sha: dict[str, list[int]] = {}
-    for j, s in enumerate(h2.sha):
-        by_sha.setdefault(s, []).append(j)
-    for i, s in enumerate(h1.sha):
-        for j in by_sha.get(s, ()):
-            if not same or i < j:
-                pairs[(i, j)] = _pair(h1, h2, i, j, "exact", 0, leak)
-    if config.near_duplicates and len(h1.phash) and len(h2.phash):
-        cand = near_pairs(h1.phash, None if same else h2.phash, config.hash_distance, max_pairs=MAX_CANDIDATES)
-        new = np.array([(i, j) not in pairs for i, j in zip(cand.i.tolist(), cand.j.tolist())], dtype=bool)
-        i, j, d = cand.i[new], cand.j[new], cand.distance[new]
-        dist = pair_distances(_thumbnails(h1, i), _thumbnails(h2, j), _local_rows(h1, i), _local_rows(h2, j),
-                              limit=config.max_colour_distance)
-        for k in np.flatnonzero(dist <= config.max_colour_distance):
-            pairs[(int(i[k]), int(j[k]))] = _pair(h1, h2, int(i[k]), int(j[k]), "near", int(d[k]), leak,
-                                                  round(float(dist[k]), 3))
-    return sorted(pairs.values(), key=lambda p: (p.kind != "exact", p.distance, p.a, p.b))
+def _pairs(h1: Hashes, h2: Hashes | None, config: IntegrityConfig, leak: bool) -> PairSet:
+    return find_pairs(h1, h2, near=config.near_duplicates, hash_distance=config.hash_distance,
+                      max_colour_distance=config.max_colour_distance, leak=leak)
 
 
-def _thumbnails(h: _Hashes, rows: np.ndarray):
-    """The thumbnail source for ``rows``: the stored thumbnails, or (without them) the files decoded again."""
-    if h.thumbnails is not None:
-        return h.thumbnails
-    wanted = np.unique(rows)
-    out = np.zeros((len(wanted), THUMBNAIL_BYTES), np.uint8)
-    for k, r in enumerate(wanted):
-        hashed = _hash_one(h.source, h.paths[r], imaging.Limits())
-        if hashed is not None:
-            out[k] = hashed[2]
-    return out
-
-
-def _local_rows(h: _Hashes, rows: np.ndarray) -> np.ndarray:
-    return rows if h.thumbnails is not None else np.searchsorted(np.unique(rows), rows)
-
-
-def _pair(h1, h2, i, j, kind, d, leak, confirmation: float = 0.0) -> DuplicatePair:
-    return DuplicatePair(h1.paths[i], h2.paths[j], kind, d, h1.labels[i] == h2.labels[j], leak, confirmation)
-
-
-def duplicate_pairs(preds: Predictions, source: DataSource, config: IntegrityConfig) -> list[DuplicatePair]:
-    """Exact and confirmed near-duplicate pairs inside the processed test images (empty without hashes)."""
+def duplicate_pairs(preds: Predictions, source: DataSource, config: IntegrityConfig) -> PairSet | None:
+    """Exact and confirmed near-duplicate pairs inside the processed test images, as groups (None without hashes)."""
     if not preds.sha256:
-        return []
-    h = hashes_of(preds, source)
-    return _pairs(h, h, config, leak=False)
-
-
-def duplicate_clusters(preds: Predictions, pairs: list[DuplicatePair]) -> np.ndarray | None:
-    """A cluster id per row of ``preds`` from its duplicate pairs; None when no two images are duplicates."""
-    if not pairs:
         return None
-    row = {p: i for i, p in enumerate(preds.paths)}
-    return cluster_ids(len(preds), np.array([row[p.a] for p in pairs]), np.array([row[p.b] for p in pairs]))
+    return _pairs(hashes_of(preds, source), None, config, leak=False)
+
+
+def duplicate_clusters(preds: Predictions, pairs: PairSet | None) -> np.ndarray | None:
+    """A cluster id per row of ``preds`` from its duplicate pairs; None when no two images are duplicates."""
+    if pairs is None or not len(pairs):
+        return None
+    return cluster_ids(len(preds), *pairs.edges())
 
 
 def integrity(ctx: AuditContext) -> IntegrityResult:
@@ -227,9 +147,8 @@ def integrity(ctx: AuditContext) -> IntegrityResult:
     labels = test.labels
     ht = hashes_of(test, ctx.source)
     # the pipeline found them once after inference, for the clusters of the metrics' intervals
-    test_pairs = list(ctx.test_pairs) if ctx.test_pairs is not None else _pairs(ht, ht, config, leak=False)
-    leak_pairs: list[DuplicatePair] = []
-    lookalikes: list[DuplicatePair] = []
+    test_pairs = ctx.test_pairs if ctx.test_pairs is not None else _pairs(ht, None, config, leak=False)
+    leak_pairs = lookalikes = None
     train_counts: tuple[tuple[str, int], ...] = ()
     unreadable: tuple[str, ...] = ()
     rule = None
@@ -245,49 +164,47 @@ def integrity(ctx: AuditContext) -> IntegrityResult:
     return IntegrityResult(
         n_test=len(test), n_train=None if train is None else len(train.samples),
         train_source=None if train is None else train.description, hash_distance=config.hash_distance,
-        test_pairs=tuple(test_pairs[:MAX_LISTED]), n_test_pairs=len(test_pairs),
-        n_test_duplicates=len({p.a for p in test_pairs} | {p.b for p in test_pairs}),
-        leak_pairs=tuple(leak_pairs[:MAX_LISTED]), n_leak_pairs=len(leak_pairs),
-        leaked=len({p.a for p in leak_pairs}),
+        test_pairs=tuple(test_pairs.listed(MAX_LISTED)), n_test_pairs=len(test_pairs),
+        n_test_duplicates=int(test_pairs.duplicated().sum()),
+        leak_pairs=tuple(leak_pairs.listed(MAX_LISTED)) if leak_pairs else (),
+        n_leak_pairs=len(leak_pairs) if leak_pairs else 0,
+        leaked=int(leak_pairs.duplicated().sum()) if leak_pairs else 0,
         class_counts=class_counts, imbalance_ratio=max(nonzero) / min(nonzero) if nonzero else float("nan"),
-        train_class_counts=train_counts, unreadable=unreadable, lookalike_pairs=tuple(lookalikes[:MAX_LISTED]),
-        n_lookalike_pairs=len(lookalikes), copy_rule=rule,
+        train_class_counts=train_counts, unreadable=unreadable,
+        lookalike_pairs=tuple(lookalikes.listed(MAX_LISTED)) if lookalikes else (),
+        n_lookalike_pairs=len(lookalikes) if lookalikes else 0, copy_rule=rule,
     )
 
 
 NULL_IMAGES = 10_000  # images per set whose nearest candidate calibrates the copy rule
 
 
-def leakage(ht: _Hashes, hr: _Hashes, config: IntegrityConfig,
-            seed: int = 0) -> tuple[list[DuplicatePair], list[DuplicatePair], CopyRule]:
+def leakage(ht: Hashes, hr: Hashes, config: IntegrityConfig, seed: int = 0) -> tuple[PairSet, PairSet, CopyRule]:
     """(copies, look-alikes, the rule): near pairs with training images, split by how near independent
     images of this data set get to each other (``audit.copies``). Exact pairs are always copies."""
-    near = _pairs(ht, hr, config, leak=True)
-    rule = copy_rule([_nearest_null(h, config, seed) for h in (hr, ht)],
-                     tested=len({p.a for p in near if p.kind == "near"}), max_distance=config.max_colour_distance)
-    p = rule.p_value(np.array([q.confirmation for q in near]))
-    marked = [replace(q, p_value=float(pv) if q.kind == "near" else 0.0) for q, pv in zip(near, p)]
-    copies = [q for q in marked if q.kind == "exact" or q.confirmation < rule.threshold]
-    return copies, [q for q in marked if q.kind == "near" and q.confirmation >= rule.threshold], rule
+    pairs = _pairs(ht, hr, config, leak=True)
+    near = pairs.near
+    tested = int(pairs.copies_a.sizes_of(np.unique(near.i)).sum())
+    rule = copy_rule([_nearest_null(h, config, seed) for h in (hr, ht)], tested=tested,
+                     max_distance=config.max_colour_distance)
+    pairs = replace(pairs, near=replace(near, p_value=np.asarray(rule.p_value(near.confirmation), float)))
+    copy = pairs.near.confirmation < rule.threshold
+    return pairs.with_near(copy), pairs.with_near(~copy, exact=False), rule
 
 
-def _nearest_null(h: _Hashes, config: IntegrityConfig, seed: int) -> np.ndarray:
+def _nearest_null(h: Hashes, config: IntegrityConfig, seed: int) -> np.ndarray:
     """Each image's distance to its nearest hash candidate inside its own set (a seeded sample of the set)."""
     rows = np.arange(len(h.paths))
     if len(rows) > NULL_IMAGES:
         rows = np.sort(np.random.default_rng(seed).choice(rows, NULL_IMAGES, replace=False))
     if len(rows) < 2:
         return np.zeros(0)
-    cand = near_pairs(h.phash[rows], None, config.hash_distance, max_pairs=MAX_CANDIDATES)
+    cand = near_pairs(h.phash[rows], None, config.hash_distance, max_pairs=MAX_CANDIDATES, per_row=PER_IMAGE)
     i, j = rows[cand.i], rows[cand.j]
-    dist = pair_distances(_thumbnails(h, np.r_[i, j]), _thumbnails(h, np.r_[i, j]), _local_rows2(h, i, j, 0),
-                          _local_rows2(h, i, j, 1), limit=config.max_colour_distance)
+    both = np.r_[i, j]
+    dist = pair_distances(thumbnails_for(h, both), thumbnails_for(h, both), local_rows(h, i, both),
+                          local_rows(h, j, both), limit=config.max_colour_distance)
     return nearest_within(cand.i, cand.j, dist, len(rows))
-
-
-def _local_rows2(h: _Hashes, i: np.ndarray, j: np.ndarray, side: int) -> np.ndarray:
-    rows = i if side == 0 else j
-    return rows if h.thumbnails is not None else np.searchsorted(np.unique(np.r_[i, j]), rows)
 
 
 def criteria(res: IntegrityResult, config: AuditConfig) -> list[Criterion]:
@@ -343,7 +260,7 @@ def thumbnails(res: IntegrityResult, ctx: AuditContext) -> list[tuple]:
     return out
 
 
-def _train_hashes(ctx: AuditContext, train: DataSource) -> _Hashes:
+def _train_hashes(ctx: AuditContext, train: DataSource) -> Hashes:
     """The training images' hashes: from the reference pass when it ran over all of them (one decode serves
     leakage and shift), else hashed here."""
     ref = ctx.reference

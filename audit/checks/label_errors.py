@@ -33,7 +33,9 @@ Example::
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import re
+import threading
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -243,6 +245,28 @@ def _run_cleanlab(y: np.ndarray, p: np.ndarray, method: str, batch_size: int) ->
 # --- the registered check ------------------------------------------------------------------------------
 
 
+def cleanlab_module(method: str) -> str:
+    """The cleanlab module a method imports ("auto": the confident-learning one; it brings most of the rest)."""
+    return "cleanlab.experimental.label_issues_batched" if method == "batched" else "cleanlab.filter"
+
+
+def _import_quietly(name: str) -> None:
+    try:
+        importlib.import_module(name)
+    except Exception:  # noqa: BLE001 - the check's own import raises it again, with the run's error handling
+        pass
+
+
+def _prepare(ctx: AuditContext) -> threading.Thread:
+    """Import cleanlab (with scikit-learn, scipy and pandas: about a second of CPU) on a background thread while
+    the model runs; the check's own import then finds it done, or waits for it (Python's import lock)."""
+    t = threading.Thread(target=_import_quietly, args=(cleanlab_module(ctx.config.label_errors.method),),
+                         name="import cleanlab", daemon=True)
+    t.start()
+    return t
+
+
+
 def _run(ctx: AuditContext) -> LabelErrorsResult:
     cfg, preds = ctx.config.label_errors, ctx.predictions
     res = find_label_errors(preds.y_true, preds.proba, method=cfg.method, max_cells=cfg.max_cells,
@@ -287,5 +311,5 @@ def thumbnails(res: LabelErrorsResult, ctx: AuditContext) -> list[tuple]:
 
 
 SPEC = CheckSpec("label_errors", "suspected label errors", _run, config=LabelErrorsConfig,
-                 enabled=lambda c: c.label_errors.enabled, criteria=criteria, thumbnails=thumbnails,
+                 enabled=lambda c: c.label_errors.enabled, prepare=_prepare, criteria=criteria, thumbnails=thumbnails,
                  findings=findings, card=card, toggle=True)

@@ -34,7 +34,7 @@ import numpy as np
 
 from audit.context import AuditContext
 from audit.contract import CheckSpec
-from audit.loadgen import RequestRun, ServerError, join_runs, request_body, running_server, send_requests
+from audit.loadgen import RequestRun, ServerError, ServerStart, join_runs, request_body, send_requests
 from audit.predictions import Predictions
 from audit.sequential import looks, quantile_sequence
 from audit.settings import Section, setting
@@ -173,19 +173,23 @@ def measure_latency(
     card_overrides: Mapping[str, Any] | None = None,
     n_boot: int = 1000,
     seed: int = 0,
+    started: ServerStart | None = None,
 ) -> LatencyResult:
     """Serve ``model_path`` locally and time ``/predict`` on test images from ``preds``, read from ``source``.
 
-    ``card_overrides`` must be the ones the audit used, so the server resolves the same card.
-    Raises ``ServerError`` when the server does not come up within ``config.startup_timeout_s``.
+    ``card_overrides`` must be the ones the audit used, so the server resolves the same card. ``started``: a
+    server started earlier with them (``start_server``; the check starts it before inference, so it loads
+    while the model runs), closed here. Raises ``ServerError`` when the server does not come up within
+    ``config.startup_timeout_s``.
     """
-    chosen = _choose_images(preds, source, config.max_images)
-    if not chosen:
-        raise ServerError("latency: no test image small enough to send to /predict",
-                          hint=f"the server accepts bodies up to {MAX_BODY_BYTES:,} bytes; or pass --no-latency")
-    rows, bodies = zip(*chosen)
-    with running_server(model_path, threads=threads, card_overrides=card_overrides,
-                        startup_timeout_s=config.startup_timeout_s) as server:
+    start = started or start_server(model_path, config, threads, card_overrides)
+    with start:
+        chosen = _choose_images(preds, source, config.max_images)
+        if not chosen:
+            raise ServerError("latency: no test image small enough to send to /predict",
+                              hint=f"the server accepts bodies up to {MAX_BODY_BYTES:,} bytes; or pass --no-latency")
+        rows, bodies = zip(*chosen)
+        server = start.ready()
         send_requests(server.url, bodies, config.warmup, 1, config.request_timeout_s)
         runs = [("sequential", 1, _send_phase(server.url, bodies, 1, config))]
         if config.concurrency > 1:
@@ -332,11 +336,23 @@ def latency_histogram(latency: LatencyResult, threshold_ms: float | None = None)
     return c
 
 
+def start_server(model_path: Path, config: LatencyConfig, threads: int = 0,
+                 card_overrides: Mapping[str, Any] | None = None) -> ServerStart:
+    return ServerStart(model_path, threads=threads, card_overrides=card_overrides,
+                       startup_timeout_s=config.startup_timeout_s)
+
+
+def _prepare(ctx: AuditContext) -> ServerStart:
+    """Start the server before inference: it loads while the model runs (the pipeline closes it, whatever happens)."""
+    return start_server(ctx.model_path, ctx.config.latency, ctx.config.threads, ctx.card_overrides)
+
+
 def _run(ctx: AuditContext) -> LatencyResult:
     c = ctx.config
     return measure_latency(ctx.model_path, ctx.predictions, ctx.source, c.latency, threads=c.threads,
-                           card_overrides=ctx.card_overrides, n_boot=c.n_boot, seed=c.seed)
+                           card_overrides=ctx.card_overrides, n_boot=c.n_boot, seed=c.seed,
+                           started=ctx.state("latency"))
 
 
 SPEC = CheckSpec("latency", "latency (server)", _run, config=LatencyConfig, enabled=lambda c: c.latency.enabled,
-                 criteria=criteria, charts=charts, toggle=True)
+                 prepare=_prepare, criteria=criteria, charts=charts, toggle=True)

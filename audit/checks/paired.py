@@ -32,7 +32,7 @@ from audit.contract import CardPart, CheckSpec, Option
 from audit.errors import UsageError
 from audit.findings import Finding
 from audit.model import model_name
-from audit.paired import PairedComparison, PairedRun, compare_runs, load_run, run_of
+from audit.paired import PairedComparison, PairedRun, compare_runs, load_run, rows_file, run_of
 from audit.power import Sampling
 from audit.settings import Section, setting
 from audit.sources import NON_FINITE
@@ -51,19 +51,18 @@ class PairedConfig(Section):
     """``[audit.paired]``: the per-image comparison with the baseline run."""
 
     section: ClassVar[str] = "paired"
-    enabled: bool = True  # runs when --baseline's folder holds predictions.csv
+    enabled: bool = True  # runs when --baseline's folder holds predictions.parquet or predictions.csv
     margin: float = setting(0.01, ge=0.0, lt=1.0)  # the candidate may lose less than this accuracy
     alpha: float = setting(0.05, gt=0.0, lt=0.5)  # one-sided level of the non-inferiority test
     max_thumbnails: int = setting(12, ge=0, le=1000)  # images each model alone gets right, shown per side
 
 
 def beside(baseline_path: str | None) -> Path | None:
-    """The ``predictions.csv`` next to a baseline ``verdict.json``, if there is one."""
+    """The ``predictions.parquet`` (or ``predictions.csv``) next to a baseline ``verdict.json``, if there is one."""
     if not baseline_path:
         return None
     p = Path(baseline_path)
-    rows = (p if p.is_dir() else p.parent) / "predictions.csv"
-    return rows if rows.is_file() else None
+    return rows_file(p if p.is_dir() else p.parent)
 
 
 def _prepare(ctx: AuditContext) -> PairedRun:

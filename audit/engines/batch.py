@@ -22,7 +22,8 @@ from audit import imaging
 from audit.duplicates import ThumbnailStore, colour_thumbnail
 from audit.features import FeatureStore
 from audit.preprocess import Preprocess
-from audit.predictions import Predictions
+from audit.predictions import HexDigests, Predictions, row_columns
+from audit.predictions_file import PredictionStream
 from audit.sources import NON_FINITE, DataSource, Sample, Skipped
 
 Transform = Callable[[Image.Image], Image.Image]
@@ -160,7 +161,9 @@ def run_model(classifier, tensor: np.ndarray, features: bool) -> tuple[np.ndarra
 class Collector:
     """Accumulates decoded batches and their probabilities into one ``Predictions`` table plus the rejected samples.
 
-    Feature rows (when the engine passes them) go to a ``FeatureStore`` on disk as they arrive.
+    Feature rows (when the engine passes them) go to a ``FeatureStore`` on disk as they arrive. On the original
+    pass (``capture``) every batch's rows are also streamed to a temporary Parquet file as they arrive
+    (``PredictionStream``), which ``predictions.parquet`` is written from.
     """
 
     def __init__(self, labels: Sequence[str], samples: Sequence[Sample], capture: bool) -> None:
@@ -173,11 +176,12 @@ class Collector:
         self.probas: list[np.ndarray] = []
         self.attrs: dict[str, list[str]] = {a: [] for a in self.attr_names}
         self.props: dict[str, list[np.ndarray]] = {k: [] for k in imaging.PROPERTY_NAMES}
-        self.shas: list[str] = []
+        self.shas: list[np.ndarray] = []  # the SHA-256 digests of each batch, 32 bytes a row
         self.phashes: list[np.ndarray] = []
         self.thumbnails = ThumbnailStore() if capture else None
         self.features: FeatureStore | None = None
         self.rejected: list[Skipped] = []
+        self.stream = PredictionStream() if capture else None
 
     def add(self, batch: DecodedBatch, proba: np.ndarray | None, features: np.ndarray | None = None) -> None:
         """One decoded batch, the (n, C) probabilities of its decoded samples and their (n, D) features.
@@ -204,15 +208,23 @@ class Collector:
             self.props[k].append(v)
         if self.capture:
             self.phashes.append(batch.phash)
-            self.shas += batch.sha256
+            self.shas.append(HexDigests.of(batch.sha256).raw)
             self.thumbnails.append(batch.thumbnails)
         index = self.index
-        self.paths += [s.path for s in batch.samples]
-        self.y_true += [index.get(s.label, -1) for s in batch.samples]  # -1: an unlabelled (reference) image
+        paths = [s.path for s in batch.samples]
+        y_true = [index.get(s.label, -1) for s in batch.samples]  # -1: an unlabelled (reference) image
+        self.paths += paths
+        self.y_true += y_true
+        attrs: dict[str, list[str]] = {}
         if self.attr_names:
-            attrs = [dict(s.attributes) for s in batch.samples]
-            for name in self.attr_names:
-                self.attrs[name] += [a.get(name, "") for a in attrs]
+            rows = [dict(s.attributes) for s in batch.samples]
+            attrs = {name: [a.get(name, "") for a in rows] for name in self.attr_names}
+            for name, values in attrs.items():
+                self.attrs[name] += values
+        if self.stream is not None:
+            self.stream.append(row_columns(self.labels, paths, np.asarray(y_true, np.int64), proba, attrs,
+                                           {k: v.astype(float) for k, v in batch.properties.items()}, batch.sha256,
+                                           batch.phash))
 
     def result(self) -> tuple[Predictions, list[Skipped]]:
         c = len(self.labels)
@@ -223,9 +235,12 @@ class Collector:
             proba=np.concatenate(self.probas) if self.probas else np.zeros((0, c), np.float32),
             attributes={a: np.asarray(v, dtype=object) for a, v in self.attrs.items()},
             properties={k: np.concatenate(v).astype(float) if v else np.zeros(0) for k, v in self.props.items()},
-            sha256=tuple(self.shas),
+            sha256=HexDigests(np.concatenate(self.shas)) if self.shas else (),
             phash=np.concatenate(self.phashes) if self.phashes else np.zeros(0, np.uint64),
             thumbnails=self.thumbnails,
             features=self.features if self.features is not None and len(self.features) == len(self.paths) else None,
+            stream=self.stream,
         )
+        if self.stream is not None:
+            self.stream.close()
         return preds, self.rejected

@@ -38,6 +38,8 @@ def verdict_dict(r: AuditResult) -> dict[str, Any]:
         **{s.name: r.results[s.name].to_dict() for s in ran},
         # what a later --baseline compares: every check's comparable measures
         "comparable": numbers_to_json(numbers([m for s in ran for m in s.comparable(r.results[s.name], r.config)])),
+        # where the time and the memory went: each stage's seconds and the peak RSS when it ended
+        "run": {"engine": r.engine, "stages": [t.to_dict() for t in r.timings]},
         "seed": r.config.seed,
         "n_boot": r.config.n_boot,
         "tool_version": r.tool_version,

@@ -10,8 +10,8 @@ and keeps everything else in the folder; a folder written by an earlier version 
 recognised by its ``verdict.json``. ``check_out`` refuses, before any image is decoded, an ``--out`` that is
 a file, cannot be created, is (or is inside) the data folder, contains the data or the current folder,
 has a name the file system refuses, or holds files named like the outputs that the tool did not write.
-``verdict.json`` records the SHA-256 of ``predictions.csv``, so that ``compare`` and ``--baseline`` can
-tell an edited file from the one this run wrote.
+``verdict.json`` records the SHA-256 of ``predictions.parquet`` (and of ``predictions.csv`` when it is written),
+so that ``compare`` and ``--baseline`` can tell an edited file from the one this run wrote.
 """
 
 from __future__ import annotations
@@ -22,33 +22,60 @@ import os
 from pathlib import Path
 
 from audit.errors import UsageError
+from audit.predictions_file import write_parquet
 from audit.render.html import write_html
 from audit.render.json import write_verdict
 from audit.render.junit import write_junit
 from audit.render.markdown import write_summary
 from audit.render.model_card import build_model_card, write_model_card
+from audit.render.pdf import PdfWorker
 from audit.render.staging import OutputError, Target, check_names, check_target, write_staged
 from audit.result import AuditResult
 from audit.run_folder import file_sha256
 
 __all__ = ["ARTEFACTS", "OutputError", "check_out", "write_all", "write_outputs"]
 
-ARTEFACTS = ("report.html", "report.pdf", "verdict.json", "predictions.csv", "junit.xml", "summary.md", "model_card.md",
-             "config.json", "skipped.csv")
+ARTEFACTS = ("report.html", "report.pdf", "verdict.json", "predictions.parquet", "predictions.csv", "junit.xml",
+             "summary.md", "model_card.md", "config.json", "skipped.csv")
 
 
-def write_outputs(r: AuditResult, out: Path, *, pdf: bool = True, templates: Path | None = None) -> list[Path]:
-    """Write report.html/.pdf, verdict.json, predictions.csv, junit.xml, summary.md, model_card.md, config.json,
-    skipped.csv into ``out``, replacing the previous run's outputs in one step."""
+def write_outputs(r: AuditResult, out: Path, *, pdf: bool | PdfWorker = True,
+                  templates: Path | None = None) -> list[Path]:
+    """Write report.html/.pdf, verdict.json, predictions.parquet (and .csv), junit.xml, summary.md, model_card.md,
+    config.json, skipped.csv into ``out``, replacing the previous run's outputs in one step.
+
+    ``pdf``: False for none, True for a PDF laid out by a worker started now, or a ``PdfWorker`` started earlier
+    (``python -m audit run`` starts it before the audit, so weasyprint loads while the model runs)."""
     target = check_out(out, Path(r.data.source))
     return write_staged(target, lambda stage: write_all(r, stage, pdf=pdf, templates=templates))
 
 
-def write_all(r: AuditResult, folder: Path, *, pdf: bool = True, templates: Path | None = None) -> list[str]:
-    """Write every artefact into ``folder``; returns the names written."""
+def write_all(r: AuditResult, folder: Path, *, pdf: bool | PdfWorker = True,
+              templates: Path | None = None) -> list[str]:
+    """Write every artefact into ``folder``; returns the names written. The report is rendered first, so the PDF
+    is laid out (in its worker process) while the other files are written."""
     paths = {name: folder / name for name in ARTEFACTS}
-    r.predictions.write_csv(paths["predictions.csv"])
-    write_verdict(r, paths["verdict.json"], files={"predictions.csv": file_sha256(paths["predictions.csv"])})
+    render_checked(lambda: write_html(r, paths["report.html"], templates), templates)
+    worker = pdf if isinstance(pdf, PdfWorker) else PdfWorker() if pdf else None
+    try:
+        if worker is not None:
+            worker.submit(paths["report.html"], paths["report.pdf"])
+        _write_tables(r, paths)
+        if worker is not None:
+            worker.wait()
+    finally:
+        if worker is not None:
+            worker.close()
+    return sorted(p.name for p in folder.iterdir())
+
+
+def _write_tables(r: AuditResult, paths: dict[str, Path]) -> None:
+    write_parquet(r.predictions, paths["predictions.parquet"])
+    written = ["predictions.parquet"]
+    if csv_written(r):
+        r.predictions.write_csv(paths["predictions.csv"])
+        written.append("predictions.csv")
+    write_verdict(r, paths["verdict.json"], files={name: file_sha256(paths[name]) for name in written})
     write_model_card(build_model_card(r), paths["model_card.md"])
     write_junit(r.verdict, paths["junit.xml"])
     write_summary(r, paths["summary.md"])
@@ -57,12 +84,11 @@ def write_all(r: AuditResult, folder: Path, *, pdf: bool = True, templates: Path
         w = csv.writer(f)  # RFC 4180: CRLF rows, so a \r or \n inside a name is quoted
         w.writerow(["path", "reason"])
         w.writerows((s.path, s.reason) for s in r.data.skipped)
-    html = render_checked(lambda: write_html(r, paths["report.html"], templates), templates)
-    if pdf:
-        from audit.render.pdf import write_pdf
 
-        write_pdf(html, paths["report.pdf"])
-    return sorted(p.name for p in folder.iterdir())
+
+def csv_written(r: AuditResult) -> bool:
+    """predictions.csv is written up to ``csv_rows`` images; predictions.parquet always."""
+    return len(r.predictions) <= r.config.csv_rows
 
 
 def render_checked(render, templates: Path | None):

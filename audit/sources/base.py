@@ -20,14 +20,14 @@ NON_FINITE = "model output is NaN or Inf (not scored)"
 NOT_DATA = frozenset({"hidden file", "hidden folder", DUPLICATE})
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # slots: a million samples take 56 bytes each, not 160
 class Sample:
     path: str  # identifies the image: relative to the source root, with forward slashes
     label: str
     attributes: tuple[tuple[str, str], ...] = ()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Skipped:
     path: str
     reason: str

@@ -1,0 +1,103 @@
+"""The README's performance table in one command (issue 22 §1): ``python -m benchmarks``.
+
+Runs every benchmark behind a README row, one after another, each as its own child process with the
+arguments below; each one alternates our path and its floor in rounds and writes ``benchmarks/results/<name>``
+(JSON + markdown, with its spread and the load average). Then writes ``benchmarks/results/table.md``: per
+benchmark its command, its minutes and the load average before and after, and the total time.
+
+    .venv/bin/python -m benchmarks                  # the table (the budget below: about 45 minutes)
+    .venv/bin/python -m benchmarks --scale          # and the scale rows: memory on repeats, a million images
+    .venv/bin/python -m benchmarks --only audit_vs_floor,fixed_costs
+    .venv/bin/python -m benchmarks --list           # what would run, and its budget
+
+The minutes are budgets for an idle two-core machine; the table states what each took. A figure goes into
+the README only when a second run on another day reproduces it within 15%.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+@dataclass(frozen=True)
+class Bench:
+    script: str
+    args: tuple[str, ...] = ()
+    minutes: float = 5  # budget on an idle two-core machine
+
+    def command(self) -> list[str]:
+        return [sys.executable, str(HERE / f"{self.script}.py"), *self.args]
+
+    def shown(self) -> str:
+        return " ".join([".venv/bin/python", f"benchmarks/{self.script}.py", *self.args])
+
+
+TABLE = (
+    Bench("audit_vs_floor", ("--sizes", "10000,100000", "--repeats", "5"), 15),
+    Bench("fixed_costs", ("--repeats", "5"), 5),
+    Bench("inference_vs_floor", ("--repeats", "3"), 8),
+    Bench("memory_vs_n", (), 5),
+    Bench("near_duplicates", (), 3),
+    Bench("quickstart_vs_revision", ("--repeats", "3"), 5),
+    Bench("serve_latency", ("--only", "quickstart"), 2),
+    Bench("serve_throughput", ("--only", "quickstart"), 2),
+)
+SCALE = (
+    Bench("memory_repeats", (), 30),
+    Bench("million", (), 30),
+)
+
+
+def load() -> float:
+    return round(os.getloadavg()[0], 2)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
+    ap.add_argument("--scale", action="store_true", help="also the scale rows (about an hour more)")
+    ap.add_argument("--only", help="comma-separated script names")
+    ap.add_argument("--list", action="store_true", help="print what would run and its budget, run nothing")
+    a = ap.parse_args(argv)
+    benches = [*TABLE, *(SCALE if a.scale else ())]
+    if a.only:
+        wanted = set(a.only.split(","))
+        benches = [b for b in (*TABLE, *SCALE) if b.script in wanted]
+        if missing := wanted - {b.script for b in benches}:
+            ap.error(f"no benchmark named {', '.join(sorted(missing))}")
+    if a.list:
+        for b in benches:
+            print(f"{b.minutes:4.0f} min  {b.shown()}")
+        print(f"{sum(b.minutes for b in benches):4.0f} min  in all")
+        return 0
+    env = {**os.environ, "PYTHONPATH": str(HERE.parent)}
+    rows, t_all = [], time.perf_counter()
+    for b in benches:
+        print(f"== {b.shown()} (budget {b.minutes:.0f} min)", flush=True)
+        before, t0 = load(), time.perf_counter()
+        code = subprocess.run(b.command(), cwd=HERE.parent, env=env).returncode
+        rows.append((b, code, (time.perf_counter() - t0) / 60, before, load()))
+    total = (time.perf_counter() - t_all) / 60
+    md = ["# The performance table, one run", "",
+          "| benchmark | command | exit | minutes (budget) | load average before → after | results |",
+          "|---|---|---|---|---|---|"]
+    for b, code, minutes, before, after in rows:
+        md.append(f"| {b.script} | `{b.shown()}` | {code} | {minutes:.1f} ({b.minutes:.0f}) | {before:.1f} → {after:.1f} "
+                  f"| [{b.script}.md]({b.script}.md) |")
+    md += ["", f"{total:.1f} minutes in all on {os.cpu_count()} cores ({time.strftime('%Y-%m-%d')}). Each results "
+           "file states its rounds, their spread and the load. Command: `.venv/bin/python -m benchmarks "
+           + " ".join(sys.argv[1:] if argv is None else argv) + "`", ""]
+    (HERE / "results" / "table.md").write_text("\n".join(md), encoding="utf-8")
+    print("\n".join(md))
+    return max((code for _, code, *_ in rows), default=0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
