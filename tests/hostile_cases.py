@@ -172,13 +172,13 @@ def ray_agents_started(proc: subprocess.Popen, timeout: float = 240) -> list[int
     deadline = time.monotonic() + timeout
     while proc.poll() is None and time.monotonic() < deadline:
         found = list(ray_descendants(proc.pid))
-        if any(_cmdline(p).startswith(b"ray::") for p in found):
+        if any(cmdline(p).startswith(b"ray::") for p in found):
             return found
         time.sleep(0.5)
     raise AssertionError("the run's local Ray never started its agents")
 
 
-def _cmdline(pid: int) -> bytes:
+def cmdline(pid: int) -> bytes:
     try:
         return Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:

@@ -90,7 +90,9 @@ def test_crash_a_4096_px_card_decodes_in_batches_that_fit_memory(tmp_path):
         proc.returncode = os.waitstatus_to_exitcode(status)
         err = proc.stderr.read().decode()
     assert proc.returncode in (0, 1, 4), err[-2000:]  # a verdict (pass, fail, inconclusive): not killed, no crash
-    assert usage.ru_maxrss * 1024 < 1.6e9, f"peak RSS {usage.ru_maxrss / 1e6:.2f} GB"
+    # one unbatched batch would be 12.9 GB; the rest of the peak is the process itself (ONNX Runtime, and
+    # cleanlab with scikit-learn and pandas imported beside inference) and a few 200 MB decoded images
+    assert usage.ru_maxrss * 1024 < 2.0e9, f"peak RSS {usage.ru_maxrss / 1e6:.2f} GB"
 
 
 def test_crash_a_manifest_path_component_over_255_bytes_is_a_skipped_row(tmp_path):
@@ -255,8 +257,9 @@ def test_ray_sigterm_exits_143_and_sigkill_leaves_no_ray_process(tmp_path):
     while hc.alive(ours) and time.monotonic() < deadline:
         time.sleep(0.5)
     left = hc.alive(ours)
+    names = {pid: hc.cmdline(pid)[:80] for pid in left}
     hc.kill_all(left)  # the test's own leftovers, never another session's
-    assert ours and not left, f"Ray processes outlived the killed run: {left}"
+    assert ours and not left, f"Ray processes outlived the killed run: {names}"
 
 
 @pytest.mark.parametrize("extra, message", [

@@ -5,7 +5,7 @@ the GCS and the raylet die with it (Ray ties them to their parent), but the rayl
 (``ray::DashboardAgent``, ``ray::RuntimeEnvAgent``) outlive it for about a minute, waiting on the dead GCS.
 This watchdog runs as a script of the standard library only (``python reaper.py PID``, started by
 ``audit.engines.ray`` in a session of its own, so a signal to the audit's process group does not reach
-it). It notes the Ray processes descended from PID once a second and, when its stdin (a pipe the audit
+it). It notes the Ray processes descended from PID ten times a second and, when its stdin (a pipe the audit
 holds) reaches end of file, kills the ones still running. Linux only: it reads ``/proc``.
 """
 
@@ -53,14 +53,20 @@ def ray_descendants(root: int) -> dict[int, str]:
     return found
 
 
-def watch(root: int) -> None:
-    """Note ``root``'s Ray descendants until stdin closes, then kill those still running (same pid, same start)."""
+def watch(root: int, interval: float = 0.1) -> None:
+    """Note ``root``'s Ray descendants until stdin closes, then kill those still running (same pid, same start).
+
+    A scan every ``interval`` seconds (reading /proc takes a few milliseconds); at the end, the Ray
+    descendants of every process noted that still runs are added, for agents started since the last scan.
+    """
     seen: dict[int, str] = {}
     while True:
-        ready, _, _ = select.select([sys.stdin], [], [], 1.0)
+        seen.update(ray_descendants(root))
+        ready, _, _ = select.select([sys.stdin], [], [], interval)
         if ready and not os.read(sys.stdin.fileno(), 1):
             break
-        seen.update(ray_descendants(root))
+    for pid in list(seen):
+        seen.update(ray_descendants(pid))
     alive = _processes()
     for pid, start in seen.items():
         if pid in alive and alive[pid][1] == start:
