@@ -81,18 +81,31 @@ class AuditContext:
         """What ``check``'s prepare() returned."""
         return self.prepared.get(check)
 
-    def processed(self) -> list[Sample]:
-        """The source's samples that the inference pass processed, in source order."""
-        done = set(self.predictions.paths)
-        return [s for s in self.source.samples if s.path in done]
+    def processed(self) -> np.ndarray:
+        """Where each prediction row's sample is in the source: row k of the predictions is sample ``processed()[k]``
+        (every sample but the rejected ones, in source order). No object per image: a million-image run keeps
+        its memory flat."""
+        n = len(self.source.samples)
+        if not self.rejected:
+            return np.arange(n)
+        out = {s.path for s in self.rejected}
+        return np.flatnonzero(np.fromiter((p not in out for p in self.source.samples.paths), bool, n))
+
+    def sample_rows(self, max_images: int) -> np.ndarray:
+        """A seeded sample of at most ``max_images`` prediction rows (0 = all), in order."""
+        n = len(self.predictions)
+        if max_images and n > max_images:
+            return np.sort(np.random.default_rng(self.seed).choice(n, max_images, replace=False))
+        return np.arange(n)
+
+    def samples_at(self, rows: np.ndarray) -> list[Sample]:
+        """The source's samples behind prediction ``rows``."""
+        where, samples = self.processed(), self.source.samples
+        return [samples[int(i)] for i in where[np.asarray(rows, np.int64)]]
 
     def sample(self, max_images: int) -> list[Sample]:
         """A seeded sample of at most ``max_images`` processed samples (0 = all), in source order."""
-        usable = self.processed()
-        if max_images and len(usable) > max_images:
-            pick = np.sort(np.random.default_rng(self.seed).choice(len(usable), max_images, replace=False))
-            usable = [usable[i] for i in pick]
-        return usable
+        return self.samples_at(self.sample_rows(max_images))
 
     def rerun(self, samples: Sequence[Sample], *, transform=None, classifier=None,
               desc: str = "probe") -> tuple[Predictions, list[Skipped]]:

@@ -25,7 +25,7 @@ class Predictions:
     """One row per processed image: the only thing the checks read (docs/ARCHITECTURE.md §2)."""
 
     labels: tuple[str, ...]
-    paths: tuple[str, ...]
+    paths: Sequence[str]  # audit.packed.Strings from an inference pass (no object per path)
     y_true: np.ndarray  # (N,) int, index into labels
     proba: np.ndarray  # (N, C) float32
     attributes: Mapping[str, np.ndarray] = field(default_factory=dict)  # name -> (N,) str

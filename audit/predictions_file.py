@@ -78,6 +78,7 @@ class PredictionStream:
             self._writer = pq.ParquetWriter(self.path, table.schema)
         self._writer.write_table(table, row_group_size=ROW_GROUP)
         self._pending, self._held = [], 0
+        pa.default_memory_pool().release_unused()  # Arrow's allocator keeps freed row groups otherwise
 
     def close(self) -> None:
         """Write what is held and the file's footer; the stream can then be read."""
@@ -127,6 +128,7 @@ def write_parquet(preds, path: Path) -> None:
             if writer is None:
                 writer = pq.ParquetWriter(str(path), table.schema)
             writer.write_table(table, row_group_size=ROW_GROUP)
+            pa.default_memory_pool().release_unused()
             lo = hi
         if writer is None:  # no rows: an empty file with the columns
             empty = pa.Table.from_pydict(_arrays({k: v[:0] for k, v in preds.columns().items()}))

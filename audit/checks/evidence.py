@@ -36,6 +36,7 @@ import numpy as np
 
 from audit.context import AuditContext
 from audit.contract import CheckSpec, Option
+from audit.duplicate_sets import Digests
 from audit.settings import Section, setting, unit
 from audit.sources.base import NON_FINITE, NOT_DATA
 from audit.stats import Estimate
@@ -114,8 +115,7 @@ def _first_of_each_content(preds) -> np.ndarray:
     """Rows of the first image of each distinct content (SHA-256); every row when the pass took no hashes."""
     if len(preds.sha256) != len(preds):
         return np.arange(len(preds))
-    _, first = np.unique(np.asarray(preds.sha256, dtype=object).astype(str), return_index=True)
-    return np.sort(first)
+    return np.sort(Digests.of(preds.sha256).first)  # 32 bytes a row, not a 256-byte string
 
 
 def criteria(res: EvidenceResult, config: AuditConfig) -> list[Criterion]:

@@ -189,11 +189,10 @@ def invariance(ctx: AuditContext, max_flipped: int = 8) -> InvarianceResult:
     """Re-run the classifier on transformed copies of a seeded sample of the processed images."""
     config, preds = ctx.config.invariance, ctx.predictions
     names, source, unknown = choose_transforms(config, ctx.classifier.card.invariances)
-    usable = ctx.sample(config.max_images)
+    rows = ctx.sample_rows(config.max_images)
     if config.early_stop:  # every prefix must be a random sample, not the first classes of the folder
-        usable = [usable[i] for i in np.random.default_rng(ctx.seed).permutation(len(usable))]
-    row = {p: i for i, p in enumerate(preds.paths)}
-    rows = np.array([row[s.path] for s in usable], dtype=np.int64)
+        rows = rows[np.random.default_rng(ctx.seed).permutation(len(rows))]
+    usable = ctx.samples_at(rows)
     arms = _Arms(usable, preds.y_true[rows], preds.y_pred[rows],
                  None if preds.clusters is None else preds.clusters[rows], preds.labels)
     runs = []

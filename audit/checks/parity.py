@@ -155,8 +155,9 @@ def parity(ctx: AuditContext, max_listed: int = 20) -> ParityResult:
     """Run the PyTorch model over a seeded sample of the processed images and compare with ONNX Runtime."""
     torch_clf = ctx.state("parity") or torch_classifier(ctx)
     preds, arch, weights = ctx.predictions, torch_clf.arch, torch_clf.weights
-    usable = ctx.sample(ctx.config.parity.max_images)
-    row = {p: i for i, p in enumerate(preds.paths)}
+    picked = ctx.sample_rows(ctx.config.parity.max_images)
+    usable = ctx.samples_at(picked)
+    row = {s.path: int(r) for s, r in zip(usable, picked)}
     tp, _ = ctx.rerun(usable, classifier=torch_clf, desc="parity")
     rows = np.array([row[p] for p in tp.paths], dtype=np.int64)
     onnx_p = preds.proba[rows].astype(np.float64)

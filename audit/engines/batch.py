@@ -22,9 +22,10 @@ from audit import imaging
 from audit.duplicates import ThumbnailStore, colour_thumbnail
 from audit.features import FeatureStore
 from audit.preprocess import Preprocess
+from audit.packed import StringsBuilder
 from audit.predictions import HexDigests, Predictions, row_columns
 from audit.predictions_file import PredictionStream
-from audit.sources import NON_FINITE, DataSource, Sample, Skipped
+from audit.sources import NON_FINITE, DataSource, Sample, SampleTable, Skipped
 
 Transform = Callable[[Image.Image], Image.Image]
 # The model input of one batch (float32) stays under this: a 4096 x 4096 card gets 4 images a batch, not 64 (4 GiB).
@@ -169,15 +170,22 @@ class Collector:
     def __init__(self, labels: Sequence[str], samples: Sequence[Sample], capture: bool) -> None:
         self.labels = tuple(labels)
         self.index = {lab: i for i, lab in enumerate(self.labels)}
-        self.attr_names = sorted({k for s in samples for k, _ in s.attributes})
+        # a SampleTable holds its attributes (None when no sample has any): no Sample made per image to learn that
+        rows = (samples.attributes or ()) if isinstance(samples, SampleTable) else (s.attributes for s in samples)
+        self.attr_names = sorted({k for attrs in rows for k, _ in attrs})
         self.capture = capture
-        self.paths: list[str] = []
-        self.y_true: list[int] = []
-        self.probas: list[np.ndarray] = []
+        self.n = 0  # rows kept so far
+        # every column is allocated once for all the samples and filled as batches arrive: no list of per-batch
+        # arrays to concatenate at the end, which held each column twice and fragmented the heap
+        size, c = len(samples), len(self.labels)
+        self.paths = StringsBuilder()
+        self.y_true = np.empty(size, np.int64)
+        self.proba = np.empty((size, c), np.float32)
         self.attrs: dict[str, list[str]] = {a: [] for a in self.attr_names}
-        self.props: dict[str, list[np.ndarray]] = {k: [] for k in imaging.PROPERTY_NAMES}
-        self.shas: list[np.ndarray] = []  # the SHA-256 digests of each batch, 32 bytes a row
-        self.phashes: list[np.ndarray] = []
+        self.size = size
+        self.props: dict[str, np.ndarray] = {}  # allocated at the first batch, in its dtype (float32 where it is)
+        self.sha = np.empty((size if capture else 0, 32), np.uint8)  # the SHA-256 digests, 32 bytes a row
+        self.phash = np.empty(size if capture else 0, np.uint64)
         self.thumbnails = ThumbnailStore() if capture else None
         self.features: FeatureStore | None = None
         self.rejected: list[Skipped] = []
@@ -199,22 +207,25 @@ class Collector:
         self.rejected += batch.rejected
         if not batch.samples:
             return
-        self.probas.append(proba)
+        lo, hi = self.n, self.n + len(batch.samples)
+        self.n = hi
+        self.proba[lo:hi] = proba
         if features is not None:
             if self.features is None:
                 self.features = FeatureStore(features.shape[1])
             self.features.append(features)
         for k, v in batch.properties.items():
-            self.props[k].append(v)
+            if k not in self.props:
+                self.props[k] = np.empty(self.size, v.dtype)
+            self.props[k][lo:hi] = v
         if self.capture:
-            self.phashes.append(batch.phash)
-            self.shas.append(HexDigests.of(batch.sha256).raw)
+            self.phash[lo:hi] = batch.phash
+            self.sha[lo:hi] = HexDigests.of(batch.sha256).raw
             self.thumbnails.append(batch.thumbnails)
         index = self.index
         paths = [s.path for s in batch.samples]
-        y_true = [index.get(s.label, -1) for s in batch.samples]  # -1: an unlabelled (reference) image
-        self.paths += paths
-        self.y_true += y_true
+        self.y_true[lo:hi] = [index.get(s.label, -1) for s in batch.samples]  # -1: an unlabelled (reference) image
+        self.paths.extend(paths)
         attrs: dict[str, list[str]] = {}
         if self.attr_names:
             rows = [dict(s.attributes) for s in batch.samples]
@@ -222,23 +233,23 @@ class Collector:
             for name, values in attrs.items():
                 self.attrs[name] += values
         if self.stream is not None:
-            self.stream.append(row_columns(self.labels, paths, np.asarray(y_true, np.int64), proba, attrs,
+            self.stream.append(row_columns(self.labels, paths, self.y_true[lo:hi], proba, attrs,
                                            {k: v.astype(float) for k, v in batch.properties.items()}, batch.sha256,
                                            batch.phash))
 
     def result(self) -> tuple[Predictions, list[Skipped]]:
-        c = len(self.labels)
+        n = self.n  # the rows kept: views of the columns, whose tails (the rejected samples' room) go unused
         preds = Predictions(
             labels=self.labels,
-            paths=tuple(self.paths),
-            y_true=np.asarray(self.y_true, dtype=np.int64),
-            proba=np.concatenate(self.probas) if self.probas else np.zeros((0, c), np.float32),
+            paths=self.paths.build(),
+            y_true=self.y_true[:n],
+            proba=self.proba[:n],
             attributes={a: np.asarray(v, dtype=object) for a, v in self.attrs.items()},
-            properties={k: np.concatenate(v).astype(float) if v else np.zeros(0) for k, v in self.props.items()},
-            sha256=HexDigests(np.concatenate(self.shas)) if self.shas else (),
-            phash=np.concatenate(self.phashes) if self.phashes else np.zeros(0, np.uint64),
+            properties={k: self.props[k][:n] if k in self.props else np.zeros(0) for k in imaging.PROPERTY_NAMES},
+            sha256=HexDigests(self.sha[:n]) if self.capture else (),
+            phash=self.phash[:n] if self.capture else np.zeros(0, np.uint64),
             thumbnails=self.thumbnails,
-            features=self.features if self.features is not None and len(self.features) == len(self.paths) else None,
+            features=self.features if self.features is not None and len(self.features) == n else None,
             stream=self.stream,
         )
         if self.stream is not None:

@@ -9,6 +9,7 @@ batches are decoded while ONNX Runtime (which releases the GIL) runs the current
 
 from __future__ import annotations
 
+import itertools
 import queue
 import threading
 from collections import deque
@@ -56,7 +57,7 @@ class LocalEngine:
 
     def _decoded(self, read, vectorise, samples: Sequence[Sample], size: int) -> Iterator[DecodedBatch]:
         """Decoded batches of ``size`` in order, ``workers`` of them decoding ahead of the one being run."""
-        batches = [samples[i : i + size] for i in range(0, len(samples), size)]
+        batches = (samples[i : i + size] for i in range(0, len(samples), size))  # sliced when due, not all at once
         threads = imaging.default_workers() if self.workers is None else self.workers
         if threads == 0:
             yield from (vectorise(read(b)) for b in batches)
@@ -65,8 +66,8 @@ class LocalEngine:
         task = read if on_caller else (lambda b: vectorise(read(b)))
         pool = DecodeThreads(threads)
         try:
-            pending = deque(pool.submit(task, b) for b in batches[:threads])
-            for b in batches[threads:]:
+            pending = deque(pool.submit(task, b) for b in itertools.islice(batches, threads))
+            for b in batches:
                 done = pending.popleft().result()
                 pending.append(pool.submit(task, b))
                 yield vectorise(done) if on_caller else done

@@ -22,11 +22,11 @@ from dataclasses import replace
 from pathlib import Path
 
 from audit.errors import DataError
-from audit.sources.base import DUPLICATE, NON_FINITE, NOT_DATA, DataSource, Sample, Skipped
+from audit.sources.base import DUPLICATE, NON_FINITE, NOT_DATA, DataSource, Sample, SampleTable, Skipped
 from audit.sources.folder import OUTSIDE_CLASS, scan_folder, skip_reason
 from audit.sources.manifest import scan_manifest
 
-__all__ = ["DUPLICATE", "NON_FINITE", "NOT_DATA", "DataSource", "Sample", "Skipped", "open_source"]
+__all__ = ["DUPLICATE", "NON_FINITE", "NOT_DATA", "DataSource", "Sample", "SampleTable", "Skipped", "open_source"]
 
 
 def open_source(location: Path, labels: Sequence[str], *, flag: str = "--data",

@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from audit import imaging
+from audit.packed import Strings, StringsBuilder
 
 DUPLICATE = "duplicate row: this image is listed earlier (counted once)"
 NON_FINITE = "model output is NaN or Inf (not scored)"
@@ -25,6 +29,82 @@ class Sample:
     path: str  # identifies the image: relative to the source root, with forward slashes
     label: str
     attributes: tuple[tuple[str, str], ...] = ()
+
+
+class SampleTable(Sequence[Sample]):
+    """The samples of a source, packed: the paths in one buffer (``audit.packed.Strings``), each label as a small
+    integer code, the attributes only when some sample has any. A ``Sample`` is made when one is read, so a
+    million samples take about the characters of their paths plus 12 bytes each, not 200 (measured in
+    docs/ARCHITECTURE.md §12).
+
+    >>> t = SampleTable.of([Sample("a/1.png", "a"), Sample("b/2.png", "b", (("site", "x"),))])
+    >>> t[1], len(t[:1]), t.paths[0]
+    (Sample(path='b/2.png', label='b', attributes=(('site', 'x'),)), 1, 'a/1.png')
+    """
+
+    def __init__(self, paths: Strings, label_names: tuple[str, ...], codes: np.ndarray,
+                 attributes: tuple[tuple[tuple[str, str], ...], ...] | None = None) -> None:
+        self.paths, self.label_names, self.codes, self.attributes = paths, label_names, codes, attributes
+
+    @classmethod
+    def of(cls, samples: Iterable[Sample]) -> SampleTable:
+        if isinstance(samples, SampleTable):
+            return samples
+        b = SampleTableBuilder()
+        for s in samples:
+            b.add(s.path, s.label, s.attributes)
+        return b.build()
+
+    def __len__(self) -> int:
+        return len(self.codes)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return SampleTable(self.paths[i], self.label_names, self.codes[i],
+                               None if self.attributes is None else self.attributes[i])
+        i = range(len(self))[i]
+        return Sample(self.paths[i], self.label_names[self.codes[i]], self.attributes[i] if self.attributes else ())
+
+    def __iter__(self) -> Iterator[Sample]:
+        names, attrs = self.label_names, self.attributes
+        for i, (path, code) in enumerate(zip(self.paths, self.codes.tolist())):
+            yield Sample(path, names[code], attrs[i] if attrs else ())
+
+    def __eq__(self, other) -> bool:
+        if isinstance(other, Sequence) and not isinstance(other, str):
+            return len(other) == len(self) and all(a == b for a, b in zip(self, other))
+        return NotImplemented
+
+    __hash__ = None
+
+    def __repr__(self) -> str:
+        return f"SampleTable({len(self)} samples)"
+
+
+class SampleTableBuilder:
+    """Collects samples one at a time (``add``) or a folder at a time (``extend``) into a ``SampleTable``."""
+
+    def __init__(self) -> None:
+        self._paths, self._pending = StringsBuilder(), []
+        self._names: dict[str, int] = {}
+        self._codes: list[int] = []
+        self._attrs: list[tuple[tuple[str, str], ...]] = []
+        self._any_attrs = False
+
+    def add(self, path: str, label: str, attributes: tuple[tuple[str, str], ...] = ()) -> None:
+        self._pending.append(path)
+        if len(self._pending) >= Strings.CHUNK:
+            self._paths.extend(self._pending)
+            self._pending = []
+        self._codes.append(self._names.setdefault(label, len(self._names)))
+        self._attrs.append(attributes)
+        self._any_attrs = self._any_attrs or bool(attributes)
+
+    def build(self) -> SampleTable:
+        self._paths.extend(self._pending)
+        codes = np.asarray(self._codes, np.int32)
+        attrs = tuple(self._attrs) if self._any_attrs else None
+        return SampleTable(self._paths.build(), tuple(self._names), codes, attrs)
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,13 +120,16 @@ class DataSource:
     kind: str  # "ImageFolder", "CSV manifest" or "Parquet manifest"
     description: str  # what the user passed (--data)
     root: Path  # relative sample paths resolve against it
-    samples: tuple[Sample, ...]
+    samples: Sequence[Sample]  # a SampleTable (any sequence given is packed into one)
     skipped: tuple[Skipped, ...]
     classes: tuple[str, ...]  # every class named by the data, including empty folders
     attribute_names: tuple[str, ...] = ()
     found: int = 0  # files that could be images (a folder's metadata file is not one)
     notes: tuple[str, ...] = field(default=())
     metadata: str = ""  # the attribute file read besides the images ("metadata.csv"), if any
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "samples", SampleTable.of(self.samples))
 
     def uri(self, path: str) -> str:
         """Where the image lives (an absolute file path here; a URI for remote sources)."""
@@ -79,8 +162,9 @@ class DataSource:
     @property
     def class_counts(self) -> dict[str, int]:
         counts = dict.fromkeys(self.classes, 0)
-        for s in self.samples:
-            counts[s.label] = counts.get(s.label, 0) + 1
+        t = self.samples
+        for name, n in zip(t.label_names, np.bincount(t.codes, minlength=len(t.label_names)).tolist()):
+            counts[name] = counts.get(name, 0) + n
         return counts
 
 

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from audit.errors import DataError
-from audit.sources.base import DataSource, Sample, Skipped, file_kind
+from audit.sources.base import DataSource, SampleTableBuilder, Skipped, file_kind
 
 METADATA_FILE = "metadata.csv"
 OUTSIDE_CLASS = "not inside a class folder"
@@ -31,7 +31,7 @@ def scan_folder(root: Path, flag: str = "--data") -> DataSource:
     with their reason, never silently missing from the files found.
     """
     meta, attr_names, notes = read_metadata(root / METADATA_FILE)
-    samples: list[Sample] = []
+    samples = SampleTableBuilder()  # packed as scanned: no object per image (a million images: docs/ARCHITECTURE.md §12)
     skipped: list[Skipped] = []
     classes: list[str] = []
     found = 0
@@ -52,10 +52,10 @@ def scan_folder(root: Path, flag: str = "--data") -> DataSource:
             if why:
                 skipped.append(Skipped(rel, why))
             else:
-                samples.append(Sample(rel, rel_dir.parts[0], tuple(meta.pop(rel, {}).items())))
+                samples.add(rel, rel_dir.parts[0], tuple(meta.pop(rel, {}).items()))
     if meta:
         notes += (f"{len(meta)} row(s) of {METADATA_FILE} name no image in the folder (e.g. {next(iter(meta))!r})",)
-    return DataSource("ImageFolder", str(root), root, tuple(samples), tuple(skipped), tuple(classes), attr_names,
+    return DataSource("ImageFolder", str(root), root, samples.build(), tuple(skipped), tuple(classes), attr_names,
                       found, notes, metadata=METADATA_FILE if (root / METADATA_FILE).is_file() else "")
 
 
