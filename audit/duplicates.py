@@ -140,8 +140,10 @@ def _bands(ua: np.ndarray, ub: np.ndarray, max_distance: int) -> list[np.uint64]
     bits are dealt, most informative first, to the band with the least entropy so far."""
     m = min(max_distance + 1, BITS)
     p = np.zeros(BITS)
-    for h in (ua, ub):  # bit k of every hash: column k of the little-endian bytes, unpacked
-        p += np.unpackbits(h.astype("<u8").view(np.uint8), bitorder="little").reshape(-1, BITS).sum(axis=0)
+    for h in (ua, ub):  # bit k of every hash: column k of the little-endian bytes, unpacked 65,536 hashes at a time
+        for lo in range(0, len(h), 65_536):  # (all at once: 64 bytes a hash, 32 MB at 500,000)
+            bits = np.unpackbits(h[lo:lo + 65_536].astype("<u8").view(np.uint8), bitorder="little")
+            p += bits.reshape(-1, BITS).sum(axis=0)
     p /= max(len(ua) + len(ub), 1)
     with np.errstate(divide="ignore", invalid="ignore"):
         entropy = np.nan_to_num(-(p * np.log2(p) + (1 - p) * np.log2(1 - p)))
@@ -152,14 +154,25 @@ def _bands(ua: np.ndarray, ub: np.ndarray, max_distance: int) -> list[np.uint64]
     return [np.uint64(v) for v in masks]
 
 
+def _keys(ua: np.ndarray, ub: np.ndarray, mask: np.uint64, same: bool) -> tuple[np.ndarray, np.ndarray]:
+    """One band's bucket keys of both sides (one array when they are the same set)."""
+    ka = ua & mask
+    return ka, ka if same else ub & mask
+
+
 def _bucket_ranges(ka: np.ndarray, kb: np.ndarray, same: bool):
     """For each key of ka, the equal keys of kb: ``order[lo:lo + count]`` (within one set, those after it)."""
     order = np.argsort(kb, kind="stable")
     sb = kb[order]
-    hi, lo = np.searchsorted(sb, ka, "right"), np.searchsorted(sb, ka, "left")
+    counts = np.searchsorted(sb, ka, "right")
     if same:  # only the keys after x's own place
+        lo = np.empty_like(order)
         lo[order] = np.arange(1, len(order) + 1)
-    return order, lo, hi - lo
+    else:
+        lo = np.searchsorted(sb, ka, "left")
+    del sb
+    counts -= lo  # in place: one array a row fewer at the peak
+    return order, lo, counts
 
 
 def _unique_pairs(ua: np.ndarray, ub: np.ndarray, d: int, same: bool, method: str, sink: _Sink) -> None:
@@ -168,11 +181,11 @@ def _unique_pairs(ua: np.ndarray, ub: np.ndarray, d: int, same: bool, method: st
         masks = _bands(ua, ub, d)
         # each band's buckets are counted, then made again when searched: holding all of them took 24 bytes a
         # hash a band (60 MB at 500,000 hashes), the second sort costs less than a tenth of the search
-        n_candidates = sum(int(_bucket_ranges(ua & m, ub & m, same)[2].sum()) for m in masks)
+        n_candidates = sum(int(_bucket_ranges(*_keys(ua, ub, m, same), same)[2].sum()) for m in masks)
         pairs = len(ua) * (len(ua) - 1) // 2 if same else len(ua) * len(ub)
         if method == "index" or n_candidates * BRUTE_FORCE_RATIO <= pairs:
             for k, m in enumerate(masks):
-                _band_matches(ua, ub, *_bucket_ranges(ua & m, ub & m, same), d, masks[:k], sink)
+                _band_matches(ua, ub, *_bucket_ranges(*_keys(ua, ub, m, same), same), d, masks[:k], sink)
             return
     _all_pairs(ua, ub, d, same, sink)
 

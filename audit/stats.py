@@ -112,6 +112,22 @@ def confusion_matrices(y_true: np.ndarray, y_pred: np.ndarray, idx: np.ndarray, 
     return np.bincount(codes.ravel(), minlength=k * n_classes * n_classes).reshape(k, n_classes, n_classes)
 
 
+def unique_codes(key: np.ndarray, space: int) -> tuple[np.ndarray, np.ndarray]:
+    """``np.unique(key, return_inverse=True)`` for keys in ``[0, space)``: by counting when the space is at most
+    4 x the keys (no sort of N keys: 40 bytes a row fewer at the peak), else by ``np.unique``. Inverse as int32.
+
+    >>> [a.tolist() for a in unique_codes(np.array([5, 2, 5, 0]), 8)]
+    [[0, 2, 5], [2, 1, 2, 0]]
+    """
+    if space <= 4 * len(key):
+        present = np.flatnonzero(np.bincount(key, minlength=space))
+        index = np.zeros(space, np.int32)
+        index[present] = np.arange(len(present), dtype=np.int32)
+        return present, index[key]
+    present, inverse = np.unique(key, return_inverse=True)
+    return present, inverse.ravel().astype(np.int32)
+
+
 def benjamini_hochberg(p_values: np.ndarray) -> np.ndarray:
     """Benjamini–Hochberg adjusted p-values (q-values), same order as the input."""
     p = np.asarray(p_values, dtype=float)

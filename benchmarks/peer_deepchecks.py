@@ -30,7 +30,10 @@ from pathlib import Path
 
 import common
 
-PACKAGES = ("deepchecks[vision]", "onnxruntime", "pillow")
+# deepchecks 0.19 imports pkg_resources (setuptools < 81) and scikit-learn < 1.6 APIs (category-encoders < 2.7 with it);
+# torch pinned to this project's version, which pip takes from the local disk where the project's install put it
+PACKAGES = ("deepchecks[vision]", "onnxruntime", "pillow", "setuptools<81", "scikit-learn<1.6", "category-encoders<2.7",
+            "torch==2.14.1", "torchvision==0.29.1")
 
 DRIVER = r'''
 import json, sys

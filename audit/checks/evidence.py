@@ -95,10 +95,8 @@ def evidence(ctx: AuditContext) -> EvidenceResult:
     """Coverage of the model's labels and of the files found, from the inference pass."""
     preds, source = ctx.predictions, ctx.source
     counts = np.bincount(preds.y_true, minlength=len(preds.labels))
-    first = _first_of_each_content(preds)
-    distinct = np.bincount(preds.y_true[first], minlength=len(preds.labels))
-    copied = np.ones(len(preds), bool)
-    copied[first] = False
+    copied = _copies(ctx)
+    distinct = np.bincount(preds.y_true[~copied], minlength=len(preds.labels))
     skipped = [s for s in (*source.skipped, *ctx.rejected) if s.reason not in NOT_DATA]
     return EvidenceResult(
         min_images_per_label=ctx.config.evidence.min_images_per_label,
@@ -111,11 +109,17 @@ def evidence(ctx: AuditContext) -> EvidenceResult:
     )
 
 
-def _first_of_each_content(preds) -> np.ndarray:
-    """Rows of the first image of each distinct content (SHA-256); every row when the pass took no hashes."""
+def _copies(ctx: AuditContext) -> np.ndarray:
+    """(N,) bool: the rows whose bytes (SHA-256) repeat an earlier row's; none when the pass took no hashes. The
+    groups are the pipeline's duplicate groups when it found them (no second sort of every digest)."""
+    preds = ctx.predictions
+    copied = np.zeros(len(preds), bool)
     if len(preds.sha256) != len(preds):
-        return np.arange(len(preds))
-    return np.sort(Digests.of(preds.sha256).first)  # 32 bytes a row, not a 256-byte string
+        return copied
+    groups = ctx.test_pairs.copies_a if ctx.test_pairs is not None else Digests.of(preds.sha256).copies()
+    copied[groups.rows] = True
+    copied[groups.leaders()] = False  # the first of each group (its rows are in row order) is the original
+    return copied
 
 
 def criteria(res: EvidenceResult, config: AuditConfig) -> list[Criterion]:

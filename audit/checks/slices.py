@@ -36,7 +36,7 @@ from audit.contract import CardPart, CheckSpec
 from audit.findings import Finding
 from audit.predictions import MISSING, Predictions
 from audit.settings import Section, setting, unit
-from audit.stats import Estimate, _estimate, benjamini_hochberg, proportion_ci, resample_indices
+from audit.stats import Estimate, _estimate, benjamini_hochberg, proportion_ci, resample_indices, unique_codes
 from audit.svg import ACCENT, BAD, Bar, Canvas, ci_bounds, intervals, short_label
 from audit.text import fmt, fmt_ci, md
 from audit.verdict import Criterion, Measure, judge
@@ -215,9 +215,10 @@ class _Cells:
 
     @classmethod
     def of(cls, p: _Partition, y_true: np.ndarray, y_pred: np.ndarray, c: int) -> _Cells:
-        present, cells = np.unique((p.codes * c + y_true) * c + y_pred, return_inverse=True)
+        # int32 cells: one per row and partition, held for the whole bootstrap (half of intp's memory)
+        present, cells = unique_codes((p.codes * c + y_true) * c + y_pred, len(p.levels) * c * c)
         level, yt, yp = present // (c * c), present // c % c, present % c
-        return cls(len(p.levels), cells.ravel().astype(np.intp), level * c + yt, level * c + yp, yt == yp)
+        return cls(len(p.levels), cells, level * c + yt, level * c + yp, yt == yp)
 
     def counts(self, idx: np.ndarray, c: int) -> list[np.ndarray]:
         """(k, levels, C) counts of correct, true and predicted classes per level, in each resample ``idx``."""

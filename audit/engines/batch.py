@@ -182,8 +182,7 @@ class Collector:
         self.y_true = np.empty(size, np.int64)
         self.proba = np.empty((size, c), np.float32)
         self.attrs: dict[str, list[str]] = {a: [] for a in self.attr_names}
-        self.size = size
-        self.props: dict[str, np.ndarray] = {}  # allocated at the first batch, in its dtype (float32 where it is)
+        self.props = {k: np.empty(size, np.float64) for k in imaging.PROPERTY_NAMES}  # float64 whatever the engine
         self.sha = np.empty((size if capture else 0, 32), np.uint8)  # the SHA-256 digests, 32 bytes a row
         self.phash = np.empty(size if capture else 0, np.uint64)
         self.thumbnails = ThumbnailStore() if capture else None
@@ -215,8 +214,6 @@ class Collector:
                 self.features = FeatureStore(features.shape[1])
             self.features.append(features)
         for k, v in batch.properties.items():
-            if k not in self.props:
-                self.props[k] = np.empty(self.size, v.dtype)
             self.props[k][lo:hi] = v
         if self.capture:
             self.phash[lo:hi] = batch.phash
@@ -245,7 +242,7 @@ class Collector:
             y_true=self.y_true[:n],
             proba=self.proba[:n],
             attributes={a: np.asarray(v, dtype=object) for a, v in self.attrs.items()},
-            properties={k: self.props[k][:n] if k in self.props else np.zeros(0) for k in imaging.PROPERTY_NAMES},
+            properties={k: v[:n] for k, v in self.props.items()},
             sha256=HexDigests(self.sha[:n]) if self.capture else (),
             phash=self.phash[:n] if self.capture else np.zeros(0, np.uint64),
             thumbnails=self.thumbnails,
