@@ -21,8 +21,8 @@ from PIL import Image
 from audit import imaging
 from audit.duplicates import ThumbnailStore, colour_thumbnail
 from audit.features import FeatureStore
-from audit.preprocess import Preprocess
 from audit.packed import StringsBuilder
+from audit.preprocess import Preprocess
 from audit.predictions import HexDigests, Predictions, row_columns
 from audit.predictions_file import PredictionStream
 from audit.sources import NON_FINITE, DataSource, Sample, SampleTable, Skipped
