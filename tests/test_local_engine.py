@@ -92,11 +92,16 @@ def test_a_decode_thread_stuck_in_a_read_never_holds_the_run_up():
     stuck = threading.Event()
     pool = DecodeThreads(1)
     future = pool.submit(lambda _: stuck.wait(), None)  # a read that never returns (a hung network file system)
+    # Python's own Ctrl-C handler, as at a terminal: a suite started as a background job inherits SIGINT ignored
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     timer = threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT))
     timer.start()
     t0 = time.monotonic()
-    with pytest.raises(KeyboardInterrupt):
-        future.result()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            future.result()
+    finally:
+        signal.signal(signal.SIGINT, previous)
     pool.close()
     assert time.monotonic() - t0 < 10
     stuck.set()
