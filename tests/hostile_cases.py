@@ -146,6 +146,12 @@ def good_rows() -> dict[str, list[str]]:
     return {"path": [p for p, _ in rows], "label": [c for _, c in rows]}
 
 
+def ctrl_c_as_at_a_terminal() -> None:
+    """``preexec_fn`` for a child that a test interrupts: Ctrl-C's default action, as at a terminal (a suite started
+    as a background job passes SIGINT on ignored, and the child would never see the test's signal)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def interrupt_when(proc: subprocess.Popen, marker: str, sig: int, timeout: float = 240) -> tuple[int, str, float]:
     """Read the process's stderr until a line holds ``marker``, send ``sig``: (exit code, stderr, seconds it
     took to exit after the signal)."""

@@ -280,7 +280,8 @@ def test_hang_one_sigint_ends_a_run_in_its_inference(tmp_path):
                                   preprocess='{"size": [1024, 1024], "mean": [0.5], "std": [0.25]}')
     argv = [a for a in hc.run_argv(tmp_path, hc.data(tmp_path, n=40), model=model) if a != "--no-progress"]
     with subprocess.Popen([sys.executable, "-m", "audit", *argv, "--batch-size", "4", "--workers", "1"],
-                          stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, cwd=hc.ROOT) as proc:
+                          stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, cwd=hc.ROOT,
+                          preexec_fn=hc.ctrl_c_as_at_a_terminal) as proc:
         code, err, took = hc.interrupt_when(proc, "inference: ", signal.SIGINT)
     assert code == 130 and err.strip().endswith("interrupted") and "Traceback" not in err, err[-2000:]
     assert took < 30 and not (tmp_path / "out").exists()
