@@ -42,13 +42,8 @@ class Strings(Sequence[str]):
         if isinstance(items, Strings):
             return items
         builder = StringsBuilder()
-        chunk: list[str] = []
         for s in items:
-            chunk.append(s)
-            if len(chunk) == cls.CHUNK:
-                builder.extend(chunk)
-                chunk = []
-        builder.extend(chunk)
+            builder.append(s)
         return builder.build()
 
     def __len__(self) -> int:
@@ -112,20 +107,34 @@ class Strings(Sequence[str]):
 
 
 class StringsBuilder:
-    """Appends batches of strings to a ``Strings``: one encoded buffer per batch, joined once by ``build``."""
+    """Appends strings to a ``Strings``, a batch (``extend``) or one at a time (``append``, encoded ``Strings.CHUNK``
+    at once): one encoded buffer per batch, joined once by ``build``."""
 
     def __init__(self) -> None:
         self._parts: list[bytes] = []
         self._lengths: list[np.ndarray] = []
+        self._pending: list[str] = []
+
+    def append(self, item: str) -> None:
+        self._pending.append(item)
+        if len(self._pending) >= Strings.CHUNK:
+            self._flush()
 
     def extend(self, items: Sequence[str]) -> None:
+        self._flush()
         if not len(items):
             return
         encoded = [s.encode(*_CODEC) for s in items]
         self._lengths.append(np.fromiter(map(len, encoded), np.int64, len(encoded)))
         self._parts.append(b"".join(encoded))
 
+    def _flush(self) -> None:
+        pending, self._pending = self._pending, []
+        if pending:
+            self.extend(pending)
+
     def build(self) -> Strings:
+        self._flush()
         if not self._parts:
             return Strings()
         blob, ends = b"".join(self._parts), np.cumsum(np.concatenate(self._lengths))

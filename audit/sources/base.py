@@ -82,26 +82,22 @@ class SampleTable(Sequence[Sample]):
 
 
 class SampleTableBuilder:
-    """Collects samples one at a time (``add``) or a folder at a time (``extend``) into a ``SampleTable``."""
+    """Collects samples one at a time (``add``) into a ``SampleTable``."""
 
     def __init__(self) -> None:
-        self._paths, self._pending = StringsBuilder(), []
+        self._paths = StringsBuilder()
         self._names: dict[str, int] = {}
         self._codes: list[int] = []
         self._attrs: list[tuple[tuple[str, str], ...]] = []
         self._any_attrs = False
 
     def add(self, path: str, label: str, attributes: tuple[tuple[str, str], ...] = ()) -> None:
-        self._pending.append(path)
-        if len(self._pending) >= Strings.CHUNK:
-            self._paths.extend(self._pending)
-            self._pending = []
+        self._paths.append(path)
         self._codes.append(self._names.setdefault(label, len(self._names)))
         self._attrs.append(attributes)
         self._any_attrs = self._any_attrs or bool(attributes)
 
     def build(self) -> SampleTable:
-        self._paths.extend(self._pending)
         codes = np.asarray(self._codes, np.int32)
         attrs = tuple(self._attrs) if self._any_attrs else None
         return SampleTable(self._paths.build(), tuple(self._names), codes, attrs)
