@@ -144,12 +144,12 @@ class Digests:
             missing = np.array([not h for h in sha], bool)
             words[missing, 0], words[missing, 1] = np.arange(n, dtype=np.uint64)[missing], np.uint64(2 ** 64 - 1)
         order, new = _digest_order(words, chunk)
-        inverse = np.empty(n, np.int64)
+        index = np.int32 if n < 2**31 else np.int64  # row numbers: 12 bytes a row fewer held below 2**31 rows
+        inverse = np.empty(n, index)
         inverse[order] = np.cumsum(new) - 1
         starts = np.flatnonzero(new)
-        first = order[starts]
-        return cls(words, inverse, np.diff(np.r_[starts, n]).astype(np.int64), first.astype(np.int64),
-                   ~missing[first])
+        first = order[starts].astype(index)
+        return cls(words, inverse, np.diff(starts, append=n).astype(index), first, ~missing[first])
 
     def copies(self) -> Grouped:
         """The groups of two or more rows with the same bytes."""
@@ -253,9 +253,11 @@ class PairSet:
         """Row pairs that link every duplicate cluster within the set: each group's members to its first, and the
         near pairs of representatives."""
         g = self.exact_a
-        first, other = np.repeat(g.leaders(), g.size), g.rows
-        keep = first != other
-        return np.r_[first[keep], self.near.i], np.r_[other[keep], self.near.j]
+        index = np.int32 if len(self.a.paths) < 2**31 else np.int64  # half the memory at 500,000 copies
+        first = np.repeat(g.leaders().astype(index), g.size)
+        keep = first != g.rows
+        return (np.concatenate([first[keep], self.near.i], dtype=index, casting="same_kind"),
+                np.concatenate([g.rows[keep], self.near.j], dtype=index, casting="same_kind"))
 
     def with_near(self, keep: np.ndarray, *, exact: bool = True) -> PairSet:
         """The same set with only the near pairs ``keep`` (and without the exact ones unless ``exact``)."""
@@ -317,7 +319,7 @@ def _near(a: Hashes, b: Hashes, da: Digests, db: Digests, within: bool, d: int,
     cand = near_pairs(a.phash[ra], None if within else b.phash[rb], d, max_pairs=MAX_CANDIDATES, per_row=PER_IMAGE)
     keep = np.ones(len(cand), bool) if within else ~(  # the same bytes: an exact pair already
         (da.words[ra[cand.i]] == db.words[rb[cand.j]]).all(axis=1) & da.hashed[cand.i] & db.hashed[cand.j])
-    i, j, dist = ra[cand.i[keep]], rb[cand.j[keep]], cand.distance[keep]
+    i, j, dist = ra[cand.i[keep]].astype(np.int64), rb[cand.j[keep]].astype(np.int64), cand.distance[keep]
     if within:
         i, j = np.minimum(i, j), np.maximum(i, j)
     conf = pair_distances(thumbnails_for(a, i), thumbnails_for(b, j), local_rows(a, i), local_rows(b, j), limit=limit)

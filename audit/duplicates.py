@@ -105,11 +105,25 @@ class _Groups:
     order: np.ndarray
     start: np.ndarray
 
+    def sizes(self, k: np.ndarray) -> np.ndarray:
+        """The sizes of groups ``k`` as int64 (their products count pairs)."""
+        return self.counts[k].astype(np.int64)
+
     @classmethod
     def of(cls, h: np.ndarray) -> _Groups:
-        values, inverse, counts = np.unique(h, return_inverse=True, return_counts=True)
-        order = np.argsort(inverse, kind="stable")
-        return cls(values, counts.astype(np.int64), order.astype(np.int64), np.cumsum(counts) - counts)
+        # one stable sort, not np.unique's inverse sorted again; row numbers in int32 below 2**31 rows:
+        # 20 bytes a row held, not 32 (most test sets have almost no two equal hashes)
+        index = np.int32 if len(h) < 2**31 else np.int64
+        order = np.argsort(h, kind="stable").astype(index)
+        values = h[order]
+        first = np.ones(len(h), bool)
+        np.not_equal(values[1:], values[:-1], out=first[1:])
+        start = np.flatnonzero(first).astype(index)
+        del first
+        if len(start) < len(values):
+            values = values[start]
+        counts = np.diff(start, append=index(len(h)))
+        return cls(values, counts, order, start)
 
 
 class _Sink:
@@ -122,10 +136,10 @@ class _Sink:
     def add(self, x: np.ndarray, y: np.ndarray, dist: np.ndarray) -> None:
         if self.gb is None:  # one set: x < y, or x == y for a group with itself
             x, y = np.minimum(x, y), np.maximum(x, y)
-            ca, cb = self.ga.counts[x], self.ga.counts[y]
+            ca, cb = self.ga.sizes(x), self.ga.sizes(y)
             self.total += int(np.where(x == y, ca * (ca - 1) // 2, ca * cb).sum())
         else:
-            self.total += int((self.ga.counts[x] * self.gb.counts[y]).sum())
+            self.total += int((self.ga.sizes(x) * self.gb.sizes(y)).sum())
         self.parts.append((x, y, dist))
         self.held += len(x)
         if self.cap is not None and self.held > max(2 * self.cap, CHUNK):
@@ -161,18 +175,20 @@ def _keys(ua: np.ndarray, ub: np.ndarray, mask: np.uint64, same: bool) -> tuple[
 
 
 def _bucket_ranges(ka: np.ndarray, kb: np.ndarray, same: bool):
-    """For each key of ka, the equal keys of kb: ``order[lo:lo + count]`` (within one set, those after it)."""
-    order = np.argsort(kb, kind="stable")
+    """For each key of ka, the equal keys of kb: ``order[lo:lo + count]`` (within one set, those after it).
+    Positions in int32 below 2**31 keys: 12 bytes a key, not 24, in every band."""
+    index = np.int32 if len(kb) < 2**31 else np.int64
+    order = np.argsort(kb, kind="stable").astype(index)
     sb = kb[order]
-    counts = np.searchsorted(sb, ka, "right")
     if same:  # only the keys after x's own place
-        lo = np.empty_like(order)
-        lo[order] = np.arange(1, len(order) + 1)
+        lo = np.empty(len(order), index)
+        lo[order] = np.arange(1, len(order) + 1, dtype=index)
     else:
-        lo = np.searchsorted(sb, ka, "left")
+        lo = np.searchsorted(sb, ka, "left").astype(index)
+    ends = np.searchsorted(sb, ka, "right")
     del sb
-    counts -= lo  # in place: one array a row fewer at the peak
-    return order, lo, counts
+    ends -= lo  # in place: one array a row fewer at the peak
+    return order, lo, ends.astype(index)
 
 
 def _unique_pairs(ua: np.ndarray, ub: np.ndarray, d: int, same: bool, method: str, sink: _Sink) -> None:
@@ -232,7 +248,7 @@ def _expand(x, y, d, ga: _Groups, gb: _Groups | None, max_pairs: int | None, tot
     """Pairs of hash groups to pairs of rows: every member of x with every member of y."""
     same, gb = gb is None, ga if gb is None else gb
     diag = (x == y) if same else np.zeros(len(x), bool)  # one group with itself: r < s only
-    ca, cb = ga.counts[x], gb.counts[y]
+    ca, cb = ga.sizes(x), gb.sizes(y)
     w = np.where(diag, ca * (ca - 1) // 2, ca * cb)
     if max_pairs is not None and total > max_pairs:  # keep the closest groups, cut the last one
         o = np.lexsort((y, x, d))
@@ -244,11 +260,16 @@ def _expand(x, y, d, ga: _Groups, gb: _Groups | None, max_pairs: int | None, tot
     on_diag = diag[p]
     if on_diag.any():
         r[on_diag], s[on_diag] = _unrank_triangle(t[on_diag])
-    i, j = ga.order[ga.start[x[p]] + r], gb.order[gb.start[y[p]] + s]
+    i, j = _rows(ga, x[p], r), _rows(gb, y[p], s)
     if same:
         i, j = np.minimum(i, j), np.maximum(i, j)
     o = np.lexsort((j, i, d[p]))
     return NearPairs(i[o], j[o], d[p][o], total)
+
+
+def _rows(g: _Groups, k: np.ndarray, r: np.ndarray) -> np.ndarray:
+    """Row numbers (int64) of member ``r`` of groups ``k``."""
+    return g.order[g.start[k] + r].astype(np.int64)
 
 
 def _unrank_triangle(t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -266,7 +287,7 @@ def _expand_capped(x, y, d, ga: _Groups, gb: _Groups | None, max_pairs: int | No
     same, gb = gb is None, ga if gb is None else gb
     o = np.lexsort((y, x, d))
     x, y, d = x[o], y[o], d[o]
-    ca, cb = ga.counts[x], gb.counts[y]
+    ca, cb = ga.sizes(x), gb.sizes(y)
     diag = (x == y) if same else np.zeros(len(x), bool)
     steps = np.where(diag, np.minimum(ca - 1, max(1, per_row // 2)), np.minimum(np.minimum(ca, cb), per_row))
     w = np.maximum(ca, cb) * steps
@@ -280,7 +301,7 @@ def _expand_capped(x, y, d, ga: _Groups, gb: _Groups | None, max_pairs: int | No
     s = np.where(diag[p], u + v + 1, np.where(a_big, (u + v) % cb[p], u))
     ok = ~diag[p] | (s < ca[p])
     p, r, s = p[ok], r[ok], s[ok]
-    i, j = ga.order[ga.start[x[p]] + r], gb.order[gb.start[y[p]] + s]
+    i, j = _rows(ga, x[p], r), _rows(gb, y[p], s)
     if same:
         i, j = np.minimum(i, j), np.maximum(i, j)
     i, j, dist = _cap_rows(i, j, d[p], per_row)

@@ -49,9 +49,9 @@ class FeatureStore:
             raise ValueError(f"feature rows have {f.shape[1]} values, the store holds {self.dim}")
         return self._rows.append(f.view(np.uint8))
 
-    def read(self, rows) -> np.ndarray:
-        """Rows as float32 (len(rows), dim)."""
-        return self._rows.read(rows).view(np.float16).astype(np.float32)
+    def read(self, rows, dtype=np.float32) -> np.ndarray:
+        """Rows as float32 (len(rows), dim), or ``dtype``."""
+        return self._rows.read(rows).view(np.float16).astype(dtype)
 
     def chunks(self, rows=None, size: int = 8192) -> Iterator[np.ndarray]:
         """float32 rows in order, ``size`` at a time (all rows when ``rows`` is None)."""
@@ -116,7 +116,8 @@ def reducer(store: FeatureStore, rows, *, dims: int = MAX_COMPONENTS, variance: 
     rows = np.asarray(rows)
     if len(rows) > sample:
         rows = np.sort(np.random.default_rng(seed).choice(rows, sample, replace=False))
-    return fit_reducer(store.read(rows), dims=dims, variance=variance, seed=seed)
+    # read as the float64 the fit works in: no float32 copy beside it (10 MB for 20,000 rows of 128 features)
+    return fit_reducer(store.read(rows, np.float64), dims=dims, variance=variance, seed=seed)
 
 
 def fit_reducer(x: np.ndarray, *, dims: int = MAX_COMPONENTS, variance: float = 0.95, seed: int = 0) -> Reducer:

@@ -35,6 +35,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import re
+import sys
 import threading
 import warnings
 from collections.abc import Sequence
@@ -225,8 +226,11 @@ def _run_cleanlab(y: np.ndarray, p: np.ndarray, method: str, batch_size: int) ->
         if method == "confident_learning":
             from cleanlab.filter import find_label_issues
 
-            ranked = find_label_issues(y, p, filter_by="prune_by_noise_rate",
-                                       return_indices_ranked_by="self_confidence", n_jobs=1)
+            try:
+                ranked = find_label_issues(y, p, filter_by="prune_by_noise_rate",
+                                           return_indices_ranked_by="self_confidence", n_jobs=1)
+            finally:  # with n_jobs=1 it leaves a copy of the probabilities, split by class, in module globals
+                _drop_globals("cleanlab.filter", ("pred_probs_by_class", "prune_count_matrix_cols"))
         else:
             from cleanlab.experimental.label_issues_batched import find_label_issues_batched
 
@@ -240,6 +244,14 @@ def _run_cleanlab(y: np.ndarray, p: np.ndarray, method: str, batch_size: int) ->
         else:  # deprecations and the like are for developers, not the report
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     return np.asarray(ranked, dtype=np.int64), tuple(dict.fromkeys(notes))
+
+
+def _drop_globals(module: str, names: Sequence[str]) -> None:
+    """Free what a module left in its globals after a call (it only reads them inside the call)."""
+    mod = sys.modules.get(module)
+    for name in names:
+        if mod is not None and hasattr(mod, name):
+            setattr(mod, name, None)
 
 
 # --- the registered check ------------------------------------------------------------------------------
