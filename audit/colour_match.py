@@ -33,10 +33,15 @@ def colour_thumbnail(img: Image.Image, phash_pixels: np.ndarray | None = None) -
     ((1536,), np.uint8(67), [95, 223])
     """
     grey = np.asarray(imaging.phash_input(img) if phash_pixels is None else phash_pixels, np.uint8).ravel()
+    return np.concatenate([grey, chroma(img)])
+
+
+def chroma(img: Image.Image) -> np.ndarray:
+    """The colour part of ``colour_thumbnail``: (512,) uint8, a box-filtered 16x16 (Cb, Cr); 128 for grey images."""
     if img.mode == "L":
-        return np.concatenate([grey, np.full(2 * CHROMA_SIZE**2, 128, np.uint8)])
+        return np.full(2 * CHROMA_SIZE**2, 128, np.uint8)
     small = (img if img.mode == "RGB" else img.convert("RGB")).resize((CHROMA_SIZE, CHROMA_SIZE), Image.Resampling.BOX)
-    return np.concatenate([grey, np.asarray(small.convert("YCbCr"))[..., 1:].ravel()])
+    return np.asarray(small.convert("YCbCr"))[..., 1:].ravel()
 
 
 def colour_differences(ta: np.ndarray, tb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -13,11 +13,13 @@ import functools
 import io
 import os
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, ImageOps
 
+from audit import resample
 from audit.preprocess import Preprocess
 
 DEFAULT_MAX_PIXELS = 64_000_000  # a 8000x8000 photo decodes; a 20000x20000 header does not
@@ -193,6 +195,27 @@ PHASH_INPUT = 32  # pHash: DCT of a 32x32 grey image, 8x8 low frequencies (image
 def phash_input(img: Image.Image) -> np.ndarray:
     """The 32x32 grey pixels a perceptual hash is computed from (as ``imagehash.phash``)."""
     return np.asarray(phash_image(img))
+
+
+def phash_source(img: Image.Image) -> np.ndarray:
+    """What ``phash_inputs`` makes the pHash input from: the grey pixels of a small image (resized later with its
+    batch, ``audit.resample``), the 32x32 input itself (resized now by Pillow) for a large one."""
+    g = img if img.mode == "L" else img.convert("L")
+    return np.asarray(g if resample.batched_ok(g.height, g.width) else phash_image(g))
+
+
+def phash_inputs(sources: Sequence[np.ndarray]) -> np.ndarray:
+    """(B, 32, 32) uint8 pHash inputs (``phash_input``) of a batch of ``phash_source`` arrays: the images of each
+    small size resized together, equal to Pillow's resize of each (``audit.resample``) at a tenth of its cost."""
+    side = PHASH_INPUT
+    out = np.empty((len(sources), side, side), np.uint8)
+    by_shape: dict[tuple[int, ...], list[int]] = {}
+    for i, a in enumerate(sources):
+        by_shape.setdefault(a.shape, []).append(i)
+    for shape, rows in by_shape.items():
+        stack = np.stack([sources[i] for i in rows])
+        out[rows] = stack if shape == (side, side) else resample.lanczos_l(stack, (side, side))
+    return out
 
 
 def phash_image(img: Image.Image) -> Image.Image:

@@ -39,6 +39,34 @@ def test_batched_phash_is_imagehash_phash(seed):
     assert got.tolist() == want
 
 
+def test_the_inference_pass_hashes_each_image_as_imagehash_and_thumbnails_it_as_colour_thumbnail(tmp_path):
+    """Small images get their pHash input resized with their batch (audit.resample), large ones by Pillow one at a
+    time: a batch mixing sizes, modes and both paths gives every image the per-image reference's bytes."""
+    from audit.colour_match import colour_thumbnail
+    from audit.engines.batch import decode_batch
+    from audit.preprocess import Preprocess
+    from audit.sources.folder import scan_folder
+
+    rng = np.random.default_rng(0)
+    imgs = [Image.fromarray(rng.integers(0, 256, (28, 28)).astype(np.uint8), "L") for _ in range(3)]
+    imgs += [builders.pattern_image(i).resize((40, 30)) for i in range(3)]  # RGB, resized as a batch
+    imgs += [builders.pattern_image(7).resize((300, 220)),  # large: Pillow, one image at a time
+             Image.new("RGB", (32, 32), (9, 200, 30)),  # already 32 x 32
+             Image.fromarray(rng.integers(0, 256, (17, 61, 3)).astype(np.uint8), "RGB")]
+    (tmp_path / "a").mkdir()
+    for i, im in enumerate(imgs):
+        im.save(tmp_path / "a" / f"{i}.png")
+    source = scan_folder(tmp_path)
+    pre = Preprocess(size=(8, 8), color="RGB", mean=(0.5,) * 3, std=(0.5,) * 3)
+    batch = decode_batch(source, source.samples, pre, imaging.Limits())
+    by_name = {s.path: int(s.path[2:-4]) for s in batch.samples}
+    assert len(by_name) == len(imgs) and not batch.rejected
+    for k, s in enumerate(batch.samples):
+        im = imgs[by_name[s.path]]
+        assert int(batch.phash[k]) == int(str(imagehash.phash(im)), 16), s.path
+        np.testing.assert_array_equal(batch.thumbnails[k], colour_thumbnail(im), err_msg=s.path)
+
+
 def test_planted_train_test_duplicates_are_found(tmp_path):
     train, test, planted = builders.leaky_split(tmp_path)
     res = integrity(context(test, train=str(train)))

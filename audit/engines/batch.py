@@ -18,8 +18,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from audit import imaging
-from audit.duplicates import ThumbnailStore, colour_thumbnail
+from audit import colour_match, imaging
+from audit.duplicates import ThumbnailStore
 from audit.features import FeatureStore
 from audit.packed import StringsBuilder
 from audit.preprocess import Preprocess
@@ -51,8 +51,9 @@ class Decoded:
     grey: bytes | None  # the resized image as uint8 grey (for properties); None when ``pixels`` is grey
     size: tuple[int, int]  # original (width, height)
     sha256: str  # of the file's bytes; "" on a transformed pass
-    phash_pixels: bytes | None  # 32x32 grey pHash input; None on a transformed pass
-    thumbnail: np.ndarray | None = None  # colour thumbnail for duplicate confirmation; None on a transformed pass
+    phash_source: np.ndarray | None  # grey pixels the pHash input is made from (imaging.phash_source); None on a
+    # transformed pass
+    chroma: np.ndarray | None = None  # colour part of the thumbnail for duplicate confirmation; None likewise
 
 
 def decode_sample(data: bytes, pre: Preprocess, limits: imaging.Limits, transform: Transform | None = None,
@@ -61,17 +62,15 @@ def decode_sample(data: bytes, pre: Preprocess, limits: imaging.Limits, transfor
     capture = capture and transform is None  # hashes describe the original file, not a transformed copy
     # The capture pass decodes in the file's own colours (the thumbnail must see them), then converts.
     img, size = imaging.decode(data, None if capture else pre.color, limits)
-    sha, ph, thumb = "", None, None
-    if capture:
-        sha, ph = hashlib.sha256(data).hexdigest(), imaging.phash_input(img)
-        thumb = colour_thumbnail(img, ph)
+    sha, ph, chroma = "", None, None
+    if capture:  # the pHash input of a small image is resized with its batch (assemble)
+        sha, ph, chroma = hashlib.sha256(data).hexdigest(), imaging.phash_source(img), colour_match.chroma(img)
         img = img.convert(pre.color) if img.mode != pre.color else img
     if transform is not None:
         img = transform(img)
         img = img.convert(pre.color) if img.mode != pre.color else img
     img = imaging.resize(img, pre)
-    return Decoded(img.tobytes(), None if img.mode == "L" else img.convert("L").tobytes(), size, sha,
-                   None if ph is None else ph.tobytes(), thumb)
+    return Decoded(img.tobytes(), None if img.mode == "L" else img.convert("L").tobytes(), size, sha, ph, chroma)
 
 
 def _stack(raw: list[bytes], shape: tuple[int, ...]) -> np.ndarray:
@@ -139,16 +138,16 @@ def assemble(raw: ReadBatch, pre: Preprocess) -> DecodedBatch:
     h, w = pre.size
     pixels = _stack([d.pixels for d in decoded], (h, w) if pre.color == "L" else (h, w, 3))
     grey = pixels if pre.color == "L" else _stack([d.grey for d in decoded], (h, w))
-    side = imaging.PHASH_INPUT
+    ph = imaging.phash_inputs([d.phash_source for d in decoded]) if raw.captured else None
     return DecodedBatch(
         samples=raw.samples,
         tensor=imaging.batch_tensor(pixels, pre),
         properties=imaging.batch_properties(grey, np.array([d.size for d in decoded])),
         sha256=tuple(d.sha256 for d in decoded) if raw.captured else (),
-        phash=imaging.batch_phash(_stack([d.phash_pixels for d in decoded], (side, side))) if raw.captured
-        else np.zeros(0, np.uint64),
+        phash=imaging.batch_phash(ph) if raw.captured else np.zeros(0, np.uint64),
         rejected=raw.rejected,
-        thumbnails=np.stack([d.thumbnail for d in decoded]) if raw.captured else None,
+        thumbnails=np.concatenate([ph.reshape(len(ph), -1), np.stack([d.chroma for d in decoded])], axis=1)
+        if raw.captured else None,
     )
 
 
