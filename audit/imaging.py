@@ -42,9 +42,10 @@ def cpu_count() -> int:
 
 def default_workers() -> int:
     """Decode threads when none are asked for: one per core but one (left to ONNX Runtime and the calling
-    thread), at least 1, at most 8. On an idle 2-core machine one decode thread, with each batch's vectorised
-    steps on the calling thread, was the fastest placement measured (``benchmarks/inference_vs_floor.py``:
-    1.21x the floor against 1.68x for two decode threads, which oversubscribe the cores)."""
+    thread), at least 1, at most 8. On an idle 2-core machine one decode thread, each batch's vectorised steps
+    in it too, was the fastest placement measured (``benchmarks/inference_vs_floor.py``, 2026-12-06: 1.28x the
+    floor, against 1.66x with the vectorised steps on the calling thread and 1.92x for two decode threads, which
+    oversubscribe the cores)."""
     return max(1, min(8, cpu_count() - 1))
 
 

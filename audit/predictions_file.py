@@ -43,6 +43,13 @@ def _arrays(columns: Mapping[str, Any]):
     return out
 
 
+def _joined(parts: list) -> Any:
+    """One column's values from several batches: arrays concatenated, sequences chained."""
+    if all(isinstance(p, np.ndarray) for p in parts):
+        return np.concatenate(parts)
+    return [v for p in parts for v in (p.tolist() if isinstance(p, np.ndarray) else p)]
+
+
 class PredictionStream:
     """The inference pass's columns in a temporary Parquet file, appended batch by batch as they arrive."""
 
@@ -57,13 +64,14 @@ class PredictionStream:
         self.closed = False
 
     def append(self, columns: Mapping[str, Any]) -> None:
-        """One batch: ``{column: values}``, every batch with the same columns."""
-        import pyarrow as pa
-
-        batch = pa.RecordBatch.from_pydict(_arrays(columns))
-        self._pending.append(batch)
-        self._held += batch.num_rows
-        self.rows += batch.num_rows
+        """One batch: ``{column: values}``, every batch with the same columns. Held as given and turned into
+        Arrow a row group at a time: one conversion per column per ``ROW_GROUP`` rows, not per batch, and none
+        before the first row group is full (pyarrow looks for pandas at its first conversion, which then waits
+        on the import lock of a check's background import of pandas)."""
+        n = len(next(iter(columns.values()))) if columns else 0
+        self._pending.append(columns)
+        self._held += n
+        self.rows += n
         if self._held >= ROW_GROUP:
             self._flush()
 
@@ -73,7 +81,7 @@ class PredictionStream:
 
         if not self._pending:
             return
-        table = pa.Table.from_batches(self._pending)
+        table = pa.Table.from_pydict(_arrays({k: _joined([c[k] for c in self._pending]) for k in self._pending[0]}))
         if self._writer is None:
             self._writer = pq.ParquetWriter(self.path, table.schema)
         self._writer.write_table(table, row_group_size=ROW_GROUP)

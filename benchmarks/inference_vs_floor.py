@@ -16,6 +16,7 @@ shared machine a run with more threads can win wall time by taking a larger shar
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
@@ -39,6 +40,7 @@ def main() -> None:
     ap.add_argument("--model", type=Path)
     ap.add_argument("--data", type=Path)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--name", default="inference_vs_floor", help="results file name")
     a = ap.parse_args()
     model, data = common.fashion_mnist_model(a.model), a.data or common.fashion_mnist_test()
     clf = OnnxClassifier.load(model)
@@ -82,11 +84,12 @@ def main() -> None:
                   f"{r['wall_ratio']['per_round_median']:.2f}× | {r['cpu']['median_s']:.2f} | "
                   f"{r['cpu_ratio']['per_round_median']:.2f}× |")
     md += ["", f"Default: {default_workers()} decode thread(s) (one per core but one) ahead of ONNX Runtime, each batch's "
-           "vectorised steps on the calling thread when there is one decode thread, batch 64. Ratios are medians of "
+           "vectorised steps in its decode thread, batch 64. Ratios are medians of "
            "per-round ratios (each round runs every path once, in this order). Load average (1 min) at the end: "
            f"{result['machine']['load_average_1min_at_end']:.1f} on {result['machine']['cores']} cores.", "",
-           "Command: `.venv/bin/python benchmarks/inference_vs_floor.py`"]
-    common.write("inference_vs_floor", result, md)
+           f"Command: `.venv/bin/python benchmarks/inference_vs_floor.py {' '.join(sys.argv[1:])}` "
+           f"({result['machine']['date']})"]
+    common.write(a.name, result, md)
 
 
 if __name__ == "__main__":

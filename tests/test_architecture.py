@@ -20,7 +20,7 @@ LAYERS = (  # docs/ARCHITECTURE.md §3, lowest first; a package name covers its 
     ("foundation", ("audit", "audit.errors", "audit.stats", "audit.settings", "audit.svg", "audit.progress",
                     "audit.transforms", "audit.power", "audit.clusters", "audit.sequential", "audit.rowstore",
                     "audit.graph", "audit.onnxwire", "audit.features", "audit.discovery", "audit.shift", "audit.copies",
-                    "audit.packed")),
+                    "audit.packed", "audit.resample")),
     ("records", ("audit.verdict", "audit.text", "audit.findings", "audit.predictions", "audit.model", "audit.preprocess",
                  "audit.card_schema", "audit.imaging", "audit.colour_match", "audit.duplicates", "audit.duplicate_sets",
                  "audit.predictions_file", "audit.sources", "audit.loadgen", "audit.paired", "audit.run_folder")),

@@ -31,8 +31,9 @@ class LocalEngine:
     batch_size: int = 64
     workers: int | None = None  # decode threads; None = imaging.default_workers(); 0 = decode on the calling thread
     limits: imaging.Limits = imaging.Limits()
-    # stack, measure and hash each batch on the calling thread, not the decoder's; None = when one decode thread
-    vectorise_on_caller: bool | None = None
+    # stack, measure and hash each batch on the calling thread, not in its decode thread (the default: measured
+    # 1.28x the floor against 1.66x on the caller for a small model, the same for a large one; docs §12)
+    vectorise_on_caller: bool = False
     progress: bool | None = None  # None: a bar when stderr is a terminal
     name: str = "local"
 
@@ -62,7 +63,7 @@ class LocalEngine:
         if threads == 0:
             yield from (vectorise(read(b)) for b in batches)
             return
-        on_caller = threads == 1 if self.vectorise_on_caller is None else self.vectorise_on_caller
+        on_caller = self.vectorise_on_caller
         task = read if on_caller else (lambda b: vectorise(read(b)))
         pool = DecodeThreads(threads)
         try:
