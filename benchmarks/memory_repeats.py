@@ -90,8 +90,22 @@ def main() -> None:
     md += ["", "Each case one child process: `python -m audit run --no-latency --no-pdf` (every other default check "
            "and output); peak RSS from `wait4`. Load average (1 min) as each case ended; other jobs shared the "
            f"{m['cores']} cores.", "", "Command: `.venv/bin/python benchmarks/memory_repeats.py "
-           + " ".join(sys.argv[1:]) + f"` ({common.today()})"]
+           + " ".join(_without_work(sys.argv[1:])) + f"` ({common.today()})"]
     common.write(a.name, {"cases": rows, "machine": m}, md)
+
+
+def _without_work(args: list[str]) -> list[str]:
+    """The command line less ``--work DIR`` (where the images are cached: a path of this machine)."""
+    out, skip = [], False
+    for x in args:
+        if skip or x.startswith("--work="):
+            skip = False
+            continue
+        if x == "--work":
+            skip = True
+            continue
+        out.append(x)
+    return out
 
 
 if __name__ == "__main__":
