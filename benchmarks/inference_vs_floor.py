@@ -83,8 +83,8 @@ def main() -> None:
         md.append(f"| {name} | {w['median_s']:.2f} ({w['min_s']:.2f}–{w['max_s']:.2f}) | "
                   f"{r['wall_ratio']['per_round_median']:.2f}× | {r['cpu']['median_s']:.2f} | "
                   f"{r['cpu_ratio']['per_round_median']:.2f}× |")
-    md += ["", f"Default: {default_workers()} decode thread(s) (one per core but one) ahead of ONNX Runtime, each batch's "
-           "vectorised steps in its decode thread, batch 64. Ratios are medians of "
+    md += ["", f"Default: {default_workers()} decode thread(s) (one per core but one) ahead of ONNX Runtime, "
+           "each batch's vectorised steps in its decode thread, batch 64. Ratios are medians of "
            "per-round ratios (each round runs every path once, in this order). Load average (1 min) at the end: "
            f"{result['machine']['load_average_1min_at_end']:.1f} on {result['machine']['cores']} cores.", "",
            f"Command: `.venv/bin/python benchmarks/inference_vs_floor.py {' '.join(sys.argv[1:])}` "

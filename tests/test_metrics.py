@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from audit.checks.metrics import classification_metrics, top_k_correct
+from audit.checks.metrics import classification_metrics, top_k_correct, weighted_class_counts
 from audit.predictions import Predictions
 
 pytestmark = pytest.mark.fast  # the tier run before every commit (scripts/test.sh --fast)
@@ -112,3 +112,14 @@ def test_bootstrap_index_memory_is_bounded_and_the_intervals_do_not_depend_on_it
     assert [idx.shape[0] for idx in stats.resample_indices(n, 250, seed=1)][:2] == [7, 7]
     after = classification_metrics(p, n_boot=250, seed=1)
     assert after.macro_f1 == before.macro_f1 and after.per_class == before.per_class
+
+
+@pytest.mark.parametrize("n,c", [(200, 4), (60, 12)])  # C x C within the rows (one pass), and beyond (three)
+def test_weighted_class_counts_are_each_weightings_counts(n, c):
+    rng = np.random.default_rng(c)
+    y, p = rng.integers(0, c, n), rng.integers(0, c, n)
+    w = rng.poisson(1.0, (7, n)).astype(float)  # bootstrap multiplicities
+    got = weighted_class_counts(y, p, w, c)
+    for k in range(len(w)):
+        cm = skm.confusion_matrix(y, p, labels=range(c), sample_weight=w[k])
+        np.testing.assert_array_equal(got[:, k], [np.diag(cm), cm.sum(axis=1), cm.sum(axis=0)])

@@ -134,8 +134,15 @@ def summarize_counts(counts: np.ndarray) -> np.ndarray:
 
 
 def weighted_class_counts(y_true: np.ndarray, y_pred: np.ndarray, w: np.ndarray, n_classes: int) -> np.ndarray:
-    """Per-class counts (3, k, C) of k weightings ``w`` (k, N) of the rows: true positives, support, predicted."""
-    k = w.shape[0]
+    """Per-class counts (3, k, C) of k weightings ``w`` (k, N) of the rows: true positives, support, predicted.
+
+    While C x C cells are no more than the rows, one weighted confusion matrix per weighting (one pass over
+    the rows, not three) gives all three; with more classes, three per-class passes (no k x C x C array)."""
+    k, c = w.shape[0], n_classes
+    if c * c <= w.shape[1]:
+        at = ((y_true * c + y_pred)[None, :] + (np.arange(k) * (c * c))[:, None]).ravel()
+        m = np.bincount(at, weights=w.ravel(), minlength=k * c * c).reshape(k, c, c)
+        return np.stack([np.diagonal(m, axis1=1, axis2=2), m.sum(axis=2), m.sum(axis=1)])
     offset = (np.arange(k) * n_classes)[:, None]
     size = k * n_classes
     wt = w.ravel()

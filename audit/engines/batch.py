@@ -182,7 +182,8 @@ class Collector:
         self.y_true = np.empty(size, np.int64)
         self.proba = np.empty((size, c), np.float32)
         self.attrs: dict[str, list[str]] = {a: [] for a in self.attr_names}
-        self.props = {k: np.empty(size, imaging.PROPERTY_DTYPES[k]) for k in imaging.PROPERTY_NAMES}  # whatever the engine
+        # the same dtypes whatever the engine
+        self.props = {k: np.empty(size, imaging.PROPERTY_DTYPES[k]) for k in imaging.PROPERTY_NAMES}
         self.sha = np.empty((size if capture else 0, 32), np.uint8)  # the SHA-256 digests, 32 bytes a row
         self.phash = np.empty(size if capture else 0, np.uint64)
         self.thumbnails = ThumbnailStore() if capture else None

@@ -31,8 +31,8 @@ class LocalEngine:
     batch_size: int = 64
     workers: int | None = None  # decode threads; None = imaging.default_workers(); 0 = decode on the calling thread
     limits: imaging.Limits = imaging.Limits()
-    # stack, measure and hash each batch on the calling thread, not in its decode thread (the default: measured
-    # 1.28x the floor against 1.66x on the caller for a small model, the same for a large one; docs §12)
+    # stack, measure and hash each batch on the calling thread, not in its decode thread (the default: faster for
+    # a small model, the same for a large one; benchmarks/inference_vs_floor.py, docs/ARCHITECTURE.md §12)
     vectorise_on_caller: bool = False
     progress: bool | None = None  # None: a bar when stderr is a terminal
     name: str = "local"
