@@ -30,6 +30,7 @@ from statistics import NormalDist
 import numpy as np
 
 from audit import stats
+from audit.packed import index_dtype
 from audit.stats import Estimate, _estimate
 
 
@@ -37,7 +38,7 @@ def cluster_ids(n: int, i: np.ndarray, j: np.ndarray) -> np.ndarray:
     """Cluster id per row (0..K-1, in order of first row) of the groups linked by the pairs ``(i, j)``.
 
     Row numbers in int32 below 2**31 rows (half the memory of the union-find at 500,000 copies)."""
-    index = np.int32 if n < 2**31 else np.int64
+    index = index_dtype(n)
     parent = np.arange(n, dtype=index)
     i, j = np.asarray(i, index), np.asarray(j, index)
     while len(i):  # union by pointing the larger root at the smaller, until every pair shares a root

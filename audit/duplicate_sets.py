@@ -29,6 +29,7 @@ import numpy as np
 
 from audit import imaging
 from audit.duplicates import THUMBNAIL_BYTES, colour_thumbnail, near_pairs, pair_distances
+from audit.packed import index_dtype
 from audit.predictions import HexDigests, Predictions
 from audit.sources import DataSource
 
@@ -144,7 +145,7 @@ class Digests:
             missing = np.array([not h for h in sha], bool)
             words[missing, 0], words[missing, 1] = np.arange(n, dtype=np.uint64)[missing], np.uint64(2 ** 64 - 1)
         order, new = _digest_order(words, chunk)
-        index = np.int32 if n < 2**31 else np.int64  # row numbers: 12 bytes a row fewer held below 2**31 rows
+        index = index_dtype(n)  # row numbers: 12 bytes a row fewer held below 2**31 rows
         inverse = np.empty(n, index)
         inverse[order] = np.cumsum(new) - 1
         starts = np.flatnonzero(new)
@@ -253,7 +254,7 @@ class PairSet:
         """Row pairs that link every duplicate cluster within the set: each group's members to its first, and the
         near pairs of representatives."""
         g = self.exact_a
-        index = np.int32 if len(self.a.paths) < 2**31 else np.int64  # half the memory at 500,000 copies
+        index = index_dtype(len(self.a.paths))  # half the memory at 500,000 copies
         first = np.repeat(g.leaders().astype(index), g.size)
         keep = first != g.rows
         return (np.concatenate([first[keep], self.near.i], dtype=index, casting="same_kind"),

@@ -22,6 +22,7 @@ from audit.colour_match import (  # noqa: F401  (re-exported: the confirmation h
     CHROMA_QUANTILE, CHROMA_SIZE, CHROMA_WEIGHT, DEFAULT_MAX_COLOUR_DISTANCE, LUMA_SIZE, THUMBNAIL_BYTES,
     ThumbnailStore, colour_differences, colour_thumbnail, pair_distances, thumbnail_distance,
 )
+from audit.packed import index_dtype
 
 BITS = 64
 CHUNK = 1 << 18  # candidate pairs verified at once (about 6 MB of temporaries; 1 << 22 put 100 MB more on the peak
@@ -113,7 +114,7 @@ class _Groups:
     def of(cls, h: np.ndarray) -> _Groups:
         # one stable sort, not np.unique's inverse sorted again; row numbers in int32 below 2**31 rows:
         # 20 bytes a row held, not 32 (most test sets have almost no two equal hashes)
-        index = np.int32 if len(h) < 2**31 else np.int64
+        index = index_dtype(len(h))
         order = np.argsort(h, kind="stable").astype(index)
         values = h[order]
         first = np.ones(len(h), bool)
@@ -177,7 +178,7 @@ def _keys(ua: np.ndarray, ub: np.ndarray, mask: np.uint64, same: bool) -> tuple[
 def _bucket_ranges(ka: np.ndarray, kb: np.ndarray, same: bool):
     """For each key of ka, the equal keys of kb: ``order[lo:lo + count]`` (within one set, those after it).
     Positions in int32 below 2**31 keys: 12 bytes a key, not 24, in every band."""
-    index = np.int32 if len(kb) < 2**31 else np.int64
+    index = index_dtype(len(kb))
     order = np.argsort(kb, kind="stable").astype(index)
     sb = kb[order]
     if same:  # only the keys after x's own place

@@ -21,6 +21,15 @@ import numpy as np
 _CODEC = ("utf-8", "surrogatepass")
 
 
+def index_dtype(n: int) -> type[np.signedinteger]:
+    """The integer type for row numbers of ``n`` rows: int32 below 2**31 (half the memory), else int64.
+
+    >>> index_dtype(10), index_dtype(2**31)
+    (<class 'numpy.int32'>, <class 'numpy.int64'>)
+    """
+    return np.int32 if n < 2**31 else np.int64
+
+
 class Strings(Sequence[str]):
     """An immutable sequence of ``str`` held as one UTF-8 buffer plus int64 end offsets.
 
