@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -30,7 +31,7 @@ import numpy as np
 from audit import imaging
 from audit.duplicates import THUMBNAIL_BYTES, colour_thumbnail, near_pairs, pair_distances
 from audit.packed import index_dtype
-from audit.predictions import HexDigests, Predictions
+from audit.predictions import Coded, HexDigests, Predictions
 from audit.sources import DataSource
 
 MAX_CANDIDATES = 2_000_000  # hash candidates confirmed at most (the closest); beyond it the count is reported
@@ -54,9 +55,9 @@ class Hashes:
     """One set's per-image hashes: what the duplicate search reads."""
 
     source: DataSource  # where the images are read from
-    paths: tuple[str, ...]
-    labels: tuple[str, ...]
-    sha: tuple[str, ...]
+    paths: Sequence[str]
+    labels: Sequence[str]  # one per path ("" unlabelled)
+    sha: Sequence[str]
     phash: np.ndarray  # (n,) uint64
     thumbnails: Any = None  # ThumbnailStore (one row per path) or an array; None: decode on demand
     unreadable: tuple[str, ...] = ()
@@ -64,7 +65,8 @@ class Hashes:
 
 def hashes_of(preds: Predictions, source: DataSource) -> Hashes:
     """The hashes and thumbnails the inference pass took of every processed image."""
-    labels = tuple(preds.labels[i] if i >= 0 else "" for i in preds.y_true.tolist())  # -1: unlabelled reference
+    # codes into the names, no str per row; code -1 (an unlabelled reference image) reads the last name: ""
+    labels = Coded(preds.y_true, (*preds.labels, ""))
     return Hashes(source, preds.paths, labels, preds.sha256, preds.phash, preds.thumbnails)
 
 
@@ -83,7 +85,7 @@ class Grouped:
         hit = pos < len(wanted)
         hit[hit] = wanted[pos[hit]] == inverse[hit]
         rows = np.flatnonzero(hit)
-        rows = rows[np.argsort(pos[rows], kind="stable")].astype(np.int64)
+        rows = rows[np.argsort(pos[rows], kind="stable")].astype(index_dtype(len(inverse)))
         size = np.bincount(pos[rows], minlength=len(wanted)).astype(np.int64)
         return cls(rows, np.cumsum(size) - size, size)
 
@@ -120,22 +122,26 @@ class Grouped:
 class Digests:
     """Each row's SHA-256 as the id of one of the set's distinct digests; rows without one match nothing."""
 
-    words: np.ndarray  # (N, 4) big-endian words of each row's digest (a view of the 32-byte digests: no copy)
+    digests: HexDigests  # each row's 32 bytes (on disk after an inference pass), read where needed
     inverse: np.ndarray  # (N,) key id per row
     counts: np.ndarray  # (K,)
     first: np.ndarray  # (K,) the first row of each key: its representative
     hashed: np.ndarray  # (K,) bool: a real digest (False: a row the pass did not hash, one key each)
 
+    def words(self, rows) -> np.ndarray:
+        """(len(rows), 4) big-endian words of the digests of ``rows``."""
+        return self.digests.take(rows).view(">u8")
+
     @property
     def keys(self) -> np.ndarray:
         """(K, 4) uint64: the distinct digests, sorted (made when asked: only a comparison of two sets needs them)."""
-        return self.words[self.first].astype(np.uint64)
+        return self.words(self.first).astype(np.uint64)
 
     @classmethod
     def of(cls, sha, chunk: int = 65_536) -> Digests:
         n = len(sha)
         if isinstance(sha, HexDigests):  # every row hashed, 32 bytes each already
-            words, missing = sha.raw.view(">u8"), np.zeros(n, bool)
+            digests, missing = sha, np.zeros(n, bool)
         else:
             words = np.zeros((n, 4), ">u8")
             for lo in range(0, n, chunk):  # one fromhex per chunk: no bytes object per row
@@ -144,13 +150,14 @@ class Digests:
                                                          ">u8").reshape(-1, 4)
             missing = np.array([not h for h in sha], bool)
             words[missing, 0], words[missing, 1] = np.arange(n, dtype=np.uint64)[missing], np.uint64(2 ** 64 - 1)
-        order, new = _digest_order(words, chunk)
+            digests = HexDigests(words.view(np.uint8))
+        order, new = _digest_order(digests, chunk)
         index = index_dtype(n)  # row numbers: 12 bytes a row fewer held below 2**31 rows
         inverse = np.empty(n, index)
         inverse[order] = np.cumsum(new) - 1
         starts = np.flatnonzero(new)
         first = order[starts].astype(index)
-        return cls(words, inverse, np.diff(starts, append=n).astype(index), first, ~missing[first])
+        return cls(digests, inverse, np.diff(starts, append=n).astype(index), first, ~missing[first])
 
     def copies(self) -> Grouped:
         """The groups of two or more rows with the same bytes."""
@@ -169,12 +176,15 @@ class Digests:
         return here[real], there[real]
 
 
-def _digest_order(words: np.ndarray, chunk: int) -> tuple[np.ndarray, np.ndarray]:
-    """(a stable order of the rows by digest, True where a new digest starts in it). Sorted on the first 8 bytes,
-    then every tie checked on all 32 (``chunk`` pairs at a time): 50 bytes a row at the peak where sorting all
-    four words took 115. Ties that differ past the first 8 bytes (never seen in SHA-256) take the full sort."""
-    n = len(words)
-    first_word = words[:, 0].astype(np.uint64)
+def _digest_order(digests: HexDigests, chunk: int) -> tuple[np.ndarray, np.ndarray]:
+    """(a stable order of the rows by digest, True where a new digest starts in it). Sorted on the first 8 bytes
+    (read ``chunk`` rows at a time), then every tie checked on all 32 (``chunk`` pairs at a time): 50 bytes a
+    row at the peak where sorting all four words took 115. Ties that differ past the first 8 bytes (never seen
+    in SHA-256) take the full sort."""
+    n = len(digests)
+    first_word = np.empty(n, np.uint64)
+    for lo in range(0, n, chunk):
+        first_word[lo:lo + chunk] = digests.block(lo, lo + chunk)[:, :8].copy().view(">u8")[:, 0]
     order = np.argsort(first_word, kind="stable")
     sorted_first = first_word[order]
     del first_word
@@ -183,7 +193,8 @@ def _digest_order(words: np.ndarray, chunk: int) -> tuple[np.ndarray, np.ndarray
     new[1:] = sorted_first[1:] != sorted_first[:-1]
     for lo in range(0, len(tie), chunk):
         k = tie[lo:lo + chunk]
-        if (words[order[k]] != words[order[k + 1]]).any():
+        if (digests.take(order[k]) != digests.take(order[k + 1])).any():
+            words = digests.raw.view(">u8")
             order = np.lexsort(words.T[::-1])
             ordered = words[order]
             return order, np.r_[True, (ordered[1:] != ordered[:-1]).any(axis=1)] if n else np.zeros(0, bool)
@@ -317,9 +328,14 @@ def _near(a: Hashes, b: Hashes, da: Digests, db: Digests, within: bool, d: int,
           limit: float) -> tuple[Near, int, bool]:
     """Hash candidates among one representative per distinct digest, confirmed on their thumbnails."""
     ra, rb = da.first, db.first
-    cand = near_pairs(a.phash[ra], None if within else b.phash[rb], d, max_pairs=MAX_CANDIDATES, per_row=PER_IMAGE)
+    if within and len(ra) == len(a.phash):  # no two images share bytes (the usual test set): each row represents
+        ra = rb = np.arange(len(ra), dtype=ra.dtype)  # itself, and the hashes are searched in place, not copied
+        hashes = a.phash
+    else:
+        hashes = a.phash[ra]
+    cand = near_pairs(hashes, None if within else b.phash[rb], d, max_pairs=MAX_CANDIDATES, per_row=PER_IMAGE)
     keep = np.ones(len(cand), bool) if within else ~(  # the same bytes: an exact pair already
-        (da.words[ra[cand.i]] == db.words[rb[cand.j]]).all(axis=1) & da.hashed[cand.i] & db.hashed[cand.j])
+        (da.words(ra[cand.i]) == db.words(rb[cand.j])).all(axis=1) & da.hashed[cand.i] & db.hashed[cand.j])
     i, j, dist = ra[cand.i[keep]].astype(np.int64), rb[cand.j[keep]].astype(np.int64), cand.distance[keep]
     if within:
         i, j = np.minimum(i, j), np.maximum(i, j)

@@ -2,7 +2,7 @@
 
 A tuple of a million paths holds a million ``str`` objects (49 bytes of header each, plus the
 characters and the tuple's pointer); ``Strings`` holds one UTF-8 buffer and an array of end
-offsets, about the characters plus 8 bytes a path. Items are decoded when read. Paths made by
+offsets, about the characters plus 4 bytes a path. Items are decoded when read. Paths made by
 ``os.scandir`` may carry undecodable bytes as lone surrogates; ``surrogatepass`` keeps them, so
 every ``str`` comes back exactly as it went in.
 
@@ -31,7 +31,7 @@ def index_dtype(n: int) -> type[np.signedinteger]:
 
 
 class Strings(Sequence[str]):
-    """An immutable sequence of ``str`` held as one UTF-8 buffer plus int64 end offsets.
+    """An immutable sequence of ``str`` held as one UTF-8 buffer plus end offsets (int32 below 2 GiB of text).
 
     >>> s = Strings.of(["x", "", "\\udcff.png"])
     >>> len(s), s[2] == "\\udcff.png", s[1:].tolist(), s == ["x", "", "\\udcff.png"]
@@ -43,7 +43,7 @@ class Strings(Sequence[str]):
 
     def __init__(self, blob: bytes = b"", ends: np.ndarray | None = None) -> None:
         self._blob = blob
-        self._ends = np.zeros(0, np.int64) if ends is None else np.asarray(ends, np.int64)
+        self._ends = np.asarray(() if ends is None else ends, index_dtype(len(blob)))
 
     @classmethod
     def of(cls, items: Iterable[str]) -> Strings:

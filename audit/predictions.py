@@ -30,7 +30,7 @@ class Predictions:
     proba: np.ndarray  # (N, C) float32
     attributes: Mapping[str, np.ndarray] = field(default_factory=dict)  # name -> (N,) str
     properties: Mapping[str, np.ndarray] = field(default_factory=dict)  # name -> (N,) float
-    sha256: tuple[str, ...] = ()  # of each file's bytes (exact duplicates)
+    sha256: Sequence[str] = ()  # of each file's bytes (exact duplicates); HexDigests from an inference pass
     phash: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint64))  # 64-bit perceptual hashes
     # colour thumbnails of the originals, one row per image, on disk (audit.duplicates.ThumbnailStore); None
     # when the table was not made by an inference pass that captured them (e.g. read back from a CSV)
@@ -41,7 +41,7 @@ class Predictions:
     # duplicate cluster id per row (exact and confirmed near duplicates, ``audit.clusters``); None when no two
     # images are duplicates or they were not looked for: then every image is independent evidence
     clusters: np.ndarray | None = field(default=None, compare=False, repr=False)
-    extra: Mapping[str, np.ndarray] = field(default_factory=dict)  # per-image columns the checks add (by name)
+    extra: Mapping[str, Any] = field(default_factory=dict)  # per-image columns the checks add (arrays or Coded)
     # the inference pass's rows as streamed to a temporary Parquet file (audit.predictions_file.PredictionStream);
     # None when the table was not made by an inference pass that streamed them
     stream: Any = field(default=None, compare=False, repr=False)
@@ -138,19 +138,23 @@ def row_columns(labels: Sequence[str], paths: Sequence[str], y_true: np.ndarray,
 
 
 class HexDigests(Sequence[str]):
-    """SHA-256 digests held as one (N, 32) uint8 array and read as hex strings: 32 bytes an image where a tuple
-    of hex strings took 121 (a million images: 32 MB, not 121 MB).
+    """SHA-256 digests, 32 bytes an image where a tuple of hex strings took 121, read as hex strings. The bytes
+    are an (N, 32) uint8 array in memory or rows of a ``RowStore`` on disk (an inference pass writes them
+    there: 16 MB fewer held at 500k images).
 
     >>> d = HexDigests.of(["00" * 32, "ff" * 32])
     >>> len(d), d[1][:4], list(d[:1]) == ["00" * 32]
     (2, 'ffff', True)
     """
 
-    __slots__ = ("raw",)
+    __slots__ = ("_rows", "_lo", "_n")
     BLOCK = 4096  # digests turned into text at once when iterating
 
-    def __init__(self, raw: np.ndarray) -> None:
-        self.raw = np.ascontiguousarray(raw, np.uint8).reshape(-1, 32)
+    def __init__(self, rows, lo: int = 0, n: int | None = None) -> None:
+        if not hasattr(rows, "read_range"):  # an array, not a RowStore
+            rows = np.ascontiguousarray(rows, np.uint8).reshape(-1, 32)
+        self._rows, self._lo = rows, lo
+        self._n = len(rows) - lo if n is None else n
 
     @classmethod
     def of(cls, hexes: Sequence[str], chunk: int = 65_536) -> HexDigests:
@@ -160,16 +164,36 @@ class HexDigests(Sequence[str]):
         return cls(np.concatenate(parts) if parts else np.zeros(0, np.uint8))
 
     def __len__(self) -> int:
-        return len(self.raw)
+        return self._n
+
+    def block(self, lo: int, hi: int) -> np.ndarray:
+        """(hi - lo, 32) uint8: the digests of rows ``lo`` to ``hi`` (one read from disk)."""
+        lo, hi = self._lo + lo, self._lo + min(hi, self._n)
+        return self._rows[lo:hi] if isinstance(self._rows, np.ndarray) else self._rows.read_range(lo, hi)
+
+    def take(self, rows) -> np.ndarray:
+        """(len(rows), 32) uint8: the digests of ``rows`` (row numbers, any order)."""
+        rows = self._lo + np.asarray(rows, np.int64)
+        return self._rows[rows] if isinstance(self._rows, np.ndarray) else self._rows.read(rows)
+
+    @property
+    def raw(self) -> np.ndarray:
+        """(N, 32) uint8, every digest in memory."""
+        return self.block(0, self._n)
 
     def __getitem__(self, i):
         if isinstance(i, slice):
-            return HexDigests(self.raw[i])
-        return self.raw[i].tobytes().hex()
+            lo, hi, step = i.indices(self._n)
+            if step != 1:
+                return HexDigests(self.take(np.arange(lo, hi, step)))
+            return HexDigests(self._rows, self._lo + lo, max(hi - lo, 0))
+        if not -self._n <= i < self._n:
+            raise IndexError(f"index {i} out of range for {self._n} digests")
+        return self.block(i % self._n, i % self._n + 1).tobytes().hex()
 
     def __iter__(self):
-        for lo in range(0, len(self.raw), self.BLOCK):
-            text = self.raw[lo:lo + self.BLOCK].tobytes().hex()
+        for lo in range(0, self._n, self.BLOCK):
+            text = self.block(lo, lo + self.BLOCK).tobytes().hex()
             yield from (text[k:k + 64] for k in range(0, len(text), 64))
 
     def __eq__(self, other) -> bool:
@@ -183,6 +207,40 @@ class HexDigests(Sequence[str]):
 
     def __repr__(self) -> str:
         return f"HexDigests({len(self)} SHA-256 digests)"
+
+
+class Coded(Sequence[str]):
+    """A column of a few distinct strings as small integer codes into ``names``: two bytes a row where an object
+    array of ``str`` took eight. A slice or index array reads back as an object array, like the column it replaces.
+
+    >>> c = Coded(np.array([0, 2, 1, 0], np.int16), ("", "D1", "D2"))
+    >>> c[1], c[1:3].tolist(), len(c), np.asarray(c).tolist()
+    ('D2', ['D2', 'D1'], 4, ['', 'D2', 'D1', ''])
+    """
+
+    __slots__ = ("codes", "names")
+
+    def __init__(self, codes: np.ndarray, names: Sequence[str]) -> None:
+        self.codes, self.names = np.asarray(codes), tuple(names)
+
+    def __len__(self) -> int:
+        return len(self.codes)
+
+    def __getitem__(self, i):
+        if isinstance(i, (int, np.integer)):
+            return self.names[self.codes[i]]
+        return np.asarray(self.names, object)[self.codes[i]]
+
+    def __iter__(self):
+        names = self.names
+        return (names[c] for c in self.codes.tolist())
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        out = self[:]
+        return out if dtype is None else out.astype(dtype)
+
+    def __repr__(self) -> str:
+        return f"Coded({len(self)} rows, names={self.names!r})"
 
 
 CSV_ROWS = 4096  # rows formatted at once: 1,000 classes x 10,000 rows at once took 600 MB of strings

@@ -27,6 +27,8 @@ from typing import Any
 
 import numpy as np
 
+from audit.predictions import Coded
+
 ROW_GROUP = 16_384  # rows per row group, in the stream and in the output file (65,536 held 40 MB more at 150k rows)
 
 
@@ -149,7 +151,7 @@ def write_parquet(preds, path: Path) -> None:
 def _late_columns(preds) -> dict[str, np.ndarray]:
     """The columns known only after inference, by name: the duplicate cluster and the checks' own."""
     late = {} if preds.clusters is None else {"cluster": np.asarray(preds.clusters)}
-    late.update({k: np.asarray(v) for k, v in preds.extra.items()})
+    late.update({k: v if isinstance(v, Coded) else np.asarray(v) for k, v in preds.extra.items()})
     return late
 
 

@@ -70,6 +70,13 @@ class RowStore:
             out[lo:hi] = np.frombuffer(buf, np.uint8).reshape(count, self.row_bytes)[wanted[lo:hi] - first]
         return out[inverse].reshape(len(rows), *self.shape)
 
+    def read_range(self, lo: int, hi: int) -> np.ndarray:
+        """The rows ``lo`` to ``hi`` (exclusive) in one read, shape (hi - lo, *shape)."""
+        if not 0 <= lo <= hi <= self._n:
+            raise IndexError(f"rows must be in [0, {self._n}] (rows stored), got {lo}..{hi}")
+        buf = os.pread(self._file.fileno(), (hi - lo) * self.row_bytes, lo * self.row_bytes)
+        return np.frombuffer(buf, np.uint8).reshape(hi - lo, *self.shape)
+
     def close(self) -> None:
         self._close()
 

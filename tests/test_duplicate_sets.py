@@ -129,3 +129,32 @@ def test_digests_held_as_bytes_read_as_the_hex_strings_and_group_the_same():
     a, b = Digests.of(d), Digests.of(hexes)
     assert np.array_equal(a.inverse, b.inverse) and np.array_equal(a.counts, b.counts)
     assert np.array_equal(a.keys, b.keys) and a.hashed.all()
+
+
+def test_digests_on_disk_read_as_the_same_hex_strings_and_group_the_same():
+    """An inference pass keeps the digests in a RowStore: every read matches the in-memory digests."""
+    from audit.duplicate_sets import Digests
+    from audit.predictions import HexDigests
+    from audit.rowstore import RowStore
+
+    rng = np.random.default_rng(3)
+    raw = rng.integers(0, 256, (9000, 32), dtype=np.uint8)
+    raw[5000:] = raw[rng.integers(0, 5000, 4000)]  # copies, and ties on the first 8 bytes
+    raw[100, 8:] ^= 1  # the same first word as row 101, different bytes after it: the full sort
+    raw[101, :8] = raw[100, :8]
+    mem = HexDigests(raw)
+    with RowStore((32,)) as store:
+        for lo in range(0, len(raw), 700):  # batches, as an inference pass appends them
+            store.append(raw[lo:lo + 700])
+        disk = HexDigests(store)
+        assert len(disk) == len(mem) and list(disk) == list(mem) and disk == mem
+        assert disk[-1] == mem[-1] and disk[4097] == mem[4097] and list(disk[4090:4200]) == list(mem[4090:4200])
+        assert list(disk[10:20][3:5]) == list(mem[13:15]) and list(disk[::7]) == list(mem[::7])
+        rows = rng.integers(0, len(raw), 300)
+        assert np.array_equal(disk.take(rows), raw[rows]) and np.array_equal(disk[50:].take([0, 2]), raw[[50, 52]])
+        a, b = Digests.of(disk, chunk=1000), Digests.of(mem)
+        for f in ("inverse", "counts", "first", "hashed", "keys"):
+            assert np.array_equal(getattr(a, f), getattr(b, f)), f
+        assert len(a.counts) == len(np.unique(raw, axis=0))
+        with pytest.raises(IndexError):
+            disk[len(raw)]

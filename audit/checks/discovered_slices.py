@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -27,6 +28,7 @@ from audit.contract import CheckSpec
 from audit.discovery import Candidate, DiscoveryParams, HalfStats, discover, split_halves
 from audit.features import MAX_COMPONENTS, SAMPLE_ROWS, Reduced, reducer
 from audit.findings import Finding
+from audit.predictions import Coded
 from audit.settings import Section, setting, unit
 from audit.verdict import Criterion, Measure, judge
 
@@ -128,7 +130,8 @@ class DiscoveredSlicesResult:
     min_gap: float
     judged: bool
     slices: tuple[DiscoveredSlice, ...] = ()  # every candidate, in rank order
-    membership: np.ndarray = field(default_factory=lambda: np.zeros(0, object), compare=False, repr=False)
+    # each image's confirmed slice id ("" for none), as codes: 2 bytes a row
+    membership: Sequence[str] = field(default_factory=lambda: np.zeros(0, object), compare=False, repr=False)
 
     @property
     def confirmed(self) -> tuple[DiscoveredSlice, ...]:
@@ -176,10 +179,11 @@ def run(ctx) -> DiscoveredSlicesResult:
                      in_confirm=in_confirm)
     slices = tuple(_describe(f"D{i + 1}", c, found.inside(c), z, preds, found.centre(c))
                    for i, c in enumerate(found.candidates))
-    membership = np.full(len(preds), "", dtype=object)
-    for s, c in zip(slices, found.candidates):
-        if s.confirmed:
-            membership[found.inside(c)] = s.id
+    confirmed = [(s.id, c) for s, c in zip(slices, found.candidates) if s.confirmed]
+    codes = np.zeros(len(preds), np.int16)  # 0: in no confirmed slice; a later slice's members win a tie
+    for k, (_, c) in enumerate(confirmed, 1):
+        codes[found.inside(c)] = k
+    membership = Coded(codes, ("", *(sid for sid, _ in confirmed)))
     return DiscoveredSlicesResult("", where, preds.features.dim, red.dims, red.explained, config.seed,
                                   int((~in_confirm).sum()), int(in_confirm.sum()), found.components, cfg.alpha,
                                   cfg.min_gap, cfg.judge, slices, membership)

@@ -25,6 +25,7 @@ from audit.packed import StringsBuilder
 from audit.preprocess import Preprocess
 from audit.predictions import HexDigests, Predictions, row_columns
 from audit.predictions_file import PredictionStream
+from audit.rowstore import RowStore
 from audit.sources import NON_FINITE, DataSource, Sample, SampleTable, Skipped
 
 Transform = Callable[[Image.Image], Image.Image]
@@ -184,7 +185,7 @@ class Collector:
         self.attrs: dict[str, list[str]] = {a: [] for a in self.attr_names}
         # the same dtypes whatever the engine
         self.props = {k: np.empty(size, imaging.PROPERTY_DTYPES[k]) for k in imaging.PROPERTY_NAMES}
-        self.sha = np.empty((size if capture else 0, 32), np.uint8)  # the SHA-256 digests, 32 bytes a row
+        self.sha = RowStore((32,), what="SHA-256 digests") if capture else None  # 32 bytes a row, on disk
         self.phash = np.empty(size if capture else 0, np.uint64)
         self.thumbnails = ThumbnailStore() if capture else None
         self.features: FeatureStore | None = None
@@ -218,7 +219,7 @@ class Collector:
             self.props[k][lo:hi] = v
         if self.capture:
             self.phash[lo:hi] = batch.phash
-            self.sha[lo:hi] = HexDigests.of(batch.sha256).raw
+            self.sha.append(HexDigests.of(batch.sha256).raw)
             self.thumbnails.append(batch.thumbnails)
         index = self.index
         paths = [s.path for s in batch.samples]
@@ -247,7 +248,7 @@ class Collector:
             proba=self.proba[:n],
             attributes={a: np.asarray(v, dtype=object) for a, v in self.attrs.items()},
             properties={k: v[:n] for k, v in self.props.items()},
-            sha256=HexDigests(self.sha[:n]) if self.capture else (),
+            sha256=HexDigests(self.sha) if self.capture else (),
             phash=self.phash[:n] if self.capture else np.zeros(0, np.uint64),
             thumbnails=self.thumbnails,
             features=self.features if self.features is not None and len(self.features) == n else None,
