@@ -151,13 +151,17 @@ class Digests:
             missing = np.array([not h for h in sha], bool)
             words[missing, 0], words[missing, 1] = np.arange(n, dtype=np.uint64)[missing], np.uint64(2 ** 64 - 1)
             digests = HexDigests(words.view(np.uint8))
-        order, new = _digest_order(digests, chunk)
         index = index_dtype(n)  # row numbers: 12 bytes a row fewer held below 2**31 rows
+        order, new = _digest_order(digests, chunk)
+        order = order.astype(index, copy=False)  # the full sort's order is int64
         inverse = np.empty(n, index)
-        inverse[order] = np.cumsum(new) - 1
-        starts = np.flatnonzero(new)
-        first = order[starts].astype(index)
-        return cls(digests, inverse, np.diff(starts, append=n).astype(index), first, ~missing[first])
+        ids = np.cumsum(new, dtype=index)
+        ids -= 1
+        inverse[order] = ids
+        first = order[new]
+        del ids, order
+        counts = np.diff(np.flatnonzero(new), append=n).astype(index)
+        return cls(digests, inverse, counts, first, ~missing[first])
 
     def copies(self) -> Grouped:
         """The groups of two or more rows with the same bytes."""
@@ -185,7 +189,7 @@ def _digest_order(digests: HexDigests, chunk: int) -> tuple[np.ndarray, np.ndarr
     first_word = np.empty(n, np.uint64)
     for lo in range(0, n, chunk):
         first_word[lo:lo + chunk] = digests.block(lo, lo + chunk)[:, :8].copy().view(">u8")[:, 0]
-    order = np.argsort(first_word, kind="stable")
+    order = np.argsort(first_word, kind="stable").astype(index_dtype(n))
     sorted_first = first_word[order]
     del first_word
     tie = np.flatnonzero(sorted_first[1:] == sorted_first[:-1])

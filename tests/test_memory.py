@@ -61,3 +61,24 @@ def test_unique_codes_is_numpy_unique(space):
     present, inverse = unique_codes(key, space)
     want, want_inverse = np.unique(key, return_inverse=True)
     assert np.array_equal(present, want) and np.array_equal(inverse, want_inverse) and inverse.dtype == np.int32
+
+
+def test_digests_on_disk_are_grouped_without_holding_them():
+    """An inference pass writes the digests to a RowStore: grouping reads them a chunk at a time and keeps the
+    groups (int32 row numbers), never the 32 bytes a row."""
+    from audit.rowstore import RowStore
+
+    rng = np.random.default_rng(4)
+    n = 200_000
+    with RowStore((32,)) as store:
+        for lo in range(0, n, 10_000):
+            store.append(rng.integers(0, 256, (10_000, 32), dtype=np.uint8))
+        tracemalloc.start()
+        try:
+            d = Digests.of(HexDigests(store))
+            held, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert len(d.counts) == n and np.array_equal(np.sort(d.first), np.arange(n))
+        assert held < 16 * n, f"{held / n:.0f} bytes a row held"  # inverse, first and counts: 12 bytes a row
+        assert peak < 40 * n, f"{peak / n:.0f} bytes a row at the peak"  # the sort: key, order, sorted key
