@@ -58,7 +58,7 @@ class Hashes:
     paths: Sequence[str]
     labels: Sequence[str]  # one per path ("" unlabelled)
     sha: Sequence[str]
-    phash: np.ndarray  # (n,) uint64
+    phash: Any  # (n,) uint64: an array or a StoredColumn
     thumbnails: Any = None  # ThumbnailStore (one row per path) or an array; None: decode on demand
     unreadable: tuple[str, ...] = ()
 
@@ -332,12 +332,13 @@ def _near(a: Hashes, b: Hashes, da: Digests, db: Digests, within: bool, d: int,
           limit: float) -> tuple[Near, int, bool]:
     """Hash candidates among one representative per distinct digest, confirmed on their thumbnails."""
     ra, rb = da.first, db.first
-    if within and len(ra) == len(a.phash):  # no two images share bytes (the usual test set): each row represents
-        ra = rb = np.arange(len(ra), dtype=ra.dtype)  # itself, and the hashes are searched in place, not copied
-        hashes = a.phash
+    ha = np.asarray(a.phash)  # read once (an inference pass keeps them on disk)
+    if within and len(ra) == len(ha):  # no two images share bytes (the usual test set): each row represents
+        ra = rb = np.arange(len(ra), dtype=ra.dtype)  # itself, and the hashes are searched as read, not copied
     else:
-        hashes = a.phash[ra]
-    cand = near_pairs(hashes, None if within else b.phash[rb], d, max_pairs=MAX_CANDIDATES, per_row=PER_IMAGE)
+        ha = ha[ra]
+    cand = near_pairs(ha, None if within else np.asarray(b.phash)[rb], d, max_pairs=MAX_CANDIDATES,
+                      per_row=PER_IMAGE)
     keep = np.ones(len(cand), bool) if within else ~(  # the same bytes: an exact pair already
         (da.words(ra[cand.i]) == db.words(rb[cand.j])).all(axis=1) & da.hashed[cand.i] & db.hashed[cand.j])
     i, j, dist = ra[cand.i[keep]].astype(np.int64), rb[cand.j[keep]].astype(np.int64), cand.distance[keep]

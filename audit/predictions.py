@@ -31,7 +31,8 @@ class Predictions:
     attributes: Mapping[str, np.ndarray] = field(default_factory=dict)  # name -> (N,) str
     properties: Mapping[str, np.ndarray] = field(default_factory=dict)  # name -> (N,) float
     sha256: Sequence[str] = ()  # of each file's bytes (exact duplicates); HexDigests from an inference pass
-    phash: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint64))  # 64-bit perceptual hashes
+    # 64-bit perceptual hashes: an array, or from an inference pass a StoredColumn on disk (read where used)
+    phash: Any = field(default_factory=lambda: np.zeros(0, np.uint64))
     # colour thumbnails of the originals, one row per image, on disk (audit.duplicates.ThumbnailStore); None
     # when the table was not made by an inference pass that captured them (e.g. read back from a CSV)
     thumbnails: Any = field(default=None, compare=False, repr=False)

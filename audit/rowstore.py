@@ -71,11 +71,17 @@ class RowStore:
         return out[inverse].reshape(len(rows), *self.shape)
 
     def read_range(self, lo: int, hi: int) -> np.ndarray:
-        """The rows ``lo`` to ``hi`` (exclusive) in one read, shape (hi - lo, *shape)."""
+        """The rows ``lo`` to ``hi`` (exclusive) in one read, shape (hi - lo, *shape), a writable array."""
         if not 0 <= lo <= hi <= self._n:
             raise IndexError(f"rows must be in [0, {self._n}] (rows stored), got {lo}..{hi}")
-        buf = os.pread(self._file.fileno(), (hi - lo) * self.row_bytes, lo * self.row_bytes)
-        return np.frombuffer(buf, np.uint8).reshape(hi - lo, *self.shape)
+        out = np.empty((hi - lo, *self.shape), np.uint8)
+        view, offset = memoryview(out.reshape(-1)), lo * self.row_bytes
+        while view:  # straight into the array (no bytes object in between); a short read continues
+            got = os.preadv(self._file.fileno(), [view], offset)
+            if got == 0:
+                raise OSError(f"{self.what}: the store ended {len(view)} bytes early")
+            view, offset = view[got:], offset + got
+        return out
 
     def close(self) -> None:
         self._close()
@@ -85,3 +91,51 @@ class RowStore:
 
     def __exit__(self, *exc) -> None:
         self._close()
+
+
+class StoredColumn:
+    """A 1-D numeric column kept in a ``RowStore`` (one item a row) and read where it is used: ``column[rows]``
+    (a slice, a mask or row numbers) and ``np.asarray(column)`` give arrays; nothing stays in memory.
+
+    >>> with RowStore((8,)) as store:
+    ...     _ = store.append(np.arange(5, dtype=np.uint64).view(np.uint8).reshape(-1, 8))
+    ...     col = StoredColumn(store, np.uint64)
+    ...     len(col), col[1:3].tolist(), col[[4, 0]].tolist(), int(col[-1]), np.asarray(col).dtype
+    (5, [1, 2], [4, 0], 4, dtype('uint64'))
+    """
+
+    __slots__ = ("store", "dtype")
+
+    def __init__(self, store: RowStore, dtype) -> None:
+        self.store, self.dtype = store, np.dtype(dtype)
+        if store.row_bytes != self.dtype.itemsize:
+            raise ValueError(f"a {self.dtype} column needs rows of {self.dtype.itemsize} bytes, "
+                             f"got {store.row_bytes}")
+
+    def __len__(self) -> int:
+        return len(self.store)
+
+    @property
+    def shape(self) -> tuple[int]:
+        return (len(self),)
+
+    def __getitem__(self, rows) -> np.ndarray:
+        if isinstance(rows, slice):
+            lo, hi, step = rows.indices(len(self))
+            if step == 1:
+                return self.store.read_range(lo, max(lo, hi)).view(self.dtype).ravel()
+            rows = np.arange(lo, hi, step)
+        if isinstance(rows, (int, np.integer)):
+            return self[np.array([rows])][0]
+        rows = np.asarray(rows)
+        if rows.dtype == bool:
+            rows = np.flatnonzero(rows)
+        rows = np.where(rows < 0, rows + len(self), rows)
+        return self.store.read(rows).view(self.dtype).ravel()
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        out = self[:]
+        return out if dtype is None else out.astype(dtype)
+
+    def __repr__(self) -> str:
+        return f"StoredColumn({len(self)} x {self.dtype})"

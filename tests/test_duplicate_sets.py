@@ -158,3 +158,26 @@ def test_digests_on_disk_read_as_the_same_hex_strings_and_group_the_same():
         assert len(a.counts) == len(np.unique(raw, axis=0))
         with pytest.raises(IndexError):
             disk[len(raw)]
+
+
+def test_a_stored_column_reads_like_the_array_it_replaces():
+    """An inference pass keeps each image's pHash on disk (StoredColumn): every way the checks index it."""
+    from audit.rowstore import RowStore, StoredColumn
+
+    ref = np.random.default_rng(5).integers(0, 2**63, 5000, dtype=np.uint64)
+    with RowStore((8,)) as store:
+        for lo in range(0, len(ref), 300):
+            store.append(ref[lo:lo + 300].view(np.uint8).reshape(-1, 8))
+        col = StoredColumn(store, np.uint64)
+        mask = ref % 3 == 0
+        rows = np.array([4999, 0, 17, 17, -1], np.int32)
+        assert len(col) == len(ref) and col.shape == ref.shape
+        assert np.array_equal(np.asarray(col), ref) and np.asarray(col).dtype == np.uint64
+        for index in (slice(None), slice(10, 4000), slice(4990, 6000), slice(3, 900, 7), slice(7, 7), mask, rows):
+            assert np.array_equal(col[index], ref[index])
+        assert col[-2] == ref[-2] and col[12] == ref[12]
+        part = col[100:200]
+        part ^= np.uint64(1)  # a read is the caller's own array
+        assert np.array_equal(col[100:200], ref[100:200])
+        with pytest.raises(ValueError, match="needs rows of 4 bytes"):
+            StoredColumn(store, np.uint32)

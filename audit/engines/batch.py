@@ -25,7 +25,7 @@ from audit.packed import StringsBuilder
 from audit.preprocess import Preprocess
 from audit.predictions import HexDigests, Predictions, row_columns
 from audit.predictions_file import PredictionStream
-from audit.rowstore import RowStore
+from audit.rowstore import RowStore, StoredColumn
 from audit.sources import NON_FINITE, DataSource, Sample, SampleTable, Skipped
 
 Transform = Callable[[Image.Image], Image.Image]
@@ -185,8 +185,9 @@ class Collector:
         self.attrs: dict[str, list[str]] = {a: [] for a in self.attr_names}
         # the same dtypes whatever the engine
         self.props = {k: np.empty(size, imaging.PROPERTY_DTYPES[k]) for k in imaging.PROPERTY_NAMES}
-        self.sha = RowStore((32,), what="SHA-256 digests") if capture else None  # 32 bytes a row, on disk
-        self.phash = np.empty(size if capture else 0, np.uint64)
+        # the duplicate hashes go to disk, read back where the duplicate search needs them: 40 bytes a row
+        self.sha = RowStore((32,), what="SHA-256 digests") if capture else None
+        self.phash = RowStore((8,), what="perceptual hashes") if capture else None
         self.thumbnails = ThumbnailStore() if capture else None
         self.features: FeatureStore | None = None
         self.rejected: list[Skipped] = []
@@ -218,7 +219,7 @@ class Collector:
         for k, v in batch.properties.items():
             self.props[k][lo:hi] = v
         if self.capture:
-            self.phash[lo:hi] = batch.phash
+            self.phash.append(np.ascontiguousarray(batch.phash, np.uint64).view(np.uint8).reshape(-1, 8))
             self.sha.append(HexDigests.of(batch.sha256).raw)
             self.thumbnails.append(batch.thumbnails)
         index = self.index
@@ -249,7 +250,7 @@ class Collector:
             attributes={a: np.asarray(v, dtype=object) for a, v in self.attrs.items()},
             properties={k: v[:n] for k, v in self.props.items()},
             sha256=HexDigests(self.sha) if self.capture else (),
-            phash=self.phash[:n] if self.capture else np.zeros(0, np.uint64),
+            phash=StoredColumn(self.phash, np.uint64) if self.capture else np.zeros(0, np.uint64),
             thumbnails=self.thumbnails,
             features=self.features if self.features is not None and len(self.features) == n else None,
             stream=self.stream,
