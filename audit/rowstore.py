@@ -68,7 +68,9 @@ class RowStore:
             first, count = int(wanted[lo]), int(wanted[hi - 1] - wanted[lo]) + 1
             buf = os.pread(self._file.fileno(), count * self.row_bytes, first * self.row_bytes)
             out[lo:hi] = np.frombuffer(buf, np.uint8).reshape(count, self.row_bytes)[wanted[lo:hi] - first]
-        return out[inverse].reshape(len(rows), *self.shape)
+        if len(wanted) < len(rows) or not np.array_equal(wanted, rows):  # repeats or out of order: gather
+            out = out[inverse]
+        return out.reshape(len(rows), *self.shape)
 
     def read_range(self, lo: int, hi: int) -> np.ndarray:
         """The rows ``lo`` to ``hi`` (exclusive) in one read, shape (hi - lo, *shape), a writable array."""
