@@ -339,15 +339,24 @@ def _near(a: Hashes, b: Hashes, da: Digests, db: Digests, within: bool, d: int,
         ha = ha[ra]
     cand = near_pairs(ha, None if within else np.asarray(b.phash)[rb], d, max_pairs=MAX_CANDIDATES,
                       per_row=PER_IMAGE)
-    keep = np.ones(len(cand), bool) if within else ~(  # the same bytes: an exact pair already
-        (da.words(ra[cand.i]) == db.words(rb[cand.j])).all(axis=1) & da.hashed[cand.i] & db.hashed[cand.j])
-    i, j, dist = ra[cand.i[keep]].astype(np.int64), rb[cand.j[keep]].astype(np.int64), cand.distance[keep]
-    if within:
-        i, j = np.minimum(i, j), np.maximum(i, j)
+    total, capped = cand.total, len(cand) < cand.total
+    ci, cj, dist = cand.i, cand.j, cand.distance
+    del cand
+    if not within:  # the same bytes: an exact pair already
+        keep = ~((da.words(ra[ci]) == db.words(rb[cj])).all(axis=1) & da.hashed[ci] & db.hashed[cj])
+        ci, cj, dist = ci[keep], cj[keep], dist[keep]
+    # row numbers in int32 below 2**31 rows, and no copy more than needed: up to MAX_CANDIDATES pairs
+    i, j = ra[ci], rb[cj]
+    del ci, cj
+    if within:  # each pair as (lower row, higher row), in place
+        swap = np.flatnonzero(i > j)
+        i[swap], j[swap] = j[swap], i[swap]
+        del swap
     conf = pair_distances(thumbnails_for(a, i), thumbnails_for(b, j), local_rows(a, i), local_rows(b, j), limit=limit)
     ok = np.flatnonzero(conf <= limit)
     ok = ok[np.lexsort((j[ok], i[ok], dist[ok]))]
-    return Near(i[ok], j[ok], dist[ok], conf[ok], np.zeros(len(ok))), cand.total, len(cand) < cand.total
+    return (Near(i[ok].astype(np.int64), j[ok].astype(np.int64), dist[ok], conf[ok], np.zeros(len(ok))), total,
+            capped)
 
 
 def hash_one(source: DataSource, path: str, limits: imaging.Limits):

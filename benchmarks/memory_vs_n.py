@@ -7,7 +7,7 @@ scratch folder (no pixel copied), and each size is a seeded pick of them listed 
 Beyond 70,000 the folder holds a second link of each image, so those sets contain exact copies,
 which the integrity check lists (every copied image adds a pair): that is part of what is measured.
 
-    .venv/bin/python benchmarks/memory_vs_n.py [--sizes 1000,10000,50000,100000]
+    .venv/bin/python benchmarks/memory_vs_n.py [--sizes 1000,10000,50000,100000] [--name memory_vs_n]
 """
 
 from __future__ import annotations
@@ -55,6 +55,7 @@ def peak_rss_mib(model: Path, source: Path) -> tuple[float, float]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", default="1000,10000,50000,100000")
+    ap.add_argument("--name", default="memory_vs_n", help="results file name (a second run keeps the first)")
     args = ap.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     model = common.fashion_mnist_model()
@@ -74,7 +75,7 @@ def main() -> None:
     md += ["", "Default checks without the latency server, no rendering; each size a fresh process. Load average "
            f"(1 min) at the end: {result['load_average_1min_at_end']:.1f}.", "",
            "Command: `.venv/bin/python benchmarks/memory_vs_n.py`"]
-    common.write("memory_vs_n", result, md)
+    common.write(args.name, result, md)
 
 
 if __name__ == "__main__":

@@ -181,3 +181,19 @@ def test_a_stored_column_reads_like_the_array_it_replaces():
         assert np.array_equal(col[100:200], ref[100:200])
         with pytest.raises(ValueError, match="needs rows of 4 bytes"):
             StoredColumn(store, np.uint32)
+
+
+def test_a_row_store_reads_wide_rows_a_megabyte_at_a_time_and_returns_them_in_order():
+    from audit.rowstore import RowStore
+
+    rng = np.random.default_rng(6)
+    ref = rng.integers(0, 256, (3000, 1536), dtype=np.uint8)  # thumbnails: 682 rows fill one read
+    with RowStore((1536,)) as store:
+        store.append(ref[:1700])
+        store.append(ref[1700:])
+        for rows in (np.arange(3000), np.sort(rng.choice(3000, 900, replace=False)), rng.integers(0, 3000, 5000),
+                     np.array([2999, 0, 681, 682, 683, 0]), np.zeros(0, np.int64)):
+            assert np.array_equal(store.read(rows), ref[rows])
+        assert np.array_equal(store.read_range(600, 2100), ref[600:2100])
+        with pytest.raises(IndexError):
+            store.read([3000])
