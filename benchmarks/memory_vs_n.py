@@ -74,7 +74,7 @@ def main() -> None:
            for n, r in rows.items()]
     md += ["", "Default checks without the latency server, no rendering; each size a fresh process. Load average "
            f"(1 min) at the end: {result['load_average_1min_at_end']:.1f}.", "",
-           "Command: `.venv/bin/python benchmarks/memory_vs_n.py`"]
+           f"Command: `.venv/bin/python benchmarks/memory_vs_n.py{'' if args.name == 'memory_vs_n' else ' --name ' + args.name}`"]
     common.write(args.name, result, md)
 
 
