@@ -24,7 +24,7 @@ class RowStore:
     """
 
     GAP, RUN = 64, 8192  # rows: wanted rows this close share a read; no read spans more rows
-    READ_BYTES = 1 << 20  # nor more bytes (wide rows: 12 MB of thumbnails a read put 30 MB on the search's peak)
+    READ_BYTES = 1 << 20  # nor more bytes (8,192 rows of thumbnails would be one 12 MB buffer)
 
     def __init__(self, shape: tuple[int, ...], *, dir: str | None = None, what: str = "rows") -> None:
         self.shape, self.row_bytes, self._n, self.what = tuple(shape), int(np.prod(shape)), 0, what
