@@ -153,7 +153,6 @@ class Digests:
             digests = HexDigests(words.view(np.uint8))
         index = index_dtype(n)  # row numbers: 12 bytes a row fewer held below 2**31 rows
         order, new = _digest_order(digests, chunk)
-        order = order.astype(index, copy=False)  # the full sort's order is int64
         inverse = np.empty(n, index)
         ids = np.cumsum(new, dtype=index)
         ids -= 1
@@ -188,7 +187,7 @@ def _digest_order(digests: HexDigests, chunk: int) -> tuple[np.ndarray, np.ndarr
     n = len(digests)
     first_word = np.empty(n, np.uint64)
     for lo in range(0, n, chunk):
-        first_word[lo:lo + chunk] = digests.block(lo, lo + chunk)[:, :8].copy().view(">u8")[:, 0]
+        first_word[lo:lo + chunk] = digests.block(lo, lo + chunk).view(">u8")[:, 0]
     order = np.argsort(first_word, kind="stable").astype(index_dtype(n))
     sorted_first = first_word[order]
     del first_word
@@ -199,7 +198,7 @@ def _digest_order(digests: HexDigests, chunk: int) -> tuple[np.ndarray, np.ndarr
         k = tie[lo:lo + chunk]
         if (digests.take(order[k]) != digests.take(order[k + 1])).any():
             words = digests.raw.view(">u8")
-            order = np.lexsort(words.T[::-1])
+            order = np.lexsort(words.T[::-1]).astype(index_dtype(n))
             ordered = words[order]
             return order, np.r_[True, (ordered[1:] != ordered[:-1]).any(axis=1)] if n else np.zeros(0, bool)
     return order, new

@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from audit.rowstore import RowStore
+
 MISSING = "(missing)"  # the slice/group name of an empty attribute value
 
 
@@ -152,7 +154,7 @@ class HexDigests(Sequence[str]):
     BLOCK = 4096  # digests turned into text at once when iterating
 
     def __init__(self, rows, lo: int = 0, n: int | None = None) -> None:
-        if not hasattr(rows, "read_range"):  # an array, not a RowStore
+        if not isinstance(rows, RowStore):
             rows = np.ascontiguousarray(rows, np.uint8).reshape(-1, 32)
         self._rows, self._lo = rows, lo
         self._n = len(rows) - lo if n is None else n
@@ -170,12 +172,12 @@ class HexDigests(Sequence[str]):
     def block(self, lo: int, hi: int) -> np.ndarray:
         """(hi - lo, 32) uint8: the digests of rows ``lo`` to ``hi`` (one read from disk)."""
         lo, hi = self._lo + lo, self._lo + min(hi, self._n)
-        return self._rows[lo:hi] if isinstance(self._rows, np.ndarray) else self._rows.read_range(lo, hi)
+        return self._rows.read_range(lo, hi) if isinstance(self._rows, RowStore) else self._rows[lo:hi]
 
     def take(self, rows) -> np.ndarray:
         """(len(rows), 32) uint8: the digests of ``rows`` (row numbers, any order)."""
         rows = self._lo + np.asarray(rows, np.int64)
-        return self._rows[rows] if isinstance(self._rows, np.ndarray) else self._rows.read(rows)
+        return self._rows.read(rows) if isinstance(self._rows, RowStore) else self._rows[rows]
 
     @property
     def raw(self) -> np.ndarray:
