@@ -33,16 +33,39 @@ ROW_GROUP = 16_384  # rows per row group, in the stream and in the output file (
 
 
 def _arrays(columns: Mapping[str, Any]):
-    import pyarrow as pa
-
+    """Arrow arrays of ``{name: values}``, built from buffers: ``pa.array`` looks for pandas first, and importing
+    it costs 0.2 s of a run that otherwise never needs it (docs/ARCHITECTURE.md §12)."""
     out = {}
     for name, values in columns.items():
         if isinstance(values, np.ndarray) and values.dtype.kind in "biuf":
-            out[name] = pa.array(values)
+            out[name] = _numbers(values)
         else:  # strings: paths, labels, hashes, attributes, slice names
-            out[name] = pa.array([None if v is None else str(v) for v in
-                                  (values.tolist() if isinstance(values, np.ndarray) else values)], pa.string())
+            out[name] = _strings(values.tolist() if isinstance(values, np.ndarray) else values)
     return out
+
+
+def _numbers(values: np.ndarray):
+    import pyarrow as pa
+
+    v = np.ascontiguousarray(values)
+    if v.dtype == np.bool_:  # Arrow packs booleans one bit each
+        return pa.Array.from_buffers(pa.bool_(), len(v), [None, pa.py_buffer(np.packbits(v, bitorder="little"))])
+    return pa.Array.from_buffers(pa.from_numpy_dtype(v.dtype), len(v), [None, pa.py_buffer(v)])
+
+
+def _strings(values):
+    """A string column (None: null) from its UTF-8 bytes and their int32 end offsets."""
+    import pyarrow as pa
+
+    data = [b"" if v is None else str(v).encode() for v in values]
+    ends = np.zeros(len(data) + 1, np.int64)
+    np.cumsum([len(b) for b in data], out=ends[1:])
+    if ends[-1] > np.iinfo(np.int32).max:  # one row group's column; Arrow's string type has int32 offsets
+        raise ValueError(f"{ends[-1]:,} bytes of text in one column of one row group: over Arrow's 2 GiB")
+    valid = np.fromiter((v is not None for v in values), bool, len(data))
+    mask = None if valid.all() else pa.py_buffer(np.packbits(valid, bitorder="little"))
+    return pa.Array.from_buffers(pa.string(), len(data), [mask, pa.py_buffer(ends.astype(np.int32)), pa.py_buffer(b"".join(data))],
+                                 null_count=len(data) - int(valid.sum()))
 
 
 def _joined(parts: list) -> Any:

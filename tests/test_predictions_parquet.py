@@ -98,3 +98,41 @@ def test_a_stream_keeps_one_row_group_in_memory_and_reads_back_in_order(tmp_path
     assert back["x"].tolist() == list(range(n)) and pq.ParquetFile(stream.path).num_row_groups == 3
     stream.discard()
     assert not (tmp_path / stream.path).exists()
+
+
+@pytest.mark.parametrize("values", [
+    np.array([3, -1, 2**40], np.int64), np.array([1, 255], np.uint8), np.array([0.5, np.nan, -np.inf], np.float32),
+    np.arange(10.0)[::3], np.array([True, False] * 9 + [True]), np.zeros(0, np.int16),
+    ["a.png", None, "dossier/éte 夏.png", ""], np.array(["x", "yz"]), [None, None], []])
+def test_columns_built_from_buffers_equal_pyarrows_own_conversion(values):
+    import pyarrow as pa
+
+    from audit.predictions_file import _arrays
+
+    got = _arrays({"c": values})["c"]
+    if isinstance(values, np.ndarray) and values.dtype.kind in "biuf":
+        want = pa.array(values)
+    else:
+        want = pa.array([None if v is None else str(v) for v in list(values)], pa.string())
+    got.validate(full=True)
+    assert got.type == want.type and got.null_count == want.null_count
+    if got.type.equals(pa.float32()):  # NaN equals NaN here
+        np.testing.assert_array_equal(got.to_numpy(), want.to_numpy())
+    else:
+        assert got.to_pylist() == want.to_pylist()
+
+
+def test_streaming_and_writing_predictions_never_import_pandas(tmp_path):
+    import subprocess
+    import sys
+
+    code = ("import sys, numpy as np\n"
+            "from audit.predictions_file import PredictionStream\n"
+            f"s = PredictionStream(dir={str(tmp_path)!r})\n"
+            "for lo in range(0, 40000, 1000):\n"
+            "    s.append({'path': [f'{i}.png' for i in range(lo, lo + 1000)], 'y': np.arange(lo, lo + 1000),\n"
+            "              'ok': np.arange(1000) % 3 == 0, 'p': np.ones(1000, np.float32)})\n"
+            "rows = sum(t.num_rows for t in s.tables())\n"
+            "print(rows, 'pandas' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["40000", "False"]
