@@ -35,7 +35,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from audit.stats import Estimate, benjamini_hochberg, proportion_ci
+from audit.stats import Estimate, benjamini_hochberg, fisher_exact, proportion_ci
 
 _VAR_FLOOR = 1e-3  # of a feature axis' variance within a component (axes are scaled to unit variance)
 _SMOOTH = 1.0  # Laplace pseudo-count for the categorical and Bernoulli terms
@@ -164,10 +164,8 @@ def merge_weak(first: np.ndarray, second: np.ndarray, wrong: np.ndarray, k: int,
     total, total_bad = len(first), int(wrong.sum())
 
     def alike(a: tuple[int, ...], b: tuple[int, ...]) -> bool:
-        from scipy.stats import fisher_exact
-
         na, nb, ba, bb = n[list(a)].sum(), n[list(b)].sum(), bad[list(a)].sum(), bad[list(b)].sum()
-        return fisher_exact([[ba, na - ba], [bb, nb - bb]])[1] >= HOMOGENEITY
+        return fisher_exact([[ba, na - ba], [bb, nb - bb]]) >= HOMOGENEITY
 
     def stats(g: tuple[int, ...]) -> HalfStats:
         idx = list(g)
@@ -216,11 +214,9 @@ def half_stats(inside: np.ndarray, wrong: np.ndarray, half: np.ndarray) -> HalfS
 
 def counts_stats(n_in: int, ok_in: int, n_all: int, ok_all: int) -> HalfStats:
     """Accuracy inside vs outside from counts: Wilson intervals, Newcombe gap, one-sided Fisher p-value."""
-    from scipy.stats import fisher_exact
-
     n_out, ok_out = n_all - n_in, ok_all - ok_in
     acc, rest = proportion_ci(ok_in, n_in), proportion_ci(ok_out, n_out)
-    p = fisher_exact([[ok_in, n_in - ok_in], [ok_out, n_out - ok_out]], alternative="less")[1] \
+    p = fisher_exact([[ok_in, n_in - ok_in], [ok_out, n_out - ok_out]], alternative="less") \
         if n_in and n_out else 1.0
     return HalfStats(n_in, ok_in, acc, rest, newcombe_difference(rest, acc), float(p))
 
@@ -274,10 +270,8 @@ class Mixture:
 def fit_mixture(z: np.ndarray, y: np.ndarray, wrong: np.ndarray, k: int, n_classes: int,
                 params: DiscoveryParams, seed: int) -> Mixture:
     """EM for the error-aware mixture, started from k-means++ on the features."""
-    from sklearn.cluster import kmeans_plusplus
-
     z = z.astype(np.float64)
-    centres, _ = kmeans_plusplus(z, k, random_state=seed)
+    centres = kmeans_plusplus(z, k, seed)
     # the direct (N, k, d) differences only while they stay under 8 MB (10,000 x 20 x 32 took 51 MB at once)
     resp = np.eye(k)[(((z[:, None, :] - centres[None]) ** 2).sum(-1)).argmin(1)] if len(z) * k * z.shape[1] < 1e6 \
         else np.eye(k)[_nearest(z, centres)]
@@ -293,6 +287,36 @@ def fit_mixture(z: np.ndarray, y: np.ndarray, wrong: np.ndarray, k: int, n_class
             break
         prev = total
     return mix
+
+
+def kmeans_plusplus(z: np.ndarray, k: int, seed: int) -> np.ndarray:
+    """``k`` starting centres by greedy k-means++: scikit-learn's ``kmeans_plusplus(z, k, random_state=seed)``,
+    step for step with the same random draws (tests/test_discovery.py checks they pick the same rows), without
+    importing scikit-learn and scipy (0.8 s, docs/ARCHITECTURE.md §12)."""
+    rng = np.random.RandomState(seed)
+    n = len(z)
+    trials = 2 + int(np.log(k))
+    norms = np.einsum("ij,ij->i", z, z)
+    weights = np.ones(n, z.dtype)
+
+    def squared_distances(rows: np.ndarray) -> np.ndarray:
+        d = -2 * (z[rows] @ z.T)
+        d += norms[rows][:, None]
+        d += norms[None, :]
+        return np.maximum(d, 0, out=d)
+
+    chosen = [rng.choice(n, p=weights / weights.sum())]
+    closest = squared_distances(np.array(chosen))
+    potential = closest @ weights
+    for _ in range(1, k):
+        draws = rng.uniform(size=trials) * potential
+        candidates = np.minimum(np.searchsorted(np.cumsum(weights * closest), draws), n - 1)
+        d = np.minimum(closest, squared_distances(candidates))
+        pots = d @ weights.reshape(-1, 1)
+        best = int(np.argmin(pots))
+        potential, closest = pots[best], d[best]
+        chosen.append(candidates[best])
+    return z[np.array(chosen)]
 
 
 def _nearest(z: np.ndarray, centres: np.ndarray) -> np.ndarray:

@@ -123,16 +123,41 @@ def reducer(store: FeatureStore, rows, *, dims: int = MAX_COMPONENTS, variance: 
 def fit_reducer(x: np.ndarray, *, dims: int = MAX_COMPONENTS, variance: float = 0.95, seed: int = 0) -> Reducer:
     """PCA of the rows ``x``, keeping the fewest axes (up to ``dims``) that explain ``variance`` of them;
     axes with no variance are dropped."""
-    from sklearn.decomposition import PCA
-
     x = np.asarray(x, np.float64)
     k = max(1, min(dims, x.shape[1], len(x) - 1))
-    # the covariance route is one n x D^2 product (fastest while D is a few hundred); past that, randomized SVD
-    pca = PCA(n_components=k, svd_solver="covariance_eigh" if x.shape[1] <= 512 else "randomized",
-              random_state=seed).fit(x)
-    ratio = np.cumsum(pca.explained_variance_ratio_)
+    fit = pca_covariance if x.shape[1] <= COVARIANCE_DIMS else pca_randomized
+    mean, axes, spread, share = fit(x, k, seed)
+    ratio = np.cumsum(share)
     keep = int(np.searchsorted(ratio, variance) + 1) if len(ratio) else 0
-    keep = max(1, min(keep, int((pca.explained_variance_ > 1e-12 * max(pca.explained_variance_[0], 1e-30)).sum())))
-    return Reducer(pca.mean_.astype(np.float32), pca.components_[:keep].astype(np.float32),
-                   np.sqrt(pca.explained_variance_[:keep]).astype(np.float32) + np.float32(1e-12),
+    keep = max(1, min(keep, int((spread > 1e-12 * max(spread[0], 1e-30)).sum())))
+    return Reducer(mean.astype(np.float32), axes[:keep].astype(np.float32),
+                   np.sqrt(spread[:keep]).astype(np.float32) + np.float32(1e-12),
                    float(ratio[keep - 1]) if len(ratio) else 0.0, len(x))
+
+
+COVARIANCE_DIMS = 512  # up to this many features the covariance route (one n x D^2 product) is the fastest
+
+
+def pca_covariance(x: np.ndarray, k: int, seed: int = 0):
+    """The first ``k`` principal axes of ``x`` from the eigenvectors of its covariance: the mean, the axes (k, D),
+    their variances and shares of the total. scikit-learn's ``PCA(svd_solver="covariance_eigh")`` step for step
+    (signs included; tests/test_features.py compares them) without importing it and scipy (0.8 s of a 10k-image
+    run, docs/ARCHITECTURE.md §12)."""
+    n = len(x)
+    mean = x.mean(axis=0)
+    cov = x.T @ x
+    cov -= n * mean[:, None] * mean[None, :]
+    cov /= n - 1
+    values, vectors = np.linalg.eigh(cov)
+    values, axes = np.maximum(values[::-1], 0.0), vectors[:, ::-1].T
+    biggest = np.abs(axes).argmax(axis=1)  # each axis points the way of its largest entry (sklearn's svd_flip)
+    axes *= np.sign(axes[np.arange(len(axes)), biggest])[:, None]
+    return mean, axes[:k], values[:k], values[:k] / values.sum()
+
+
+def pca_randomized(x: np.ndarray, k: int, seed: int = 0):
+    """``pca_covariance``'s result by scikit-learn's randomized SVD (past a few hundred features)."""
+    from sklearn.decomposition import PCA
+
+    pca = PCA(n_components=k, svd_solver="randomized", random_state=seed).fit(x)
+    return pca.mean_, pca.components_, pca.explained_variance_, pca.explained_variance_ratio_

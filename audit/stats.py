@@ -202,3 +202,47 @@ def mcnemar_exact(only_1: int, only_2: int) -> float:
     from scipy.stats import binomtest
 
     return float(binomtest(int(only_1), m, 0.5).pvalue)
+
+
+TIE = 1e-7  # tables this close in probability to the observed one count as as extreme (R's fisher.test too)
+
+
+def fisher_exact(table, alternative: str = "two-sided") -> float:
+    """Fisher's exact test p-value of a 2 x 2 table of counts, ``alternative`` "two-sided" or "less" (the top-left
+    count is small): scipy.stats.fisher_exact's p-value, summed over the whole hypergeometric support in numpy.
+    scipy.stats costs 0.45 s to import, more than the rest of the slice discovery that needs this
+    (docs/ARCHITECTURE.md §12); tests/test_stats.py checks the two against each other."""
+    (a, b), (c, d) = np.asarray(table, dtype=np.int64).tolist()
+    if min(a, b, c, d) < 0:
+        raise ValueError("a table of counts must be non-negative")
+    if alternative not in ("two-sided", "less"):
+        raise ValueError(f"alternative must be 'two-sided' or 'less', got {alternative!r}")
+    if 0 in (a + b, c + d, a + c, b + d):
+        return 1.0
+    lo, log_pmf = hypergeometric_log_pmf(a + b + c + d, a + b, a + c)
+    top = log_pmf.max()
+    pmf = np.exp(log_pmf - top)  # relative to the mode's probability, so no term underflows before it matters
+    if alternative == "less":
+        tail = pmf[: a - lo + 1]
+    else:
+        tail = pmf[pmf <= pmf[a - lo] * (1 + TIE)]
+    return float(min(1.0, tail.sum() / pmf.sum()))
+
+
+def hypergeometric_log_pmf(total: int, marked: int, drawn: int) -> tuple[int, np.ndarray]:
+    """The smallest possible count ``lo`` and log P(X = x) for x = lo, lo + 1, ... over the whole support, where X
+    counts the marked items among ``drawn`` taken without replacement from ``total`` (``marked`` of them marked):
+    one log-gamma term, then the ratio P(x) / P(x - 1) summed in logs."""
+    lo, hi = max(0, drawn - (total - marked)), min(marked, drawn)
+    x = np.arange(lo + 1, hi + 1, dtype=np.float64)
+    steps = np.log((marked - x + 1) * (drawn - x + 1)) - np.log(x * (total - marked - drawn + x))
+    first = _log_choose(marked, lo) + _log_choose(total - marked, drawn - lo) - _log_choose(total, drawn)
+    out = np.empty(hi - lo + 1)
+    out[0] = first
+    np.cumsum(steps, out=out[1:])
+    out[1:] += first
+    return lo, out
+
+
+def _log_choose(n: int, k: int) -> float:
+    return math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1)

@@ -191,3 +191,60 @@ def test_the_assignment_read_a_chunk_at_a_time_does_not_depend_on_the_chunk():
     mix = fit_mixture(z, y, wrong, 4, 3, DiscoveryParams(), 0)
     small, whole = mix.assign(z, y, second=True, chunk=7), mix.assign(z, y, second=True, chunk=300)
     assert all(np.array_equal(a, b) for a, b in zip(small, whole)) and len(small[0]) == 300
+
+
+# --- the numpy parts against the libraries they replace (scipy and scikit-learn stay test references) ---------
+
+
+@pytest.mark.fast
+def test_fisher_exact_matches_scipy_on_small_large_tied_and_empty_tables():
+    from scipy.stats import fisher_exact as reference
+
+    from audit.stats import fisher_exact
+
+    rng = np.random.default_rng(0)
+    tables = [rng.integers(0, s, (2, 2)) for s in (3, 8, 60, 900, 40_000, 300_000) for _ in range(60)]
+    tables += [np.array([[a, b], [b, a]]) for a, b in rng.integers(0, 500, (40, 2))]  # symmetric: exact ties
+    tables += [np.array([[0, 5], [0, 7]]), np.array([[0, 0], [3, 4]]), np.array([[9, 0], [0, 9]])]
+    for t in tables:
+        for alternative in ("two-sided", "less"):
+            want = reference(t, alternative=alternative)[1]
+            got = fisher_exact(t, alternative)
+            assert got == pytest.approx(want, rel=1e-8, abs=1e-300), (t.tolist(), alternative)
+    with pytest.raises(ValueError):
+        fisher_exact([[1, 2], [3, 4]], "greater")
+
+
+@pytest.mark.fast
+def test_kmeans_plusplus_picks_the_same_rows_as_scikit_learn():
+    from sklearn.cluster import kmeans_plusplus as reference
+
+    from audit.discovery import kmeans_plusplus
+
+    rng = np.random.default_rng(1)
+    for seed in range(12):
+        n, d, k = int(rng.integers(30, 3000)), int(rng.integers(1, 24)), int(rng.integers(1, 25))
+        z = rng.normal(0, rng.uniform(0.1, 10), (n, d))
+        if seed % 3 == 0:
+            z[: n // 2] = z[0]  # half the rows one point
+        assert np.array_equal(kmeans_plusplus(z, k, seed), reference(z, k, random_state=seed)[0])
+
+
+@pytest.mark.fast
+def test_covariance_pca_matches_scikit_learns_signs_included():
+    from sklearn.decomposition import PCA
+
+    from audit.features import pca_covariance
+
+    rng = np.random.default_rng(2)
+    for i in range(10):
+        n, d = int(rng.integers(20, 3000)), int(rng.integers(1, 60))
+        x = rng.normal(size=(n, d)) @ rng.normal(size=(d, d)) + rng.normal(0, 5, d)
+        k = max(1, min(int(rng.integers(1, 32)), d, n - 1))
+        want = PCA(n_components=k, svd_solver="covariance_eigh").fit(x)
+        mean, axes, variance, share = pca_covariance(x, k)
+        np.testing.assert_allclose(mean, want.mean_)
+        np.testing.assert_allclose(variance, want.explained_variance_, rtol=1e-9, atol=1e-9)
+        np.testing.assert_allclose(share, want.explained_variance_ratio_, rtol=1e-9, atol=1e-12)
+        distinct = variance > 1e-9 * variance[0]  # axes of (near) zero variance are any basis of that space
+        np.testing.assert_allclose(axes[distinct], want.components_[distinct], atol=1e-8)
