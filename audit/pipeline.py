@@ -31,58 +31,28 @@ from audit.context import AuditContext, Reference
 from audit.contract import CheckSpec
 from audit.engines import Engine, make_engine
 from audit.errors import ConfigError, DataError, ModelError
+from audit.memory import peak_rss_mib, release_memory
 from audit.model import OnnxClassifier
 from audit.predictions import Predictions
 from audit.result import AuditResult, DataSummary, ModelSummary, Stage
+from audit.side_process import SideProcess
 from audit.sources import NON_FINITE, DataSource, Skipped, open_source
 from audit.thumbnails import capture_thumbnails
 from audit.verdict import Verdict, decide
 
 
-def peak_rss_mib() -> float | None:
-    """This process's peak resident memory so far, in MiB (None where ``resource`` is missing: Windows)."""
-    try:
-        import resource
-    except ImportError:
-        return None
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / 2**20 if sys.platform == "darwin" else peak / 1024  # bytes on macOS, KiB on Linux
-
-
-def release_memory() -> None:
-    """Hand the memory a stage freed back to the system: glibc keeps freed small blocks in its heaps (one per
-    decode thread) and Arrow's allocator keeps its own, so what one stage freed would otherwise stay resident
-    under the next stage's peak. docs/ARCHITECTURE.md §12."""
-    if "pyarrow" in sys.modules:
-        sys.modules["pyarrow"].default_memory_pool().release_unused()
-    if _LIBC is not None:
-        _LIBC.malloc_trim(0)
-
-
-def _glibc():
-    import ctypes
-    import ctypes.util
-
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        return libc if hasattr(libc, "malloc_trim") else None  # glibc only (not musl, macOS, Windows)
-    except OSError:
-        return None
-
-
-_LIBC = _glibc() if sys.platform.startswith("linux") else None
-
-
 class _Timer:
     def __init__(self) -> None:
         self.timings: list[Stage] = []
+        self.side: SideProcess | None = None  # the run's side process, whose peak memory each stage records too
 
     @contextlib.contextmanager
     def __call__(self, stage: str) -> Iterator[None]:
         t0 = time.perf_counter()
         yield
         release_memory()
-        self.timings.append(Stage(stage, time.perf_counter() - t0, peak_rss_mib()))
+        side = None if self.side is None else self.side.peak_rss_mib
+        self.timings.append(Stage(stage, time.perf_counter() - t0, peak_rss_mib(), side))
 
 
 def run_audit(model_path: Path, data_path: Path, config: AuditConfig, *,
@@ -96,6 +66,7 @@ def run_audit(model_path: Path, data_path: Path, config: AuditConfig, *,
     with timed("load + scan"):
         ctx = open_context(model_path, data_path, config, card_overrides=card_overrides, engine=engine,
                            progress=progress, checks=checks)
+    timed.side = next((s for s in ctx.prepared.values() if isinstance(s, SideProcess)), None)
     try:
         return _audit(ctx, timed, checks)
     finally:

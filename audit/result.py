@@ -57,15 +57,20 @@ class ModelSummary:
 @dataclass(frozen=True)
 class Stage:
     """One stage of the run (the Run table, verdict.json ``run``): its wall seconds and the process's peak
-    resident memory when it ended (None where the platform does not say)."""
+    resident memory when it ended (None where the platform does not say); and the side process's
+    (``audit.side_process``) when the run has one and it has answered."""
 
     name: str
     seconds: float
     peak_rss_mib: float | None = None
+    side_peak_rss_mib: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"stage": self.name, "seconds": round(self.seconds, 3),
-                "peak_rss_mib": None if self.peak_rss_mib is None else round(self.peak_rss_mib, 1)}
+        out = {"stage": self.name, "seconds": round(self.seconds, 3),
+               "peak_rss_mib": None if self.peak_rss_mib is None else round(self.peak_rss_mib, 1)}
+        if self.side_peak_rss_mib is not None:
+            out["side_process_peak_rss_mib"] = round(self.side_peak_rss_mib, 1)
+        return out
 
 
 @dataclass(frozen=True)

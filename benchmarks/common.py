@@ -137,3 +137,55 @@ def write(name: str, result: dict, markdown: list[str]) -> None:
     (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
     (RESULTS / f"{name}.md").write_text("\n".join(markdown) + "\n")
     print("\n".join(markdown))
+
+
+def wait_with_peaks(p: subprocess.Popen, every_s: float = 0.05) -> dict[str, float]:
+    """Wait for ``p`` (setting its return code); the peak RSS (MiB) of it and of the processes it started (the
+    audit's side process): ``audit`` (its own), ``side`` (the largest of its children), ``sum`` (the two added: an
+    upper bound on what they held at once) and ``at_once`` (the largest sum of current RSS seen in one sample).
+    A process's own peak is the kernel's high-water mark (VmHWM), read every ``every_s`` while it runs; ``wait4``
+    then gives the largest of the whole tree exactly, which is the audit's own whenever it tops the side's.
+    Linux only."""
+    hwm: dict[int, float] = {}
+    at_once, children, scanned = 0.0, set(), 0.0
+    while True:
+        done, status, usage = os.wait4(p.pid, os.WNOHANG)
+        if done:
+            p.returncode = os.waitstatus_to_exitcode(status)
+            break
+        if time.perf_counter() - scanned > 0.5:  # the side process starts once, early: look for it now and then
+            children |= _children(p.pid)
+            scanned = time.perf_counter()
+        now = 0.0
+        for pid in (p.pid, *children):
+            got = _status_mib(pid, ("VmHWM", "VmRSS"))
+            if got:
+                hwm[pid] = max(hwm.get(pid, 0.0), got["VmHWM"])
+                now += got["VmRSS"]
+        at_once = max(at_once, now)
+        time.sleep(every_s)
+    side = max((v for k, v in hwm.items() if k != p.pid), default=0.0)
+    tree = usage.ru_maxrss / 1024
+    audit = tree if tree > side + 1 else hwm.get(p.pid, 0.0)
+    return {"audit": round(audit, 1), "side": round(side, 1), "sum": round(audit + side, 1),
+            "at_once": round(at_once, 1)}
+
+
+def _children(pid: int) -> set[int]:
+    out = set()
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                if int((d / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                    out.add(int(d.name))
+            except (OSError, IndexError, ValueError):
+                pass
+    return out
+
+
+def _status_mib(pid: int, keys: tuple[str, ...]) -> dict[str, float]:
+    try:
+        lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    except OSError:
+        return {}
+    return {k: int(v.split()[0]) / 1024 for k, _, v in (line.partition(":") for line in lines) if k in keys}

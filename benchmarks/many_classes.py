@@ -92,6 +92,7 @@ from audit.config import load_config
 from audit.model import OnnxClassifier
 from audit.pipeline import run_audit
 from audit.render.outputs import write_outputs
+from audit.side_process import running
 
 model, data, out = map(Path, sys.argv[1:4])
 cfg = load_config(None, {"latency.enabled": False})
@@ -122,7 +123,8 @@ print(json.dumps({"floor_s": floor, "audit_s": audit_s, "stages_s": dict(r.timin
                   "render_with_pdf_s": render_pdf_s, "accuracy": r.metrics.accuracy.value,
                   "verdict_passed": r.verdict.passed,
                   "outputs_bytes": {p.name: p.stat().st_size for p in out.iterdir() if p.is_file()},
-                  "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+                  "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+                                  + ((running() and running().peak_rss_mib) or 0)}))  # + the side process
 """
 
 

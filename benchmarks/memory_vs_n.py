@@ -1,7 +1,8 @@
 """Peak memory of one audit as the test set grows: 1k to 100k images (issue 14: 50k ÷ 1k ≤ 1.2×).
 
 Each size is its own child process running ``run_audit`` with the default checks (the latency
-check off, no rendering); its peak RSS (``ru_maxrss``) is the number. The images are all 70,000
+check off, no rendering); its peak RSS (``ru_maxrss``) plus its side process's (where cleanlab runs,
+``audit.side_process``) is the number. The images are all 70,000
 distinct Fashion-MNIST images (train, val and test splits) hard-linked into one ImageFolder in a
 scratch folder (no pixel copied), and each size is a seeded pick of them listed in a CSV manifest.
 Beyond 70,000 the folder holds a second link of each image, so those sets contain exact copies,
@@ -40,16 +41,18 @@ def manifest(folder: Path, n: int) -> Path:
     return out
 
 
-def peak_rss_mib(model: Path, source: Path) -> tuple[float, float]:
-    """(peak RSS in MiB, seconds of run_audit) of one audit in a fresh process."""
+def peak_rss_mib(model: Path, source: Path) -> tuple[float, float, float]:
+    """(peak RSS in MiB of the audit's process, of its side process, seconds of run_audit) of one audit in a
+    fresh process."""
     code = ("import resource, time; from pathlib import Path; from audit.config import load_config;"
-            "from audit.pipeline import run_audit; t0 = time.perf_counter();"
+            "from audit.pipeline import run_audit; from audit.side_process import running; t0 = time.perf_counter();"
             f"run_audit(Path({str(model)!r}), Path({str(source)!r}), load_config(None, {{'latency.enabled': False}}),"
             " progress=False);"
-            "print(time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
+            "print(time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,"
+            " running().peak_rss_mib if running() else 0)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=common.ROOT)
-    seconds, kib = done.stdout.split()[-2:]
-    return int(kib) / 1024, float(seconds)
+    seconds, kib, side = done.stdout.split()[-3:]
+    return int(kib) / 1024, float(side), float(seconds)
 
 
 def main() -> None:
@@ -63,15 +66,16 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="memory-vs-n-") as tmp:
         folder = distinct_images(Path(tmp) / "data", 1 if max(sizes) <= 70_000 else 2)
         for n in sizes:
-            rss, seconds = peak_rss_mib(model, manifest(folder, n))
-            rows[n] = {"peak_rss_mib": round(rss, 1), "seconds": round(seconds, 1)}
+            rss, side, seconds = peak_rss_mib(model, manifest(folder, n))
+            rows[n] = {"peak_rss_mib": round(rss + side, 1), "audit_mib": round(rss, 1), "side_mib": round(side, 1),
+                       "seconds": round(seconds, 1)}
             print(n, rows[n], flush=True)
     first = rows[sizes[0]]["peak_rss_mib"]
     result = {"sizes": rows, **common.machine()}
     md = [f"# Peak memory of one audit vs N ({result['cores']} cores)", "",
-          "| images | peak RSS (MiB) | ÷ smallest | run_audit s |", "|---:|---:|---:|---:|"]
-    md += [f"| {n:,} | {r['peak_rss_mib']:.0f} | {r['peak_rss_mib'] / first:.2f}× | {r['seconds']:.1f} |"
-           for n, r in rows.items()]
+          "| images | peak RSS (MiB): audit + side process | ÷ smallest | run_audit s |", "|---:|---:|---:|---:|"]
+    md += [f"| {n:,} | {r['peak_rss_mib']:.0f} = {r['audit_mib']:.0f} + {r['side_mib']:.0f} "
+           f"| {r['peak_rss_mib'] / first:.2f}× | {r['seconds']:.1f} |" for n, r in rows.items()]
     md += ["", "Default checks without the latency server, no rendering; each size a fresh process. Load average "
            f"(1 min) at the end: {result['load_average_1min_at_end']:.1f}.", "",
            f"Command: `.venv/bin/python benchmarks/memory_vs_n.py{'' if args.name == 'memory_vs_n' else ' --name ' + args.name}`"]

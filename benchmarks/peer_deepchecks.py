@@ -10,7 +10,7 @@ runs, never in the tests. Each round runs, alternating:
   size, colour, mean and std; ONNX Runtime, batches of 64) and runs ``full_suite()`` on the test set alone
   (like our audit, without a training set), saving its HTML report.
 
-Both are timed from start to exit, with their peak RSS (``wait4``); the load average is recorded per round.
+Both are timed from start to exit, with their peak RSS (ours: the audit's process plus its side process); the load average is recorded per round.
 
     .venv/bin/python benchmarks/peer_deepchecks.py [--data data/fashion-mnist/test] [--repeats 3]
 """
@@ -86,16 +86,16 @@ def venv_python(venv: Path) -> Path:
 
 
 def timed_child(cmd: list[str], env: dict) -> tuple[float, float]:
-    """Wall seconds and peak RSS (MiB) of one child process."""
+    """Wall seconds and peak RSS (MiB) of one child process, plus that of the processes it starts (the audit's
+    side process; ``common.wait_with_peaks``)."""
     t0 = time.perf_counter()
     with tempfile.TemporaryFile() as log:
         p = subprocess.Popen(cmd, env=env, cwd=common.ROOT, stdout=log, stderr=subprocess.STDOUT)
-        _, status, usage = os.wait4(p.pid, 0)
-        code = os.waitstatus_to_exitcode(status)
-        if code not in (0, 1, 4):
+        peaks = common.wait_with_peaks(p)
+        if p.returncode not in (0, 1, 4):
             log.seek(0)
-            raise SystemExit(f"{cmd[:3]} failed ({code}):\n{log.read().decode(errors='replace')[-3000:]}")
-    return time.perf_counter() - t0, usage.ru_maxrss / 1024
+            raise SystemExit(f"{cmd[:3]} failed ({p.returncode}):\n{log.read().decode(errors='replace')[-3000:]}")
+    return time.perf_counter() - t0, peaks["sum"]
 
 
 def main() -> None:

@@ -235,24 +235,17 @@ def test_class_names_in_notes_and_a_single_given_class():
 
 @pytest.mark.parametrize("method, module", [("auto", "cleanlab.filter"), ("confident_learning", "cleanlab.filter"),
                                             ("batched", "cleanlab.experimental.label_issues_batched")])
-def test_cleanlab_is_imported_on_a_background_thread_when_the_check_is_prepared(monkeypatch, method, module):
+def test_preparing_the_check_starts_the_side_process_importing_cleanlab(method, module):
     import dataclasses
-    import threading
     from types import SimpleNamespace
 
+    from audit import side_process
     from audit.checks import label_errors
     from audit.config import AuditConfig
 
-    seen = []
-    monkeypatch.setattr(label_errors, "_import_quietly", lambda name: seen.append((name, threading.current_thread())))
+    if side_process.running():
+        side_process.running().stop()  # a fresh one, started by the check
     config = AuditConfig()
     config = dataclasses.replace(config, label_errors=dataclasses.replace(config.label_errors, method=method))
-    thread = label_errors.SPEC.prepare(SimpleNamespace(config=config))
-    thread.join()
-    assert seen == [(module, thread)] and thread is not threading.main_thread()
-
-
-def test_a_failed_background_import_is_left_to_the_check_to_report():
-    from audit.checks.label_errors import _import_quietly
-
-    _import_quietly("audit_no_such_module")  # no exception on the thread: the check's own import raises it
+    side = label_errors.SPEC.prepare(SimpleNamespace(config=config))
+    assert side is side_process.running() and side.call(side_process.loaded, module)  # imported before it serves

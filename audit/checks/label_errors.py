@@ -33,11 +33,7 @@ Example::
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import re
-import sys
-import threading
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -47,9 +43,11 @@ import numpy as np
 from audit.context import AuditContext
 from audit.contract import CardPart, CheckSpec
 from audit.findings import Finding
+from audit.label_issues import cleanlab_module, run_cleanlab
 from audit.predictions import Predictions
 from audit.power import Sampling
 from audit.settings import Section, setting, unit
+from audit.side_process import SideProcess, side_process
 from audit.stats import Estimate, proportion_ci
 from audit.text import fmt
 from audit.verdict import Criterion, Measure, judge
@@ -174,13 +172,15 @@ def find_label_errors(
     level: float = 0.95,
     labels: Sequence[str] = (),
     paths: Sequence[str] = (),
+    side: SideProcess | None = None,
 ) -> LabelErrorsResult:
     """Flag suspected label errors with cleanlab and report accuracy with and without them.
 
     ``proba`` must be out-of-sample (the audit's test-set predictions are). ``method``: "auto"
     (confident learning while N x C <= ``max_cells``, else batched), "confident_learning" or
     "batched". ``max_listed`` caps the ranked list kept in the result (``n_flagged`` counts all).
-    ``labels`` (class names) and ``paths`` (one per row) only name things in the result.
+    ``labels`` (class names) and ``paths`` (one per row) only name things in the result. cleanlab runs in
+    ``side`` when given (``audit.side_process``), else here.
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
@@ -189,7 +189,7 @@ def find_label_errors(
     if method == "auto":
         method = "confident_learning" if n * c <= max_cells else "batched"
     if n and y.min() != y.max():
-        ranked, notes = _run_cleanlab(y, p, method, batch_size)
+        ranked, notes = run_cleanlab(y, p, method, batch_size, side=side)
     else:  # cleanlab needs two given classes to estimate how often one is mistaken for another
         ranked, notes = np.zeros(0, np.int64), ("fewer than two classes among the given labels: nothing to flag",)
     y_pred = p.argmax(axis=1)
@@ -218,72 +218,20 @@ def _named(notes: Sequence[str], labels: Sequence[str]) -> tuple[str, ...]:
     return tuple(re.sub(r"class: (\d+)", lambda m: f"class {labels[int(m.group(1))]!r}", x) for x in notes)
 
 
-def _run_cleanlab(y: np.ndarray, p: np.ndarray, method: str, batch_size: int) -> tuple[np.ndarray, tuple[str, ...]]:
-    """Indices of the flagged rows, most suspect first, and cleanlab's warnings as notes."""
-    # n_jobs=1: no worker processes forked from an audit that holds ONNX Runtime threads
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        if method == "confident_learning":
-            from cleanlab.filter import find_label_issues
-
-            try:
-                ranked = find_label_issues(y, p, filter_by="prune_by_noise_rate",
-                                           return_indices_ranked_by="self_confidence", n_jobs=1)
-            finally:  # with n_jobs=1 it leaves a copy of the probabilities, split by class, in module globals
-                _drop_globals("cleanlab.filter", ("pred_probs_by_class", "prune_count_matrix_cols"))
-        else:
-            from cleanlab.experimental.label_issues_batched import find_label_issues_batched
-
-            found = find_label_issues_batched(y, p, batch_size=batch_size, n_jobs=1, verbose=False)
-            # it returns row order; rank as cleanlab.rank.order_label_issues(rank_by="self_confidence") does
-            ranked = found[np.argsort(p[found, y[found]])]
-    notes = []
-    for w in caught:
-        if issubclass(w.category, UserWarning):
-            notes.append(str(w.message))
-        else:  # deprecations and the like are for developers, not the report
-            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-    return np.asarray(ranked, dtype=np.int64), tuple(dict.fromkeys(notes))
-
-
-def _drop_globals(module: str, names: Sequence[str]) -> None:
-    """Free what a module left in its globals after a call (it only reads them inside the call)."""
-    mod = sys.modules.get(module)
-    for name in names:
-        if mod is not None and hasattr(mod, name):
-            setattr(mod, name, None)
-
-
 # --- the registered check ------------------------------------------------------------------------------
 
 
-def cleanlab_module(method: str) -> str:
-    """The cleanlab module a method imports ("auto": the confident-learning one; it brings most of the rest)."""
-    return "cleanlab.experimental.label_issues_batched" if method == "batched" else "cleanlab.filter"
-
-
-def _import_quietly(name: str) -> None:
-    try:
-        importlib.import_module(name)
-    except Exception:  # noqa: BLE001 - the check's own import raises it again, with the run's error handling
-        pass
-
-
-def _prepare(ctx: AuditContext) -> threading.Thread:
-    """Import cleanlab (with scikit-learn, scipy and pandas: about a second of CPU) on a background thread while
-    the model runs; the check's own import then finds it done, or waits for it (Python's import lock)."""
-    t = threading.Thread(target=_import_quietly, args=(cleanlab_module(ctx.config.label_errors.method),),
-                         name="import cleanlab", daemon=True)
-    t.start()
-    return t
-
+def _prepare(ctx: AuditContext) -> SideProcess:
+    """Start importing cleanlab (with scikit-learn, scipy and pandas: about 1.3 s of CPU) in the side process
+    while the model runs here; ``_run`` then calls cleanlab there."""
+    return side_process(cleanlab_module(ctx.config.label_errors.method))
 
 
 def _run(ctx: AuditContext) -> LabelErrorsResult:
     cfg, preds = ctx.config.label_errors, ctx.predictions
     res = find_label_errors(preds.y_true, preds.proba, method=cfg.method, max_cells=cfg.max_cells,
                             batch_size=cfg.batch_size, max_listed=cfg.max_listed, labels=preds.labels,
-                            paths=preds.paths)
+                            paths=preds.paths, side=ctx.prepared.get("label_errors"))
     return dataclasses.replace(res, judged=cfg.judged)
 
 

@@ -1,0 +1,120 @@
+"""A second Python process for work whose imports would hold the interpreter lock while the model runs
+(docs/ARCHITECTURE.md §12).
+
+cleanlab brings scikit-learn, scipy and pandas: about 1.3 s of CPU to import, nearly all of it under the
+interpreter lock. Imported on a thread beside the inference pass, it slowed the pass by about as much (10k images
+on 2 cores: 2.5-2.8 s instead of 1.2-1.3 s). Imported in a spawned process, it runs on a core the pass leaves idle.
+
+    side = side_process("cleanlab.filter")  # started now; imports while the caller goes on
+    ...
+    side.call(function, *args)              # runs there once the imports are done; returns its result
+
+One side process serves the whole interpreter (a test session runs hundreds of audits): it starts on first use,
+is started again if it died, and is killed when the interpreter exits (a daemon process).
+"""
+
+from __future__ import annotations
+
+import importlib
+import multiprocessing
+import sys
+import threading
+import traceback
+from collections.abc import Callable, Sequence
+from typing import Any
+
+POLL_S = 0.5  # how often a caller waiting for an answer checks that the side process is still alive
+
+
+class SideProcessError(RuntimeError):
+    """The side process ended (killed, out of memory) before it answered."""
+
+
+class SideProcess:
+    def __init__(self, modules: Sequence[str] = ()) -> None:
+        ctx = multiprocessing.get_context("spawn")  # a fresh interpreter: no copy of the caller's threads or memory
+        self._conn, theirs = ctx.Pipe()
+        self._process = ctx.Process(target=_serve, args=(theirs, tuple(modules)), name="audit side process",
+                                    daemon=True)
+        self._process.start()
+        theirs.close()
+        self._lock = threading.Lock()
+        self.peak_rss_mib: float | None = None  # the side process's peak resident memory at its last answer
+
+    @property
+    def alive(self) -> bool:
+        return self._process.is_alive()
+
+    def call(self, fn: Callable, *args: Any) -> Any:
+        """``fn(*args)`` in the side process (both pickled: a module-level function, plain data); its exception
+        is raised here, with the side process's traceback as a note."""
+        with self._lock:
+            try:
+                self._conn.send((fn, args))
+                while not self._conn.poll(POLL_S):
+                    if not self._process.is_alive():
+                        raise EOFError
+                ok, value, self.peak_rss_mib = self._conn.recv()
+            except (EOFError, OSError) as e:  # OSError: the pipe broke under a send or a read
+                self._process.join(POLL_S)
+                raise SideProcessError(f"the side process ended (exit code {self._process.exitcode}) before it "
+                                       f"answered {getattr(fn, '__qualname__', fn)}: out of memory?") from e
+        if ok:
+            return value
+        raise value
+
+    def stop(self) -> None:  # not ``close``: a run's prepared state is closed after it, this serves the next run
+        self._process.kill()
+        self._process.join()
+        self._conn.close()
+
+
+_SIDE: SideProcess | None = None
+_START = threading.Lock()
+
+
+def side_process(*modules: str) -> SideProcess:
+    """The interpreter's side process, started (importing ``modules``) if there is none or it died."""
+    global _SIDE
+    with _START:
+        if _SIDE is None or not _SIDE.alive:
+            _SIDE = SideProcess(modules)
+        return _SIDE
+
+
+def running() -> SideProcess | None:
+    """The side process if one was started and is alive, else None (starts nothing)."""
+    return _SIDE if _SIDE is not None and _SIDE.alive else None
+
+
+def loaded(module: str) -> bool:
+    """Whether this process has imported ``module`` (``side.call(loaded, name)`` asks the side process)."""
+    return module in sys.modules
+
+
+def _serve(conn, modules: tuple[str, ...]) -> None:
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except Exception:  # noqa: BLE001 - the call that needs the module raises it again, to the caller
+            pass
+    while True:
+        try:
+            fn, args = conn.recv()
+        except EOFError:  # the caller is gone
+            return
+        try:
+            reply = (True, fn(*args))
+        except BaseException as e:  # noqa: BLE001 - every failure goes back to the caller
+            e.add_note("in the side process:\n" + traceback.format_exc())
+            reply = (False, e)
+        try:
+            conn.send((*reply, _peak_rss_mib()))
+        except Exception:  # noqa: BLE001 - a result or exception that does not pickle
+            conn.send((False, RuntimeError(traceback.format_exc()), _peak_rss_mib()))
+
+
+def _peak_rss_mib() -> float | None:
+    from audit.memory import peak_rss_mib
+
+    return peak_rss_mib()

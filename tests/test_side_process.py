@@ -1,0 +1,81 @@
+"""The side process (audit.side_process): cleanlab imported and run there, not in the audit's own process, with
+the same result; its failures reach the caller; a dead one is replaced."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import builders
+from audit.side_process import SideProcess, SideProcessError, loaded, side_process
+
+pytestmark = pytest.mark.fast
+
+
+def test_a_call_returns_the_result_and_the_side_process_peak_memory():
+    side = side_process()
+    assert side.call(np.add, np.arange(3), 2).tolist() == [2, 3, 4]
+    assert side.peak_rss_mib is None or side.peak_rss_mib > 10
+    assert side_process() is side  # one per interpreter
+
+
+def test_an_exception_in_the_side_process_is_raised_here_with_its_traceback():
+    with pytest.raises(ValueError, match="invalid literal") as info:
+        side_process().call(int, "not a number")
+    assert any("in the side process" in n for n in info.value.__notes__)
+
+
+def test_a_failed_import_at_start_is_raised_by_the_call_that_needs_it():
+    import importlib
+
+    side = SideProcess(["audit_no_such_module"])
+    try:
+        with pytest.raises(ModuleNotFoundError):
+            side.call(importlib.import_module, "audit_no_such_module")
+        assert side.call(abs, -3) == 3  # and it still serves
+    finally:
+        side.stop()
+
+
+def test_a_killed_side_process_is_named_and_replaced():
+    side = side_process()
+    side.call(abs, -3)
+    side._process.kill()
+    side._process.join()
+    with pytest.raises(SideProcessError, match="ended"):
+        side.call(abs, -3)
+    again = side_process()
+    assert again is not side and again.call(abs, -3) == 3
+
+
+@pytest.mark.parametrize("method", ["confident_learning", "batched"])
+def test_cleanlab_in_the_side_process_flags_what_it_flags_here(method):
+    from audit.checks.label_errors import find_label_errors
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 4, 600)
+    p = rng.dirichlet(np.ones(4) * 0.4, 600).astype(np.float32)
+    p[np.arange(600), y] += 1.0  # mostly right, confidently
+    p /= p.sum(1, keepdims=True)
+    y[:30] = (y[:30] + 1) % 4  # 30 given labels the model confidently disagrees with
+    here = find_label_errors(y, p, method=method, batch_size=200)
+    there = find_label_errors(y, p, method=method, batch_size=200, side=side_process())
+    assert here.n_flagged > 0 and here == there
+
+
+def test_an_audit_imports_cleanlab_scikit_learn_scipy_and_pandas_only_in_the_side_process(tmp_path):
+    data = builders.image_folder(tmp_path / "data", 12, confusers=2)
+    model = builders.colour_model(tmp_path / "model.onnx")
+    code = ("import sys\n"
+            "from audit.cli import main\n"
+            f"code = main(['run', '--model', {str(model)!r}, '--data', {str(data)!r}, '--out', {str(tmp_path / 'o')!r},"
+            " '--n-boot', '30', '--no-progress', '--no-latency', '--no-invariance', '--no-pdf'])\n"
+            "from audit.side_process import loaded, running\n"
+            "names = ('cleanlab', 'sklearn', 'scipy', 'pandas')\n"
+            "print(code, *(n in sys.modules for n in names), *(running().call(loaded, n) for n in names))\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
+    code, *found = done.stdout.split()[-9:]
+    assert code.isdigit() and found == ["False"] * 4 + ["True"] * 4, done.stdout + done.stderr
