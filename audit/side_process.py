@@ -24,6 +24,9 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 POLL_S = 0.5  # how often a caller waiting for an answer checks that the side process is still alive
+# imported while the side process has nothing to do, after the modules it was started for: the model card is
+# made there (audit.render.model_card.model_card_text), and huggingface_hub takes 0.25 s to import
+IDLE_IMPORTS = ("huggingface_hub.repocard",)
 
 
 class SideProcessError(RuntimeError):
@@ -31,11 +34,11 @@ class SideProcessError(RuntimeError):
 
 
 class SideProcess:
-    def __init__(self, modules: Sequence[str] = ()) -> None:
+    def __init__(self, modules: Sequence[str] = (), idle: Sequence[str] = ()) -> None:
         ctx = multiprocessing.get_context("spawn")  # a fresh interpreter: no copy of the caller's threads or memory
         self._conn, theirs = ctx.Pipe()
-        self._process = ctx.Process(target=_serve, args=(theirs, tuple(modules)), name="audit side process",
-                                    daemon=True)
+        self._process = ctx.Process(target=_serve, args=(theirs, tuple(modules), tuple(idle)),
+                                    name="audit side process", daemon=True)
         self._process.start()
         theirs.close()
         self._lock = threading.Lock()
@@ -74,11 +77,12 @@ _START = threading.Lock()
 
 
 def side_process(*modules: str) -> SideProcess:
-    """The interpreter's side process, started (importing ``modules``) if there is none or it died."""
+    """The interpreter's side process, started (importing ``modules``, then ``IDLE_IMPORTS`` while idle) if there
+    is none or it died."""
     global _SIDE
     with _START:
         if _SIDE is None or not _SIDE.alive:
-            _SIDE = SideProcess(modules)
+            _SIDE = SideProcess(modules, IDLE_IMPORTS)
         return _SIDE
 
 
@@ -92,13 +96,13 @@ def loaded(module: str) -> bool:
     return module in sys.modules
 
 
-def _serve(conn, modules: tuple[str, ...]) -> None:
+def _serve(conn, modules: tuple[str, ...], idle: tuple[str, ...]) -> None:
     for name in modules:
-        try:
-            importlib.import_module(name)
-        except Exception:  # noqa: BLE001 - the call that needs the module raises it again, to the caller
-            pass
+        _import_quietly(name)
+    idle = list(idle)
     while True:
+        while idle and not conn.poll(0):  # one module at a time, between calls
+            _import_quietly(idle.pop(0))
         try:
             fn, args = conn.recv()
         except EOFError:  # the caller is gone
@@ -112,6 +116,13 @@ def _serve(conn, modules: tuple[str, ...]) -> None:
             conn.send((*reply, _peak_rss_mib()))
         except Exception:  # noqa: BLE001 - a result or exception that does not pickle
             conn.send((False, RuntimeError(traceback.format_exc()), _peak_rss_mib()))
+
+
+def _import_quietly(name: str) -> None:
+    try:
+        importlib.import_module(name)
+    except Exception:  # noqa: BLE001 - the call that needs the module raises it again, to the caller
+        pass
 
 
 def _peak_rss_mib() -> float | None:

@@ -79,3 +79,20 @@ def test_an_audit_imports_cleanlab_scikit_learn_scipy_and_pandas_only_in_the_sid
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
     code, *found = done.stdout.split()[-9:]
     assert code.isdigit() and found == ["False"] * 4 + ["True"] * 4, done.stdout + done.stderr
+
+
+def test_the_model_card_made_in_the_side_process_is_the_one_made_here(tmp_path):
+    from audit.config import load_config
+    from audit.pipeline import run_audit
+    from audit.render.model_card import card_fields, model_card_text
+    from audit.render.outputs import write_outputs
+
+    data = builders.image_folder(tmp_path / "data", 8, confusers=1)
+    model = builders.colour_model(tmp_path / "model.onnx")
+    result = run_audit(model, data, load_config(None, {"n_boot": 30, "latency.enabled": False,
+                                                       "invariance.enabled": False}), progress=False)
+    fields = card_fields(result)
+    there = side_process().call(model_card_text, fields)
+    assert there == model_card_text(fields) and "model-index" in there
+    write_outputs(result, tmp_path / "o", pdf=False)  # with the side process running: the card comes from there
+    assert (tmp_path / "o" / "model_card.md").read_text(encoding="utf-8") == there

@@ -76,37 +76,52 @@ TEMPLATE = """---
 
 def build_model_card(r: AuditResult, *, name: str | None = None, license: str | None = None):
     """A ``huggingface_hub.ModelCard`` for the audited model (see the module docstring)."""
-    from huggingface_hub import ModelCard, ModelCardData
+    return card_from_fields(card_fields(r, name=name, license=license))
 
+
+def card_fields(r: AuditResult, *, name: str | None = None, license: str | None = None) -> dict:
+    """Everything the card says, as plain data (no huggingface_hub): ``card_from_fields`` makes the card of it,
+    here or in the side process (``model_card_text``)."""
     parts = [s.card(r.results[s.name], r.config) for s in r.ran]
     measures = [m for part in parts for m in part.measures]
     name = name or model_name(Path(r.model.path))
-    data = ModelCardData(
-        model_name=name, library_name="onnx", pipeline_tag=TASK, license=license,
-        tags=["onnx", TASK, "model-audit"], eval_results=list(eval_results(r, measures)),
-        metrics=sorted({m.id for m in measures if "." not in m.id}),
-    )
-    return ModelCard.from_template(
-        data, template_str=TEMPLATE, title=md(name), summary=_summary(r), details=_details(r),
-        evaluation=_evaluation(r), ci="95%", measures=[_row(m) for m in measures],
-        outcome=r.verdict.outcome.upper(), criteria=[_criterion_row(c) for c in r.verdict.criteria],
-        limitations=list(limitations(r, parts)), sections=[s for part in parts for s in part.sections],
-    )
+    data = dict(model_name=name, library_name="onnx", pipeline_tag=TASK, license=license,
+                tags=["onnx", TASK, "model-audit"], eval_results=list(eval_results(r, measures)),
+                metrics=sorted({m.id for m in measures if "." not in m.id}))
+    return {"data": data, "template": dict(
+        title=md(name), summary=_summary(r), details=_details(r), evaluation=_evaluation(r), ci="95%",
+        measures=[_row(m) for m in measures], outcome=r.verdict.outcome.upper(),
+        criteria=[_criterion_row(c) for c in r.verdict.criteria], limitations=list(limitations(r, parts)),
+        sections=[s for part in parts for s in part.sections])}
+
+
+def card_from_fields(fields: dict):
+    """The ``huggingface_hub.ModelCard`` of ``card_fields``."""
+    from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+    data = {**fields["data"], "eval_results": [EvalResult(**e) for e in fields["data"]["eval_results"]]}
+    return ModelCard.from_template(ModelCardData(**data), template_str=TEMPLATE, **fields["template"])
+
+
+def model_card_text(fields: dict) -> str:
+    """The card's Markdown (a module-level function, so the side process can run it)."""
+    return str(card_from_fields(fields))
 
 
 def write_model_card(card, path: Path) -> Path:
-    """Save ``card`` at ``path`` atomically (written beside it, then moved into place)."""
+    """Save ``card`` (a ``ModelCard``, or its text) at ``path`` atomically (written beside it, then moved into
+    place); the text as it is, newlines included, as ``ModelCard.save`` writes it."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
-    card.save(tmp)
+    with open(tmp, "w", newline="", encoding="utf-8") as f:
+        f.write(str(card))
     os.replace(tmp, path)
     return path
 
 
-def eval_results(r: AuditResult, measures: Sequence[Measure]) -> Iterator:
-    """One ``EvalResult`` per measure of the checks' card parts, then per criterion not among them."""
-    from huggingface_hub import EvalResult
-
+def eval_results(r: AuditResult, measures: Sequence[Measure]) -> Iterator[dict]:
+    """The arguments of one ``EvalResult`` per measure of the checks' card parts, then per criterion not among
+    them."""
     source = r.data.source
     dataset = str(r.model.card.provenance.get("dataset") or Path(source).parent.name or source)
     common = {"task_type": TASK, "dataset_type": dataset, "dataset_name": f"{dataset} ({source})",
@@ -114,8 +129,8 @@ def eval_results(r: AuditResult, measures: Sequence[Measure]) -> Iterator:
 
     def result(metric_type: str, name: str, est: dict, **args):
         ci = {"ci_low": est["low"], "ci_high": est["high"], "ci_level": 0.95} if est.get("low") is not None else {}
-        return EvalResult(metric_type=metric_type, metric_value=est["value"], metric_name=name,
-                          metric_args={**ci, **args} or None, **common)
+        return dict(metric_type=metric_type, metric_value=est["value"], metric_name=name,
+                    metric_args={**ci, **args} or None, **common)
 
     for m in measures:
         est = m.estimate.to_dict()

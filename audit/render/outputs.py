@@ -27,11 +27,12 @@ from audit.render.html import write_html
 from audit.render.json import write_verdict
 from audit.render.junit import write_junit
 from audit.render.markdown import write_summary
-from audit.render.model_card import build_model_card, write_model_card
+from audit.render.model_card import card_fields, model_card_text, write_model_card
 from audit.render.pdf import PdfWorker
 from audit.render.staging import OutputError, Target, check_names, check_target, write_staged
 from audit.result import AuditResult
 from audit.run_folder import file_sha256
+from audit.side_process import running
 
 __all__ = ["ARTEFACTS", "OutputError", "check_out", "write_all", "write_outputs"]
 
@@ -76,7 +77,8 @@ def _write_tables(r: AuditResult, paths: dict[str, Path]) -> None:
         r.predictions.write_csv(paths["predictions.csv"])
         written.append("predictions.csv")
     write_verdict(r, paths["verdict.json"], files={name: file_sha256(paths[name]) for name in written})
-    write_model_card(build_model_card(r), paths["model_card.md"])
+    fields, side = card_fields(r), running()  # made in the side process when there is one (huggingface_hub)
+    write_model_card(side.call(model_card_text, fields) if side else model_card_text(fields), paths["model_card.md"])
     write_junit(r.verdict, paths["junit.xml"])
     write_summary(r, paths["summary.md"])
     paths["config.json"].write_text(json.dumps(r.config.to_dict(), indent=2) + "\n", encoding="utf-8")
