@@ -10,17 +10,22 @@ on 2 cores: 2.5-2.8 s instead of 1.2-1.3 s). Imported in a spawned process, it r
     side.call(function, *args)              # runs there once the imports are done; returns its result
 
 One side process serves the whole interpreter (a test session runs hundreds of audits): it starts on first use,
-is started again if it died, and is killed when the interpreter exits (a daemon process).
+is started again if it died, and is killed when the interpreter exits.
 """
 
 from __future__ import annotations
 
 import importlib
-import multiprocessing
+import json
+import os
+import subprocess
 import sys
 import threading
 import traceback
+import weakref
 from collections.abc import Callable, Sequence
+from multiprocessing.connection import Connection
+from pathlib import Path
 from typing import Any
 
 POLL_S = 0.5  # how often a caller waiting for an answer checks that the side process is still alive
@@ -34,42 +39,62 @@ class SideProcessError(RuntimeError):
 
 
 class SideProcess:
+    """A fresh interpreter (``python -c``, as ``audit.render.pdf.PdfWorker``: no copy of the caller's threads or
+    memory, and, unlike multiprocessing's spawn, no re-import of the caller's main script) that imports
+    ``modules`` at once, then ``idle`` while it waits, and runs the calls it is sent. Calls and answers are
+    pickled over its stdin and stdout; what it prints goes to the caller's stderr."""
+
     def __init__(self, modules: Sequence[str] = (), idle: Sequence[str] = ()) -> None:
-        ctx = multiprocessing.get_context("spawn")  # a fresh interpreter: no copy of the caller's threads or memory
-        self._conn, theirs = ctx.Pipe()
-        self._process = ctx.Process(target=_serve, args=(theirs, tuple(modules), tuple(idle)),
-                                    name="audit side process", daemon=True)
-        self._process.start()
-        theirs.close()
+        import audit
+
+        root = str(Path(audit.__file__).resolve().parent.parent)  # the child imports this process's audit
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, *filter(None, [os.environ.get("PYTHONPATH")])])}
+        self._process = subprocess.Popen(
+            [sys.executable, "-c", "from audit.side_process import _main; _main()", json.dumps([modules, idle])],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
+        self._send = Connection(os.dup(self._process.stdin.fileno()), readable=False)
+        self._recv = Connection(os.dup(self._process.stdout.fileno()), writable=False)
+        self._process.stdin.close()
+        self._process.stdout.close()
+        self._finalizer = weakref.finalize(self, _stop, self._process, self._send, self._recv)  # at exit too
         self._lock = threading.Lock()
         self.peak_rss_mib: float | None = None  # the side process's peak resident memory at its last answer
 
     @property
     def alive(self) -> bool:
-        return self._process.is_alive()
+        return self._process.poll() is None
 
     def call(self, fn: Callable, *args: Any) -> Any:
         """``fn(*args)`` in the side process (both pickled: a module-level function, plain data); its exception
         is raised here, with the side process's traceback as a note."""
         with self._lock:
             try:
-                self._conn.send((fn, args))
-                while not self._conn.poll(POLL_S):
-                    if not self._process.is_alive():
+                self._send.send((fn, args))
+                while not self._recv.poll(POLL_S):
+                    if not self.alive:
                         raise EOFError
-                ok, value, self.peak_rss_mib = self._conn.recv()
+                ok, value, self.peak_rss_mib = self._recv.recv()
             except (EOFError, OSError) as e:  # OSError: the pipe broke under a send or a read
-                self._process.join(POLL_S)
-                raise SideProcessError(f"the side process ended (exit code {self._process.exitcode}) before it "
+                try:
+                    self._process.wait(POLL_S)
+                except subprocess.TimeoutExpired:
+                    pass
+                raise SideProcessError(f"the side process ended (exit code {self._process.returncode}) before it "
                                        f"answered {getattr(fn, '__qualname__', fn)}: out of memory?") from e
         if ok:
             return value
         raise value
 
     def stop(self) -> None:  # not ``close``: a run's prepared state is closed after it, this serves the next run
-        self._process.kill()
-        self._process.join()
-        self._conn.close()
+        self._finalizer()
+
+
+def _stop(process: subprocess.Popen, *conns: Connection) -> None:
+    if process.poll() is None:
+        process.kill()
+        process.wait()
+    for c in conns:
+        c.close()
 
 
 _SIDE: SideProcess | None = None
@@ -96,15 +121,26 @@ def loaded(module: str) -> bool:
     return module in sys.modules
 
 
-def _serve(conn, modules: tuple[str, ...], idle: tuple[str, ...]) -> None:
+def _main() -> None:
+    """The side process: its protocol on the pipes it was given as stdin and stdout, which then point elsewhere
+    (stdin at nothing, stdout at stderr) so that nothing a library prints can break the protocol."""
+    modules, idle = json.loads(sys.argv[1])
+    recv, send = Connection(os.dup(0), writable=False), Connection(os.dup(1), readable=False)
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.dup2(2, 1)
+    _serve(recv, send, modules, idle)
+
+
+def _serve(recv: Connection, send: Connection, modules: Sequence[str], idle: Sequence[str]) -> None:
     for name in modules:
         _import_quietly(name)
     idle = list(idle)
     while True:
-        while idle and not conn.poll(0):  # one module at a time, between calls
+        while idle and not recv.poll(0):  # one module at a time, between calls
             _import_quietly(idle.pop(0))
         try:
-            fn, args = conn.recv()
+            fn, args = recv.recv()
         except EOFError:  # the caller is gone
             return
         try:
@@ -113,9 +149,9 @@ def _serve(conn, modules: tuple[str, ...], idle: tuple[str, ...]) -> None:
             e.add_note("in the side process:\n" + traceback.format_exc())
             reply = (False, e)
         try:
-            conn.send((*reply, _peak_rss_mib()))
+            send.send((*reply, _peak_rss_mib()))
         except Exception:  # noqa: BLE001 - a result or exception that does not pickle
-            conn.send((False, RuntimeError(traceback.format_exc()), _peak_rss_mib()))
+            send.send((False, RuntimeError(traceback.format_exc()), _peak_rss_mib()))
 
 
 def _import_quietly(name: str) -> None:

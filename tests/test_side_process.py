@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -44,7 +46,7 @@ def test_a_killed_side_process_is_named_and_replaced():
     side = side_process()
     side.call(abs, -3)
     side._process.kill()
-    side._process.join()
+    side._process.wait()
     with pytest.raises(SideProcessError, match="ended"):
         side.call(abs, -3)
     again = side_process()
@@ -96,3 +98,31 @@ def test_the_model_card_made_in_the_side_process_is_the_one_made_here(tmp_path):
     assert there == model_card_text(fields) and "model-index" in there
     write_outputs(result, tmp_path / "o", pdf=False)  # with the side process running: the card comes from there
     assert (tmp_path / "o" / "model_card.md").read_text(encoding="utf-8") == there
+
+
+def test_a_script_without_a_main_guard_runs_once(tmp_path):
+    """multiprocessing's spawn would import the caller's script again in the side process (and fail there)."""
+    script = tmp_path / "script.py"
+    script.write_text("from audit.side_process import side_process\n"
+                      "print('ran', flush=True)\n"
+                      "print(side_process().call(abs, -2), flush=True)\n"
+                      "print(side_process().call(print, 'a stray print'), flush=True)\n"
+                      "print(side_process()._process.pid)\n", encoding="utf-8")
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    *lines, pid = done.stdout.splitlines()
+    assert (done.returncode, lines) == (0, ["ran", "2", "None"]), done.stderr
+    assert "a stray print" in done.stderr  # the side process's stdout carries the protocol; prints go to stderr
+    for _ in range(50):  # and it is gone with the interpreter that started it
+        if gone(pid):
+            break
+        time.sleep(0.1)
+    else:
+        raise AssertionError(f"the side process {pid} outlived its interpreter")
+
+
+def gone(pid: str) -> bool:
+    """No such process, or one that has exited and waits to be reaped (Linux's /proc)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
