@@ -247,5 +247,20 @@ def test_preparing_the_check_starts_the_side_process_importing_cleanlab(method, 
         side_process.running().stop()  # a fresh one, started by the check
     config = AuditConfig()
     config = dataclasses.replace(config, label_errors=dataclasses.replace(config.label_errors, method=method))
-    side = label_errors.SPEC.prepare(SimpleNamespace(config=config))
+    side = label_errors.SPEC.prepare(SimpleNamespace(config=config, source=SimpleNamespace(samples=range(10))))
     assert side is side_process.running() and side.call(side_process.loaded, module)  # imported before it serves
+
+
+def test_above_the_side_process_limit_cleanlab_runs_in_the_audits_own_process(painted, tmp_path, monkeypatch):
+    from audit import side_process
+    from audit.checks import label_errors
+
+    root, data, model = painted
+    if side_process.running():
+        side_process.running().stop()
+    monkeypatch.setattr(label_errors, "SIDE_PROCESS_MAX_IMAGES", 10)  # the painted folder has 120 images
+    out = tmp_path / "out"
+    assert main(["run", "--model", str(model), "--data", str(data), "--out", str(out), *FAST]) == 0
+    v = json.loads((out / "verdict.json").read_text())
+    assert side_process.running() is None and v["label_errors"]["n_flagged"] > 0
+    assert all("side_process_peak_rss_mib" not in s for s in v["run"]["stages"])

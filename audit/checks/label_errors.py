@@ -221,9 +221,17 @@ def _named(notes: Sequence[str], labels: Sequence[str]) -> tuple[str, ...]:
 # --- the registered check ------------------------------------------------------------------------------
 
 
-def _prepare(ctx: AuditContext) -> SideProcess:
+# Up to this many images cleanlab runs in the side process. Above it, here: importing it (1.3 s) is then a few
+# percent of the run, while the side process's own interpreter (about 75 MB more than the libraries in this
+# process) and its copy of the probabilities are not (docs/ARCHITECTURE.md §12; benchmarks/memory_repeats.py).
+SIDE_PROCESS_MAX_IMAGES = 250_000
+
+
+def _prepare(ctx: AuditContext) -> SideProcess | None:
     """Start importing cleanlab (with scikit-learn, scipy and pandas: about 1.3 s of CPU) in the side process
-    while the model runs here; ``_run`` then calls cleanlab there."""
+    while the model runs here; ``_run`` then calls cleanlab there. None above ``SIDE_PROCESS_MAX_IMAGES``."""
+    if len(ctx.source.samples) > SIDE_PROCESS_MAX_IMAGES:
+        return None
     return side_process(cleanlab_module(ctx.config.label_errors.method))
 
 
