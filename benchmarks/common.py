@@ -141,11 +141,11 @@ def write(name: str, result: dict, markdown: list[str]) -> None:
 
 def wait_with_peaks(p: subprocess.Popen, every_s: float = 0.05) -> dict[str, float]:
     """Wait for ``p`` (setting its return code); the peak RSS (MiB) of it and of the processes it started (the
-    audit's side process): ``audit`` (its own), ``side`` (the largest of its children), ``sum`` (the two added: an
-    upper bound on what they held at once) and ``at_once`` (the largest sum of current RSS seen in one sample).
-    A process's own peak is the kernel's high-water mark (VmHWM), read every ``every_s`` while it runs; ``wait4``
-    then gives the largest of the whole tree exactly, which is the audit's own whenever it tops the side's.
-    Linux only."""
+    audit's side process; in a full audit also the PDF worker and the latency check's server): ``audit`` (its
+    own), ``side`` (its children's, added), ``sum`` (the two: an upper bound on what they held at once) and
+    ``at_once`` (the largest sum of current RSS seen in one sample). A process's own peak is the kernel's
+    high-water mark (VmHWM), read every ``every_s`` while it runs; ``wait4`` then gives the largest of the
+    whole tree exactly, which is the audit's own whenever it tops every child's. Linux only."""
     hwm: dict[int, float] = {}
     at_once, children, scanned = 0.0, set(), 0.0
     while True:
@@ -153,7 +153,7 @@ def wait_with_peaks(p: subprocess.Popen, every_s: float = 0.05) -> dict[str, flo
         if done:
             p.returncode = os.waitstatus_to_exitcode(status)
             break
-        if time.perf_counter() - scanned > 0.5:  # the side process starts once, early: look for it now and then
+        if time.perf_counter() - scanned > 0.5:  # children start early and stay: look for them now and then
             children |= _children(p.pid)
             scanned = time.perf_counter()
         now = 0.0
@@ -164,10 +164,10 @@ def wait_with_peaks(p: subprocess.Popen, every_s: float = 0.05) -> dict[str, flo
                 now += got["VmRSS"]
         at_once = max(at_once, now)
         time.sleep(every_s)
-    side = max((v for k, v in hwm.items() if k != p.pid), default=0.0)
+    kids = [v for k, v in hwm.items() if k != p.pid]
     tree = usage.ru_maxrss / 1024
-    audit = tree if tree > side + 1 else hwm.get(p.pid, 0.0)
-    return {"audit": round(audit, 1), "side": round(side, 1), "sum": round(audit + side, 1),
+    audit = tree if tree > max(kids, default=0.0) + 1 else hwm.get(p.pid, 0.0)
+    return {"audit": round(audit, 1), "side": round(sum(kids), 1), "sum": round(audit + sum(kids), 1),
             "at_once": round(at_once, 1)}
 
 

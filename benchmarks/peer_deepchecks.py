@@ -10,7 +10,8 @@ runs, never in the tests. Each round runs, alternating:
   size, colour, mean and std; ONNX Runtime, batches of 64) and runs ``full_suite()`` on the test set alone
   (like our audit, without a training set), saving its HTML report.
 
-Both are timed from start to exit, with their peak RSS (ours: the audit's process plus its side process); the load average is recorded per round.
+Both are timed from start to exit, with their peak RSS (each process's own plus those of the processes it
+starts: ours has a side process, a PDF worker and a latency server); the load average is recorded per round.
 
     .venv/bin/python benchmarks/peer_deepchecks.py [--data data/fashion-mnist/test] [--repeats 3]
 """
@@ -86,8 +87,8 @@ def venv_python(venv: Path) -> Path:
 
 
 def timed_child(cmd: list[str], env: dict) -> tuple[float, float]:
-    """Wall seconds and peak RSS (MiB) of one child process, plus that of the processes it starts (the audit's
-    side process; ``common.wait_with_peaks``)."""
+    """Wall seconds and peak RSS (MiB) of one child process plus those of the processes it starts (the audit's
+    side process, PDF worker and latency server; ``common.wait_with_peaks``)."""
     t0 = time.perf_counter()
     with tempfile.TemporaryFile() as log:
         p = subprocess.Popen(cmd, env=env, cwd=common.ROOT, stdout=log, stderr=subprocess.STDOUT)
