@@ -291,7 +291,7 @@ def fit_mixture(z: np.ndarray, y: np.ndarray, wrong: np.ndarray, k: int, n_class
 
 def kmeans_plusplus(z: np.ndarray, k: int, seed: int) -> np.ndarray:
     """``k`` starting centres by greedy k-means++: scikit-learn's ``kmeans_plusplus(z, k, random_state=seed)``,
-    step for step with the same random draws (tests/test_discovery.py checks they pick the same rows), without
+    step for step with the same random draws (tests/test_discovered_slices.py checks they pick the same rows), without
     importing scikit-learn and scipy (0.8 s, docs/ARCHITECTURE.md §12)."""
     rng = np.random.RandomState(seed)
     n = len(z)

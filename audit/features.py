@@ -141,7 +141,7 @@ COVARIANCE_DIMS = 512  # up to this many features the covariance route (one n x 
 def pca_covariance(x: np.ndarray, k: int, seed: int = 0):
     """The first ``k`` principal axes of ``x`` from the eigenvectors of its covariance: the mean, the axes (k, D),
     their variances and shares of the total. scikit-learn's ``PCA(svd_solver="covariance_eigh")`` step for step
-    (signs included; tests/test_features.py compares them) without importing it and scipy (0.8 s of a 10k-image
+    (signs included; tests/test_discovered_slices.py compares them) without importing it and scipy (0.8 s of a 10k-image
     run, docs/ARCHITECTURE.md §12)."""
     n = len(x)
     mean = x.mean(axis=0)

@@ -64,8 +64,8 @@ def _strings(values):
         raise ValueError(f"{ends[-1]:,} bytes of text in one column of one row group: over Arrow's 2 GiB")
     valid = np.fromiter((v is not None for v in values), bool, len(data))
     mask = None if valid.all() else pa.py_buffer(np.packbits(valid, bitorder="little"))
-    return pa.Array.from_buffers(pa.string(), len(data), [mask, pa.py_buffer(ends.astype(np.int32)), pa.py_buffer(b"".join(data))],
-                                 null_count=len(data) - int(valid.sum()))
+    buffers = [mask, pa.py_buffer(ends.astype(np.int32)), pa.py_buffer(b"".join(data))]
+    return pa.Array.from_buffers(pa.string(), len(data), buffers, null_count=len(data) - int(valid.sum()))
 
 
 def _joined(parts: list) -> Any:

@@ -3,7 +3,7 @@
 
 cleanlab brings scikit-learn, scipy and pandas: about 1.3 s of CPU to import, nearly all of it under the
 interpreter lock. Imported on a thread beside the inference pass, it slowed the pass by about as much (10k images
-on 2 cores: 2.5-2.8 s instead of 1.2-1.3 s). Imported in a spawned process, it runs on a core the pass leaves idle.
+on 2 cores: 2.5-2.8 s instead of 1.2-1.3 s). Imported in a second process, it runs on a core the pass leaves idle.
 
     side = side_process("cleanlab.filter")  # started now; imports while the caller goes on
     ...
@@ -18,6 +18,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -123,7 +124,9 @@ def loaded(module: str) -> bool:
 
 def _main() -> None:
     """The side process: its protocol on the pipes it was given as stdin and stdout, which then point elsewhere
-    (stdin at nothing, stdout at stderr) so that nothing a library prints can break the protocol."""
+    (stdin at nothing, stdout at stderr) so that nothing a library prints can break the protocol. Ctrl-C is the
+    caller's to handle (it stops this process), not a second traceback from here."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     modules, idle = json.loads(sys.argv[1])
     recv, send = Connection(os.dup(0), writable=False), Connection(os.dup(1), readable=False)
     null = os.open(os.devnull, os.O_RDONLY)

@@ -211,7 +211,7 @@ def fisher_exact(table, alternative: str = "two-sided") -> float:
     """Fisher's exact test p-value of a 2 x 2 table of counts, ``alternative`` "two-sided" or "less" (the top-left
     count is small): scipy.stats.fisher_exact's p-value, summed over the whole hypergeometric support in numpy.
     scipy.stats costs 0.45 s to import, more than the rest of the slice discovery that needs this
-    (docs/ARCHITECTURE.md §12); tests/test_stats.py checks the two against each other."""
+    (docs/ARCHITECTURE.md §12); tests/test_discovered_slices.py checks the two against each other."""
     (a, b), (c, d) = np.asarray(table, dtype=np.int64).tolist()
     if min(a, b, c, d) < 0:
         raise ValueError("a table of counts must be non-negative")

@@ -93,7 +93,8 @@ def main() -> None:
     md += ["", "Each case one child process: `python -m audit run --no-latency --no-pdf` (every other default check "
            "and output). Peak RSS: each process's own high-water mark (VmHWM, and `wait4`), the audit's and its "
            "side process's added; \"at once\" is the largest sum of their current RSS in samples 50 ms apart. "
-           f"Load average (1 min) as each case ended; other jobs shared the {m['cores']} cores.", "", "Command: `.venv/bin/python benchmarks/memory_repeats.py "
+           f"Load average (1 min) as each case ended; other jobs shared the {m['cores']} cores.", "",
+           "Command: `.venv/bin/python benchmarks/memory_repeats.py "
            + " ".join(_without_work(sys.argv[1:])) + f"` ({common.today()})"]
     common.write(a.name, {"cases": rows, "machine": m}, md)
 

@@ -1,8 +1,8 @@
 """A million-image local audit end to end (issue 22 §4): time, images/s and peak RSS of the whole run.
 
 ``python -m audit run`` with every default (the latency check's server and the PDF included) in a child
-process, timed from start to exit; peak RSS is the audit process's own plus its side process's (``common.wait_with_peaks``), checks and
-rendering included.
+process, timed from start to exit; peak RSS is the audit process's own plus those of the processes it starts
+(``common.wait_with_peaks``), checks and rendering included.
 The data: ``--distinct`` synthetic 28 x 28 PNGs of distinct content (``datasets.synthetic``), each hard-linked
 ``--copies`` times under new names (1,000,000 = 500,000 x 2 by default: every row then has one exact copy, so
 the duplicate clusters and the intervals that count them are exercised at full size). Above ``csv_rows`` the

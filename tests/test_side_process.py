@@ -126,3 +126,17 @@ def gone(pid: str) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
     except OSError:
         return True
+
+
+def test_ctrl_c_is_left_to_the_caller():
+    import signal
+
+    side = SideProcess()
+    try:
+        assert side.call(abs, -1) == 1
+        side._process.send_signal(signal.SIGINT)  # what a terminal's Ctrl-C sends the whole process group
+        time.sleep(0.2)
+        assert side.call(abs, -2) == 2  # still serving: the caller decides when it stops
+    finally:
+        side.stop()
+    assert not side.alive
