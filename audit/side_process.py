@@ -33,6 +33,7 @@ POLL_S = 0.5  # how often a caller waiting for an answer checks that the side pr
 # imported while the side process has nothing to do, after the modules it was started for: the model card is
 # made there (audit.render.model_card.model_card_text), and huggingface_hub takes 0.25 s to import
 IDLE_IMPORTS = ("huggingface_hub.repocard",)
+SUPPORTED = os.name == "posix"  # the pipes are handed over by descriptor (subprocess's pass_fds)
 
 
 class SideProcessError(RuntimeError):
@@ -43,20 +44,29 @@ class SideProcess:
     """A fresh interpreter (``python -c``, as ``audit.render.pdf.PdfWorker``: no copy of the caller's threads or
     memory, and, unlike multiprocessing's spawn, no re-import of the caller's main script) that imports
     ``modules`` at once, then ``idle`` while it waits, and runs the calls it is sent. Calls and answers are
-    pickled over its stdin and stdout; what it prints goes to the caller's stderr."""
+    pickled over two pipes of its own; what it prints goes to the caller's stderr. POSIX only (``SUPPORTED``)."""
 
     def __init__(self, modules: Sequence[str] = (), idle: Sequence[str] = ()) -> None:
         import audit
 
         root = str(Path(audit.__file__).resolve().parent.parent)  # the child imports this process's audit
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, *filter(None, [os.environ.get("PYTHONPATH")])])}
-        self._process = subprocess.Popen(
-            [sys.executable, "-c", "from audit.side_process import _main; _main()", json.dumps([modules, idle])],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
-        self._send = Connection(os.dup(self._process.stdin.fileno()), readable=False)
-        self._recv = Connection(os.dup(self._process.stdout.fileno()), writable=False)
-        self._process.stdin.close()
-        self._process.stdout.close()
+        calls_r, calls_w = os.pipe()
+        answers_r, answers_w = os.pipe()
+        try:
+            self._process = subprocess.Popen(
+                [sys.executable, "-c", "from audit.side_process import _main; _main()",
+                 json.dumps([list(modules), list(idle), calls_r, answers_w])],
+                stdin=subprocess.DEVNULL, pass_fds=(calls_r, answers_w), env=env)
+        except BaseException:
+            for fd in (calls_w, answers_r):
+                os.close(fd)
+            raise
+        finally:
+            os.close(calls_r)
+            os.close(answers_w)
+        self._send = Connection(calls_w, readable=False)
+        self._recv = Connection(answers_r, writable=False)
         self._finalizer = weakref.finalize(self, _stop, self._process, self._send, self._recv)  # at exit too
         self._lock = threading.Lock()
         self.peak_rss_mib: float | None = None  # the side process's peak resident memory at its last answer
@@ -123,16 +133,13 @@ def loaded(module: str) -> bool:
 
 
 def _main() -> None:
-    """The side process: its protocol on the pipes it was given as stdin and stdout, which then point elsewhere
-    (stdin at nothing, stdout at stderr) so that nothing a library prints can break the protocol. Ctrl-C is the
-    caller's to handle (it stops this process), not a second traceback from here."""
+    """The side process: calls on one pipe, answers on the other; its stdout points at stderr, so that nothing a
+    library prints lands among the caller's output. Ctrl-C is the caller's to handle (it stops this process),
+    not a second traceback from here."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    modules, idle = json.loads(sys.argv[1])
-    recv, send = Connection(os.dup(0), writable=False), Connection(os.dup(1), readable=False)
-    null = os.open(os.devnull, os.O_RDONLY)
-    os.dup2(null, 0)
+    modules, idle, calls, answers = json.loads(sys.argv[1])
     os.dup2(2, 1)
-    _serve(recv, send, modules, idle)
+    _serve(Connection(calls, writable=False), Connection(answers, readable=False), modules, idle)
 
 
 def _serve(recv: Connection, send: Connection, modules: Sequence[str], idle: Sequence[str]) -> None:

@@ -111,7 +111,7 @@ def test_a_script_without_a_main_guard_runs_once(tmp_path):
     done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
     *lines, pid = done.stdout.splitlines()
     assert (done.returncode, lines) == (0, ["ran", "2", "None"]), done.stderr
-    assert "a stray print" in done.stderr  # the side process's stdout carries the protocol; prints go to stderr
+    assert "a stray print" in done.stderr  # the side process's prints go to stderr, not among the caller's output
     for _ in range(50):  # and it is gone with the interpreter that started it
         if gone(pid):
             break

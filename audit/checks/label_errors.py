@@ -47,6 +47,7 @@ from audit.label_issues import cleanlab_module, run_cleanlab
 from audit.predictions import Predictions
 from audit.power import Sampling
 from audit.settings import Section, setting, unit
+from audit.side_process import SUPPORTED as side_process_supported
 from audit.side_process import SideProcess, side_process
 from audit.stats import Estimate, proportion_ci
 from audit.text import fmt
@@ -229,8 +230,9 @@ SIDE_PROCESS_MAX_IMAGES = 250_000
 
 def _prepare(ctx: AuditContext) -> SideProcess | None:
     """Start importing cleanlab (with scikit-learn, scipy and pandas: about 1.3 s of CPU) in the side process
-    while the model runs here; ``_run`` then calls cleanlab there. None above ``SIDE_PROCESS_MAX_IMAGES``."""
-    if len(ctx.source.samples) > SIDE_PROCESS_MAX_IMAGES:
+    while the model runs here; ``_run`` then calls cleanlab there. None above ``SIDE_PROCESS_MAX_IMAGES``, and where
+    there is no side process (not POSIX): cleanlab then runs here."""
+    if len(ctx.source.samples) > SIDE_PROCESS_MAX_IMAGES or not side_process_supported:
         return None
     return side_process(cleanlab_module(ctx.config.label_errors.method))
 
