@@ -90,9 +90,7 @@ class PredictionStream:
 
     def append(self, columns: Mapping[str, Any]) -> None:
         """One batch: ``{column: values}``, every batch with the same columns. Held as given and turned into
-        Arrow a row group at a time: one conversion per column per ``ROW_GROUP`` rows, not per batch, and none
-        before the first row group is full (pyarrow looks for pandas at its first conversion, which then waits
-        on the import lock of a check's background import of pandas)."""
+        Arrow a row group at a time: one conversion per column per ``ROW_GROUP`` rows, not per batch."""
         n = len(next(iter(columns.values()))) if columns else 0
         self._pending.append(columns)
         self._held += n
