@@ -182,8 +182,8 @@ class Digests:
 def _digest_order(digests: HexDigests, chunk: int) -> tuple[np.ndarray, np.ndarray]:
     """(a stable order of the rows by digest, True where a new digest starts in it). Sorted on the first 8 bytes
     (read ``chunk`` rows at a time), then every tie checked on all 32 (``chunk`` pairs at a time): with
-    ``Digests.of`` about 35 bytes a row at the peak where sorting all four words took 115. Ties that differ past the first 8 bytes (never seen
-    in SHA-256) take the full sort."""
+    ``Digests.of`` about 35 bytes a row at the peak where sorting all four words took 115. Ties that differ past
+    the first 8 bytes (never seen in SHA-256) take the full sort."""
     n = len(digests)
     first_word = np.empty(n, np.uint64)
     for lo in range(0, n, chunk):

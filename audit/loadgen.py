@@ -19,7 +19,6 @@ import contextlib
 import http.client
 import itertools
 import json
-import os
 import shutil
 import socket
 import subprocess
@@ -164,12 +163,9 @@ def running_server(
 
 
 def _spawn(model_path: Path, port: int, args: Sequence[str], log_path: Path, open_files: int | None = None):
-    import audit
+    from audit.side_process import python_env
 
-    env = dict(os.environ)
-    # The child imports the same audit package as this process, installed or not.
-    root = str(Path(audit.__file__).resolve().parent.parent)
-    env["PYTHONPATH"] = os.pathsep.join([root, *filter(None, [env.get("PYTHONPATH")])])
+    env = python_env()  # the child imports the same audit package as this process, installed or not
     log = open(log_path, "w+b")  # a file, not a pipe: a chatty server can never block on a full pipe
     python = [sys.executable, "-m", "audit"]
     if open_files is not None:

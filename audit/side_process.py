@@ -29,6 +29,8 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
+from audit.memory import peak_rss_mib
+
 POLL_S = 0.5  # how often a caller waiting for an answer checks that the side process is still alive
 # imported while the side process has nothing to do, after the modules it was started for: the model card is
 # made there (audit.render.model_card.model_card_text), and huggingface_hub takes 0.25 s to import
@@ -47,17 +49,13 @@ class SideProcess:
     pickled over two pipes of its own; what it prints goes to the caller's stderr. POSIX only (``SUPPORTED``)."""
 
     def __init__(self, modules: Sequence[str] = (), idle: Sequence[str] = ()) -> None:
-        import audit
-
-        root = str(Path(audit.__file__).resolve().parent.parent)  # the child imports this process's audit
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, *filter(None, [os.environ.get("PYTHONPATH")])])}
         calls_r, calls_w = os.pipe()
         answers_r, answers_w = os.pipe()
         try:
             self._process = subprocess.Popen(
                 [sys.executable, "-c", "from audit.side_process import _main; _main()",
                  json.dumps([list(modules), list(idle), calls_r, answers_w])],
-                stdin=subprocess.DEVNULL, pass_fds=(calls_r, answers_w), env=env)
+                stdin=subprocess.DEVNULL, pass_fds=(calls_r, answers_w), env=python_env())
         except BaseException:
             for fd in (calls_w, answers_r):
                 os.close(fd)
@@ -106,6 +104,15 @@ def _stop(process: subprocess.Popen, *conns: Connection) -> None:
         process.wait()
     for c in conns:
         c.close()
+
+
+def python_env() -> dict[str, str]:
+    """This process's environment for a child Python that imports the same audit package, installed or not (the
+    side process, the PDF worker, the latency check's server)."""
+    import audit
+
+    root = str(Path(audit.__file__).resolve().parent.parent)
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([root, *filter(None, [os.environ.get("PYTHONPATH")])])}
 
 
 _SIDE: SideProcess | None = None
@@ -159,9 +166,9 @@ def _serve(recv: Connection, send: Connection, modules: Sequence[str], idle: Seq
             e.add_note("in the side process:\n" + traceback.format_exc())
             reply = (False, e)
         try:
-            send.send((*reply, _peak_rss_mib()))
+            send.send((*reply, peak_rss_mib()))
         except Exception:  # noqa: BLE001 - a result or exception that does not pickle
-            send.send((False, RuntimeError(traceback.format_exc()), _peak_rss_mib()))
+            send.send((False, RuntimeError(traceback.format_exc()), peak_rss_mib()))
 
 
 def _import_quietly(name: str) -> None:
@@ -169,9 +176,3 @@ def _import_quietly(name: str) -> None:
         importlib.import_module(name)
     except Exception:  # noqa: BLE001 - the call that needs the module raises it again, to the caller
         pass
-
-
-def _peak_rss_mib() -> float | None:
-    from audit.memory import peak_rss_mib
-
-    return peak_rss_mib()

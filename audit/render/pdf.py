@@ -18,7 +18,6 @@ Example::
 from __future__ import annotations
 
 import logging
-import os
 import subprocess
 import sys
 import weakref
@@ -52,10 +51,9 @@ class PdfWorker:
     """A process that imports weasyprint now and writes one PDF later (``submit``, then ``wait``)."""
 
     def __init__(self) -> None:
-        import audit
+        from audit.side_process import python_env
 
-        root = str(Path(audit.__file__).resolve().parent.parent)  # the child imports this process's audit
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, *filter(None, [os.environ.get("PYTHONPATH")])])}
+        env = python_env()  # the child imports this process's audit
         self.proc = subprocess.Popen([sys.executable, "-c", "from audit.render.pdf import _serve; _serve()"],
                                      stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                      env=env)
