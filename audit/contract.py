@@ -23,7 +23,9 @@ Each hook has one signature:
   table (``predictions.csv``), in row order; ``features = True``: it reads the model's penultimate
   features (``ctx.predictions.features``), so the inference pass returns them;
 * ``reference(config) -> ReferenceRequest | None``: the other data it compares the test set with;
-  the pipeline runs that data through the engine once (``ctx.reference``).
+  the pipeline runs that data through the engine once (``ctx.reference``);
+* ``alone = True``: the check does not run beside the others (they run side by side, a thread per core) but
+  after them, by itself: it measures time, or reads the measures of the checks before it.
 
 Example::
 
@@ -124,6 +126,8 @@ class CheckSpec:
     reference: Callable[[AuditConfig], ReferenceRequest | None] | None = None  # the data it compares the test set with
     options: tuple[Option, ...] = ()
     toggle: bool = False  # --<name>/--no-<name> sets <name>.enabled (underscores as dashes)
+    alone: bool = False  # runs by itself once the other checks are done (they run side by side): it times something
+    # or reads the others' measures (``ctx.measures``)
 
     @property
     def template(self) -> str:

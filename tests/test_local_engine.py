@@ -87,10 +87,10 @@ def test_a_decode_thread_stuck_in_a_read_never_holds_the_run_up():
     import threading
     import time
 
-    from audit.engines.local import DecodeThreads
+    from audit.threads import DaemonThreads
 
     stuck = threading.Event()
-    pool = DecodeThreads(1)
+    pool = DaemonThreads(1)
     future = pool.submit(lambda _: stuck.wait(), None)  # a read that never returns (a hung network file system)
     # Python's own Ctrl-C handler, as at a terminal: a suite started as a background job inherits SIGINT ignored
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)

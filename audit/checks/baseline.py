@@ -149,4 +149,5 @@ SPEC = CheckSpec(
     "baseline", "baseline", _run, config=BaselineConfig, enabled=lambda c: bool(c.baseline.path),
     prepare=lambda ctx: load_baseline(Path(ctx.config.baseline.path)), criteria=criteria,
     options=(Option("--baseline", "baseline.path", "verdict.json of an earlier run: fail on regressions", "FILE"),),
+    alone=True,  # it compares the measures of every check before it
 )

@@ -355,4 +355,5 @@ def _run(ctx: AuditContext) -> LatencyResult:
 
 
 SPEC = CheckSpec("latency", "latency (server)", _run, config=LatencyConfig, enabled=lambda c: c.latency.enabled,
-                 prepare=_prepare, criteria=criteria, charts=charts, toggle=True)
+                 prepare=_prepare, criteria=criteria, charts=charts, toggle=True,
+                 alone=True)  # a latency measured beside the other checks would time them too

@@ -10,11 +10,8 @@ batches are decoded while ONNX Runtime (which releases the GIL) runs the current
 from __future__ import annotations
 
 import itertools
-import queue
-import threading
 from collections import deque
 from collections.abc import Iterator, Sequence
-from concurrent.futures import Future
 from dataclasses import dataclass
 from functools import partial
 
@@ -23,6 +20,7 @@ from audit.engines.batch import Collector, DecodedBatch, Transform, assemble, fi
 from audit.predictions import Predictions
 from audit.progress import progress_bar
 from audit.sources import DataSource, Sample, Skipped
+from audit.threads import DaemonThreads
 
 @dataclass(frozen=True)
 class LocalEngine:
@@ -65,7 +63,7 @@ class LocalEngine:
             return
         on_caller = self.vectorise_on_caller
         task = read if on_caller else (lambda b: vectorise(read(b)))
-        pool = DecodeThreads(threads)
+        pool = DaemonThreads(threads, "decode")
         try:
             pending = deque(pool.submit(task, b) for b in itertools.islice(batches, threads))
             for b in batches:
@@ -79,42 +77,3 @@ class LocalEngine:
                 done = None
         finally:
             pool.close()
-
-
-class DecodeThreads:
-    """Decode threads that never hold the run up: daemon threads, never joined. A ``ThreadPoolExecutor`` joins
-    its threads on the way out (and again at exit), so one read stuck in the kernel (a hung network file system)
-    would absorb Ctrl-C; here the calling thread only ever waits on a future, which a signal interrupts."""
-
-    def __init__(self, n: int) -> None:
-        self.tasks: queue.SimpleQueue = queue.SimpleQueue()
-        self.n = n
-        for i in range(n):
-            threading.Thread(target=self._work, name=f"decode-{i}", daemon=True).start()
-
-    def submit(self, fn, arg) -> Future:
-        fut: Future = Future()
-        self.tasks.put((fut, fn, arg))
-        return fut
-
-    def _work(self) -> None:
-        while (item := self.tasks.get()) is not None:
-            fut, fn, arg = item
-            if not fut.set_running_or_notify_cancel():
-                continue
-            try:
-                fut.set_result(fn(arg))
-            except BaseException as e:  # handed to the caller, like ThreadPoolExecutor
-                fut.set_exception(e)
-
-    def close(self) -> None:
-        """Drop the tasks not started and let every thread end after its current task (without waiting for it)."""
-        while True:
-            try:
-                item = self.tasks.get_nowait()
-            except queue.Empty:
-                break
-            if item is not None:
-                item[0].cancel()
-        for _ in range(self.n):
-            self.tasks.put(None)
