@@ -202,7 +202,9 @@ def phash_source(img: Image.Image) -> np.ndarray:
     """What ``phash_inputs`` makes the pHash input from: the grey pixels of a small image (resized later with its
     batch, ``audit.resample``), the 32x32 input itself (resized now by Pillow) for a large one."""
     g = img if img.mode == "L" else img.convert("L")
-    return np.asarray(g if resample.batched_ok(g.height, g.width) else phash_image(g))
+    if not resample.batched_ok(g.height, g.width):
+        return np.asarray(phash_image(g))
+    return np.frombuffer(g.tobytes(), np.uint8).reshape(g.height, g.width)  # half of ``np.asarray``'s cost
 
 
 def phash_inputs(sources: Sequence[np.ndarray]) -> np.ndarray:

@@ -51,3 +51,45 @@ def test_formats_outside_the_allow_list_are_named_and_never_parsed():
         imaging.decode(eps, "RGB")
     with pytest.raises(imaging.ImageRejected, match="not an image"):
         imaging.decode(b"plain text, no image", "RGB")
+
+
+@pytest.mark.parametrize("mode", ["L", "RGB", "RGBA", "P"])
+@pytest.mark.parametrize("color", ["L", "RGB"])
+@pytest.mark.parametrize("size", [(28, 28), (20, 24)])
+def test_decoded_pixels_and_grey_levels_are_pillows_own(mode, color, size):
+    """``decode_sample`` hands the grey levels it read for the pHash on as the model's pixels (or a colour image's
+    grey levels) when nothing resized or converted the image: the bytes must be what Pillow gives directly."""
+    import io
+
+    from audit.engines.batch import decode_sample
+
+    rgb = np.random.default_rng(2).integers(0, 256, (28, 28, 3), dtype=np.uint8)
+    src = Image.fromarray(rgb).convert(mode)
+    buf = io.BytesIO()
+    src.save(buf, "PNG")
+    channels = 1 if color == "L" else 3
+    pre = Preprocess(size=size, color=color, mean=(0.5,) * channels, std=(0.5,) * channels)
+    got = decode_sample(buf.getvalue(), pre, imaging.Limits())
+    with Image.open(io.BytesIO(buf.getvalue())) as img:
+        shown = imaging.decode(buf.getvalue(), color)[0]  # transparency over white, as the audit shows it
+        want = imaging.resize(shown, pre)
+        assert img.size == got.size
+    assert got.pixels == want.tobytes()
+    assert got.grey == (None if color == "L" else want.convert("L").tobytes())
+    grey_original = imaging.decode(buf.getvalue(), "L")[0]
+    assert np.array_equal(got.phash_source, np.asarray(grey_original))
+
+
+def test_read_all_reads_to_the_end_whatever_size_it_was_told(tmp_path):
+    import os
+
+    from audit.sources.base import read_all
+
+    path = tmp_path / "f.bin"
+    path.write_bytes(bytes(range(256)) * 9000)  # over one read's chunk
+    for told in (0, 10, 256 * 9000, 256 * 9000 + 5):  # shrunk, grown or as fstat said
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            assert read_all(fd, told) == path.read_bytes()
+        finally:
+            os.close(fd)

@@ -66,12 +66,18 @@ def decode_sample(data: bytes, pre: Preprocess, limits: imaging.Limits, transfor
     sha, ph, chroma = "", None, None
     if capture:  # the pHash input of a small image is resized with its batch (assemble)
         sha, ph, chroma = hashlib.sha256(data).hexdigest(), imaging.phash_source(img), colour_match.chroma(img)
-        img = img.convert(pre.color) if img.mode != pre.color else img
+        original, img = img, img.convert(pre.color) if img.mode != pre.color else img
     if transform is not None:
         img = transform(img)
         img = img.convert(pre.color) if img.mode != pre.color else img
-    img = imaging.resize(img, pre)
-    return Decoded(img.tobytes(), None if img.mode == "L" else img.convert("L").tobytes(), size, sha, ph, chroma)
+    resized = imaging.resize(img, pre)
+    if capture and resized is original and ph.shape == (resized.height, resized.width):
+        grey_levels = ph.tobytes()  # read for the pHash, unchanged since: half of what Pillow's tobytes costs
+        if resized.mode == "L":  # they are the model's pixels
+            return Decoded(grey_levels, None, size, sha, ph, chroma)
+        return Decoded(resized.tobytes(), grey_levels, size, sha, ph, chroma)  # the properties' grey levels
+    return Decoded(resized.tobytes(), None if resized.mode == "L" else resized.convert("L").tobytes(), size, sha, ph,
+                   chroma)
 
 
 def _stack(raw: list[bytes], shape: tuple[int, ...]) -> np.ndarray:
