@@ -147,27 +147,17 @@ class OnnxClassifier:
 
     def __init__(self, path: str | Path, card: ModelCard | Mapping[str, Any], *, threads: int = 0,
                  proto=None, data: bytes | None = None) -> None:
-        import onnxruntime as ort
-
         self.path = Path(path)
         self.threads = threads
         if data is None:
             data = self.path.read_bytes()
         self.sha256 = hashlib.sha256(data).hexdigest()
         self.size_bytes = len(data)
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
-        opts.log_severity_level = 3
-        # Idle ORT threads busy-wait by default; that steals the cores the decode threads need (measured:
-        # 10k Fashion-MNIST images 7.0-9.5 s spinning vs 5.5 s not) and inflates /predict tail latency.
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         proto = proto if proto is not None else _load_proto(path, data)
         named = card.features if isinstance(card, ModelCard) else card.get("features")
         self.features = locate(proto.graph, named)
         try:
-            # the penultimate tensor as an extra output: the same session.run returns the model's features
-            model_bytes = with_output(data, self.features.name) if self.features.name else data
-            self.session = ort.InferenceSession(model_bytes, opts, providers=["CPUExecutionProvider"])
+            self.session = self._session(data, threads)
         except Exception as e:  # ORT raises its own Fail/InvalidGraph types
             raise ModelError(f"cannot load {path} with ONNX Runtime: {str(e).splitlines()[0]}") from None
         self.graph = inspect_graph(self.session, proto)
@@ -180,6 +170,32 @@ class OnnxClassifier:
                              f"{len(self.labels)} labels",
                              hint="check --labels or audit.labels")
         self.output_name = output.name
+
+    def _session(self, data: bytes, threads: int):
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.log_severity_level = 3
+        # Idle ORT threads busy-wait by default; that steals the cores the decode threads need (measured:
+        # 10k Fashion-MNIST images 7.0-9.5 s spinning vs 5.5 s not) and inflates /predict tail latency.
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        # the penultimate tensor as an extra output: the same session.run returns the model's features
+        model_bytes = with_output(data, self.features.name) if self.features.name else data
+        return ort.InferenceSession(model_bytes, opts, providers=["CPUExecutionProvider"])
+
+    def use_threads(self, threads: int) -> bool:
+        """Go on with a new session of ``threads`` intra-op threads, made from the model file; False (the session
+        kept) when the file cannot be read or is no longer the one loaded (its SHA-256 is checked)."""
+        try:
+            data = self.path.read_bytes()
+            if hashlib.sha256(data).hexdigest() != self.sha256:
+                return False
+            self.session = self._session(data, threads)
+        except Exception:  # an unreadable file, or ORT's own error types: the session in use goes on
+            return False
+        self.threads = threads
+        return True
 
     @classmethod
     def load(cls, path: str | Path, *, overrides: Mapping[str, Any] | None = None,

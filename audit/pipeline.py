@@ -95,7 +95,9 @@ def _audit(ctx: AuditContext, timed: _Timer, checks: Sequence[CheckSpec]) -> Aud
     with timed("duplicate clusters"):
         ctx = find_duplicates(ctx)
     active = active_checks(config, checks)
-    results = run_side_by_side(ctx, timed, [s for s in active if not s.alone])
+    side_by_side = [s for s in active if not s.alone]
+    threads = max(1, min(len(side_by_side), cpu_count()))
+    results = run_side_by_side(ctx, timed, side_by_side, threads)
     criteria, failures, observations = [], [], []
     for spec in active:
         if spec.alone:  # after the others, by itself, with the measures of every check before it
@@ -121,21 +123,22 @@ def _audit(ctx: AuditContext, timed: _Timer, checks: Sequence[CheckSpec]) -> Aud
         checks=tuple(checks), results=results,
         timings=tuple(timed.timings), thumbnails=thumbs, engine=ctx.engine.name,
         findings=findings.rank(failures, observations),
+        onnx_threads=getattr(ctx.classifier, "threads", 0), check_threads=threads,
     )
 
 
-def run_side_by_side(ctx: AuditContext, timed: _Timer, specs: Sequence[CheckSpec]) -> dict[str, Any]:
-    """Each check's result by name, the checks run side by side on a thread per core (at most one per check).
+def run_side_by_side(ctx: AuditContext, timed: _Timer, specs: Sequence[CheckSpec], threads: int) -> dict[str, Any]:
+    """Each check's result by name, the checks run side by side on ``threads`` threads (a core each, at most one
+    per check).
 
     They only read the context, and their large numpy steps (the bootstraps' draws, gathers and counts) release the
     GIL: on two cores the checks of a 100,000-image audit took about half the time (docs/ARCHITECTURE.md §12).
     Results and stages come back in registry order, and the first check (in that order) that raised raises here.
     """
-    n = min(len(specs), cpu_count())
-    if n <= 1:
+    if threads <= 1:
         done = [timed.run(s.title, s.run, ctx) for s in specs]
     else:
-        pool = DaemonThreads(n, "check")
+        pool = DaemonThreads(threads, "check")
         try:
             futures = [pool.submit(lambda s: timed.run(s.title, s.run, ctx), s) for s in specs]
             done = [f.result() for f in futures]

@@ -88,6 +88,8 @@ class AuditResult:
     thumbnails: Mapping[tuple[str, str], str] = field(default_factory=dict)  # (source, path) -> inline image
     engine: str = "local"
     findings: tuple[Finding, ...] = ()  # failing criteria, then the most important observations (findings.py)
+    onnx_threads: int = 0  # ONNX Runtime's intra-op threads at the end of the run (0: its default, every core)
+    check_threads: int = 1  # the threads the checks ran on side by side (their stage times overlap when over 1)
 
     @property
     def ran(self) -> tuple[CheckSpec, ...]:

@@ -115,3 +115,43 @@ def test_batches_of_a_huge_card_fit_the_memory_budget():
     assert fitted_batch_size(64, Preprocess(size=(4096, 4096), color="L")) == 4  # 64 MiB an image
     assert fitted_batch_size(64, Preprocess(size=(4096, 4096))) == 1  # 192 MiB: never below one image
     assert fitted_batch_size(64, Preprocess(size=(1024, 1024))) * 1024 * 1024 * 3 * 4 <= BATCH_BYTES
+
+
+class _Classifier:
+    """Records the thread counts the tuner asks for (the rule under test is ``OrtThreads``'s, not a model's)."""
+
+    def __init__(self) -> None:
+        self.threads, self.asked = 0, []
+
+    def use_threads(self, n: int) -> bool:
+        self.asked.append(n)
+        self.threads = n
+        return True
+
+
+@pytest.mark.parametrize(("wait", "run", "switched"), [(0.004, 0.001, True), (0.001, 0.004, False)])
+def test_onnx_runtime_gets_fewer_threads_only_when_decoding_holds_the_pass_up(wait, run, switched):
+    from audit.engines.local import OrtThreads
+
+    clf = _Classifier()
+    tuner = OrtThreads(clf, decode_threads=1)
+    steps = [tuner.observe(5.0, run) for _ in range(OrtThreads.WARM_UP)]  # the decode threads start: left out
+    steps.append(tuner.observe(wait, 5 * (wait + run)))  # one run held up (by the interpreter lock): an outlier
+    while steps[-1] is not None:
+        steps.append(tuner.observe(wait, run))
+    assert len(steps) == OrtThreads.WARM_UP + OrtThreads.PROBE  # decided once, after the probe
+    assert clf.asked == ([max(1, imaging.cpu_count() - 1)] if switched else [])
+
+
+def test_a_new_session_gives_the_same_outputs_and_refuses_a_changed_file(tmp_path):
+    model = builders.colour_model(tmp_path / "model.onnx")
+    clf = OnnxClassifier.load(model)
+    x = np.random.default_rng(0).standard_normal((16, *clf.graph.input_shape[1:])).astype(np.float32)
+    before = clf.predict(x, with_features=True)
+    assert clf.use_threads(1) and clf.threads == 1
+    after = clf.predict(x, with_features=True)
+    assert np.array_equal(before[0], after[0])
+    assert (before[1] is None and after[1] is None) or np.array_equal(before[1], after[1])
+    model.write_bytes(model.read_bytes() + b"\0")  # no longer the file loaded
+    session = clf.session
+    assert not clf.use_threads(2) and clf.session is session and clf.threads == 1

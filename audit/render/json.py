@@ -39,7 +39,8 @@ def verdict_dict(r: AuditResult) -> dict[str, Any]:
         # what a later --baseline compares: every check's comparable measures
         "comparable": numbers_to_json(numbers([m for s in ran for m in s.comparable(r.results[s.name], r.config)])),
         # where the time and the memory went: each stage's seconds and the peak RSS when it ended
-        "run": {"engine": r.engine, "stages": [t.to_dict() for t in r.timings]},
+        "run": {"engine": r.engine, "onnx_threads": r.onnx_threads, "check_threads": r.check_threads,
+                "stages": [t.to_dict() for t in r.timings]},
         "seed": r.config.seed,
         "n_boot": r.config.n_boot,
         "tool_version": r.tool_version,
