@@ -44,3 +44,11 @@ class DaemonThreads:
                 item[0].cancel()
         for _ in range(self.n):
             self.tasks.put(None)
+
+
+def in_background(fn, *args) -> Future:
+    """``fn(*args)`` on a daemon thread of its own, started now; the future holds its result or its exception."""
+    pool = DaemonThreads(1, getattr(fn, "__name__", "background"))
+    future = pool.submit(lambda a: fn(*a), args)
+    pool.tasks.put(None)  # the thread ends after this one task
+    return future

@@ -140,3 +140,11 @@ def test_ctrl_c_is_left_to_the_caller():
     finally:
         side.stop()
     assert not side.alive
+
+
+def test_in_background_hands_back_the_result_or_the_exception():
+    from audit.threads import in_background
+
+    assert in_background(lambda a, b: a + b, 2, 3).result(timeout=10) == 5
+    with pytest.raises(ZeroDivisionError):
+        in_background(lambda: 1 / 0).result(timeout=10)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from audit.errors import UsageError
@@ -33,6 +34,7 @@ from audit.render.staging import OutputError, Target, check_names, check_target,
 from audit.result import AuditResult
 from audit.run_folder import file_sha256
 from audit.side_process import running
+from audit.threads import in_background
 
 __all__ = ["ARTEFACTS", "OutputError", "check_out", "write_all", "write_outputs"]
 
@@ -56,12 +58,14 @@ def write_all(r: AuditResult, folder: Path, *, pdf: bool | PdfWorker = True,
     """Write every artefact into ``folder``; returns the names written. The report is rendered first, so the PDF
     is laid out (in its worker process) while the other files are written."""
     paths = {name: folder / name for name in ARTEFACTS}
+    fields, side = card_fields(r), running()  # the model card is made in the side process when there is one
+    card = in_background(side.call, model_card_text, fields) if side else None  # (huggingface_hub), meanwhile
     render_checked(lambda: write_html(r, paths["report.html"], templates), templates)
     worker = pdf if isinstance(pdf, PdfWorker) else PdfWorker() if pdf else None
     try:
         if worker is not None:
             worker.submit(paths["report.html"], paths["report.pdf"])
-        _write_tables(r, paths)
+        _write_tables(r, paths, card.result if card else lambda: model_card_text(fields))
         if worker is not None:
             worker.wait()
     finally:
@@ -70,15 +74,14 @@ def write_all(r: AuditResult, folder: Path, *, pdf: bool | PdfWorker = True,
     return sorted(p.name for p in folder.iterdir())
 
 
-def _write_tables(r: AuditResult, paths: dict[str, Path]) -> None:
+def _write_tables(r: AuditResult, paths: dict[str, Path], card: Callable[[], str]) -> None:
     write_parquet(r.predictions, paths["predictions.parquet"])
     written = ["predictions.parquet"]
     if csv_written(r):
         r.predictions.write_csv(paths["predictions.csv"])
         written.append("predictions.csv")
     write_verdict(r, paths["verdict.json"], files={name: file_sha256(paths[name]) for name in written})
-    fields, side = card_fields(r), running()  # made in the side process when there is one (huggingface_hub)
-    write_model_card(side.call(model_card_text, fields) if side else model_card_text(fields), paths["model_card.md"])
+    write_model_card(card(), paths["model_card.md"])
     write_junit(r.verdict, paths["junit.xml"])
     write_summary(r, paths["summary.md"])
     paths["config.json"].write_text(json.dumps(r.config.to_dict(), indent=2) + "\n", encoding="utf-8")
