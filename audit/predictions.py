@@ -11,6 +11,7 @@ Example::
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -89,16 +90,22 @@ class Predictions:
         """``columns()`` as CSV, floats with 9 significant digits (float32 probabilities exactly): the file
         pandas' ``to_frame().to_csv(path, index=False, float_format="%.9g", lineterminator="\\r\\n")``
         writes, without importing pandas. CRLF rows (RFC 4180): a name holding ``\\r``, ``\\n``, ``,`` or
-        ``"`` is quoted and reads back with pandas and the ``csv`` module."""
+        ``"`` is quoted and reads back with pandas and the ``csv`` module.
+
+        The ``csv`` module's rows, byte for byte (tested), at half its cost: each chunk of rows is one ``%``
+        of a row template repeated, so the floats are formatted in C, not one call a cell."""
         import csv
 
         with open(path, "w", newline="", encoding="utf-8") as f:
-            w = csv.writer(f, lineterminator="\r\n")
             for lo in range(0, max(len(self.paths), 1), CSV_ROWS):  # a few thousand rows at a time
                 cols = self.columns(slice(lo, lo + CSV_ROWS))
                 if lo == 0:
-                    w.writerow(cols)
-                w.writerows(zip(*(_csv_cells(v) for v in cols.values())))
+                    csv.writer(f, lineterminator="\r\n").writerow(cols)
+                cells = [_csv_column(v) for v in cols.values()]
+                rows = len(cells[0][1]) if cells else 0
+                if rows:
+                    template = ",".join(conversion for conversion, _ in cells) + "\r\n"
+                    f.write(template * rows % tuple(itertools.chain.from_iterable(zip(*(v for _, v in cells)))))
 
     @classmethod
     def from_frame(cls, df, labels: Sequence[str]) -> Predictions:
@@ -249,7 +256,21 @@ class Coded(Sequence[str]):
 CSV_ROWS = 4096  # rows formatted at once: 1,000 classes x 10,000 rows at once took 600 MB of strings
 
 
-def _csv_cells(values) -> list[str]:
+CSV_SPECIAL = (",", '"', "\r", "\n")  # a cell holding one is quoted, its quotes doubled (the csv module's minimal)
+
+
+def _csv_column(values) -> tuple[str, list]:
+    """(its conversion in the row template, its values) of one column: floats as ``%.9g`` (a NaN an empty cell:
+    then the column is formatted here), numbers and flags as ``str`` would, text quoted where the csv module
+    quotes it."""
     if isinstance(values, np.ndarray) and values.dtype.kind == "f":
-        return ["" if x != x else "%.9g" % x for x in values.tolist()]  # NaN (x != x) is an empty cell
-    return [str(x) for x in (values.tolist() if isinstance(values, np.ndarray) else values)]
+        if np.isnan(values).any():
+            return "%s", ["" if x != x else "%.9g" % x for x in values.tolist()]
+        return "%.9g", values.tolist()
+    if isinstance(values, np.ndarray) and values.dtype.kind in "biu":
+        return "%s", values.tolist()
+    text = [str(x) for x in (values.tolist() if isinstance(values, np.ndarray) else values)]
+    joined = "\0".join(text)  # one scan of the column for the usual case: nothing to quote
+    if any(c in joined for c in CSV_SPECIAL):
+        text = ['"' + v.replace('"', '""') + '"' if any(c in v for c in CSV_SPECIAL) else v for v in text]
+    return "%s", text

@@ -8,7 +8,7 @@ import pytest
 
 import builders
 from audit import predictions as predictions_module
-from audit.predictions import Predictions
+from audit.predictions import Coded, Predictions
 
 pytestmark = pytest.mark.fast  # the tier run before every commit (scripts/test.sh --fast)
 
@@ -24,6 +24,10 @@ def test_write_csv_equals_pandas_to_csv(tmp_path, monkeypatch, rows_at_once):
     p = builders.predictions(n, c=4, seed=1, attributes={"site": site},
                              properties={"brightness": rng.random(n), "odd": odd})
     p = replace(p, sha256=tuple(f"{i:064x}" for i in range(n)), phash=np.arange(n, dtype=np.uint64) * 2**40)
+    paths = list(p.paths)
+    paths[:4] = ["a,b.png", 'q"q.png', "cr\rlf\n.png", "plain.png"]  # quoted by the csv module's rule
+    p = replace(p, paths=tuple(paths), clusters=np.arange(n) // 3,
+                extra={"tag": Coded(rng.integers(0, 3, n).astype(np.int16), ("", "D1", "x,y"))})
     p.write_csv(tmp_path / "ours.csv")
     p.to_frame().to_csv(tmp_path / "pandas.csv", index=False, float_format="%.9g", lineterminator="\r\n")
     assert (tmp_path / "ours.csv").read_bytes() == (tmp_path / "pandas.csv").read_bytes()
