@@ -129,18 +129,33 @@ class _Classifier:
         return True
 
 
-@pytest.mark.parametrize(("wait", "run", "switched"), [(0.004, 0.001, True), (0.001, 0.004, False)])
-def test_onnx_runtime_gets_fewer_threads_only_when_decoding_holds_the_pass_up(wait, run, switched):
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.mark.parametrize(("wait", "faster", "asked"), [
+    (0.004, True, "fewer"),  # decoding holds the pass up, and fewer ORT threads are faster: kept
+    (0.004, False, "fewer, then back"),  # tried, slower: back to ORT's default
+    (0.0002, True, "nothing"),  # the model holds the pass up: every thread kept, nothing tried
+])
+def test_onnx_runtime_gets_fewer_threads_only_when_that_is_faster(wait, faster, asked):
     from audit.engines.local import OrtThreads
 
-    clf = _Classifier()
-    tuner = OrtThreads(clf, decode_threads=1)
-    steps = [tuner.observe(5.0, run) for _ in range(OrtThreads.WARM_UP)]  # the decode threads start: left out
-    steps.append(tuner.observe(wait, 5 * (wait + run)))  # one run held up (by the interpreter lock): an outlier
-    while steps[-1] is not None:
-        steps.append(tuner.observe(wait, run))
-    assert len(steps) == OrtThreads.WARM_UP + OrtThreads.PROBE  # decided once, after the probe
-    assert clf.asked == ([max(1, imaging.cpu_count() - 1)] if switched else [])
+    clf, clock = _Classifier(), _Clock()
+    tuner, run, batches = OrtThreads(clf, decode_threads=1, clock=clock), 0.001, 0
+    while tuner is not None:
+        batches += 1
+        with_fewer = clf.threads != 0
+        clock.now += wait + run if not with_fewer else (wait + run) * (0.8 if faster else 1.2)
+        tuner = tuner.observe(wait, run)
+    fewer = max(1, imaging.cpu_count() - 1)
+    assert clf.asked == {"fewer": [fewer], "fewer, then back": [fewer, 0], "nothing": []}[asked]
+    probe = OrtThreads.WARM_UP + OrtThreads.PROBE
+    assert batches == (probe if asked == "nothing" else probe + 1 + OrtThreads.PROBE)
 
 
 def test_a_new_session_gives_the_same_outputs_and_refuses_a_changed_file(tmp_path):

@@ -10,7 +10,6 @@ batches are decoded while ONNX Runtime (which releases the GIL) runs the current
 from __future__ import annotations
 
 import itertools
-import statistics
 import time
 from collections import deque
 from collections.abc import Iterator, Sequence
@@ -94,31 +93,43 @@ class LocalEngine:
 
 
 class OrtThreads:
-    """Fewer ONNX Runtime threads when decoding holds the pass up (docs/ARCHITECTURE.md §12).
+    """Fewer ONNX Runtime threads when decoding holds the pass up, tried and kept only if faster
+    (docs/ARCHITECTURE.md §12).
 
-    ORT's default takes every core for each batch, the cores the decode threads need too. Over ``PROBE`` batches
-    (after ``WARM_UP``: the first wait for the decode threads to start and for ORT's first allocations), if the
-    calling thread's median wait for a decoded batch is longer than its median model run, ORT's extra threads only
-    slow the decoding: the classifier goes on with one thread per core the decode threads leave (at least one).
-    Medians, because a run now and then waits the interpreter's switch interval (5 ms) for the lock a decode
-    thread holds. A model that is the bottleneck keeps every thread. On two cores, 100,000 Fashion-MNIST images
-    took 9.1-9.5 s instead of 10.7 s. ORT's outputs do not depend on its thread count (tested)."""
+    ORT's default takes every core for each batch, the cores the decode threads need too. After ``WARM_UP``
+    batches (the decode threads start, ORT makes its first allocations), ``PROBE`` batches are timed with the
+    session as it is. If the calling thread waited for decoded batches at least half as long as it ran the model
+    (a model that holds the pass up makes it wait for nothing, and keeps every thread), the next ``PROBE``
+    batches run on a session with one thread per core the decode threads leave (at least one), and the faster of
+    the two is kept. On two cores, 100,000 Fashion-MNIST images took 9.1-9.5 s instead of 10.7 s with one ORT
+    thread. ORT's outputs do not depend on its thread count (tested)."""
 
     WARM_UP, PROBE = 2, 24
 
-    def __init__(self, classifier, decode_threads: int) -> None:
-        self.classifier, self.decode_threads = classifier, decode_threads
-        self.seen, self.waits, self.runs = 0, [], []
+    def __init__(self, classifier, decode_threads: int, clock=time.perf_counter) -> None:
+        self.classifier, self.fewer, self.clock = classifier, max(1, imaging.cpu_count() - decode_threads), clock
+        self.seen, self.waited, self.ran, self.started = 0, 0.0, 0.0, 0.0
+        self.as_loaded: float | None = None  # seconds a batch with the session as loaded
 
     def observe(self, wait: float, run: float) -> OrtThreads | None:
         """Count one batch's wait and model run; None once decided (nothing more to watch)."""
         self.seen += 1
+        now = self.clock()
+        if self.seen in (self.WARM_UP, self.WARM_UP + self.PROBE + 1):  # a window starts after this batch
+            self.started = now
+            return self
         if self.seen <= self.WARM_UP:
             return self
-        self.waits.append(wait)
-        self.runs.append(run)
-        if len(self.runs) < self.PROBE:
+        if self.as_loaded is None:
+            self.waited, self.ran = self.waited + wait, self.ran + run
+            if self.seen < self.WARM_UP + self.PROBE:
+                return self
+            self.as_loaded = (now - self.started) / self.PROBE
+            if 2 * self.waited < self.ran or not self.classifier.use_threads(self.fewer):
+                return None
+            return self  # the next batch makes the new session's first allocations: left out
+        if self.seen < self.WARM_UP + 2 * self.PROBE + 1:
             return self
-        if statistics.median(self.waits) > statistics.median(self.runs):
-            self.classifier.use_threads(max(1, imaging.cpu_count() - self.decode_threads))
+        if (now - self.started) / self.PROBE > self.as_loaded:  # slower with fewer threads: back to ORT's default
+            self.classifier.use_threads(0)
         return None
