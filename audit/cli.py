@@ -76,7 +76,7 @@ def _run_parser(sub) -> None:
 RUN_FLAGS: dict[str, tuple[str, type, str]] = {
     "--seed": ("seed", int, "random seed of every resample and sample (default 0)"),
     "--n-boot": ("n_boot", int, "bootstrap resamples per CI (default 1000)"),
-    "--batch-size": ("batch_size", int, "images per model call (default 64)"),
+    "--batch-size": ("batch_size", int, "images per model call (default 0: 64, up to 256 for a small input)"),
     "--workers": ("workers", int, "decode threads (default: one per core)"),
     "--engine": ("engine.name", str, "where inference runs: local (threads, default) or ray (Ray Data; "
                                      'pip install "model-audit[ray]")'),

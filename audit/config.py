@@ -80,9 +80,9 @@ class EngineConfig(Section):
 class RunConfig(Section):
     """How the audit runs; the checks' own sections are added from the registry (``AuditConfig``)."""
 
-    batch_size: int = setting(64, ge=1, le=65536)
+    batch_size: int = setting(0, ge=0, le=65536)  # images per model call; 0 = 64, up to 256 for a small input
     workers: int = setting(0, ge=0, le=256)  # decode threads; 0 = one per core (max 8)
-    threads: int = setting(0, ge=0, le=1024)  # ONNX Runtime intra-op threads; 0 = ORT's default
+    threads: int = setting(0, ge=0, le=1024)  # ONNX Runtime intra-op threads; 0 = chosen by the run (OrtThreads)
     n_boot: int = setting(1000, ge=1, le=100_000)
     seed: int = setting(0, ge=0, le=2**32 - 1)
     top_k: tuple[int, ...] = setting((3, 5), ge=2)  # top-k accuracies (k below the number of classes)

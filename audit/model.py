@@ -160,6 +160,7 @@ class OnnxClassifier:
             self.session = self._session(data, threads)
         except Exception as e:  # ORT raises its own Fail/InvalidGraph types
             raise ModelError(f"cannot load {path} with ONNX Runtime: {str(e).splitlines()[0]}") from None
+        self._sessions = {threads: self.session}  # by intra-op threads (use_threads)
         self.graph = inspect_graph(self.session, proto)
         self.card = _reconcile(card, self.graph, path)
         self.input_dtype = _float_type(self.session.get_inputs()[0], "input")
@@ -184,17 +185,21 @@ class OnnxClassifier:
         model_bytes = with_output(data, self.features.name) if self.features.name else data
         return ort.InferenceSession(model_bytes, opts, providers=["CPUExecutionProvider"])
 
-    def use_threads(self, threads: int) -> bool:
-        """Go on with a new session of ``threads`` intra-op threads, made from the model file; False (the session
-        kept) when the file cannot be read or is no longer the one loaded (its SHA-256 is checked)."""
-        try:
-            data = self.path.read_bytes()
-            if hashlib.sha256(data).hexdigest() != self.sha256:
+    def use_threads(self, threads: int, *, keep_others: bool = False) -> bool:
+        """Go on with a session of ``threads`` intra-op threads, made from the model file unless one is kept;
+        False (the session in use goes on) when the file cannot be read or is no longer the one loaded (its
+        SHA-256 is checked). ``keep_others``: the other sessions are kept to switch back to (a trial)."""
+        session = self._sessions.get(threads)
+        if session is None:
+            try:
+                data = self.path.read_bytes()
+                if hashlib.sha256(data).hexdigest() != self.sha256:
+                    return False
+                session = self._session(data, threads)
+            except Exception:  # an unreadable file, or ORT's own error types
                 return False
-            self.session = self._session(data, threads)
-        except Exception:  # an unreadable file, or ORT's own error types: the session in use goes on
-            return False
-        self.threads = threads
+        self.session, self.threads = session, threads
+        self._sessions = {**self._sessions, threads: session} if keep_others else {threads: session}
         return True
 
     @classmethod

@@ -33,9 +33,10 @@ class DaemonThreads:
             except BaseException as e:  # handed to the caller, like ThreadPoolExecutor
                 fut.set_exception(e)
 
-    def close(self) -> None:
-        """Drop the tasks not started and let every thread end after its current task (without waiting for it)."""
-        while True:
+    def close(self, *, cancel: bool = True) -> None:
+        """Drop the tasks not started (unless not ``cancel``: then they run first) and let every thread end after
+        its current task, without waiting for it."""
+        while cancel:
             try:
                 item = self.tasks.get_nowait()
             except queue.Empty:
@@ -50,5 +51,5 @@ def in_background(fn, *args) -> Future:
     """``fn(*args)`` on a daemon thread of its own, started now; the future holds its result or its exception."""
     pool = DaemonThreads(1, getattr(fn, "__name__", "background"))
     future = pool.submit(lambda a: fn(*a), args)
-    pool.tasks.put(None)  # the thread ends after this one task
+    pool.close(cancel=False)  # the thread ends after this one task
     return future

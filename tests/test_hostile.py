@@ -80,7 +80,7 @@ MISTAKES = {
     "config baseline.tolerance = -5": (lambda t: toml(t, "[audit.baseline]\ntolerance = -5\n"),
                                        "config key 'baseline.tolerance' must be >= 0, got -5.0"),
     "--n-boot 0": (lambda t: ["--n-boot", "0"], "--n-boot 0: config key 'n_boot' must be >= 1 and <= 100000"),
-    "--batch-size 0": (lambda t: ["--batch-size", "0"], "config key 'batch_size' must be >= 1"),
+    "--batch-size -1": (lambda t: ["--batch-size", "-1"], "config key 'batch_size' must be >= 0"),
     "--min-accuracy 2": (lambda t: ["--min-accuracy", "2"], "config key 'criteria.min_accuracy' must be >= 0 and <= 1"),
     "--min-images-per-label -1": (lambda t: ["--min-images-per-label", "-1"],
                                   "config key 'evidence.min_images_per_label' must be >= 0, got -1"),

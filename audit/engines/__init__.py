@@ -6,7 +6,7 @@ model through the same engine (``AuditContext.rerun``), with a transform or anot
 
 Example::
 
-    engine = LocalEngine(batch_size=64)
+    engine = LocalEngine()
     preds, rejected = engine.predict(classifier, source)
 """
 

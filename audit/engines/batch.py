@@ -31,16 +31,27 @@ from audit.sources import NON_FINITE, DataSource, Sample, SampleTable, Skipped
 Transform = Callable[[Image.Image], Image.Image]
 # The model input of one batch (float32) stays under this: a 4096 x 4096 card gets 4 images a batch, not 64 (4 GiB).
 BATCH_BYTES = 256 * 1024 * 1024
+# batch size 0 (the default) is 64 images, or more, up to 256, while the batch's model input stays under 1 MiB: a
+# small input's per-batch costs (the hand-over between threads, ORT's call) then weigh on more images. 100,000
+# Fashion-MNIST images (28 x 28): 256 a batch took 0.80x the floor against 1.00x for 64; a 224 px card keeps 64,
+# where 128 and 256 were 1.4x and 2.9x slower (benchmarks/inference_vs_floor.py).
+AUTO_BATCH, AUTO_BATCH_MAX, AUTO_BATCH_BYTES = 64, 256, 1024 * 1024
 
 
 def fitted_batch_size(requested: int, pre: Preprocess, budget: int = BATCH_BYTES) -> int:
-    """``requested`` images a batch, or fewer, so that one batch's model input fits ``budget`` bytes (at least 1).
+    """``requested`` images a batch (0: ``AUTO_BATCH`` or more for a small input), or fewer, so that one batch's
+    model input fits ``budget`` bytes (at least 1).
 
     >>> fitted_batch_size(64, Preprocess(size=(4096, 4096), color="L", mean=(0.5,), std=(0.5,)))
     4
+    >>> fitted_batch_size(0, Preprocess(size=(28, 28), color="L", mean=(0.5,), std=(0.5,)))
+    256
     """
     h, w = pre.size
-    return max(1, min(requested, budget // (h * w * pre.channels * 4)))
+    image = h * w * pre.channels * 4
+    if requested == 0:
+        requested = max(AUTO_BATCH, min(AUTO_BATCH_MAX, AUTO_BATCH_BYTES // image))
+    return max(1, min(requested, budget // image))
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ from audit.threads import DaemonThreads
 class LocalEngine:
     """Batched decode ahead of batched inference, in this process (the default engine)."""
 
-    batch_size: int = 64
+    batch_size: int = 0  # 0: 64 images, up to 256 for a small input (batch.fitted_batch_size)
     workers: int | None = None  # decode threads; None = imaging.default_workers(); 0 = decode on the calling thread
     limits: imaging.Limits = imaging.Limits()
     # stack, measure and hash each batch on the calling thread, not in its decode thread (the default: faster for
@@ -97,39 +97,42 @@ class OrtThreads:
     (docs/ARCHITECTURE.md §12).
 
     ORT's default takes every core for each batch, the cores the decode threads need too. After ``WARM_UP``
-    batches (the decode threads start, ORT makes its first allocations), ``PROBE`` batches are timed with the
-    session as it is. If the calling thread waited for decoded batches at least half as long as it ran the model
-    (a model that holds the pass up makes it wait for nothing, and keeps every thread), the next ``PROBE``
-    batches run on a session with one thread per core the decode threads leave (at least one), and the faster of
-    the two is kept. On two cores, 100,000 Fashion-MNIST images took 9.1-9.5 s instead of 10.7 s with one ORT
-    thread. ORT's outputs do not depend on its thread count (tested)."""
+    batches (the decode threads start, ORT makes its first allocations), windows of ``WINDOW`` batches alternate
+    between the session as loaded and one with a thread per core the decode threads leave (at least one),
+    ``ROUNDS`` times each, and the one whose windows took less time is kept: alternating, so that a change in the
+    machine's load (the side process's imports at the start of a run) weighs on both. Not tried when, over the
+    first window, the calling thread waited for decoded batches less than half as long as it ran the model (a
+    model that holds the pass up keeps every thread). On two cores, 100,000 Fashion-MNIST images took 9.1-9.5 s
+    instead of 10.7 s with one ORT thread. ORT's outputs do not depend on its thread count (tested)."""
 
-    WARM_UP, PROBE = 2, 24
+    WARM_UP, WINDOW, ROUNDS = 2, 8, 3
 
     def __init__(self, classifier, decode_threads: int, clock=time.perf_counter) -> None:
-        self.classifier, self.fewer, self.clock = classifier, max(1, imaging.cpu_count() - decode_threads), clock
+        self.classifier, self.clock = classifier, clock
+        self.choices = (classifier.threads, max(1, imaging.cpu_count() - decode_threads))
+        self.took = [0.0, 0.0]  # seconds of each choice's windows
         self.seen, self.waited, self.ran, self.started = 0, 0.0, 0.0, 0.0
-        self.as_loaded: float | None = None  # seconds a batch with the session as loaded
 
     def observe(self, wait: float, run: float) -> OrtThreads | None:
         """Count one batch's wait and model run; None once decided (nothing more to watch)."""
         self.seen += 1
-        now = self.clock()
-        if self.seen in (self.WARM_UP, self.WARM_UP + self.PROBE + 1):  # a window starts after this batch
-            self.started = now
-            return self
         if self.seen <= self.WARM_UP:
+            self.started = self.clock()
             return self
-        if self.as_loaded is None:
+        batch = self.seen - self.WARM_UP - 1
+        window, last = divmod(batch, self.WINDOW)
+        if window == 0:
             self.waited, self.ran = self.waited + wait, self.ran + run
-            if self.seen < self.WARM_UP + self.PROBE:
-                return self
-            self.as_loaded = (now - self.started) / self.PROBE
-            if 2 * self.waited < self.ran or not self.classifier.use_threads(self.fewer):
-                return None
-            return self  # the next batch makes the new session's first allocations: left out
-        if self.seen < self.WARM_UP + 2 * self.PROBE + 1:
+        if last != self.WINDOW - 1:
             return self
-        if (now - self.started) / self.PROBE > self.as_loaded:  # slower with fewer threads: back to ORT's default
-            self.classifier.use_threads(0)
-        return None
+        self.took[window % 2] += self.clock() - self.started
+        if window == 0 and 2 * self.waited < self.ran:  # the model holds the pass up
+            return None
+        if window == 2 * self.ROUNDS - 1:
+            best = self.choices[int(self.took[1] < self.took[0])]
+            self.classifier.use_threads(best)  # the other session is let go
+            return None
+        if not self.classifier.use_threads(self.choices[(window + 1) % 2], keep_others=True):
+            return None
+        self.started = self.clock()
+        return self

@@ -69,7 +69,7 @@ class RayEngine:
 
     name = "ray"
 
-    def __init__(self, address: str = "", *, batch_size: int = 64, actors: int = 0, cpus: int = 0,
+    def __init__(self, address: str = "", *, batch_size: int = 0, actors: int = 0, cpus: int = 0,
                  threads: int = 0, limits: imaging.Limits = imaging.Limits(), progress: bool | None = None) -> None:
         self.address = address  # "" = start a local Ray with ``cpus`` CPUs (0 = every core)
         self.batch_size = batch_size
