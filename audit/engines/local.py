@@ -102,8 +102,9 @@ class OrtThreads:
     ``ROUNDS`` times each, and the one whose windows took less time is kept: alternating, so that a change in the
     machine's load (the side process's imports at the start of a run) weighs on both. Not tried when, over the
     first window, the calling thread waited for decoded batches less than half as long as it ran the model (a
-    model that holds the pass up keeps every thread). On two cores, 100,000 Fashion-MNIST images took 9.1-9.5 s
-    instead of 10.7 s with one ORT thread. ORT's outputs do not depend on its thread count (tested)."""
+    model that holds the pass up keeps every thread). The rows with ORT's threads pinned in
+    ``benchmarks/inference_vs_floor.py`` show what each choice costs. ORT's outputs do not depend on its thread
+    count (tested)."""
 
     WARM_UP, WINDOW, ROUNDS = 2, 8, 3
 
