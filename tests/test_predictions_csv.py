@@ -13,9 +13,9 @@ from audit.predictions import Coded, Predictions
 pytestmark = pytest.mark.fast  # the tier run before every commit (scripts/test.sh --fast)
 
 
-@pytest.mark.parametrize("rows_at_once", [4096, 7])
-def test_write_csv_equals_pandas_to_csv(tmp_path, monkeypatch, rows_at_once):
-    monkeypatch.setattr(predictions_module, "CSV_ROWS", rows_at_once)  # 7: many chunks, the last one short
+@pytest.mark.parametrize("cells_at_once", [4096 * 26, 7 * 20])
+def test_write_csv_equals_pandas_to_csv(tmp_path, monkeypatch, cells_at_once):
+    monkeypatch.setattr(predictions_module, "CSV_CELLS", cells_at_once)  # 7 rows: many chunks, the last one short
     n = 300
     rng = np.random.default_rng(0)
     site = rng.choice(["a", "b,c", 'say "x"', "", "ü", "line\nbreak"], n).astype(object)
