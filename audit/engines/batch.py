@@ -33,8 +33,8 @@ Transform = Callable[[Image.Image], Image.Image]
 BATCH_BYTES = 256 * 1024 * 1024
 # batch size 0 (the default) is 64 images, or more, up to 256, while the batch's model input stays under 1 MiB: a
 # small input's per-batch costs (the hand-over between threads, ORT's call) then weigh on more images. 100,000
-# Fashion-MNIST images (28 x 28): 256 a batch took 0.80x the floor against 1.00x for 64; a 224 px card keeps 64,
-# where 128 and 256 were 1.4x and 2.9x slower (benchmarks/inference_vs_floor.py).
+# Fashion-MNIST images (28 x 28): 256 a batch took 0.87x the floor's loop against 1.16x for 64; a 224 px card keeps
+# 64, where 128 and 256 took 1.44x and 2.91x the floor against 0.94x (benchmarks/inference_vs_floor.py).
 AUTO_BATCH, AUTO_BATCH_MAX, AUTO_BATCH_BYTES = 64, 256, 1024 * 1024
 
 
