@@ -142,38 +142,123 @@ def grouped_proportions(success: np.ndarray, groups: np.ndarray, n_groups: int, 
     return out
 
 
-def resample_weights(strata: np.ndarray, ids: np.ndarray | None, n_boot: int, seed: int) -> Iterator[np.ndarray]:
-    """Yield (k, N) row multiplicities of ``n_boot`` bootstrap resamples: clusters drawn within strata.
-
-    Each stratum draws as many clusters as it has, with replacement; a cluster belongs to the stratum
-    of its first row. Without clusters, rows are drawn within strata. As with ``stats.resample_indices``,
-    a step holds at most ``stats.INDEX_BYTES`` of draws and the step size does not change them.
-    """
-    n = len(strata)
-    ids = np.arange(n) if ids is None else np.unique(ids, return_inverse=True)[1]
-    first = np.unique(ids, return_index=True)[1]
-    k_total = len(first)
-    stratum = np.asarray(strata)[first]
-    order = np.argsort(stratum, kind="stable")  # cluster ids, grouped by stratum
-    _, start, size = np.unique(stratum[order], return_index=True, return_counts=True)
-    starts, sizes = np.repeat(start, size), np.repeat(size, size)  # per position of ``order``
-    rng = np.random.default_rng(seed)
-    step = max(1, min(stats.CHUNK, stats.INDEX_BYTES // (8 * max(n, 1))))
-    done = 0
-    while done < n_boot:
-        k = min(step, n_boot - done)
-        drawn = order[starts + rng.integers(0, sizes, size=(k, k_total))]
-        counts = np.bincount((drawn + (np.arange(k) * k_total)[:, None]).ravel(), minlength=k * k_total)
-        yield counts.reshape(k, k_total)[:, ids].astype(float)
-        done += k
+FAST_RATIO = 8  # multinomial draws per group when a stratum's units outnumber its groups this many times over
 
 
-def bootstrap_weighted(statistic: Callable[[np.ndarray], np.ndarray], strata: np.ndarray, ids: np.ndarray | None, *,
-                       n_boot: int, seed: int, level: float = 0.95) -> list[Estimate]:
-    """Percentile intervals of a statistic of row weights (k, N) -> (k, m), resampled by ``resample_weights``."""
-    n = len(strata)
-    if n == 0:
+@dataclass(frozen=True)
+class Exchangeable:
+    """The bootstrap's units (clusters, or rows without clusters) grouped by stratum and by the multiset of their
+    rows' ``keys``. A statistic that reads rows only through their keys (the true and predicted class of each,
+    say) cannot tell two units of a group apart, so it needs the rows of one unit per group (``rows``) and how
+    many times each group's units were drawn. Those counts are multinomial, which is what makes the bootstrap
+    cheap: a stratum of K units in G groups costs G binomial draws a replicate instead of K index draws, gathers
+    and counts (docs/ARCHITECTURE.md §4.3).
+
+    Without keys every unit is a group of its own, and ``rows`` is every row in order."""
+
+    rows: np.ndarray  # (R,) the rows of one unit of each group
+    group_of_row: np.ndarray  # (R,) the group of each of them
+    units: np.ndarray  # (G,) units in each group
+    group_stratum: np.ndarray  # (G,) the stratum of each group, 0..S-1
+    unit_group: np.ndarray  # (K,) the group of each unit
+    unit_stratum: np.ndarray  # (K,) the stratum of each unit
+
+    @classmethod
+    def of(cls, keys: np.ndarray | None, strata: np.ndarray, ids: np.ndarray | None) -> Exchangeable:
+        """``keys``: a non-negative integer per row, or None; a unit's stratum is its first row's."""
+        n = len(strata)
+        if ids is None:
+            unit = first = np.arange(n)
+        else:
+            unit = np.unique(ids, return_inverse=True)[1]
+            first = np.unique(unit, return_index=True)[1]
+        k_units = len(first)
+        unit_stratum = np.unique(np.asarray(strata)[first], return_inverse=True)[1]
+        if keys is None:
+            profile = np.arange(k_units)
+        else:
+            profile = _profiles(np.asarray(keys, np.int64), unit, first)
+        span = int(profile.max()) + 1
+        codes, first_of_group, unit_group = np.unique(unit_stratum * span + profile, return_index=True,
+                                                      return_inverse=True)
+        rep = np.zeros(k_units, bool)
+        rep[first_of_group] = True  # the first unit of each group stands for it
+        rows = np.flatnonzero(rep[unit])
+        return cls(rows, unit_group[unit[rows]], np.bincount(unit_group, minlength=len(codes)), codes // span,
+                   unit_group, unit_stratum)
+
+    def point(self) -> np.ndarray:
+        """(1, R) weights that stand for the data as it is: each group's rows once per unit."""
+        return self.units[self.group_of_row][None, :].astype(float)
+
+    def resamples(self, n_boot: int, seed: int) -> Iterator[np.ndarray]:
+        """(k, R) weights of the ``rows`` in ``n_boot`` bootstrap resamples: each stratum draws as many units as it
+        has, with replacement, and a row weighs as often as its group was drawn.
+
+        Drawn as multinomial counts per group when the units outnumber the groups ``FAST_RATIO`` times, else as
+        unit indices (both are the same distribution). As with ``stats.resample_indices``, a step holds at most
+        ``stats.INDEX_BYTES`` of draws, and the step size does not change them."""
+        g, k_units = len(self.units), len(self.unit_group)
+        fast = g * FAST_RATIO <= k_units
+        width = max(g if fast else k_units, len(self.rows), 1)
+        step = max(1, min(stats.CHUNK, stats.INDEX_BYTES // (8 * width)))
+        draw = self._multinomial(seed) if fast else self._indices(seed)
+        done = 0
+        while done < n_boot:
+            k = min(step, n_boot - done)
+            yield draw(k)[:, self.group_of_row].astype(float)
+            done += k
+
+    def _multinomial(self, seed: int):
+        strata = [np.flatnonzero(self.group_stratum == s) for s in range(int(self.group_stratum.max()) + 1)]
+        sizes = [int(self.units[gs].sum()) for gs in strata]
+        rngs = [np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(len(strata))]  # one per stratum
+
+        def draw(k: int) -> np.ndarray:
+            counts = np.empty((k, len(self.units)), np.int64)
+            for gs, size, rng in zip(strata, sizes, rngs):
+                counts[:, gs] = rng.multinomial(size, self.units[gs] / size, size=k)
+            return counts
+        return draw
+
+    def _indices(self, seed: int):
+        order = np.argsort(self.unit_stratum, kind="stable")  # units, grouped by stratum
+        _, start, size = np.unique(self.unit_stratum[order], return_index=True, return_counts=True)
+        starts, sizes = np.repeat(start, size), np.repeat(size, size)  # per position of ``order``
+        drawn_group = self.unit_group[order]
+        rng, g = np.random.default_rng(seed), len(self.units)
+
+        def draw(k: int) -> np.ndarray:
+            drawn = drawn_group[starts + rng.integers(0, sizes, size=(k, len(order)))]
+            return np.bincount((drawn + (np.arange(k) * g)[:, None]).ravel(), minlength=k * g).reshape(k, g)
+        return draw
+
+
+def _profiles(keys: np.ndarray, unit: np.ndarray, first: np.ndarray) -> np.ndarray:
+    """An integer per unit, equal for two units exactly when their rows hold the same multiset of keys."""
+    size = np.bincount(unit)
+    profile = keys[first].copy()  # a unit of one row: its key
+    many = np.flatnonzero(size > 1)
+    if len(many):
+        base = int(keys.max()) + 1
+        order = np.lexsort((keys, unit))
+        bounds = np.r_[0, np.cumsum(size)]
+        sorted_keys = keys[order]
+        seen: dict[bytes, int] = {}
+        for u in many:  # units of several rows: their sorted keys, numbered after every single key
+            profile[u] = base + seen.setdefault(sorted_keys[bounds[u]:bounds[u + 1]].tobytes(), len(seen))
+    return profile
+
+
+def bootstrap_weighted(statistic: Callable[[np.ndarray, np.ndarray], np.ndarray], strata: np.ndarray,
+                       ids: np.ndarray | None, *, keys: np.ndarray | None = None, n_boot: int, seed: int,
+                       level: float = 0.95) -> list[Estimate]:
+    """Percentile intervals of ``statistic(rows, w)``: row numbers (R,) and their weights (k, R) -> (k, m), with the
+    units resampled within strata by ``Exchangeable.resamples``. With ``keys``, the statistic must read rows only
+    through their keys."""
+    if len(strata) == 0:
         return []
-    point = np.asarray(statistic(np.ones((1, n))), dtype=float)[0]
-    reps = np.concatenate([np.asarray(statistic(w), dtype=float) for w in resample_weights(strata, ids, n_boot, seed)])
+    ex = Exchangeable.of(keys, strata, ids)
+    point = np.asarray(statistic(ex.rows, ex.point()), dtype=float)[0]
+    reps = np.concatenate([np.asarray(statistic(ex.rows, w), dtype=float) for w in ex.resamples(n_boot, seed)])
     return [_estimate(point[j], reps[:, j], level) for j in range(point.shape[0])]

@@ -16,11 +16,18 @@ from scipy.sparse.csgraph import connected_components
 import builders
 from audit import stats
 from audit.checks.metrics import classification_metrics
-from audit.clusters import (Clusters, bootstrap_weighted, cluster_ids, clustered_proportion, design_effect,
-                            resample_weights)
+from audit.clusters import (FAST_RATIO, Clusters, Exchangeable, _profiles, bootstrap_weighted, cluster_ids,
+                            clustered_proportion, design_effect)
 from audit.stats import proportion_ci
 
 SETS = 2000
+
+
+def resample_weights(strata, ids, n_boot, seed):
+    """(k, N) multiplicities of every row: without keys every unit is its own group, stood for by all its rows."""
+    ex = Exchangeable.of(None, strata, ids)
+    assert np.array_equal(ex.rows, np.arange(len(strata)))
+    return ex.resamples(n_boot, seed)
 
 
 @pytest.mark.fast
@@ -148,10 +155,66 @@ def test_resample_step_size_changes_no_draw(monkeypatch):
 
 
 @pytest.mark.fast
+def test_units_with_the_same_keys_share_a_profile():
+    keys = np.array([3, 1, 1, 3, 2, 2, 1, 3, 5])
+    unit = np.array([0, 0, 1, 1, 2, 3, 3, 4, 5])  # units 0 and 1 hold {1, 3}; 3 holds {1, 2}; 2, 4, 5 one key each
+    first = np.unique(unit, return_index=True)[1]
+    p = _profiles(keys, unit, first)
+    assert p[0] == p[1] and len(set(p.tolist())) == 5
+    assert p[2] == 2 and p[4] == 3 and p[5] == 5 and p[3] > keys.max()  # a single key is its own profile
+
+
+def _grouped_vs_rows(ids, n_boot=20_000):
+    """Balanced accuracy's bootstrap replicates drawn by group (keys: true and predicted class) and by unit."""
+    rng = np.random.default_rng(7)
+    y = np.repeat(np.arange(4), [300, 500, 400, 800])
+    pred = np.where(rng.random(len(y)) < np.array([0.9, 0.7, 0.8, 0.95])[y], y, (y + 1) % 4)
+    if ids is not None:
+        pred = pred[np.unique(ids, return_index=True)[1]][np.unique(ids, return_inverse=True)[1]]  # copies agree
+
+    def bal(rows, w):
+        right = (y[rows] == pred[rows]).astype(float)
+        return np.mean([(w[:, y[rows] == c] @ right[y[rows] == c]) / w[:, y[rows] == c].sum(1) for c in range(4)],
+                       axis=0)
+    grouped = Exchangeable.of(y * 4 + pred, y, ids)
+    assert len(grouped.units) * FAST_RATIO <= len(grouped.unit_group)  # the multinomial route
+    by_group = np.concatenate([bal(grouped.rows, w) for w in grouped.resamples(n_boot, 1)])
+    by_unit = np.concatenate([bal(np.arange(len(y)), w) for w in resample_weights(y, ids, n_boot, 2)])
+    point = bal(grouped.rows, grouped.point())[0]
+    assert point == pytest.approx(bal(np.arange(len(y)), np.ones((1, len(y))))[0])
+    return by_group, by_unit
+
+
+@pytest.mark.parametrize("clustered", [False, True])
+def test_multinomial_draws_per_group_are_the_bootstrap_of_units(clustered):
+    """The shortcut changes the draws, not their distribution: 20,000 replicates each way agree in mean, spread
+    and tails well within their Monte Carlo error."""
+    ids = np.repeat(np.arange(1000), 2) if clustered else None  # pairs of copies within each class
+    by_group, by_unit = _grouped_vs_rows(ids)
+    sd = by_unit.std()
+    assert abs(by_group.mean() - by_unit.mean()) < 0.05 * sd
+    assert by_group.std() == pytest.approx(sd, rel=0.04)
+    assert np.quantile(by_group, [0.025, 0.975]) == pytest.approx(np.quantile(by_unit, [0.025, 0.975]), abs=0.1 * sd)
+
+
+@pytest.mark.fast
+def test_grouped_draws_keep_stratum_sizes_and_do_not_depend_on_the_step(monkeypatch):
+    y = np.repeat(np.arange(3), [400, 700, 900])
+    keys = y * 3 + np.random.default_rng(0).integers(0, 3, len(y))
+    ex = Exchangeable.of(keys, y, None)
+    before = np.concatenate(list(ex.resamples(120, seed=3)))
+    for c, size in enumerate([400, 700, 900]):
+        assert np.all(before[:, y[ex.rows] == c].sum(1) == size)
+    monkeypatch.setattr(stats, "INDEX_BYTES", 8 * 9 * 7)
+    steps = list(ex.resamples(120, seed=3))
+    assert len(steps[0]) == 7 and np.array_equal(np.concatenate(steps), before)
+
+
+@pytest.mark.fast
 def test_bootstrap_weighted_point_is_the_unweighted_statistic():
     y = np.repeat(np.arange(2), 50)
     x = np.random.default_rng(0).random(100)
-    est = bootstrap_weighted(lambda w: (w @ x / w.sum(1))[:, None], y, None, n_boot=200, seed=0)[0]
+    est = bootstrap_weighted(lambda rows, w: (w @ x[rows] / w.sum(1))[:, None], y, None, n_boot=200, seed=0)[0]
     assert est.value == pytest.approx(x.mean()) and est.low < x.mean() < est.high
 
 

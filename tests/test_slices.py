@@ -5,9 +5,9 @@ import pytest
 from sklearn import metrics as skm
 
 import builders
-from audit.checks.slices import SlicesConfig, _replicates, criteria, find_slices, partitions
+from audit.checks.slices import SlicesConfig, _Cells, _replicates, criteria, find_slices, partitions
+from audit.clusters import FAST_RATIO, Exchangeable
 from audit.config import AuditConfig
-from audit.stats import resample_indices
 
 pytestmark = pytest.mark.fast  # the tier run before every commit (scripts/test.sh --fast)
 
@@ -116,15 +116,22 @@ def test_same_seed_same_result():
     assert find_slices(p, SlicesConfig(), n_boot=200, seed=1) == find_slices(p, SlicesConfig(), n_boot=200, seed=1)
 
 
-def test_bootstrap_replicates_equal_sklearn_on_each_resample():
-    n, c = 400, 5
+@pytest.mark.parametrize("n", [400, 4000])  # cells drawn by index, then as multinomial counts
+def test_bootstrap_replicates_equal_sklearn_on_each_resample(n):
+    c = 5
     rng = np.random.default_rng(1)
     site = rng.choice(list("abc"), n).astype(object)
     p = builders.predictions(n, c=c, seed=2, error=0.3, attributes={"site": site})
     parts, _ = partitions(p, SlicesConfig())
     _, reps = _replicates(parts, p, n_boot=7, seed=5)
     y, yp = p.y_true, p.y_pred
-    for k, idx in enumerate(np.concatenate(list(resample_indices(n, 7, 5)))):
+    cells = _Cells.of(parts[0], y, yp, c)
+    ex = Exchangeable.of(cells.cells, np.zeros(n, np.int8), None)
+    assert (len(ex.units) * FAST_RATIO <= n) == (n == 4000)
+    draws = np.concatenate(list(ex.resamples(7, 5)))
+    assert draws.shape == (7, len(cells.true_lc)) and np.all(draws.sum(axis=1) == n)
+    # each resample as rows: every cell's representative row as often as the cell was drawn
+    for k, idx in enumerate(np.repeat(ex.rows, w.astype(int)) for w in draws):
         for li, level in enumerate(parts[0].levels):
             m = site[idx] == level
             acc = skm.accuracy_score(y[idx][m], yp[idx][m])

@@ -67,13 +67,17 @@ def calibration(preds: Predictions, *, n_bins: int = 15, n_boot: int = 1000, see
     brier_i = _brier(preds.proba, preds.y_true)
     nll_i = -np.log(np.clip(preds.proba[np.arange(n), preds.y_true].astype(float), EPS, 1.0))
     gap = correct - conf
+    # gathered once per resample each (a quarter of the statistic's time at 100,000 images): the bins as int16,
+    # and the Brier and log-loss terms as one complex number, whose mean holds both means
+    small_bins, both = bins.astype(np.int16), brier_i + 1j * nll_i  # ece_bins is at most 1,000
 
     def statistic(idx: np.ndarray) -> np.ndarray:  # ECE, Brier and log loss of each resample in one pass
         k = idx.shape[0]
-        code = (bins[idx] + (np.arange(k) * n_bins)[:, None]).ravel()
+        code = (small_bins[idx] + (np.arange(k) * n_bins)[:, None]).ravel()
         per_bin = np.bincount(code, weights=gap[idx].ravel(), minlength=k * n_bins)
         ece = np.abs(per_bin).reshape(k, n_bins).sum(axis=1) / n  # |sum(correct - conf)| per bin / n
-        return np.column_stack([ece, brier_i[idx].mean(axis=1), nll_i[idx].mean(axis=1)])
+        means = both[idx].mean(axis=1)
+        return np.column_stack([ece, means.real, means.imag])
 
     rel = []
     for i in range(n_bins):

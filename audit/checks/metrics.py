@@ -184,8 +184,9 @@ def classification_metrics(
     c = len(preds.labels)
     y_true, y_pred = preds.y_true, preds.y_pred
     n, ids = len(y_true), preds.clusters
-    ests = bootstrap_weighted(lambda w: summarize_counts(weighted_class_counts(y_true, y_pred, w, c)), y_true, ids,
-                              n_boot=n_boot, seed=seed)
+    # the counts read rows only through their (true, predicted) cell: groups of interchangeable clusters
+    ests = bootstrap_weighted(lambda rows, w: summarize_counts(weighted_class_counts(y_true[rows], y_pred[rows], w, c)),
+                              y_true, ids, keys=y_true.astype(np.int64) * c + y_pred, n_boot=n_boot, seed=seed)
     cm = np.bincount(y_true * c + y_pred, minlength=c * c).reshape(c, c)
     support, predicted = cm.sum(axis=1), cm.sum(axis=0)
     right = y_true == y_pred

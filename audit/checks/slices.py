@@ -31,12 +31,13 @@ from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 
+from audit.clusters import Exchangeable
 from audit.context import AuditContext
 from audit.contract import CardPart, CheckSpec
 from audit.findings import Finding
 from audit.predictions import MISSING, Predictions
 from audit.settings import Section, setting, unit
-from audit.stats import Estimate, _estimate, benjamini_hochberg, proportion_ci, resample_indices, unique_codes
+from audit.stats import Estimate, _estimate, benjamini_hochberg, proportion_ci, unique_codes
 from audit.svg import ACCENT, BAD, Bar, Canvas, ci_bounds, intervals, short_label
 from audit.text import fmt, fmt_ci, md
 from audit.verdict import Criterion, Measure, judge
@@ -220,11 +221,9 @@ class _Cells:
         level, yt, yp = present // (c * c), present // c % c, present % c
         return cls(len(p.levels), cells, level * c + yt, level * c + yp, yt == yp)
 
-    def counts(self, idx: np.ndarray, c: int) -> list[np.ndarray]:
-        """(k, levels, C) counts of correct, true and predicted classes per level, in each resample ``idx``."""
-        k, m, lc = idx.shape[0], len(self.true_lc), self.levels * c
-        per_cell = np.bincount((self.cells[idx] + (np.arange(k) * m)[:, None]).ravel(), minlength=k * m)
-        per_cell = per_cell.reshape(k, m).astype(float)
+    def counts(self, per_cell: np.ndarray, c: int) -> list[np.ndarray]:
+        """(k, levels, C) counts of correct, true and predicted classes per level, from (k, m) rows per cell."""
+        k, lc = per_cell.shape[0], self.levels * c
         off = (np.arange(k) * lc)[:, None]
 
         def spread(lc_of_cell: np.ndarray, cols) -> np.ndarray:
@@ -238,24 +237,23 @@ class _Cells:
 
 def _replicates(parts: list[_Partition], preds: Predictions, n_boot: int, seed: int):
     """Point values and bootstrap replicates, per partition (k, L, 4): accuracy, F1, accuracy gap, F1 gap."""
-    n, c = len(preds), len(preds.labels)
-    cells = [_Cells.of(p, preds.y_true, preds.y_pred, c) for p in parts]
+    c = len(preds.labels)
+    point, reps = [], []
+    for p in parts:
+        cells = _Cells.of(p, preds.y_true, preds.y_pred, c)
 
-    def stats(idx: np.ndarray) -> list[np.ndarray]:
-        out = []
-        for cell in cells:
-            inside = cell.counts(idx, c)  # correct, true, predicted per (level, class)
+        def stats(per_cell: np.ndarray) -> np.ndarray:
+            inside = cells.counts(per_cell, c)  # correct, true, predicted per (level, class)
             outside = [x.sum(axis=1, keepdims=True) - x for x in inside]  # every row falls in one level
             m_in, m_out = _slice_metrics(*inside), _slice_metrics(*outside)
-            out.append(np.concatenate([m_in, m_out - m_in], axis=2))
-        return out
+            return np.concatenate([m_in, m_out - m_in], axis=2)
 
-    point = stats(np.arange(n)[None, :])
-    reps = [[] for _ in parts]
-    for idx in resample_indices(n, n_boot, seed):
-        for j, r in enumerate(stats(idx)):
-            reps[j].append(r)
-    reps = [np.concatenate(r) for r in reps] if n_boot else [np.zeros((0,) + p.shape[1:]) for p in point]
+        # the rows resampled as multinomial counts per cell, the same distribution as drawing rows (§4.3)
+        ex = Exchangeable.of(cells.cells, np.zeros(len(cells.cells), np.int8), None)
+        order = np.argsort(ex.group_of_row)  # one row stands for each cell: its weight, in cell order
+        point.append(stats(ex.point()[:, order]))
+        draws = [stats(w[:, order]) for w in ex.resamples(n_boot, seed)]
+        reps.append(np.concatenate(draws) if n_boot else np.zeros((0,) + point[-1].shape[1:]))
     return point, reps
 
 
