@@ -19,9 +19,14 @@ from statistics import NormalDist
 
 import numpy as np
 
+from audit.threads import in_background
+
 DEFAULT_N_BOOT = 1000
 CHUNK = 100  # at most this many replicates per vectorised step
 INDEX_BYTES = 4 * 2**20  # and at most this many bytes of resample indices per step, whatever N
+# bootstrap_many(streams=s): the resamples come from s seeded streams (the same draws however they run), which run on
+# threads side by side from STREAMS_APART draws (N x n_boot) up; the longest check then shares its work (§12)
+STREAMS_APART = 20_000_000
 
 
 @dataclass(frozen=True)
@@ -47,7 +52,7 @@ def _num(x: float) -> float | None:
     return int(x) if isinstance(x, (int, np.integer)) and not isinstance(x, bool) else float(x)
 
 
-def resample_indices(n: int, n_boot: int, seed: int):
+def resample_indices(n: int, n_boot: int, seed: int | np.random.SeedSequence):
     """Yield (k, n) index arrays totalling ``n_boot`` bootstrap resamples of range(n).
 
     k is at most ``CHUNK`` and at most ``INDEX_BYTES`` of int64 indices (one row at the least), so
@@ -87,12 +92,22 @@ def bootstrap_many(
     n_boot: int = DEFAULT_N_BOOT,
     seed: int = 0,
     level: float = 0.95,
+    streams: int = 1,
 ) -> list[Estimate]:
-    """Like ``bootstrap`` for a statistic returning m values per replicate, shape (k, m)."""
+    """Like ``bootstrap`` for a statistic returning m values per replicate, shape (k, m). With ``streams`` > 1 the
+    statistic must be safe to call from several threads at once."""
     if n == 0:
         return []
     point = np.asarray(statistic(np.arange(n)[None, :]), dtype=float)[0]
-    reps = np.concatenate([np.asarray(statistic(idx), dtype=float) for idx in resample_indices(n, n_boot, seed)])
+    seeds = [seed] if streams == 1 else np.random.SeedSequence(seed).spawn(streams)
+    sizes = [n_boot // streams + (i < n_boot % streams) for i in range(streams)]
+
+    def stream(i: int) -> np.ndarray:
+        reps = [np.asarray(statistic(idx), dtype=float) for idx in resample_indices(n, sizes[i], seeds[i])]
+        return np.concatenate(reps) if reps else np.zeros((0, point.shape[0]))
+
+    later = [in_background(stream, i) for i in range(1, streams)] if n * n_boot >= STREAMS_APART else []
+    reps = np.concatenate([stream(0), *(f.result() for f in later)] if later else [stream(i) for i in range(streams)])
     return [_estimate(point[j], reps[:, j], level) for j in range(point.shape[0])]
 
 

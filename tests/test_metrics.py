@@ -123,3 +123,27 @@ def test_weighted_class_counts_are_each_weightings_counts(n, c):
     for k in range(len(w)):
         cm = skm.confusion_matrix(y, p, labels=range(c), sample_weight=w[k])
         np.testing.assert_array_equal(got[:, k], [np.diag(cm), cm.sum(axis=1), cm.sum(axis=0)])
+
+
+@pytest.mark.parametrize("n_boot", [1, 301])
+def test_bootstrap_streams_give_the_same_draws_on_threads_or_not(monkeypatch, n_boot):
+    """Streams run side by side (threads) or one after the other: the same replicates, in the same order."""
+    from audit import stats
+
+    x = np.random.default_rng(3).random(2000)
+    seen = []
+
+    def statistic(idx):
+        seen.append(idx.shape[0])
+        return np.column_stack([x[idx].mean(axis=1), np.median(x[idx], axis=1)])
+
+    monkeypatch.setattr(stats, "STREAMS_APART", 10**12)
+    alone = stats.bootstrap_many(statistic, len(x), n_boot=n_boot, seed=4, streams=2)
+    monkeypatch.setattr(stats, "STREAMS_APART", 0)
+    monkeypatch.setattr(stats, "INDEX_BYTES", 8 * len(x) * 7)  # and in other steps
+    apart = stats.bootstrap_many(statistic, len(x), n_boot=n_boot, seed=4, streams=2)
+    assert apart == alone and sum(seen) == 2 * (n_boot + 1)  # each run: the point, then n_boot replicates
+    if n_boot > 1:
+        one = stats.bootstrap_many(statistic, len(x), n_boot=n_boot, seed=4)
+        assert one != alone and one[0].value == alone[0].value  # other draws, the same point
+        assert abs(one[0].low - alone[0].low) < 0.005 and abs(one[0].high - alone[0].high) < 0.005
