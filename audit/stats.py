@@ -52,15 +52,15 @@ def _num(x: float) -> float | None:
     return int(x) if isinstance(x, (int, np.integer)) and not isinstance(x, bool) else float(x)
 
 
-def resample_indices(n: int, n_boot: int, seed: int | np.random.SeedSequence):
+def resample_indices(n: int, n_boot: int, seed: int | np.random.SeedSequence, *, share: int = 1):
     """Yield (k, n) index arrays totalling ``n_boot`` bootstrap resamples of range(n).
 
-    k is at most ``CHUNK`` and at most ``INDEX_BYTES`` of int64 indices (one row at the least), so
+    k is at most ``CHUNK`` and at most ``INDEX_BYTES / share`` of int64 indices (one row at the least), so
     memory stays bounded as N grows. The chunking does not change the draws: the generator fills
     arrays element by element, so the resamples are the same for any chunk size (tested).
     """
     rng = np.random.default_rng(seed)
-    step = max(1, min(CHUNK, INDEX_BYTES // (8 * max(n, 1))))
+    step = max(1, min(CHUNK, INDEX_BYTES // share // (8 * max(n, 1))))
     done = 0
     while done < n_boot:
         k = min(step, n_boot - done)
@@ -103,7 +103,9 @@ def bootstrap_many(
     sizes = [n_boot // streams + (i < n_boot % streams) for i in range(streams)]
 
     def stream(i: int) -> np.ndarray:
-        reps = [np.asarray(statistic(idx), dtype=float) for idx in resample_indices(n, sizes[i], seeds[i])]
+        # each stream's steps take a share of INDEX_BYTES: side by side they hold no more than one stream did
+        reps = [np.asarray(statistic(idx), dtype=float)
+                for idx in resample_indices(n, sizes[i], seeds[i], share=streams)]
         return np.concatenate(reps) if reps else np.zeros((0, point.shape[0]))
 
     later = [in_background(stream, i) for i in range(1, streams)] if n * n_boot >= STREAMS_APART else []

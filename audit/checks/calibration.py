@@ -75,6 +75,7 @@ def calibration(preds: Predictions, *, n_bins: int = 15, n_boot: int = 1000, see
         k = idx.shape[0]
         code = (small_bins[idx] + (np.arange(k) * n_bins)[:, None]).ravel()
         per_bin = np.bincount(code, weights=gap[idx].ravel(), minlength=k * n_bins)
+        del code  # before the complex gather: one resample step's arrays at a time
         ece = np.abs(per_bin).reshape(k, n_bins).sum(axis=1) / n  # |sum(correct - conf)| per bin / n
         means = both[idx].mean(axis=1)
         return np.column_stack([ece, means.real, means.imag])
