@@ -145,7 +145,9 @@ def wait_with_peaks(p: subprocess.Popen, every_s: float = 0.05) -> dict[str, flo
     own), ``side`` (its children's, added), ``sum`` (the two: an upper bound on what they held at once) and
     ``at_once`` (the largest sum of current RSS seen in one sample). A process's own peak is the kernel's
     high-water mark (VmHWM), read every ``every_s`` while it runs; ``wait4`` then gives the largest of the
-    whole tree exactly, which is the audit's own whenever it tops every child's. Linux only."""
+    whole tree exactly, and goes to the process whose sampled peak is nearest below it (a child that grew after
+    the last sample, as the side process can when it makes the model card at the end, is not taken for the
+    audit). Linux only."""
     hwm: dict[int, float] = {}
     at_once, children, scanned = 0.0, set(), 0.0
     while True:
@@ -164,9 +166,13 @@ def wait_with_peaks(p: subprocess.Popen, every_s: float = 0.05) -> dict[str, flo
                 now += got["VmRSS"]
         at_once = max(at_once, now)
         time.sleep(every_s)
-    kids = [v for k, v in hwm.items() if k != p.pid]
     tree = usage.ru_maxrss / 1024
-    audit = tree if tree > max(kids, default=0.0) + 1 else hwm.get(p.pid, 0.0)
+    below = [pid for pid, v in hwm.items() if v <= tree + 1]
+    if below:  # the tree's peak is that process's own, reached after (or at) its last sample
+        owner = max(below, key=lambda pid: hwm[pid])
+        hwm[owner] = max(hwm[owner], tree)
+    kids = [v for k, v in hwm.items() if k != p.pid]
+    audit = hwm.get(p.pid, tree)
     return {"audit": round(audit, 1), "side": round(sum(kids), 1), "sum": round(audit + sum(kids), 1),
             "at_once": round(at_once, 1)}
 
