@@ -142,7 +142,7 @@ def grouped_proportions(success: np.ndarray, groups: np.ndarray, n_groups: int, 
     return out
 
 
-FAST_RATIO = 8  # multinomial draws per group when a stratum's units outnumber its groups this many times over
+FAST_RATIO = 8  # multinomial draws per group when the units outnumber the groups this many times over
 
 
 @dataclass(frozen=True)

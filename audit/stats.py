@@ -25,7 +25,8 @@ DEFAULT_N_BOOT = 1000
 CHUNK = 100  # at most this many replicates per vectorised step
 INDEX_BYTES = 4 * 2**20  # and at most this many bytes of resample indices per step, whatever N
 # bootstrap_many(streams=s): the resamples come from s seeded streams (the same draws however they run), which run on
-# threads side by side from STREAMS_APART draws (N x n_boot) up; the longest check then shares its work (§12)
+# threads side by side from STREAMS_APART draws (N x n_boot) up: the longest check then shares its work
+# (docs/ARCHITECTURE.md §12)
 STREAMS_APART = 20_000_000
 
 

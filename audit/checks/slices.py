@@ -248,7 +248,7 @@ def _replicates(parts: list[_Partition], preds: Predictions, n_boot: int, seed: 
             m_in, m_out = _slice_metrics(*inside), _slice_metrics(*outside)
             return np.concatenate([m_in, m_out - m_in], axis=2)
 
-        # the rows resampled as multinomial counts per cell, the same distribution as drawing rows (§4.3)
+        # the rows resampled as counts per cell, the same distribution as drawing rows (docs/ARCHITECTURE.md §4.3)
         ex = Exchangeable.of(cells.cells, np.zeros(len(cells.cells), np.int8), None)
         order = np.argsort(ex.group_of_row)  # one row stands for each cell: its weight, in cell order
         point.append(stats(ex.point()[:, order]))
