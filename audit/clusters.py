@@ -187,6 +187,15 @@ class Exchangeable:
         return cls(rows, unit_group[unit[rows]], np.bincount(unit_group, minlength=len(codes)), codes // span,
                    unit_group, unit_stratum)
 
+    @classmethod
+    def of_groups(cls, group: np.ndarray, groups: int) -> Exchangeable:
+        """Rows already numbered by group (``group``: 0..groups-1 per row, every number present), one stratum, no
+        clusters: the draws of ``of(group, zeros, None)`` without its sorts (0.3 s a call at a million rows).
+        Here ``rows`` are the group numbers, so a resample's weights come in group order (the slices' cells)."""
+        numbers = np.arange(groups)
+        return cls(numbers, numbers, np.bincount(group, minlength=groups), np.zeros(groups, np.intp), group,
+                   np.zeros(len(group), np.int8))
+
     def point(self) -> np.ndarray:
         """(1, R) weights that stand for the data as it is: each group's rows once per unit."""
         return self.units[self.group_of_row][None, :].astype(float)

@@ -211,6 +211,19 @@ def test_grouped_draws_keep_stratum_sizes_and_do_not_depend_on_the_step(monkeypa
 
 
 @pytest.mark.fast
+@pytest.mark.parametrize("n", [300, 5000])  # drawn by index, then as multinomial counts
+def test_rows_numbered_by_group_draw_as_grouping_them_would(n):
+    group = np.random.default_rng(2).integers(0, 60, n)
+    group = np.unique(group, return_inverse=True)[1]  # every number present
+    grouped = Exchangeable.of(group, np.zeros(n, np.int8), None)
+    numbered = Exchangeable.of_groups(group, int(group.max()) + 1)
+    in_group_order = np.argsort(grouped.group_of_row)
+    assert np.array_equal(numbered.point(), grouped.point()[:, in_group_order])
+    for a, b in zip(numbered.resamples(300, 4), grouped.resamples(300, 4)):
+        assert np.array_equal(a, b[:, in_group_order])
+
+
+@pytest.mark.fast
 def test_bootstrap_weighted_point_is_the_unweighted_statistic():
     y = np.repeat(np.arange(2), 50)
     x = np.random.default_rng(0).random(100)

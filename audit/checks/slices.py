@@ -249,10 +249,9 @@ def _replicates(parts: list[_Partition], preds: Predictions, n_boot: int, seed: 
             return np.concatenate([m_in, m_out - m_in], axis=2)
 
         # the rows resampled as counts per cell, the same distribution as drawing rows (docs/ARCHITECTURE.md §4.3)
-        ex = Exchangeable.of(cells.cells, np.zeros(len(cells.cells), np.int8), None)
-        order = np.argsort(ex.group_of_row)  # one row stands for each cell: its weight, in cell order
-        point.append(stats(ex.point()[:, order]))
-        draws = [stats(w[:, order]) for w in ex.resamples(n_boot, seed)]
+        ex = Exchangeable.of_groups(cells.cells, len(cells.true_lc))  # weights in cell order
+        point.append(stats(ex.point()))
+        draws = [stats(w) for w in ex.resamples(n_boot, seed)]
         reps.append(np.concatenate(draws) if n_boot else np.zeros((0,) + point[-1].shape[1:]))
     return point, reps
 
