@@ -33,8 +33,8 @@ from audit.memory import peak_rss_mib
 
 POLL_S = 0.5  # how often a caller waiting for an answer checks that the side process is still alive
 # imported while the side process has nothing to do, after the modules it was started for: the model card is
-# made there (audit.render.model_card.model_card_text), and huggingface_hub takes 0.25 s to import
-IDLE_IMPORTS = ("huggingface_hub.repocard",)
+# made there (audit.render.model_card.model_card_text: huggingface_hub's card data and jinja2, 0.1 s to import)
+IDLE_IMPORTS = ("huggingface_hub.repocard_data", "jinja2")
 SUPPORTED = os.name == "posix"  # the pipes are handed over by descriptor (subprocess's pass_fds)
 
 

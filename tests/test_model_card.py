@@ -15,7 +15,7 @@ import builders
 from audit.config import load_config
 from audit.pipeline import run_audit
 from audit.render.json import verdict_dict
-from audit.render.model_card import build_model_card, write_model_card
+from audit.render.model_card import TEMPLATE, build_model_card, card_fields, model_card_text, write_model_card
 from audit.render.outputs import write_outputs
 from audit.text import md
 from audit.verdict import decide, judge
@@ -41,6 +41,15 @@ def audited(tmp_path_factory):
     result = run_audit(model, data, load_config(None, {**flags, "baseline.path": str(root / "old" / "verdict.json")}),
                        progress=False)
     return result, verdict_dict(result)
+
+
+def test_the_card_text_is_what_huggingface_hubs_from_template_makes(audited):
+    from huggingface_hub import EvalResult, ModelCardData
+
+    fields = card_fields(audited[0])
+    data = {**fields["data"], "eval_results": [EvalResult(**e) for e in fields["data"]["eval_results"]]}
+    made = ModelCard.from_template(ModelCardData(**data), template_str=TEMPLATE, **fields["template"])
+    assert model_card_text(fields) == str(made) and "model-index" in str(made)
 
 
 def test_card_parses_back_with_the_verdict_numbers(audited, tmp_path, no_network):

@@ -76,12 +76,14 @@ TEMPLATE = """---
 
 def build_model_card(r: AuditResult, *, name: str | None = None, license: str | None = None):
     """A ``huggingface_hub.ModelCard`` for the audited model (see the module docstring)."""
-    return card_from_fields(card_fields(r, name=name, license=license))
+    from huggingface_hub import ModelCard
+
+    return ModelCard(model_card_text(card_fields(r, name=name, license=license)))
 
 
 def card_fields(r: AuditResult, *, name: str | None = None, license: str | None = None) -> dict:
-    """Everything the card says, as plain data (no huggingface_hub): ``card_from_fields`` makes the card of it,
-    here or in the side process (``model_card_text``)."""
+    """Everything the card says, as plain data (no huggingface_hub): ``model_card_text`` makes the card of it,
+    here or in the side process."""
     parts = [s.card(r.results[s.name], r.config) for s in r.ran]
     measures = [m for part in parts for m in part.measures]
     name = name or model_name(Path(r.model.path))
@@ -95,17 +97,22 @@ def card_fields(r: AuditResult, *, name: str | None = None, license: str | None 
         sections=[s for part in parts for s in part.sections])}
 
 
-def card_from_fields(fields: dict):
-    """The ``huggingface_hub.ModelCard`` of ``card_fields``."""
-    from huggingface_hub import EvalResult, ModelCard, ModelCardData
-
-    data = {**fields["data"], "eval_results": [EvalResult(**e) for e in fields["data"]["eval_results"]]}
-    return ModelCard.from_template(ModelCardData(**data), template_str=TEMPLATE, **fields["template"])
-
-
 def model_card_text(fields: dict) -> str:
-    """The card's Markdown (a module-level function, so the side process can run it)."""
-    return str(card_from_fields(fields))
+    """The card's Markdown, as ``str(ModelCard.from_template(ModelCardData(**data), template_str=TEMPLATE,
+    **template))`` gives it (tested), made from huggingface_hub's card data module and jinja2 alone:
+    ``huggingface_hub.repocard`` imports the Hub's client too (0.25 s, against 0.08 s). A module-level
+    function, so the side process can run it."""
+    import jinja2
+    import yaml
+    from huggingface_hub.repocard_data import EvalResult, ModelCardData
+
+    results = [EvalResult(**e) for e in fields["data"]["eval_results"]]
+    data = ModelCardData(**{**fields["data"], "eval_results": results})
+    text = jinja2.Template(TEMPLATE).render(card_data=data.to_yaml(), **{**data.to_dict(), **fields["template"]})
+    # ``ModelCard`` reads its YAML header back and writes it again, in the order it was read: the same here
+    head, body = text.removeprefix("---\n").split("\n---\n", 1)
+    header = yaml.safe_load(head)
+    return f"---\n{ModelCardData(**header).to_yaml(original_order=list(header))}\n---\n{body}"
 
 
 def write_model_card(card, path: Path) -> Path:
