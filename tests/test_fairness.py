@@ -5,7 +5,7 @@ import pytest
 from fairlearn.metrics import demographic_parity_ratio, equal_opportunity_difference
 
 import builders
-from audit.checks.fairness import FairnessConfig, criteria, fairness, findings
+from audit.checks.fairness import FairnessConfig, _Cells, criteria, fairness, findings, resample_statistic
 from audit.config import AuditConfig
 from audit.errors import DataError
 
@@ -38,6 +38,25 @@ def test_equal_fairlearn_functions_on_the_same_arrays(n, c, seed):
             assert gr.tpr == pytest.approx(yp[m & (yt == 1)].mean())
             assert gr.fpr == pytest.approx(yp[m & (yt == 0)].mean())
             assert gr.accuracy == pytest.approx((p.y_true[m] == p.y_pred[m]).mean())
+
+
+@pytest.mark.parametrize("c,seed", [(2, 5), (4, 6)])
+def test_a_resample_weighted_by_cell_equals_fairlearn_on_the_resampled_images(c, seed):
+    p, g = grouped(800, c, seed, groups="abcd")
+    names, codes = np.unique(g, return_inverse=True)
+    cells = _Cells.of(codes, p.y_true, p.y_pred, c)
+    tidx = np.arange(1 if c == 2 else 0, c)
+    judged, tpr_ok = np.ones(len(names), bool), np.ones((len(tidx), len(names)), bool)
+    stat = resample_statistic(cells, len(names), tidx, judged, tpr_ok)
+    rng = np.random.default_rng(seed)
+    for _ in range(5):
+        idx = rng.integers(0, len(g), len(g))  # images drawn with replacement, as a bootstrap does
+        got = stat(np.bincount(cells.of_row[idx], minlength=len(cells.count))[None, :].astype(float))[0]
+        for j, t in enumerate(tidx):
+            yt, yp = (p.y_true[idx] == t).astype(int), (p.y_pred[idx] == t).astype(int)
+            assert got[j] == pytest.approx(demographic_parity_ratio(yt, yp, sensitive_features=g[idx]), abs=1e-12)
+            assert got[len(tidx) + j] == pytest.approx(
+                equal_opportunity_difference(yt, yp, sensitive_features=g[idx]), abs=1e-12)
 
 
 def test_small_groups_reported_and_left_out_like_masked_fairlearn():

@@ -10,8 +10,11 @@ and accuracy come from fairlearn's ``MetricFrame`` and are converted to our reco
 
 Groups with fewer than ``min_group_size`` images are listed as too small to judge and left out
 of both ratios; for the TPR a group also needs ``min_group_positives`` images of the class.
-CIs come from a vectorised bootstrap over per-group confusion matrices (one ``bincount`` per
-chunk of replicates), with the group membership fixed by the point estimate.
+The rates read an image only through its cell (group, true class, predicted class): fairlearn gets
+the cells weighted by their counts, and the percentile CIs resample the images as counts per cell
+(``audit.clusters.Exchangeable``), with which groups are judged fixed by the point estimate. The
+cost grows with cells, not images: 0.6 s at 100,000 images with two attributes and 10 classes,
+against 27 s with a ``MetricFrame`` per class on the images.
 
 Example::
 
@@ -34,7 +37,8 @@ from audit.errors import DataError
 from audit.findings import Finding
 from audit.predictions import MISSING, Predictions
 from audit.settings import Section, setting, unit
-from audit.stats import Estimate, bootstrap_many
+from audit.clusters import Exchangeable
+from audit.stats import Estimate, _estimate
 from audit.svg import ACCENT, GREEN, Bar, Canvas, intervals, short_label
 from audit.text import fmt, fmt_ci, md
 from audit.verdict import Criterion, Measure, judge
@@ -157,15 +161,15 @@ def _attribute(preds: Predictions, name: str, config: FairnessConfig, n_boot: in
     sizes = np.bincount(codes, minlength=len(names))
     judged = sizes >= config.min_group_size
     tlist = targets(preds.labels, config.positive_class)
-    acc = _group_accuracy(preds, groups)
-    point = [_class_rows(preds, groups, names, codes, sizes, judged, acc, t, config) for t in tlist]
+    cells = _Cells.of(codes, preds.y_true, preds.y_pred, len(preds.labels))
+    acc, by = _fairlearn_rates(cells, names, tlist)
+    point = [_class_rows(by, t, names, cells, sizes, judged, acc, config) for t in tlist]
     tpr_ok = np.asarray([ok for _, _, _, ok in point])  # (T, G)
-    ests = _bootstrap(preds, codes, len(names), np.asarray(tlist), judged, tpr_ok, n_boot, seed)
+    ests = _bootstrap(cells, len(names), np.asarray(tlist), judged, tpr_ok, n_boot, seed)
     nan = Estimate(math.nan, math.nan, math.nan)
     per_class = []
     for j, (t, (rows, di, eod, _)) in enumerate(zip(tlist, point)):
-        # Point values come from fairlearn's MetricFrame, CIs from the vectorised bootstrap.
-        d, e = ests[j], ests[len(tlist) + j]
+        d, e = ests[j], ests[len(tlist) + j]  # point values from fairlearn's MetricFrame, CIs from the bootstrap
         per_class.append(ClassFairness(
             target=preds.labels[t], groups=tuple(rows),
             disparate_impact=Estimate(di, d.low, d.high) if math.isfinite(di) else nan,
@@ -175,24 +179,52 @@ def _attribute(preds: Predictions, name: str, config: FairnessConfig, n_boot: in
     return AttributeFairness(name, tuple(per_class), too_small)
 
 
-def _group_accuracy(preds, groups):
-    from fairlearn.metrics import MetricFrame
+@dataclass(frozen=True)
+class _Cells:
+    """The images counted by (group, true class, predicted class) cell, each cell present at least once."""
+
+    of_row: np.ndarray  # (N,) each image's cell, 0..K-1
+    count: np.ndarray  # (K,) images per cell
+    group: np.ndarray  # (K,) the group code of each cell
+    y_true: np.ndarray  # (K,)
+    y_pred: np.ndarray  # (K,)
+
+    @classmethod
+    def of(cls, codes: np.ndarray, y_true: np.ndarray, y_pred: np.ndarray, c: int) -> _Cells:
+        key = (codes.astype(np.int64) * c + y_true) * c + y_pred
+        cells, of_row = np.unique(key, return_inverse=True)
+        return cls(of_row.ravel(), np.bincount(of_row.ravel(), minlength=len(cells)), cells // (c * c),
+                   cells // c % c, cells % c)
+
+
+def _fairlearn_rates(cells: _Cells, names: list[str], tlist: list[int]):
+    """fairlearn's accuracy by group and, for every target class one-vs-rest, its selection rate, TPR and FPR by
+    (target, group): two ``MetricFrame`` calls on the cells weighted by their counts, whatever the N or classes."""
+    import pandas as pd
+    from fairlearn.metrics import MetricFrame, false_positive_rate, selection_rate, true_positive_rate
     from sklearn.metrics import accuracy_score
 
-    return MetricFrame(metrics=accuracy_score, y_true=preds.y_true, y_pred=preds.y_pred,
-                       sensitive_features=groups).by_group
-
-
-def _class_rows(preds, groups, names, codes, sizes, judged, acc, t, config: FairnessConfig):
-    """fairlearn's per-group rates for target class ``t`` (one-vs-rest): rows, DI, TPR gap, TPR-judged mask."""
-    from fairlearn.metrics import MetricFrame, false_positive_rate, selection_rate, true_positive_rate
-
-    yt, yp = (preds.y_true == t).astype(int), (preds.y_pred == t).astype(int)
+    group = np.asarray(names, dtype=object)[cells.group]
+    weight = {"sample_weight": cells.count}
+    acc = MetricFrame(metrics=accuracy_score, y_true=cells.y_true, y_pred=cells.y_pred, sensitive_features=group,
+                      sample_params=weight).by_group
+    t = np.repeat(np.asarray(tlist), len(cells.count))
+    yt = (np.tile(cells.y_true, len(tlist)) == t).astype(int)
+    yp = (np.tile(cells.y_pred, len(tlist)) == t).astype(int)
     rates = {"selection_rate": selection_rate,
              "tpr": functools.partial(true_positive_rate, pos_label=1),
              "fpr": functools.partial(false_positive_rate, pos_label=1)}
-    by = MetricFrame(metrics=rates, y_true=yt, y_pred=yp, sensitive_features=groups).by_group
-    pos = np.bincount(codes, weights=yt, minlength=len(names)).astype(int)
+    weights = {"sample_weight": np.tile(cells.count, len(tlist))}
+    by = MetricFrame(metrics=rates, y_true=yt, y_pred=yp,
+                     sensitive_features=pd.DataFrame({"target": t, "group": np.tile(group, len(tlist))}),
+                     sample_params={k: weights for k in rates}).by_group
+    return acc, by
+
+
+def _class_rows(by, t: int, names: list[str], cells: _Cells, sizes, judged, acc, config: FairnessConfig):
+    """Target class ``t``'s rows of fairlearn's rates (one-vs-rest): rows, DI, TPR gap, TPR-judged mask."""
+    by = by.loc[t]
+    pos = np.bincount(cells.group, weights=cells.count * (cells.y_true == t), minlength=len(names)).astype(int)
     ok = judged & (pos >= config.min_group_positives)
     rows = [GroupRates(
         group=g, n=int(sizes[gi]), positives=int(pos[gi]),
@@ -201,40 +233,46 @@ def _class_rows(preds, groups, names, codes, sizes, judged, acc, t, config: Fair
         fpr=float(by.loc[g, "fpr"]) if sizes[gi] > pos[gi] else math.nan,
         accuracy=float(acc.loc[g]), judged=bool(judged[gi]), tpr_judged=bool(ok[gi]),
     ) for gi, g in enumerate(names)]
-    sel = by["selection_rate"].to_numpy(float)[judged]
-    tpr = by["tpr"].to_numpy(float)[ok]
+    sel = by.loc[names, "selection_rate"].to_numpy(float)[judged]
+    tpr = by.loc[names, "tpr"].to_numpy(float)[ok]
     di = float(sel.min() / sel.max()) if sel.size >= 2 and sel.max() > 0 else math.nan
     eod = float(tpr.max() - tpr.min()) if tpr.size >= 2 else math.nan
     return rows, di, eod, ok
 
 
-def _bootstrap(preds, codes, g, tidx, judged, tpr_ok, n_boot, seed) -> list[Estimate]:
-    """CIs of disparate impact and TPR gap per target class, from per-group counts of each resample.
+def _bootstrap(cells: _Cells, g: int, tidx: np.ndarray, judged, tpr_ok, n_boot: int, seed: int) -> list[Estimate]:
+    """Percentile CIs of disparate impact and TPR gap per target class. The images are resampled as counts per
+    cell (``Exchangeable``: the same distribution as drawing images), so the cost grows with cells, not images."""
+    stat = resample_statistic(cells, g, tidx, judged, tpr_ok)
+    ex = Exchangeable.of_groups(cells.of_row, len(cells.count))  # weights in cell order
+    point = stat(ex.point())[0]
+    reps = np.concatenate([stat(w) for w in ex.resamples(n_boot, seed)]) if n_boot else np.zeros((0, len(point)))
+    return [_estimate(point[j], reps[:, j], 0.95) for j in range(len(point))]
 
-    Counts are (group, class) pairs, so the cost grows with groups x classes, not classes squared.
-    """
-    y_true, y_pred = preds.y_true, preds.y_pred
-    c = len(preds.labels)
-    correct = (y_true == y_pred).astype(float)
 
-    def stat(idx: np.ndarray) -> np.ndarray:
-        k = idx.shape[0]
-        offset = (np.arange(k) * g * c)[:, None]
-        size = k * g * c
-        group_pred = codes[idx] * c + y_pred[idx] + offset
-        group_true = codes[idx] * c + y_true[idx] + offset
-        predicted = np.bincount(group_pred.ravel(), minlength=size).reshape(k, g, c)[:, :, tidx]
-        positives = np.bincount(group_true.ravel(), minlength=size).reshape(k, g, c)[:, :, tidx]
-        tp = np.bincount(group_true.ravel(), weights=correct[idx].ravel(), minlength=size).reshape(k, g, c)[:, :, tidx]
-        n_g = np.bincount((codes[idx] + (np.arange(k) * g)[:, None]).ravel(), minlength=k * g).reshape(k, g, 1)
+def resample_statistic(cells: _Cells, g: int, tidx: np.ndarray, judged, tpr_ok):
+    """(k, K) cell weights -> (k, 2T): each target's disparate impact, then its TPR gap. A resample's per-group
+    counts are its cell weights times a 0/1 matrix per count (cell -> group and target)."""
+    k_cells, t = len(cells.count), len(tidx)
+
+    def onehot(column: np.ndarray, where: np.ndarray) -> np.ndarray:  # (K, G*T)
+        m = np.zeros((k_cells, g * t))
+        hit = np.flatnonzero(where & np.isin(column, tidx))
+        m[hit, cells.group[hit] * t + np.searchsorted(tidx, column[hit])] = 1.0
+        return m
+
+    predicted, positives = onehot(cells.y_pred, cells.count > 0), onehot(cells.y_true, cells.count > 0)
+    tp = onehot(cells.y_true, cells.y_true == cells.y_pred)
+    in_group = np.zeros((k_cells, g))
+    in_group[np.arange(k_cells), cells.group] = 1.0
+
+    def stat(w: np.ndarray) -> np.ndarray:
+        k = len(w)
         with np.errstate(invalid="ignore", divide="ignore"):
-            sel = predicted / n_g
-            tpr = tp / positives
-        di = _ratio(sel, judged[None, :, None])
-        eod = _spread(tpr, tpr_ok.T[None])
-        return np.concatenate([di, eod], axis=1)  # (k, 2T)
-
-    return bootstrap_many(stat, len(preds), n_boot=n_boot, seed=seed)
+            sel = (w @ predicted).reshape(k, g, t) / (w @ in_group)[:, :, None]
+            tpr = (w @ tp).reshape(k, g, t) / (w @ positives).reshape(k, g, t)
+        return np.concatenate([_ratio(sel, judged[None, :, None]), _spread(tpr, tpr_ok.T[None])], axis=1)
+    return stat
 
 
 def _ratio(x: np.ndarray, mask: np.ndarray) -> np.ndarray:
