@@ -15,6 +15,8 @@ Self-contained: builds its data with ``tests/builders.py`` in a temporary folder
 
 from __future__ import annotations
 
+import argparse
+import datetime as dt
 import json
 import os
 import platform
@@ -57,6 +59,9 @@ def table_predictions(n: int = 10_000, c: int = 10, seed: int = 0):
 
 
 def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--name", default="analyses", help="results file name (a second run keeps the first)")
+    name = ap.parse_args().name
     res: dict = {"machine": {"python": platform.python_version(), "cpus": len(os.sched_getaffinity(0)),
                              "platform": platform.platform()}}
     p = table_predictions()
@@ -89,19 +94,20 @@ def main() -> int:
 
     out = HERE / "results"
     out.mkdir(exist_ok=True)
-    (out / "analyses.json").write_text(json.dumps(res, indent=2) + "\n")
+    (out / f"{name}.json").write_text(json.dumps(res, indent=2) + "\n")
     t, inv, ig = res["table_10k"], res["invariance_1k"], res["integrity"]
     md = [
         "# Analyses: added time",
         "",
         f"{res['machine']['cpus']} CPU(s), Python {res['machine']['python']}. Best of 2 where repeated. "
-        "Command: `.venv/bin/python benchmarks/analyses.py`.",
+        f"Command: `.venv/bin/python benchmarks/analyses.py{'' if name == 'analyses' else ' --name ' + name}` "
+        f"({dt.date.today().isoformat()}, load average {os.getloadavg()[0]:.1f}).",
         "",
         "| analysis | size | seconds |",
         "|---|---|---|",
         f"| metrics + bootstrap (reference, already in every audit) | 10,000 predictions, 10 classes, 1,000 resamples | {t['metrics_s']:.2f} |",
         f"| slices ({t['slices_tested']} slices, BH) | same | {t['slices_s']:.2f} |",
-        f"| fairness (2 attributes x 10 classes, MetricFrame + bootstrap) | same | {t['fairness_2_attributes_10_classes_s']:.2f} |",
+        f"| fairness (2 attributes x 10 classes, MetricFrame on the cells + bootstrap) | same | {t['fairness_2_attributes_10_classes_s']:.2f} |",
         f"| plain batched inference (floor of any re-run) | {inv['images']} images | {inv['plain_inference_s']:.2f} |",
         f"| invariance: {inv['reruns']} re-runs ({', '.join(inv['transforms'])}; severities {inv['severities']}) | same | "
         f"{inv['invariance_s']:.2f} ({inv['per_rerun_s']:.2f} per re-run = {inv['per_rerun_vs_plain']:.2f}x plain) |",
@@ -109,7 +115,7 @@ def main() -> int:
         f"| integrity: near-duplicate pair search | 10,000 x 60,000 hashes | {ig['pair_search_10k_x_60k_s']:.2f} |",
         "",
     ]
-    (out / "analyses.md").write_text("\n".join(md))
+    (out / f"{name}.md").write_text("\n".join(md))
     print("\n".join(md))
     return 0
 
