@@ -44,10 +44,10 @@ def test_equal_fairlearn_functions_on_the_same_arrays(n, c, seed):
 def test_a_resample_weighted_by_cell_equals_fairlearn_on_the_resampled_images(c, seed):
     p, g = grouped(800, c, seed, groups="abcd")
     names, codes = np.unique(g, return_inverse=True)
-    cells = _Cells.of(codes, p.y_true, p.y_pred, c)
     tidx = np.arange(1 if c == 2 else 0, c)
+    cells = _Cells.of(codes, p.y_true, p.y_pred, list(tidx), c)
     judged, tpr_ok = np.ones(len(names), bool), np.ones((len(tidx), len(names)), bool)
-    stat = resample_statistic(cells, len(names), tidx, judged, tpr_ok)
+    stat = resample_statistic(cells, len(names), len(tidx), judged, tpr_ok)
     rng = np.random.default_rng(seed)
     for _ in range(5):
         idx = rng.integers(0, len(g), len(g))  # images drawn with replacement, as a bootstrap does

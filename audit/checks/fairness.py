@@ -10,11 +10,9 @@ and accuracy come from fairlearn's ``MetricFrame`` and are converted to our reco
 
 Groups with fewer than ``min_group_size`` images are listed as too small to judge and left out
 of both ratios; for the TPR a group also needs ``min_group_positives`` images of the class.
-The rates read an image only through its cell (group, true class, predicted class): fairlearn gets
-the cells weighted by their counts, and the percentile CIs resample the images as counts per cell
-(``audit.clusters.Exchangeable``), with which groups are judged fixed by the point estimate. The
-cost grows with cells, not images: 0.6 s at 100,000 images with two attributes and 10 classes,
-against 27 s with a ``MetricFrame`` per class on the images.
+fairlearn gets the (group, true class, predicted class) cells weighted by their counts, and the
+percentile CIs resample images as counts per cell (``audit.clusters.Exchangeable``), which groups
+are judged fixed by the point estimate: the cost grows with cells, not images (docs/ARCHITECTURE.md §4.3).
 
 Example::
 
@@ -161,11 +159,11 @@ def _attribute(preds: Predictions, name: str, config: FairnessConfig, n_boot: in
     sizes = np.bincount(codes, minlength=len(names))
     judged = sizes >= config.min_group_size
     tlist = targets(preds.labels, config.positive_class)
-    cells = _Cells.of(codes, preds.y_true, preds.y_pred, len(preds.labels))
-    acc, by = _fairlearn_rates(cells, names, tlist)
-    point = [_class_rows(by, t, names, cells, sizes, judged, acc, config) for t in tlist]
+    cells = _Cells.of(codes, preds.y_true, preds.y_pred, tlist, len(preds.labels))
+    acc, by, positives = _fairlearn_rates(cells, names, tlist)
+    point = [_class_rows(by.loc[t], names, positives[:, j], sizes, judged, acc, config) for j, t in enumerate(tlist)]
     tpr_ok = np.asarray([ok for _, _, _, ok in point])  # (T, G)
-    ests = _bootstrap(cells, len(names), np.asarray(tlist), judged, tpr_ok, n_boot, seed)
+    ests = _bootstrap(cells, len(names), len(tlist), judged, tpr_ok, n_boot, seed)
     nan = Estimate(math.nan, math.nan, math.nan)
     per_class = []
     for j, (t, (rows, di, eod, _)) in enumerate(zip(tlist, point)):
@@ -185,46 +183,53 @@ class _Cells:
 
     of_row: np.ndarray  # (N,) each image's cell, 0..K-1
     count: np.ndarray  # (K,) images per cell
-    group: np.ndarray  # (K,) the group code of each cell
-    y_true: np.ndarray  # (K,)
-    y_pred: np.ndarray  # (K,)
+    group: np.ndarray  # (K,) the group code of each cell, and its classes:
+    y_true: np.ndarray
+    y_pred: np.ndarray
+    target: np.ndarray  # (C,) each class's place among the target classes, -1 for none
 
     @classmethod
-    def of(cls, codes: np.ndarray, y_true: np.ndarray, y_pred: np.ndarray, c: int) -> _Cells:
-        key = (codes.astype(np.int64) * c + y_true) * c + y_pred
-        cells, of_row = np.unique(key, return_inverse=True)
-        return cls(of_row.ravel(), np.bincount(of_row.ravel(), minlength=len(cells)), cells // (c * c),
-                   cells // c % c, cells % c)
+    def of(cls, codes: np.ndarray, y_true: np.ndarray, y_pred: np.ndarray, tlist: list[int], c: int) -> _Cells:
+        cells, of_row = np.unique((codes.astype(np.int64) * c + y_true) * c + y_pred, return_inverse=True)
+        target = np.full(c, -1)
+        target[tlist] = np.arange(len(tlist))
+        return cls(of_row.ravel(), np.bincount(of_row.ravel()), cells // (c * c), cells // c % c, cells % c, target)
+
+    def column(self, y: np.ndarray, t: int, where: np.ndarray | bool = True) -> np.ndarray:
+        """Each cell's (group, target ``y``) column of a (G x T) table; -1 if ``y`` is no target, or not ``where``."""
+        return np.where(where & (self.target[y] >= 0), self.group * t + self.target[y], -1)
 
 
 def _fairlearn_rates(cells: _Cells, names: list[str], tlist: list[int]):
-    """fairlearn's accuracy by group and, for every target class one-vs-rest, its selection rate, TPR and FPR by
-    (target, group): two ``MetricFrame`` calls on the cells weighted by their counts, whatever the N or classes."""
+    """fairlearn's accuracy by group, and per target class (one-vs-rest) selection rate, TPR and FPR by (target,
+    group) from each group's 2 x 2 table (counts as sample weights: 4 G T rows at most, whatever N); positives."""
     import pandas as pd
     from fairlearn.metrics import MetricFrame, false_positive_rate, selection_rate, true_positive_rate
     from sklearn.metrics import accuracy_score
 
-    group = np.asarray(names, dtype=object)[cells.group]
-    weight = {"sample_weight": cells.count}
-    acc = MetricFrame(metrics=accuracy_score, y_true=cells.y_true, y_pred=cells.y_pred, sensitive_features=group,
-                      sample_params=weight).by_group
-    t = np.repeat(np.asarray(tlist), len(cells.count))
-    yt = (np.tile(cells.y_true, len(tlist)) == t).astype(int)
-    yp = (np.tile(cells.y_pred, len(tlist)) == t).astype(int)
+    g, t = len(names), len(tlist)
+    acc = MetricFrame(metrics=accuracy_score, y_true=cells.y_true, y_pred=cells.y_pred, sample_params={
+        "sample_weight": cells.count}, sensitive_features=np.asarray(names, dtype=object)[cells.group]).by_group
+
+    def count(column: np.ndarray) -> np.ndarray:  # (G, T) images by (group, target) column
+        return np.bincount(column[column >= 0], cells.count[column >= 0], minlength=g * t).reshape(g, t)
+
+    tp, pos = count(cells.column(cells.y_true, t, cells.y_true == cells.y_pred)), count(cells.column(cells.y_true, t))
+    pred, n = count(cells.column(cells.y_pred, t)), np.bincount(cells.group, cells.count, minlength=g)[:, None]
+    table = np.stack([n - pos - pred + tp, pred - tp, pos - tp, tp], axis=2)  # (true, predicted): 00, 01, 10, 11
+    gi, ti, k = np.nonzero(table)
     rates = {"selection_rate": selection_rate,
              "tpr": functools.partial(true_positive_rate, pos_label=1),
              "fpr": functools.partial(false_positive_rate, pos_label=1)}
-    weights = {"sample_weight": np.tile(cells.count, len(tlist))}
-    by = MetricFrame(metrics=rates, y_true=yt, y_pred=yp,
-                     sensitive_features=pd.DataFrame({"target": t, "group": np.tile(group, len(tlist))}),
-                     sample_params={k: weights for k in rates}).by_group
-    return acc, by
+    weights = {"sample_weight": table[gi, ti, k]}
+    by = MetricFrame(metrics=rates, y_true=k // 2, y_pred=k % 2, sample_params={m: weights for m in rates},
+                     sensitive_features=pd.DataFrame({"target": np.asarray(tlist)[ti],
+                                                      "group": np.asarray(names, dtype=object)[gi]})).by_group
+    return acc, by, pos.astype(int)
 
 
-def _class_rows(by, t: int, names: list[str], cells: _Cells, sizes, judged, acc, config: FairnessConfig):
-    """Target class ``t``'s rows of fairlearn's rates (one-vs-rest): rows, DI, TPR gap, TPR-judged mask."""
-    by = by.loc[t]
-    pos = np.bincount(cells.group, weights=cells.count * (cells.y_true == t), minlength=len(names)).astype(int)
+def _class_rows(by, names: list[str], pos: np.ndarray, sizes, judged, acc, config: FairnessConfig):
+    """One target class's rows of fairlearn's rates (one-vs-rest): rows, DI, TPR gap, TPR-judged mask."""
     ok = judged & (pos >= config.min_group_positives)
     rows = [GroupRates(
         group=g, n=int(sizes[gi]), positives=int(pos[gi]),
@@ -240,31 +245,26 @@ def _class_rows(by, t: int, names: list[str], cells: _Cells, sizes, judged, acc,
     return rows, di, eod, ok
 
 
-def _bootstrap(cells: _Cells, g: int, tidx: np.ndarray, judged, tpr_ok, n_boot: int, seed: int) -> list[Estimate]:
+def _bootstrap(cells: _Cells, g: int, t: int, judged, tpr_ok, n_boot: int, seed: int) -> list[Estimate]:
     """Percentile CIs of disparate impact and TPR gap per target class. The images are resampled as counts per
     cell (``Exchangeable``: the same distribution as drawing images), so the cost grows with cells, not images."""
-    stat = resample_statistic(cells, g, tidx, judged, tpr_ok)
+    stat = resample_statistic(cells, g, t, judged, tpr_ok)
     ex = Exchangeable.of_groups(cells.of_row, len(cells.count))  # weights in cell order
-    point = stat(ex.point())[0]
-    reps = np.concatenate([stat(w) for w in ex.resamples(n_boot, seed)]) if n_boot else np.zeros((0, len(point)))
+    point, reps = stat(ex.point())[0], np.concatenate([stat(w) for w in ex.resamples(n_boot, seed)])
     return [_estimate(point[j], reps[:, j], 0.95) for j in range(len(point))]
 
 
-def resample_statistic(cells: _Cells, g: int, tidx: np.ndarray, judged, tpr_ok):
-    """(k, K) cell weights -> (k, 2T): each target's disparate impact, then its TPR gap. A resample's per-group
-    counts are its cell weights times a 0/1 matrix per count (cell -> group and target)."""
-    k_cells, t = len(cells.count), len(tidx)
+def resample_statistic(cells: _Cells, g: int, t: int, judged, tpr_ok):
+    """(k, K) cell weights -> (k, 2T): each target's disparate impact, then its TPR gap. A resample's counts by
+    (group, target) are its cell weights times a sparse 0/1 matrix (a cell is in one column at most)."""
+    from scipy.sparse import csr_array
 
-    def onehot(column: np.ndarray, where: np.ndarray) -> np.ndarray:  # (K, G*T)
-        m = np.zeros((k_cells, g * t))
-        hit = np.flatnonzero(where & np.isin(column, tidx))
-        m[hit, cells.group[hit] * t + np.searchsorted(tidx, column[hit])] = 1.0
-        return m
+    def onehot(column: np.ndarray, width: int) -> csr_array:  # (K, width); no 1 where the column is -1
+        hit = np.flatnonzero(column >= 0)
+        return csr_array((np.ones(len(hit)), (hit, column[hit])), shape=(len(column), width))
 
-    predicted, positives = onehot(cells.y_pred, cells.count > 0), onehot(cells.y_true, cells.count > 0)
-    tp = onehot(cells.y_true, cells.y_true == cells.y_pred)
-    in_group = np.zeros((k_cells, g))
-    in_group[np.arange(k_cells), cells.group] = 1.0
+    predicted, positives = onehot(cells.column(cells.y_pred, t), g * t), onehot(cells.column(cells.y_true, t), g * t)
+    tp, in_group = onehot(cells.column(cells.y_true, t, cells.y_true == cells.y_pred), g * t), onehot(cells.group, g)
 
     def stat(w: np.ndarray) -> np.ndarray:
         k = len(w)
