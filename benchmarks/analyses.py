@@ -100,8 +100,15 @@ def main() -> int:
     out = HERE / "results"
     out.mkdir(exist_ok=True)
     (out / f"{name}.json").write_text(json.dumps(res, indent=2) + "\n")
+    md = markdown(res, name)
+    (out / f"{name}.md").write_text("\n".join(md))
+    print("\n".join(md))
+    return 0
+
+
+def markdown(res: dict, name: str) -> list[str]:
     t, inv, ig = res["table_10k"], res["invariance_1k"], res["integrity"]
-    md = [
+    return [
         "# Analyses: added time",
         "",
         f"{res['machine']['cpus']} CPU(s), Python {res['machine']['python']}. Best of 2 where repeated. "
@@ -124,9 +131,6 @@ def main() -> int:
         f"| integrity: near-duplicate pair search | 10,000 x 60,000 hashes | {ig['pair_search_10k_x_60k_s']:.2f} |",
         "",
     ]
-    (out / f"{name}.md").write_text("\n".join(md))
-    print("\n".join(md))
-    return 0
 
 
 if __name__ == "__main__":

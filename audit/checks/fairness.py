@@ -10,9 +10,9 @@ and accuracy come from fairlearn's ``MetricFrame`` and are converted to our reco
 
 Groups with fewer than ``min_group_size`` images are listed as too small to judge and left out
 of both ratios; for the TPR a group also needs ``min_group_positives`` images of the class.
-fairlearn gets the (group, true class, predicted class) cells weighted by their counts, and the
-percentile CIs resample images as counts per cell (``audit.clusters.Exchangeable``), which groups
-are judged fixed by the point estimate: the cost grows with cells, not images (docs/ARCHITECTURE.md §4.3).
+fairlearn gets each group's 2 x 2 table per target class as rows weighted by their counts, and the
+percentile CIs resample images as counts per (group, true, predicted class) cell (``Exchangeable``),
+which groups are judged fixed by the point estimate: the cost grows with cells, not images (§4.3).
 
 Example::
 
@@ -29,13 +29,13 @@ from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 
+from audit.clusters import Exchangeable
 from audit.context import AuditContext
 from audit.contract import CardPart, CheckSpec, Option, comma_list
 from audit.errors import DataError
 from audit.findings import Finding
 from audit.predictions import MISSING, Predictions
 from audit.settings import Section, setting, unit
-from audit.clusters import Exchangeable
 from audit.stats import Estimate, _estimate
 from audit.svg import ACCENT, GREEN, Bar, Canvas, intervals, short_label
 from audit.text import fmt, fmt_ci, md
