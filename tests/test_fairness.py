@@ -59,6 +59,14 @@ def test_a_resample_weighted_by_cell_equals_fairlearn_on_the_resampled_images(c,
                 equal_opportunity_difference(yt, yp, sensitive_features=g[idx]), abs=1e-12)
 
 
+def test_fairlearn_in_the_side_process_gives_the_same_result():
+    from audit.side_process import side_process
+
+    p, _ = grouped(900, 3, 7, groups="abc")
+    config = FairnessConfig(sensitive=("sex",))
+    assert fairness(p, config, n_boot=50, side=side_process()) == fairness(p, config, n_boot=50)
+
+
 def test_small_groups_reported_and_left_out_like_masked_fairlearn():
     p, g = grouped(700, 3, 3, groups="ab")
     g = g.copy()

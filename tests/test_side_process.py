@@ -68,19 +68,21 @@ def test_cleanlab_in_the_side_process_flags_what_it_flags_here(method):
     assert here.n_flagged > 0 and here == there
 
 
-def test_an_audit_imports_cleanlab_scikit_learn_scipy_and_pandas_only_in_the_side_process(tmp_path):
-    data = builders.image_folder(tmp_path / "data", 12, confusers=2)
+def test_an_audit_imports_cleanlab_fairlearn_scikit_learn_scipy_and_pandas_only_in_the_side_process(tmp_path):
+    data = builders.sliced_folder(tmp_path / "data", 40, weak="site")
     model = builders.colour_model(tmp_path / "model.onnx")
     code = ("import sys\n"
             "from audit.cli import main\n"
             f"code = main(['run', '--model', {str(model)!r}, '--data', {str(data)!r}, '--out', {str(tmp_path / 'o')!r},"
-            " '--n-boot', '30', '--no-progress', '--no-latency', '--no-invariance', '--no-pdf'])\n"
+            " '--n-boot', '30', '--no-progress', '--no-latency', '--no-invariance', '--no-pdf',"
+            " '--sensitive', 'camera'])\n"
             "from audit.side_process import loaded, running\n"
-            "names = ('cleanlab', 'sklearn', 'scipy', 'pandas')\n"
+            "names = ('cleanlab', 'fairlearn', 'sklearn', 'scipy', 'pandas')\n"
             "print(code, *(n in sys.modules for n in names), *(running().call(loaded, n) for n in names))\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
-    code, *found = done.stdout.split()[-9:]
-    assert code.isdigit() and found == ["False"] * 4 + ["True"] * 4, done.stdout + done.stderr
+    code, *found = done.stdout.split()[-11:]
+    assert code.isdigit() and found == ["False"] * 5 + ["True"] * 5, done.stdout + done.stderr
+    assert "fairness" in (tmp_path / "o" / "verdict.json").read_text(encoding="utf-8")
 
 
 def test_the_model_card_made_in_the_side_process_is_the_one_made_here(tmp_path):

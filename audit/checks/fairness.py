@@ -2,7 +2,7 @@
 
 For every declared sensitive attribute and every target class (the positive class of a binary
 model; each class one-vs-rest for a multiclass model) the per-group selection rate, TPR, FPR
-and accuracy come from fairlearn's ``MetricFrame`` and are converted to our records on the spot.
+and accuracy come from fairlearn's ``MetricFrame`` (``audit.group_rates``, in the side process).
 
 * disparate impact = min over groups of the selection rate / max over groups (fairlearn's
   ``demographic_parity_ratio``); 1 is parity, the "four-fifths rule" asks for >= 0.8;
@@ -22,7 +22,6 @@ Example::
 
 from __future__ import annotations
 
-import functools
 import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
@@ -34,8 +33,11 @@ from audit.context import AuditContext
 from audit.contract import CardPart, CheckSpec, Option, comma_list
 from audit.errors import DataError
 from audit.findings import Finding
+from audit.group_rates import fairlearn_rates
 from audit.predictions import MISSING, Predictions
 from audit.settings import Section, setting, unit
+from audit.side_process import SUPPORTED as side_process_supported
+from audit.side_process import SideProcess, side_process
 from audit.stats import Estimate, _estimate
 from audit.svg import ACCENT, GREEN, Bar, Canvas, intervals, short_label
 from audit.text import fmt, fmt_ci, md
@@ -143,16 +145,19 @@ def check_columns(sensitive, columns) -> None:
                         hint="fix --sensitive or add the column to metadata.csv")
 
 
-def fairness(preds: Predictions, config: FairnessConfig, *, n_boot: int = 1000, seed: int = 0) -> FairnessResult:
-    """Per-group rates, disparate impact and equal opportunity difference for each sensitive attribute."""
+def fairness(preds: Predictions, config: FairnessConfig, *, n_boot: int = 1000, seed: int = 0,
+             side: SideProcess | None = None) -> FairnessResult:
+    """Per-group rates, disparate impact and equal opportunity difference for each sensitive attribute; fairlearn
+    runs in the side process ``side`` when given (``audit.group_rates``)."""
     check_columns(config.sensitive, preds.attributes)
     return FairnessResult(
         config.min_group_size, config.min_group_positives,
-        tuple(_attribute(preds, a, config, n_boot, seed) for a in config.sensitive),
+        tuple(_attribute(preds, a, config, n_boot, seed, side) for a in config.sensitive),
     )
 
 
-def _attribute(preds: Predictions, name: str, config: FairnessConfig, n_boot: int, seed: int) -> AttributeFairness:
+def _attribute(preds: Predictions, name: str, config: FairnessConfig, n_boot: int, seed: int,
+               side: SideProcess | None) -> AttributeFairness:
     groups = np.asarray([str(v) if str(v) != "" else MISSING for v in preds.attributes[name]], dtype=object)
     names, codes = np.unique(groups, return_inverse=True)
     names = [str(x) for x in names]
@@ -160,8 +165,9 @@ def _attribute(preds: Predictions, name: str, config: FairnessConfig, n_boot: in
     judged = sizes >= config.min_group_size
     tlist = targets(preds.labels, config.positive_class)
     cells = _Cells.of(codes, preds.y_true, preds.y_pred, tlist, len(preds.labels))
-    acc, by, positives = _fairlearn_rates(cells, names, tlist)
-    point = [_class_rows(by.loc[t], names, positives[:, j], sizes, judged, acc, config) for j, t in enumerate(tlist)]
+    cell_rows, tables, positives = _counts(cells, len(names), len(tlist))
+    acc, rates = fairlearn_rates(cell_rows, tables, tlist, len(names), side=side)
+    point = [_class_rows(j, names, positives[:, j], sizes, judged, acc, rates, config) for j in range(len(tlist))]
     tpr_ok = np.asarray([ok for _, _, _, ok in point])  # (T, G)
     ests = _bootstrap(cells, len(names), len(tlist), judged, tpr_ok, n_boot, seed)
     nan = Estimate(math.nan, math.nan, math.nan)
@@ -200,17 +206,9 @@ class _Cells:
         return np.where(where & (self.target[y] >= 0), self.group * t + self.target[y], -1)
 
 
-def _fairlearn_rates(cells: _Cells, names: list[str], tlist: list[int]):
-    """fairlearn's accuracy by group, and per target class (one-vs-rest) selection rate, TPR and FPR by (target,
-    group) from each group's 2 x 2 table (counts as sample weights: 4 G T rows at most, whatever N); positives."""
-    import pandas as pd
-    from fairlearn.metrics import MetricFrame, false_positive_rate, selection_rate, true_positive_rate
-    from sklearn.metrics import accuracy_score
-
-    g, t = len(names), len(tlist)
-    acc = MetricFrame(metrics=accuracy_score, y_true=cells.y_true, y_pred=cells.y_pred, sample_params={
-        "sample_weight": cells.count}, sensitive_features=np.asarray(names, dtype=object)[cells.group]).by_group
-
+def _counts(cells: _Cells, g: int, t: int) -> tuple[tuple[np.ndarray, ...], tuple[np.ndarray, ...], np.ndarray]:
+    """What fairlearn reads (``audit.group_rates.fairlearn_rates``): the cells, each group's 2 x 2 table per target
+    (at most 4 G T rows, whatever N), and the (G, T) positives."""
     def count(column: np.ndarray) -> np.ndarray:  # (G, T) images by (group, target) column
         return np.bincount(column[column >= 0], cells.count[column >= 0], minlength=g * t).reshape(g, t)
 
@@ -218,28 +216,20 @@ def _fairlearn_rates(cells: _Cells, names: list[str], tlist: list[int]):
     pred, n = count(cells.column(cells.y_pred, t)), np.bincount(cells.group, cells.count, minlength=g)[:, None]
     table = np.stack([n - pos - pred + tp, pred - tp, pos - tp, tp], axis=2)  # (true, predicted): 00, 01, 10, 11
     gi, ti, k = np.nonzero(table)
-    rates = {"selection_rate": selection_rate,
-             "tpr": functools.partial(true_positive_rate, pos_label=1),
-             "fpr": functools.partial(false_positive_rate, pos_label=1)}
-    weights = {"sample_weight": table[gi, ti, k]}
-    by = MetricFrame(metrics=rates, y_true=k // 2, y_pred=k % 2, sample_params={m: weights for m in rates},
-                     sensitive_features=pd.DataFrame({"target": np.asarray(tlist)[ti],
-                                                      "group": np.asarray(names, dtype=object)[gi]})).by_group
-    return acc, by, pos.astype(int)
+    tables = (np.flatnonzero(cells.target >= 0)[ti], gi, k // 2, k % 2, table[gi, ti, k])
+    return (cells.group, cells.y_true, cells.y_pred, cells.count), tables, pos.astype(int)
 
 
-def _class_rows(by, names: list[str], pos: np.ndarray, sizes, judged, acc, config: FairnessConfig):
-    """One target class's rows of fairlearn's rates (one-vs-rest): rows, DI, TPR gap, TPR-judged mask."""
+def _class_rows(j: int, names: list[str], pos: np.ndarray, sizes, judged, acc, rates, config: FairnessConfig):
+    """Target ``j``'s rows of fairlearn's rates (one-vs-rest): rows, DI, TPR gap, TPR-judged mask."""
     ok = judged & (pos >= config.min_group_positives)
+    sel_all, tpr_all, fpr_all = rates["selection_rate"][j], rates["tpr"][j], rates["fpr"][j]
     rows = [GroupRates(
-        group=g, n=int(sizes[gi]), positives=int(pos[gi]),
-        selection_rate=float(by.loc[g, "selection_rate"]),
-        tpr=float(by.loc[g, "tpr"]) if pos[gi] else math.nan,
-        fpr=float(by.loc[g, "fpr"]) if sizes[gi] > pos[gi] else math.nan,
-        accuracy=float(acc.loc[g]), judged=bool(judged[gi]), tpr_judged=bool(ok[gi]),
+        group=g, n=int(sizes[gi]), positives=int(pos[gi]), selection_rate=float(sel_all[gi]),
+        tpr=float(tpr_all[gi]) if pos[gi] else math.nan, fpr=float(fpr_all[gi]) if sizes[gi] > pos[gi] else math.nan,
+        accuracy=float(acc[gi]), judged=bool(judged[gi]), tpr_judged=bool(ok[gi]),
     ) for gi, g in enumerate(names)]
-    sel = by.loc[names, "selection_rate"].to_numpy(float)[judged]
-    tpr = by.loc[names, "tpr"].to_numpy(float)[ok]
+    sel, tpr = sel_all[judged], tpr_all[ok]
     di = float(sel.min() / sel.max()) if sel.size >= 2 and sel.max() > 0 else math.nan
     eod = float(tpr.max() - tpr.min()) if tpr.size >= 2 else math.nan
     return rows, di, eod, ok
@@ -255,22 +245,29 @@ def _bootstrap(cells: _Cells, g: int, t: int, judged, tpr_ok, n_boot: int, seed:
 
 
 def resample_statistic(cells: _Cells, g: int, t: int, judged, tpr_ok):
-    """(k, K) cell weights -> (k, 2T): each target's disparate impact, then its TPR gap. A resample's counts by
-    (group, target) are its cell weights times a sparse 0/1 matrix (a cell is in one column at most)."""
-    from scipy.sparse import csr_array
+    """(k, K) cell weights -> (k, 2T): each target's disparate impact, then its TPR gap. A resample's count per
+    (group, target) is the sum of its weights over the cells in that column: a cell is in one column at most, so
+    one ``reduceat`` over the cells sorted by column (numpy only; memory grows with cells, not columns)."""
+    def summed(column: np.ndarray, width: int):  # column: each cell's, -1 for none
+        order = np.flatnonzero(column >= 0)
+        order = order[np.argsort(column[order], kind="stable")]
+        columns, starts = np.unique(column[order], return_index=True)
 
-    def onehot(column: np.ndarray, width: int) -> csr_array:  # (K, width); no 1 where the column is -1
-        hit = np.flatnonzero(column >= 0)
-        return csr_array((np.ones(len(hit)), (hit, column[hit])), shape=(len(column), width))
+        def total(w: np.ndarray) -> np.ndarray:  # (k, width)
+            out = np.zeros((len(w), width))
+            if len(order):
+                out[:, columns] = np.add.reduceat(w[:, order], starts, axis=1)
+            return out
+        return total
 
-    predicted, positives = onehot(cells.column(cells.y_pred, t), g * t), onehot(cells.column(cells.y_true, t), g * t)
-    tp, in_group = onehot(cells.column(cells.y_true, t, cells.y_true == cells.y_pred), g * t), onehot(cells.group, g)
+    predicted, positives = summed(cells.column(cells.y_pred, t), g * t), summed(cells.column(cells.y_true, t), g * t)
+    tp, in_group = summed(cells.column(cells.y_true, t, cells.y_true == cells.y_pred), g * t), summed(cells.group, g)
 
     def stat(w: np.ndarray) -> np.ndarray:
         k = len(w)
         with np.errstate(invalid="ignore", divide="ignore"):
-            sel = (w @ predicted).reshape(k, g, t) / (w @ in_group)[:, :, None]
-            tpr = (w @ tp).reshape(k, g, t) / (w @ positives).reshape(k, g, t)
+            sel = predicted(w).reshape(k, g, t) / in_group(w)[:, :, None]
+            tpr = tp(w).reshape(k, g, t) / positives(w).reshape(k, g, t)
         return np.concatenate([_ratio(sel, judged[None, :, None]), _spread(tpr, tpr_ok.T[None])], axis=1)
     return stat
 
@@ -383,13 +380,16 @@ def fairness_groups(cf: ClassFairness) -> Canvas:
                      legend=[("selection rate", ACCENT), ("TPR", GREEN)])
 
 
-def _prepare(ctx: AuditContext) -> None:
+def _prepare(ctx: AuditContext) -> SideProcess | None:
+    """Check the columns and the positive class; start the side process (fairlearn runs there), None if none."""
     check_columns(ctx.config.fairness.sensitive, ctx.source.attribute_names)
     targets(ctx.classifier.labels, ctx.config.fairness.positive_class)
+    return side_process("fairlearn.metrics") if side_process_supported else None
 
 
 def _run(ctx: AuditContext) -> FairnessResult:
-    return fairness(ctx.predictions, ctx.config.fairness, n_boot=ctx.config.n_boot, seed=ctx.config.seed)
+    return fairness(ctx.predictions, ctx.config.fairness, n_boot=ctx.config.n_boot, seed=ctx.config.seed,
+                    side=ctx.prepared.get("fairness"))
 
 
 SPEC = CheckSpec(
