@@ -247,7 +247,7 @@ def _bootstrap(cells: _Cells, g: int, t: int, judged, tpr_ok, n_boot: int, seed:
 def resample_statistic(cells: _Cells, g: int, t: int, judged, tpr_ok):
     """(k, K) cell weights -> (k, 2T): each target's disparate impact, then its TPR gap. A resample's count per
     (group, target) is the sum of its weights over the cells in that column: a cell is in one column at most, so
-    one ``reduceat`` over the cells sorted by column (numpy only; memory grows with cells, not columns)."""
+    one ``reduceat`` over the cells sorted by column does it (numpy only, no cells x columns matrix)."""
     def summed(column: np.ndarray, width: int):  # column: each cell's, -1 for none
         order = np.flatnonzero(column >= 0)
         order = order[np.argsort(column[order], kind="stable")]
