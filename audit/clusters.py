@@ -243,6 +243,14 @@ class Exchangeable:
         return draw
 
 
+def column_sums(w: np.ndarray, column: np.ndarray, width: int) -> np.ndarray:
+    """(k, G) weights of groups (``Exchangeable.resamples``' in group order) -> (k, width): per column, the sum of
+    the weights of the groups in it; ``column`` holds each group's column, or -1 for none."""
+    keep, k = column >= 0, len(w)
+    code = (column[keep][None, :] + (np.arange(k) * width)[:, None]).ravel()
+    return np.bincount(code, weights=w[:, keep].ravel(), minlength=k * width).reshape(k, width)
+
+
 def _profiles(keys: np.ndarray, unit: np.ndarray, first: np.ndarray) -> np.ndarray:
     """An integer per unit, equal for two units exactly when their rows hold the same multiset of keys."""
     size = np.bincount(unit)

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 
-from audit.clusters import Exchangeable
+from audit.clusters import Exchangeable, column_sums
 from audit.context import AuditContext
 from audit.contract import CardPart, CheckSpec, Option, comma_list
 from audit.errors import DataError
@@ -38,7 +38,7 @@ from audit.predictions import MISSING, Predictions
 from audit.settings import Section, setting, unit
 from audit.side_process import SUPPORTED as side_process_supported
 from audit.side_process import SideProcess, side_process
-from audit.stats import Estimate, _estimate
+from audit.stats import Estimate, _estimate, unique_codes
 from audit.svg import ACCENT, GREEN, Bar, Canvas, intervals, short_label
 from audit.text import fmt, fmt_ci, md
 from audit.verdict import Criterion, Measure, judge
@@ -196,10 +196,11 @@ class _Cells:
 
     @classmethod
     def of(cls, codes: np.ndarray, y_true: np.ndarray, y_pred: np.ndarray, tlist: list[int], c: int) -> _Cells:
-        cells, of_row = np.unique((codes.astype(np.int64) * c + y_true) * c + y_pred, return_inverse=True)
+        groups = int(codes.max(initial=0)) + 1
+        cells, of_row = unique_codes((codes.astype(np.int64) * c + y_true) * c + y_pred, groups * c * c)
         target = np.full(c, -1)
         target[tlist] = np.arange(len(tlist))
-        return cls(of_row.ravel(), np.bincount(of_row.ravel()), cells // (c * c), cells // c % c, cells % c, target)
+        return cls(of_row, np.bincount(of_row), cells // (c * c), cells // c % c, cells % c, target)
 
     def column(self, y: np.ndarray, t: int, where: np.ndarray | bool = True) -> np.ndarray:
         """Each cell's (group, target ``y``) column of a (G x T) table; -1 if ``y`` is no target, or not ``where``."""
@@ -245,29 +246,16 @@ def _bootstrap(cells: _Cells, g: int, t: int, judged, tpr_ok, n_boot: int, seed:
 
 
 def resample_statistic(cells: _Cells, g: int, t: int, judged, tpr_ok):
-    """(k, K) cell weights -> (k, 2T): each target's disparate impact, then its TPR gap. A resample's count per
-    (group, target) is the sum of its weights over the cells in that column: a cell is in one column at most, so
-    one ``reduceat`` over the cells sorted by column does it (numpy only, no cells x columns matrix)."""
-    def summed(column: np.ndarray, width: int):  # column: each cell's, -1 for none
-        order = np.flatnonzero(column >= 0)
-        order = order[np.argsort(column[order], kind="stable")]
-        columns, starts = np.unique(column[order], return_index=True)
-
-        def total(w: np.ndarray) -> np.ndarray:  # (k, width)
-            out = np.zeros((len(w), width))
-            if len(order):
-                out[:, columns] = np.add.reduceat(w[:, order], starts, axis=1)
-            return out
-        return total
-
-    predicted, positives = summed(cells.column(cells.y_pred, t), g * t), summed(cells.column(cells.y_true, t), g * t)
-    tp, in_group = summed(cells.column(cells.y_true, t, cells.y_true == cells.y_pred), g * t), summed(cells.group, g)
+    """(k, K) cell weights -> (k, 2T): each target's disparate impact, then its TPR gap, from a resample's counts
+    per (group, target) column (``column_sums``: no cells x columns matrix)."""
+    predicted, positives = cells.column(cells.y_pred, t), cells.column(cells.y_true, t)
+    tp = cells.column(cells.y_true, t, cells.y_true == cells.y_pred)
 
     def stat(w: np.ndarray) -> np.ndarray:
         k = len(w)
         with np.errstate(invalid="ignore", divide="ignore"):
-            sel = predicted(w).reshape(k, g, t) / in_group(w)[:, :, None]
-            tpr = tp(w).reshape(k, g, t) / positives(w).reshape(k, g, t)
+            sel = column_sums(w, predicted, g * t).reshape(k, g, t) / column_sums(w, cells.group, g)[:, :, None]
+            tpr = column_sums(w, tp, g * t).reshape(k, g, t) / column_sums(w, positives, g * t).reshape(k, g, t)
         return np.concatenate([_ratio(sel, judged[None, :, None]), _spread(tpr, tpr_ok.T[None])], axis=1)
     return stat
 

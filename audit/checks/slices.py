@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 
-from audit.clusters import Exchangeable
+from audit.clusters import Exchangeable, column_sums
 from audit.context import AuditContext
 from audit.contract import CardPart, CheckSpec
 from audit.findings import Finding
@@ -223,16 +223,9 @@ class _Cells:
 
     def counts(self, per_cell: np.ndarray, c: int) -> list[np.ndarray]:
         """(k, levels, C) counts of correct, true and predicted classes per level, from (k, m) rows per cell."""
-        k, lc = per_cell.shape[0], self.levels * c
-        off = (np.arange(k) * lc)[:, None]
-
-        def spread(lc_of_cell: np.ndarray, cols) -> np.ndarray:
-            code = (lc_of_cell[None, :] + off).ravel()
-            return np.bincount(code, weights=per_cell[:, cols].ravel(), minlength=k * lc).reshape(k, self.levels, c)
-
-        every = slice(None)
-        return [spread(self.true_lc[self.diagonal], self.diagonal), spread(self.true_lc, every),
-                spread(self.pred_lc, every)]
+        shape = (len(per_cell), self.levels, c)
+        return [column_sums(per_cell, lc, self.levels * c).reshape(shape)
+                for lc in (np.where(self.diagonal, self.true_lc, -1), self.true_lc, self.pred_lc)]
 
 
 def _replicates(parts: list[_Partition], preds: Predictions, n_boot: int, seed: int):
