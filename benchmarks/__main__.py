@@ -9,6 +9,8 @@ benchmark its command, its minutes and the load average before and after, and th
     .venv/bin/python -m benchmarks --scale          # and the scale rows: memory on repeats, a million images
     .venv/bin/python -m benchmarks --only audit_vs_floor,fixed_costs
     .venv/bin/python -m benchmarks --list           # what would run, and its budget
+    .venv/bin/python -m benchmarks --suffix 2026_12_07   # results/<name>_2026_12_07: a second day's run
+                                                         # beside the files the README cites
 
 The minutes are budgets for an idle two-core machine; the table states what each took. A figure goes into
 the README only when a second run on another day reproduces it within 15%.
@@ -32,12 +34,21 @@ class Bench:
     script: str
     args: tuple[str, ...] = ()
     minutes: float = 5  # budget on an idle two-core machine
+    name: str = ""  # results/<name>.json and .md (default: the script's name)
+    name_flag: str = "--name"  # the script's option for it
 
-    def command(self) -> list[str]:
-        return [sys.executable, str(HERE / f"{self.script}.py"), *self.args]
+    def results(self, suffix: str = "") -> str:
+        return (self.name or self.script) + (f"_{suffix}" if suffix else "")
 
-    def shown(self) -> str:
-        return " ".join([".venv/bin/python", f"benchmarks/{self.script}.py", *self.args])
+    def arguments(self, suffix: str = "") -> list[str]:
+        named = [self.name_flag, self.results(suffix)] if self.name or suffix else []
+        return [*self.args, *named]
+
+    def command(self, suffix: str = "") -> list[str]:
+        return [sys.executable, str(HERE / f"{self.script}.py"), *self.arguments(suffix)]
+
+    def shown(self, suffix: str = "") -> str:
+        return " ".join([".venv/bin/python", f"benchmarks/{self.script}.py", *self.arguments(suffix)])
 
 
 TABLE = (
@@ -47,8 +58,8 @@ TABLE = (
     Bench("memory_vs_n", (), 5),
     Bench("near_duplicates", (), 3),
     Bench("quickstart_vs_revision", ("--repeats", "3"), 5),
-    Bench("serve_latency", ("--only", "quickstart"), 2),
-    Bench("serve_throughput", ("--only", "quickstart"), 2),
+    Bench("serve_latency", ("--only", "quickstart"), 2, "serve_latency_quickstart", "--out"),
+    Bench("serve_throughput", ("--only", "quickstart"), 2, "serve_throughput_quickstart", "--out"),
 )
 SCALE = (
     Bench("memory_repeats", (), 30),
@@ -65,6 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--scale", action="store_true", help="also the scale rows (about an hour more)")
     ap.add_argument("--only", help="comma-separated script names")
     ap.add_argument("--list", action="store_true", help="print what would run and its budget, run nothing")
+    ap.add_argument("--suffix", default="", help="write results/<name>_<suffix> (and table_<suffix>.md) instead of "
+                    "the files of the run the README cites")
     a = ap.parse_args(argv)
     benches = [*TABLE, *(SCALE if a.scale else ())]
     if a.only:
@@ -74,27 +87,28 @@ def main(argv: list[str] | None = None) -> int:
             ap.error(f"no benchmark named {', '.join(sorted(missing))}")
     if a.list:
         for b in benches:
-            print(f"{b.minutes:4.0f} min  {b.shown()}")
+            print(f"{b.minutes:4.0f} min  {b.shown(a.suffix)}")
         print(f"{sum(b.minutes for b in benches):4.0f} min  in all")
         return 0
     env = {**os.environ, "PYTHONPATH": str(HERE.parent)}
     rows, t_all = [], time.perf_counter()
     for b in benches:
-        print(f"== {b.shown()} (budget {b.minutes:.0f} min)", flush=True)
+        print(f"== {b.shown(a.suffix)} (budget {b.minutes:.0f} min)", flush=True)
         before, t0 = load(), time.perf_counter()
-        code = subprocess.run(b.command(), cwd=HERE.parent, env=env).returncode
+        code = subprocess.run(b.command(a.suffix), cwd=HERE.parent, env=env).returncode
         rows.append((b, code, (time.perf_counter() - t0) / 60, before, load()))
     total = (time.perf_counter() - t_all) / 60
     md = ["# The performance table, one run", "",
           "| benchmark | command | exit | minutes (budget) | load average before → after | results |",
           "|---|---|---|---|---|---|"]
     for b, code, minutes, before, after in rows:
-        md.append(f"| {b.script} | `{b.shown()}` | {code} | {minutes:.1f} ({b.minutes:.0f}) | {before:.1f} → {after:.1f} "
-                  f"| [{b.script}.md]({b.script}.md) |")
+        md.append(f"| {b.script} | `{b.shown(a.suffix)}` | {code} | {minutes:.1f} ({b.minutes:.0f}) "
+                  f"| {before:.1f} → {after:.1f} | [{b.results(a.suffix)}.md]({b.results(a.suffix)}.md) |")
     md += ["", f"{total:.1f} minutes in all on {os.cpu_count()} cores ({time.strftime('%Y-%m-%d')}). Each results "
            "file states its rounds, their spread and the load. Command: `.venv/bin/python -m benchmarks "
            + " ".join(sys.argv[1:] if argv is None else argv) + "`", ""]
-    (HERE / "results" / "table.md").write_text("\n".join(md), encoding="utf-8")
+    table = Bench("table").results(a.suffix)
+    (HERE / "results" / f"{table}.md").write_text("\n".join(md), encoding="utf-8")
     print("\n".join(md))
     return max((code for _, code, *_ in rows), default=0)
 

@@ -230,7 +230,7 @@ def markdown(res: dict) -> str:
     md = ["# Near-duplicates: multi-index search and colour confirmation", "",
           f"{m['cpus']} CPU(s), Python {m['python']}, numpy {m['numpy']}; 1-min load average {m['load_start']:.1f} at the "
           f"start, {m['load_end']:.1f} at the end (the machine is shared). Runs alternate, 3 of each. "
-          "Command: `.venv/bin/python benchmarks/near_duplicates.py`.", "",
+          f"Command: `.venv/bin/python benchmarks/near_duplicates.py{res.get('args', '')}`.", "",
           "## Search: `near_pairs` vs the all-pairs floor, real pHashes of Fashion-MNIST PNGs", "",
           "| case | bits | hashes | pairs | same pairs | near_pairs s (median) | all-pairs s (median) | speed-up |",
           "|---|---|---|---|---|---|---|---|"]
@@ -272,10 +272,11 @@ def markdown(res: dict) -> str:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=Path("data/fashion-mnist"), help="Fashion-MNIST ImageFolder splits")
+    ap.add_argument("--name", default="near_duplicates", help="results/<name>.json and .md")
     args = ap.parse_args()
     res: dict = {"machine": {"python": platform.python_version(), "numpy": np.__version__,
                              "cpus": len(os.sched_getaffinity(0)), "platform": platform.platform(),
-                             "load_start": os.getloadavg()[0]}}
+                             "load_start": os.getloadavg()[0]}, "args": "".join(f" {a}" for a in sys.argv[1:])}
     files, h, thumbs = fashion_mnist(args.data)
     n_train = len(files) - len(list((args.data / "test").rglob("*.png")))
     res["search"] = search_rows(h, n_train)
@@ -285,8 +286,8 @@ def main() -> int:
     res["machine"]["load_end"] = os.getloadavg()[0]
     out = HERE / "results"
     out.mkdir(exist_ok=True)
-    (out / "near_duplicates.json").write_text(json.dumps(res, indent=2) + "\n")
-    (out / "near_duplicates.md").write_text(markdown(res))
+    (out / f"{args.name}.json").write_text(json.dumps(res, indent=2) + "\n")
+    (out / f"{args.name}.md").write_text(markdown(res))
     print(markdown(res))
     return 0
 

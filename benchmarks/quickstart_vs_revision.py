@@ -41,6 +41,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--before", default=FIRST_RELEASE, help="git revision to compare with (default: first release)")
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--name", default="quickstart_vs_revision", help="results/<name>.json and .md")
     args = ap.parse_args()
     model, data = common.fashion_mnist_model(), common.fashion_mnist_test()
     with tempfile.TemporaryDirectory(prefix="quickstart-rev-") as tmp:
@@ -53,10 +54,10 @@ def main() -> None:
                                     args.repeats)
         finally:
             subprocess.run(["git", "worktree", "remove", "--force", str(old)], cwd=common.ROOT, check=False)
-    report(args.before, runs)
+    report(args.before, runs, args.name)
 
 
-def report(before: str, runs: dict[str, list]) -> None:
+def report(before: str, runs: dict[str, list], name: str) -> None:
     wall = {k: [w for w, _ in v] for k, v in runs.items()}
     cpu = {k: [c for _, c in v] for k, v in runs.items()}
     result = {"before": before, "rounds": len(wall["now"]), **common.machine(),
@@ -73,8 +74,9 @@ def report(before: str, runs: dict[str, list]) -> None:
            f"{rw['per_round_max']:.2f}), CPU {rc['per_round_median']:.2f}×. Every default check, the latency "
            f"server and the PDF included; this release's run also does more (evidence, label errors, findings, "
            f"model card). Load average (1 min) at the end: {result['load_average_1min_at_end']:.1f}.", "",
-           "Command: `.venv/bin/python benchmarks/quickstart_vs_revision.py`"]
-    common.write("quickstart_vs_revision", result, md)
+           "Command: `.venv/bin/python benchmarks/quickstart_vs_revision.py"
+           + "".join(f" {a}" for a in sys.argv[1:]) + "`"]
+    common.write(name, result, md)
 
 
 if __name__ == "__main__":
