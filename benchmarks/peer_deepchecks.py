@@ -105,6 +105,7 @@ def main() -> None:
     ap.add_argument("--model", type=Path)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--venv", type=Path, default=Path(tempfile.gettempdir()) / "deepchecks-venv")
+    ap.add_argument("--name", default="peer_deepchecks", help="results/<name>.json and .md")
     a = ap.parse_args()
     from audit.model import OnnxClassifier
 
@@ -137,8 +138,8 @@ def main() -> None:
            f"**{rss_ratio:.2f}×** the peak RSS. {a.repeats} alternating rounds on {data.name} "
            f"({m['cores']} cores; load average after each round: {', '.join(f'{x:.1f}' for x in loads)}).", "",
            f"Command: `.venv/bin/python benchmarks/peer_deepchecks.py {' '.join(sys.argv[1:])}` ({m['date']})"]
-    common.write("peer_deepchecks", {"runs": rows, "time_ratio": round(time_ratio, 3), "rss_ratio": round(rss_ratio, 3),
-                                     "loads": loads, "packages": list(PACKAGES), "machine": m}, md)
+    common.write(a.name, {"runs": rows, "time_ratio": round(time_ratio, 3), "rss_ratio": round(rss_ratio, 3),
+                          "loads": loads, "packages": list(PACKAGES), "machine": m}, md)
 
 
 if __name__ == "__main__":
