@@ -5,15 +5,18 @@ arguments below; each one alternates our path and its floor in rounds and writes
 (JSON + markdown, with its spread and the load average). Then writes ``benchmarks/results/table.md``: per
 benchmark its command, its minutes and the load average before and after, and the total time.
 
-    .venv/bin/python -m benchmarks                  # the table (the budget below: about 45 minutes)
+    .venv/bin/python -m benchmarks                  # the table (8.7 minutes on 2026-12-07)
     .venv/bin/python -m benchmarks --scale          # and the scale rows: memory on repeats, a million images
+                                                    # (15.7 minutes in all)
     .venv/bin/python -m benchmarks --only audit_vs_floor,fixed_costs
     .venv/bin/python -m benchmarks --list           # what would run, and its budget
     .venv/bin/python -m benchmarks --suffix 2026_12_07   # results/<name>_2026_12_07: a second day's run
                                                          # beside the files the README cites
 
-The minutes are budgets for an idle two-core machine; the table states what each took. A figure goes into
-the README only when a second run on another day reproduces it within 15%.
+The minutes are budgets for an idle two-core machine, about twice what each took on 2026-12-07 with the model
+and the data already built (the first run builds them: the quick start's model, the 100k copies, the 500k
+synthetic images); the table states what each took. A figure goes into the README only when a run on
+another day reproduces it within 15%.
 """
 
 from __future__ import annotations
@@ -52,18 +55,18 @@ class Bench:
 
 
 TABLE = (
-    Bench("audit_vs_floor", ("--sizes", "10000,100000", "--repeats", "5"), 15),
-    Bench("fixed_costs", ("--repeats", "5"), 5),
-    Bench("inference_vs_floor", ("--repeats", "3"), 8),
-    Bench("memory_vs_n", (), 5),
-    Bench("near_duplicates", (), 3),
-    Bench("quickstart_vs_revision", ("--repeats", "3"), 5),
-    Bench("serve_latency", ("--only", "quickstart"), 2, "serve_latency_quickstart", "--out"),
-    Bench("serve_throughput", ("--only", "colour224"), 3, "serve_throughput_colour224", "--out"),  # the README's row
+    Bench("audit_vs_floor", ("--sizes", "10000,100000", "--repeats", "5"), 7),
+    Bench("fixed_costs", ("--repeats", "5"), 1),
+    Bench("inference_vs_floor", ("--repeats", "3"), 2),
+    Bench("memory_vs_n", (), 2),
+    Bench("near_duplicates", (), 2),
+    Bench("quickstart_vs_revision", ("--repeats", "3"), 2),
+    Bench("serve_latency", ("--only", "quickstart"), 1, "serve_latency_quickstart", "--out"),
+    Bench("serve_throughput", ("--only", "colour224"), 1, "serve_throughput_colour224", "--out"),  # the README's row
 )
 SCALE = (
-    Bench("memory_repeats", (), 30),
-    Bench("million", (), 30),
+    Bench("memory_repeats", (), 9),
+    Bench("million", (), 5),
 )
 
 
@@ -73,7 +76,7 @@ def load() -> float:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
-    ap.add_argument("--scale", action="store_true", help="also the scale rows (about an hour more)")
+    ap.add_argument("--scale", action="store_true", help="also the scale rows (about 7 minutes more)")
     ap.add_argument("--only", help="comma-separated script names")
     ap.add_argument("--list", action="store_true", help="print what would run and its budget, run nothing")
     ap.add_argument("--suffix", default="", help="write results/<name>_<suffix> (and table_<suffix>.md) instead of "
