@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     md += ["", f"{total:.1f} minutes in all on {os.cpu_count()} cores ({time.strftime('%Y-%m-%d')}). Each results "
            "file states its rounds, their spread and the load. Command: `.venv/bin/python -m benchmarks "
            + " ".join(sys.argv[1:] if argv is None else argv) + "`", ""]
-    table = Bench("table").results(a.suffix)
+    table = f"table_{a.suffix}" if a.suffix else "table"
     (HERE / "results" / f"{table}.md").write_text("\n".join(md), encoding="utf-8")
     print("\n".join(md))
     return max((code for _, code, *_ in rows), default=0)
