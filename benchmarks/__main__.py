@@ -15,8 +15,8 @@ benchmark its command, its minutes and the load average before and after, and th
 
 The minutes are budgets for an idle two-core machine, about twice what each took on 2026-12-07 with the model
 and the data already built (the first run builds them: the quick start's model, the 100k copies, the 500k
-synthetic images); the table states what each took. A figure goes into the README only when a run on
-another day reproduces it within 15%.
+synthetic images); the table states what each took. The README shows each figure from two days and
+whether the second reproduced the first within 15%.
 """
 
 from __future__ import annotations
