@@ -241,7 +241,8 @@ def _bootstrap(cells: _Cells, g: int, t: int, judged, tpr_ok, n_boot: int, seed:
     cell (``Exchangeable``: the same distribution as drawing images), so the cost grows with cells, not images."""
     stat = resample_statistic(cells, g, t, judged, tpr_ok)
     ex = Exchangeable.of_groups(cells.of_row, len(cells.count))  # weights in cell order
-    point, reps = stat(ex.point())[0], np.concatenate([stat(w) for w in ex.resamples(n_boot, seed)])
+    point = stat(ex.point())[0]
+    reps = np.concatenate([stat(w) for w in ex.resamples(n_boot, seed)]) if n_boot else np.zeros((0, len(point)))
     return [_estimate(point[j], reps[:, j], 0.95) for j in range(len(point))]
 
 
