@@ -36,7 +36,7 @@ from audit.memory import peak_rss_mib, release_memory
 from audit.model import OnnxClassifier
 from audit.predictions import Predictions
 from audit.result import AuditResult, DataSummary, ModelSummary, Stage
-from audit.side_process import SideProcess
+from audit.side_process import SideProcess, stop_unclaimed
 from audit.sources import NON_FINITE, DataSource, Skipped, open_source
 from audit.threads import DaemonThreads
 from audit.thumbnails import capture_thumbnails
@@ -176,6 +176,8 @@ def open_context(model_path: Path, data_path: Path, config: AuditConfig, *,
     except BaseException:
         close_prepared(replace(ctx, prepared=prepared))
         raise
+    finally:
+        stop_unclaimed()  # started by ``python -m audit run`` before it knew whether a check needs it
     return replace(ctx, prepared=prepared)
 
 

@@ -85,6 +85,31 @@ def test_an_audit_imports_cleanlab_fairlearn_scikit_learn_scipy_and_pandas_only_
     assert "fairness" in (tmp_path / "o" / "verdict.json").read_text(encoding="utf-8")
 
 
+def test_a_run_starts_the_side_process_early_and_stops_it_when_no_check_claims_it(tmp_path):
+    """``python -m audit run`` starts it before the CLI's imports (audit/__main__.py); a run whose checks do not
+    ask for it (label errors off in the config) stops it, a run whose label-errors check does keeps that one."""
+    from audit import side_process as sp
+    from audit.config import load_config
+    from audit.pipeline import run_audit
+
+    data = builders.image_folder(tmp_path / "data", 8, confusers=1)
+    model = builders.colour_model(tmp_path / "model.onnx")
+    for argv in (["compare", "a", "b"], ["run", "--model", "m.onnx", "--no-label-errors"], ["serve"]):
+        if sp.running():
+            sp.running().stop()
+        sp.start_early(argv)
+        assert sp.running() is None, argv
+    sp.start_early(["run", "--model", "m.onnx"])
+    early = sp.running()
+    assert early is not None and early.call(loaded, "cleanlab.filter")
+    config = {"n_boot": 30, "latency.enabled": False, "invariance.enabled": False}
+    run_audit(model, data, load_config(None, config), progress=False)
+    assert sp.running() is early  # the label-errors check took it
+    sp.start_early(["run"])
+    run_audit(model, data, load_config(None, {**config, "label_errors.enabled": False}), progress=False)
+    assert sp.running() is None and not early.alive
+
+
 def test_the_model_card_made_in_the_side_process_is_the_one_made_here(tmp_path):
     from audit.config import load_config
     from audit.pipeline import run_audit
