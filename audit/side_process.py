@@ -134,7 +134,7 @@ def side_process(*modules: str) -> SideProcess:
 def start_early(argv: Sequence[str]) -> None:
     """``python -m audit run`` starts the side process importing cleanlab before the CLI's own imports, unless
     ``--no-label-errors`` is given: the import (1.2 s of CPU) then overlaps them (0.3 s) as well as the model's
-    pass. A 50-image run took about 0.3 s less, and so did a 10k one (docs/ARCHITECTURE.md §12). The checks
+    pass, and a 50-image run, which waits for it, ends about 0.3 s sooner (docs/ARCHITECTURE.md §12). The checks
     claim it when they are prepared (``side_process``); ``stop_unclaimed`` stops it if none did (the check
     disabled in a config file, or more images than the side process takes)."""
     global _UNCLAIMED

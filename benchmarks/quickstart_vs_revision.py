@@ -9,7 +9,7 @@ Ray engine), so the ratio says whether this release made the quick start slower.
 checkout and at the commit before it.
 
     .venv/bin/python benchmarks/quickstart_vs_revision.py [--before d529828] [--repeats 3]
-    .venv/bin/python benchmarks/quickstart_vs_revision.py --before REV --flags "--no-latency --no-invariance" \
+    .venv/bin/python benchmarks/quickstart_vs_revision.py --before REV --flags="--no-latency --no-invariance" \
         --per-class 5 --name NAME
 """
 
